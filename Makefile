@@ -1,0 +1,36 @@
+# Two entry points (README): `make demo` runs the offline benchmark, `make test` the test suite.
+# Both create the virtual environment first when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+CORES  ?= 2
+# CPU wheel by default. Cluster users: make venv TORCH_SPEC="torch==2.13.0 --index-url <PyTorch CUDA index>"
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv demo test lint dry-run report clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,slurm]'
+	touch $@
+
+demo: venv
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/snakemake --lint
+
+dry-run: venv
+	$(BIN)/snakemake -n --cores $(CORES)
+
+report: venv
+	$(BIN)/snakemake --cores $(CORES) --report report.html
+
+clean:
+	rm -rf results logs .snakemake report.html

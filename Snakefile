@@ -1,0 +1,44 @@
+# asrmerge: can one merged Whisper replace per-domain fine-tuned Whispers?
+#
+# Stages (one file each under rules/): corpus -> base model -> fine-tunes -> task vectors -> merges
+# -> lambda selection on validation -> decoding -> scoring -> tables and figures.
+#
+# Results layout (all under config["results"], default results/demo/):
+#   data/{set}/manifest.jsonl                    utterances of every split of a set (audio under data/{set}/audio/)
+#   models/base/                                 the foundation model (transformers folder, safetensors)
+#   models/joint/                                joint fine-tune on all domains (Full-FT)
+#   models/finetuned/{domain}/                   per-domain fine-tunes (ID-FT), with loss.csv
+#   task_vectors/{domain}.safetensors            tau_d = theta_d - theta_0
+#   merges/{method}/{params}/task_vector.safetensors   merged task vector (independent of lambda)
+#   merges/{method}/{params}/diagnostics.json    spectra, effective ranks, sign conflicts
+#   selection/{method}/{params}.json             validation curve over lambda and the chosen lambda
+#   hypotheses/{system}/{test_set}.jsonl         per-utterance id, reference, hypothesis
+#   scores/{system}.json                         error counts per test set and per utterance
+#   tables/wer.csv, tables/wer.md                one row per system and test set
+#   figures/wer_by_system.png|pdf                the table as a figure
+# {system} is base, joint, finetuned/{domain} or merged/{method}/{params};
+# {params} is "default" or the hyperparameters the config sets, e.g. "density=0.2,scope=tensor".
+#   logs/...                                     one log file per job, mirroring the paths above
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/base_model.smk"
+include: "rules/finetune.smk"
+include: "rules/task_vectors.smk"
+include: "rules/merge.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

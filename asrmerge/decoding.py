@@ -1,0 +1,191 @@
+"""Batched decoding of Whisper models: log-mel features, greedy search with a key/value cache, hypotheses as JSONL.
+
+Utterances are sorted by duration so a batch holds similar lengths; the encoder runs once per batch and the decoder
+extends all hypotheses one token per step, reusing cached self- and cross-attention keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from asrmerge.data.manifest import Utterance, load_audio
+from asrmerge.models.whisper import LoadedWhisper
+
+log = logging.getLogger(__name__)
+
+
+def log_mel(whisper: LoadedWhisper, audios: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Whisper log-mel features, each clip padded (or cut) to the model's input window."""
+    fe = whisper.feature_extractor
+    window = fe.n_samples
+    too_long = sum(len(a) > window for a in audios)
+    if too_long:
+        log.warning("%d clip(s) longer than the %.1f s window are cut", too_long, window / fe.sampling_rate)
+    features = fe(list(audios), sampling_rate=fe.sampling_rate, return_tensors="pt").input_features
+    return features.to(device=device, dtype=whisper.model.dtype)
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    num_beams: int = 1
+
+
+def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
+    """Special tokens a transcript never contains (all but end-of-text): prompts, languages, timestamps."""
+    special = set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
+    special.discard(whisper.eot_id)
+    return sorted(i for i in special if i < whisper.model.config.vocab_size)
+
+
+@torch.inference_mode()
+def greedy_decode(whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequence[int], max_new_tokens: int) -> list[list[int]]:
+    """Greedy search for a batch of log-mel features sharing one prompt; returns token ids without prompt or EOT."""
+    model = whisper.model
+    batch = features.shape[0]
+    encoder_states = model.model.encoder(features).last_hidden_state
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    step_input = torch.tensor([list(prompt)] * batch, device=features.device)
+    suppress = torch.tensor(suppressed_token_ids(whisper), device=features.device, dtype=torch.long)
+    eot = whisper.eot_id
+    limit = min(max_new_tokens, model.config.max_target_positions - len(prompt))
+    tokens = torch.full((batch, max(limit, 0)), eot, dtype=torch.long, device=features.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=features.device)
+    for step in range(limit):
+        hidden = model.model.decoder(
+            input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache, use_cache=True
+        ).last_hidden_state
+        logits = model.proj_out(hidden[:, -1]).float()
+        logits[:, suppress] = -torch.inf
+        next_token = logits.argmax(dim=-1).masked_fill(finished, eot)
+        tokens[:, step] = next_token
+        finished |= next_token == eot
+        if bool(finished.all()):
+            break
+        step_input = next_token[:, None]
+    return [[t for t in row.tolist() if t != eot] for row in _cut_at_eot(tokens, eot)]
+
+
+@torch.inference_mode()
+def beam_decode(
+    whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequence[int], max_new_tokens: int, num_beams: int,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
+    """Beam search (the paper decodes with 5 beams): the best finished hypothesis by log-probability / length^penalty.
+
+    The beams of one utterance share its encoder states, so only the self-attention cache is reordered.
+    """
+    model = whisper.model
+    batch, device, eot = features.shape[0], features.device, whisper.eot_id
+    encoder_states = model.model.encoder(features).last_hidden_state.repeat_interleave(num_beams, dim=0)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    suppress = torch.tensor(suppressed_token_ids(whisper), device=device, dtype=torch.long)
+    limit = min(max_new_tokens, model.config.max_target_positions - len(prompt))
+    # Only the first beam of each utterance is live at the start, so the first step does not pick K copies.
+    scores = torch.full((batch, num_beams), -torch.inf, device=device)
+    scores[:, 0] = 0.0
+    sequences = torch.empty((batch * num_beams, 0), dtype=torch.long, device=device)
+    step_input = torch.tensor([list(prompt)] * (batch * num_beams), device=device)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    for step in range(limit):
+        hidden = model.model.decoder(
+            input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache, use_cache=True
+        ).last_hidden_state
+        logits = model.proj_out(hidden[:, -1]).float()
+        logits[:, suppress] = -torch.inf
+        vocab = logits.shape[-1]
+        candidates = (scores.view(-1, 1) + logits.log_softmax(dim=-1)).view(batch, num_beams * vocab)
+        # 2K candidates per utterance: enough live ones remain after the finished ones are set aside.
+        top_scores, top_index = candidates.topk(2 * num_beams, dim=-1)
+        beam_of, token_of = top_index // vocab, top_index % vocab
+        new_scores = torch.full((batch, num_beams), -torch.inf, device=device)
+        new_beam = torch.zeros((batch, num_beams), dtype=torch.long, device=device)
+        new_token = torch.full((batch, num_beams), eot, dtype=torch.long, device=device)
+        for item in range(batch):
+            kept = 0
+            for score, beam, token in zip(top_scores[item].tolist(), beam_of[item].tolist(), token_of[item].tolist()):
+                if score == -torch.inf or kept == num_beams:
+                    break
+                if token == eot:
+                    tokens = sequences[item * num_beams + beam].tolist()
+                    finished[item].append((score / max(len(tokens) + 1, 1) ** length_penalty, tokens))
+                    continue
+                new_scores[item, kept], new_beam[item, kept], new_token[item, kept] = score, beam, token
+                kept += 1
+        if all(len(f) >= num_beams for f in finished):  # K finished hypotheses each, as HF early_stopping
+            break
+        origin = (torch.arange(batch, device=device)[:, None] * num_beams + new_beam).view(-1)
+        cache.self_attention_cache.reorder_cache(origin)
+        sequences = torch.cat([sequences[origin], new_token.view(-1, 1)], dim=1)
+        scores = new_scores
+        step_input = new_token.view(-1, 1)
+    results = []
+    for item in range(batch):
+        if not finished[item]:  # no beam ended within the limit: take the best live one
+            best = int(scores[item].argmax())
+            finished[item].append((float(scores[item, best]), sequences[item * num_beams + best].tolist()))
+        results.append(max(finished[item], key=lambda pair: pair[0])[1])
+    return results
+
+
+def search(whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequence[int], options: DecodingOptions) -> list[list[int]]:
+    """Greedy search for one beam, beam search otherwise."""
+    if options.num_beams == 1:
+        return greedy_decode(whisper, features, prompt, options.max_new_tokens)
+    return beam_decode(whisper, features, prompt, options.max_new_tokens, options.num_beams)
+
+
+def _cut_at_eot(tokens: torch.Tensor, eot: int) -> Iterator[torch.Tensor]:
+    for row in tokens:
+        stop = (row == eot).nonzero()
+        yield row[: int(stop[0])] if len(stop) else row
+
+
+def transcribe(
+    whisper: LoadedWhisper, utterances: Sequence[Utterance], options: DecodingOptions, device: torch.device,
+    progress: bool = True,
+) -> list[dict]:
+    """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis}, in input order."""
+    order = sorted(range(len(utterances)), key=lambda i: (utterances[i].language, -utterances[i].duration, utterances[i].id))
+    hypotheses: dict[int, str] = {}
+    batches = [order[i : i + options.batch_size] for i in range(0, len(order), options.batch_size)]
+    for batch in tqdm(batches, desc="decode", unit="batch", disable=not progress, mininterval=5):
+        by_language: dict[str, list[int]] = {}
+        for i in batch:
+            by_language.setdefault(utterances[i].language, []).append(i)
+        for language, members in by_language.items():
+            sr = whisper.feature_extractor.sampling_rate
+            features = log_mel(whisper, [load_audio(utterances[i].audio, sr) for i in members], device)
+            token_ids = search(whisper, features, whisper.prompt_ids(language), options)
+            for i, ids in zip(members, token_ids):
+                hypotheses[i] = whisper.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return [
+        {"id": u.id, "language": u.language, "reference": u.text, "hypothesis": hypotheses[i]}
+        for i, u in enumerate(utterances)
+    ]
+
+
+def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:
+    """Write rows atomically (temporary name, then rename) so no half-written file is ever left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

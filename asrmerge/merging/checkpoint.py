@@ -1,0 +1,311 @@
+"""Streaming safetensors I/O: lazy tensor-by-tensor reading of checkpoints and an atomic tensor-by-tensor writer.
+
+A checkpoint is a transformers folder (model.safetensors, or shards listed in model.safetensors.index.json, plus
+config.json) or a single .safetensors file. Tensors are read one at a time with `safetensors.safe_open` (memory
+mapped), so peak memory stays near the size of the tensors in use.
+
+safetensors has no streaming writer, so `SafetensorsWriter` writes the format itself: 8-byte little-endian header
+length, JSON header (dtype, shape, data_offsets per tensor, optional string metadata), raw little-endian bytes. All
+offsets are computed up front from the declared shapes and dtypes; tensors are then written in declaration order into
+a temporary file in the destination folder, which replaces the destination only when every tensor was written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from safetensors import safe_open
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+
+DTYPE_TO_ST: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+ST_TO_DTYPE = {v: k for k, v in DTYPE_TO_ST.items()}
+FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+if sys.byteorder != "little":  # raw bytes are written as in memory; safetensors is little-endian
+    raise ImportError("asrmerge.merging.checkpoint needs a little-endian machine")
+
+
+@dataclass
+class Checkpoint:
+    """Lazy view of a safetensors checkpoint.
+
+    Attributes:
+        path: the folder or file given.
+        files: tensor name → the .safetensors file holding it.
+        shapes / dtypes: per tensor, read from the headers only.
+        model_type: config.json's model_type for a folder, else None.
+        metadata: the string metadata of the (first) file.
+    """
+
+    path: Path
+    files: dict[str, Path]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, torch.dtype]
+    model_type: str | None
+    metadata: dict[str, str]
+    _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        """All tensor names, sorted (a stable iteration order)."""
+        return sorted(self.files)
+
+    @property
+    def float_names(self) -> list[str]:
+        """Names of floating-point tensors (the ones that have task vectors)."""
+        return [n for n in self.names if self.dtypes[n] in FLOAT_DTYPES]
+
+    def numel(self, name: str) -> int:
+        return math.prod(self.shapes[name])
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (its stored dtype, CPU)."""
+        file = self.files[name]
+        handle = self._handles.get(file)
+        if handle is None:
+            handle = safe_open(str(file), framework="pt", device="cpu")
+            self._handles[file] = handle
+        return handle.get_tensor(name)
+
+    def get_float(self, name: str, check_finite: bool = True) -> torch.Tensor:
+        """Read one tensor as float32; NaN/Inf raise ValueError naming the tensor and file."""
+        tensor = self.get(name).to(torch.float32)
+        if check_finite and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"tensor {name!r} in {self.files[name]} contains NaN or Inf")
+        return tensor
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_header(file: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    with open(file, "rb") as fh:
+        raw_len = fh.read(8)
+        if len(raw_len) != 8:
+            raise ValueError(f"{file} is not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", raw_len)
+        if length > 100_000_000:
+            raise ValueError(f"{file} is not a safetensors file (header length {length})")
+        try:
+            header = json.loads(fh.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{file} is not a safetensors file ({err})") from None
+    metadata = header.pop("__metadata__", None) or {}
+    return header, metadata
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return sorted({folder / f for f in weight_map.values()})
+    single = folder / WEIGHTS_NAME
+    if single.is_file():
+        return [single]
+    found = sorted(folder.glob("*.safetensors"))
+    if len(found) == 1:
+        return found
+    raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} or {INDEX_NAME} (found {len(found)} .safetensors files)")
+
+
+def read_model_type(folder: Path) -> str | None:
+    config = folder / CONFIG_NAME
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config}: invalid JSON ({err})") from None
+
+
+def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Open a transformers folder (single or sharded safetensors) or a single .safetensors file, lazily."""
+    path = Path(path)
+    if path.is_dir():
+        files = _weight_files(path)
+        model_type = read_model_type(path)
+    elif path.is_file():
+        files, model_type = [path], None
+    else:
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    names: dict[str, Path] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    metadata: dict[str, str] = {}
+    for i, file in enumerate(files):
+        header, meta = _read_header(file)
+        if i == 0:
+            metadata = meta
+        for name, info in header.items():
+            if name in names:
+                raise ValueError(f"tensor {name!r} appears in both {names[name]} and {file}")
+            if info["dtype"] not in ST_TO_DTYPE:
+                raise ValueError(f"tensor {name!r} in {file}: unsupported dtype {info['dtype']}")
+            names[name] = file
+            shapes[name] = tuple(info["shape"])
+            dtypes[name] = ST_TO_DTYPE[info["dtype"]]
+    return Checkpoint(path=path, files=names, shapes=shapes, dtypes=dtypes, model_type=model_type, metadata=metadata)
+
+
+def check_compatible(base: Checkpoint, other: Checkpoint, names: Sequence[str] | None = None) -> None:
+    """Raise ValueError unless `other` has the same tensors (names and shapes) as `base` (or as `names` of it)
+    and, for folders, the same config.json model_type. The message names the first offending key and file."""
+    if base.model_type is not None and other.model_type is not None and base.model_type != other.model_type:
+        raise ValueError(
+            f"{other.path}: model_type {other.model_type!r} differs from the base's {base.model_type!r} ({base.path})"
+        )
+    wanted = list(names) if names is not None else base.names
+    for name in wanted:
+        if name not in other.files:
+            raise ValueError(f"{other.path}: tensor {name!r} of the base ({base.files[name]}) is missing")
+        if other.shapes[name] != base.shapes[name]:
+            raise ValueError(
+                f"tensor {name!r} in {other.files[name]} has shape {list(other.shapes[name])}, "
+                f"the base ({base.files[name]}) has {list(base.shapes[name])}"
+            )
+    extra = sorted(set(other.files) - set(wanted))
+    if extra:
+        raise ValueError(f"tensor {extra[0]!r} in {other.files[extra[0]]} is not among the base's tensors ({base.path})")
+
+
+# ------------------------------------------------------------------------------------------------------------ writer
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+
+def build_header(entries: Sequence[TensorEntry], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialized safetensors header (length prefix included), padded with spaces to a multiple of 8 bytes."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for entry in entries:
+        if entry.dtype not in DTYPE_TO_ST:
+            raise ValueError(f"tensor {entry.name!r}: dtype {entry.dtype} cannot be stored")
+        header[entry.name] = {"dtype": DTYPE_TO_ST[entry.dtype], "shape": list(entry.shape),
+                              "data_offsets": [offset, offset + entry.nbytes]}
+        offset += entry.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob
+
+
+class SafetensorsWriter:
+    """Write a safetensors file tensor by tensor, atomically.
+
+    Usage::
+
+        with SafetensorsWriter(path, entries, metadata) as writer:
+            for entry in entries:
+                writer.write(entry.name, tensor)
+
+    Tensors must be written in the order of `entries`, with the declared dtype and shape. The data goes to a
+    temporary file in the destination folder that replaces `path` (os.replace) only after the last tensor; on any
+    error the temporary file is removed and `path` is left untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], entries: Sequence[TensorEntry], metadata: Mapping[str, str] | None = None):
+        self.path = Path(path)
+        self.entries = list(entries)
+        names = [e.name for e in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.path}: duplicate tensor names")
+        self.metadata = dict(metadata or {})
+        self._next = 0
+        self._fh: Any = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> "SafetensorsWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "wb")
+        self._fh.write(build_header(self.entries, self.metadata))
+        return self
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        if self._next >= len(self.entries):
+            raise ValueError(f"{self.path}: more tensors written than declared ({name!r})")
+        entry = self.entries[self._next]
+        if name != entry.name:
+            raise ValueError(f"{self.path}: expected tensor {entry.name!r} next, got {name!r}")
+        if tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
+            raise ValueError(
+                f"{self.path}: tensor {name!r} is {tensor.dtype} {list(tensor.shape)}, declared {entry.dtype} {list(entry.shape)}"
+            )
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        if data.numel():
+            self._fh.write(memoryview(data.numpy()))
+        self._next += 1
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._fh is not None and self._tmp is not None
+        try:
+            if exc_type is None and self._next != len(self.entries):
+                missing = self.entries[self._next].name
+                raise ValueError(f"{self.path}: tensor {missing!r} was declared but never written")
+            self._fh.flush()
+            if exc_type is None:
+                os.fsync(self._fh.fileno())
+            self._fh.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                log.debug("wrote %s (%d tensors)", self.path, len(self.entries))
+        finally:
+            if not self._fh.closed:
+                self._fh.close()
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Write an in-memory mapping with `SafetensorsWriter` (small files, tests)."""
+    items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
+    entries = [TensorEntry(n, t.dtype, tuple(t.shape)) for n, t in items]
+    with SafetensorsWriter(path, entries, metadata) as writer:
+        for name, tensor in items:
+            writer.write(name, tensor)
+    return Path(path)

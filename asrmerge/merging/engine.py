@@ -1,0 +1,289 @@
+"""Streaming merge engine: task vectors, merges and exported models, one tensor at a time.
+
+Peak memory is about (T + a few) × the largest tensor: for each named tensor the engine reads τ_t of all T tasks
+(from task-vector files, or as θ_t − θ₀ from fine-tuned checkpoints), runs the method on `device`, and appends the
+merged τ to the output file (`checkpoint.SafetensorsWriter`: atomic, nothing half-written on error).
+
+Whisper notes: DEFAULT_SVD_EXCLUDE keeps the token embeddings (tied to `proj_out`) and the positional tables out of
+the subspace methods' SVD (they are lookup tables, not linear maps): they get the mean of τ_t. The encoder's
+sinusoidal `model.encoder.embed_positions.weight` is frozen during fine-tuning, so its τ is 0 for every task and any
+method leaves it at θ₀.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from asrmerge.merging.checkpoint import (
+    FLOAT_DTYPES,
+    INDEX_NAME,
+    WEIGHTS_NAME,
+    Checkpoint,
+    SafetensorsWriter,
+    TensorEntry,
+    check_compatible,
+    open_checkpoint,
+)
+from asrmerge.merging.diagnostics import DiagnosticsCollector
+from asrmerge.merging.linalg import record_orthogonality
+from asrmerge.merging.registry import MergeMethod, TensorStream, get_method, resolve_params
+
+log = logging.getLogger(__name__)
+
+#: Regexes (re.search on the tensor name) of 2-D tensors that subspace methods must not decompose (Whisper).
+DEFAULT_SVD_EXCLUDE: tuple[str, ...] = (r"embed_tokens", r"embed_positions", r"proj_out")
+
+#: Weight files that `export_merged_model` does not copy from the base folder (it writes its own model.safetensors).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5", ".ckpt")
+
+
+def tensor_seed(seed: int, name: str) -> int:
+    """Stable 63-bit seed from (seed, tensor name): results never depend on iteration order or PYTHONHASHSEED."""
+    digest = hashlib.sha256(f"{int(seed)}\x00{name}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def tensor_generator(seed: int, name: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator on `device` seeded with `tensor_seed(seed, name)`."""
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(tensor_seed(seed, name))
+    return generator
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _metadata_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+# -------------------------------------------------------------------------------------------------- task vectors
+
+
+def compute_task_vector(base: str | os.PathLike[str], finetuned: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """Write τ = θ_t − θ₀ (float32, every floating-point tensor of the base) to one safetensors file.
+
+    Names, shapes and model_type are validated before anything is written; NaN/Inf raise ValueError naming the tensor
+    and file (the output is then not created). Metadata: kind, base path, finetuned path.
+    """
+    with open_checkpoint(base) as base_ckpt, open_checkpoint(finetuned) as ft_ckpt:
+        check_compatible(base_ckpt, ft_ckpt)
+        names = base_ckpt.float_names
+        entries = [TensorEntry(n, torch.float32, base_ckpt.shapes[n]) for n in names]
+        metadata = {"format": "pt", "kind": "task_vector", "base": str(base), "finetuned": str(finetuned)}
+        with SafetensorsWriter(out_path, entries, metadata) as writer:
+            for name in names:
+                writer.write(name, ft_ckpt.get_float(name) - base_ckpt.get_float(name))
+    log.info("task vector %s - %s -> %s (%d tensors)", finetuned, base, out_path, len(names))
+    return Path(out_path)
+
+
+class _TaskVectorSource:
+    """Yields the stacked τ_t (T, *shape) of one tensor, from task-vector files or from fine-tuned checkpoints."""
+
+    def __init__(self, base: Checkpoint, inputs: Sequence[Checkpoint], from_finetuned: bool, device: torch.device):
+        self.base, self.inputs, self.from_finetuned, self.device = base, inputs, from_finetuned, device
+
+    def stack(self, name: str) -> torch.Tensor:
+        if self.from_finetuned:
+            theta0 = self.base.get_float(name)
+            rows = [ckpt.get_float(name) - theta0 for ckpt in self.inputs]
+        else:
+            rows = [ckpt.get_float(name) for ckpt in self.inputs]
+        return torch.stack(rows).to(self.device)
+
+
+def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]], from_finetuned: bool) -> list[Checkpoint]:
+    checkpoints = [open_checkpoint(p) for p in paths]
+    for ckpt in checkpoints:
+        if from_finetuned:
+            check_compatible(base_ckpt, ckpt)
+        else:
+            check_compatible(base_ckpt, ckpt, names=base_ckpt.float_names)
+            if ckpt.metadata.get("kind") not in (None, "task_vector"):
+                raise ValueError(f"{ckpt.path} is not a task-vector file (kind={ckpt.metadata.get('kind')!r})")
+    return checkpoints
+
+
+def _merge_one(
+    method: MergeMethod,
+    name: str,
+    stack: torch.Tensor,
+    base_tensor: torch.Tensor,
+    kwargs: Mapping[str, Any],
+    seed: int,
+    device: torch.device,
+    svd_dtype: torch.dtype,
+    excluded: Callable[[str], bool],
+) -> torch.Tensor:
+    if method.matrix_only and (stack.ndim != 3 or excluded(name)):
+        return stack.mean(dim=0)
+    call = dict(kwargs)
+    if method.uses_rng:
+        call["generator"] = tensor_generator(seed, name, device)
+    if method.uses_svd:
+        call["svd_dtype"] = svd_dtype
+    return method.fn(stack, base_tensor, **call)
+
+
+def merge(
+    base: str | os.PathLike[str],
+    *,
+    task_vectors: Sequence[str | os.PathLike[str]] | None = None,
+    finetuned: Sequence[str | os.PathLike[str]] | None = None,
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    out_path: str | os.PathLike[str],
+    seed: int = 0,
+    device: str = "cpu",
+    svd_dtype: torch.dtype = torch.float32,
+    exclude_from_svd: Sequence[str] = DEFAULT_SVD_EXCLUDE,
+    diagnostics_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Merge T task vectors with a registered method; write the merged task vector τ (float32 safetensors).
+
+    Give exactly one of `task_vectors` (files from `compute_task_vector`) or `finetuned` (checkpoints; τ_t = θ_t − θ₀
+    on the fly). The merged model is θ₀ + λ·τ (`export_merged_model`). Random methods get a per-tensor generator
+    seeded from (seed, tensor name): the same inputs and seed give a bitwise identical file. Methods with a
+    `global_stats` pre-pass (e.g. TIES scope="global") stream the inputs extra times first. `exclude_from_svd`
+    (regexes) routes matching tensors of subspace methods to the mean of τ_t. `diagnostics_path`: also write
+    per-tensor diagnostics JSON (see `diagnostics`; costs about T + 1 svdvals per matrix).
+    Output metadata: method, resolved params, seed, inputs, default λ grid.
+    """
+    spec = get_method(method)
+    resolved = resolve_params(spec, params or {})
+    if spec.needs_calibration:
+        raise ValueError(f"method {spec.name!r} needs calibration data, which merge() does not take")
+    if (task_vectors is None) == (finetuned is None):
+        raise ValueError("give exactly one of task_vectors or finetuned")
+    paths = list(task_vectors if task_vectors is not None else finetuned or [])
+    if not paths:
+        raise ValueError("no task vectors / fine-tuned models given")
+    if svd_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"svd_dtype must be torch.float32 or torch.float64, got {svd_dtype}")
+    dev = _resolve_device(device)
+    patterns = [re.compile(p) for p in exclude_from_svd]
+
+    def excluded(name: str) -> bool:
+        return any(p.search(name) for p in patterns)
+
+    with open_checkpoint(base) as base_ckpt:
+        inputs = _open_inputs(base_ckpt, paths, from_finetuned=finetuned is not None)
+        source = _TaskVectorSource(base_ckpt, inputs, finetuned is not None, dev)
+        names = base_ckpt.float_names
+
+        def stream() -> Iterator[tuple[str, torch.Tensor]]:
+            for n in names:
+                yield n, source.stack(n)
+
+        extra: dict[str, Any] = {}
+        if spec.global_stats is not None:
+            total = sum(base_ckpt.numel(n) for n in names)
+            extra = spec.global_stats(TensorStream(open=stream, numel=total, num_tasks=len(inputs)), resolved)
+        kwargs = {**resolved, **extra}
+        metadata = {
+            "format": "pt",
+            "kind": "merged_task_vector",
+            "method": spec.name,
+            "params": _metadata_json(resolved),
+            "seed": str(seed),
+            "base": str(base),
+            "inputs": _metadata_json([str(p) for p in paths]),
+            "input_kind": "finetuned" if finetuned is not None else "task_vectors",
+            "default_lambdas": _metadata_json(list(spec.default_lambdas)),
+        }
+        collector = None
+        if diagnostics_path is not None:
+            collector = DiagnosticsCollector({k: v for k, v in metadata.items() if k != "format"} | {"params": resolved})
+        entries = [TensorEntry(n, torch.float32, base_ckpt.shapes[n]) for n in names]
+        log.info("merging %d task vectors with %s %s on %s", len(inputs), spec.name, resolved, dev)
+        with SafetensorsWriter(out_path, entries, metadata) as writer:
+            for name in names:
+                stack = source.stack(name)
+                base_tensor = base_ckpt.get_float(name).to(dev)
+                with record_orthogonality() as ns_errors:
+                    merged = _merge_one(spec, name, stack, base_tensor, kwargs, seed, dev, svd_dtype, excluded)
+                merged = merged.to(torch.float32)
+                if not bool(torch.isfinite(merged).all()):
+                    raise ValueError(f"method {spec.name!r} produced NaN/Inf for tensor {name!r}")
+                if collector is not None:
+                    collector.add(name, stack, merged, ns_errors)
+                writer.write(name, merged.cpu())
+        for ckpt in inputs:
+            ckpt.close()
+    if collector is not None:
+        collector.write(diagnostics_path)
+    log.info("merged task vector -> %s", out_path)
+    return Path(out_path)
+
+
+# ---------------------------------------------------------------------------------------------------------- export
+
+
+def apply_task_vector(
+    base: str | os.PathLike[str], task_vector_path: str | os.PathLike[str], lam: float, out_path: str | os.PathLike[str]
+) -> Path:
+    """Write θ₀ + λ·τ as one safetensors file with the base's tensor names and dtypes (computed in float32).
+
+    Non-floating-point tensors are copied from the base unchanged.
+    """
+    with open_checkpoint(base) as base_ckpt, open_checkpoint(task_vector_path) as tv_ckpt:
+        check_compatible(base_ckpt, tv_ckpt, names=base_ckpt.float_names)
+        names = base_ckpt.names
+        entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in names]
+        metadata = {"format": "pt", "kind": "merged_model", "base": str(base), "task_vector": str(task_vector_path),
+                    "lambda": repr(float(lam))}
+        with SafetensorsWriter(out_path, entries, metadata) as writer:
+            for name in names:
+                dtype = base_ckpt.dtypes[name]
+                if dtype in FLOAT_DTYPES:
+                    theta = base_ckpt.get_float(name) + float(lam) * tv_ckpt.get_float(name)
+                    writer.write(name, theta.to(dtype))
+                else:
+                    writer.write(name, base_ckpt.get(name))
+    return Path(out_path)
+
+
+def export_merged_model(
+    base_dir: str | os.PathLike[str], task_vector_path: str | os.PathLike[str], lam: float, out_dir: str | os.PathLike[str]
+) -> Path:
+    """Write θ₀ + λ·τ as a transformers folder loadable with `from_pretrained`.
+
+    The folder gets model.safetensors (base dtype, unsharded), every non-weight file of the base folder (config.json,
+    generation_config.json, processor/tokenizer files) and merge_info.json (provenance). It is built in a temporary
+    sibling folder and moved into place at the end.
+    """
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not base_dir.is_dir():
+        raise FileNotFoundError(f"base model folder not found: {base_dir}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for item in sorted(base_dir.iterdir()):
+            if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES) and item.name != INDEX_NAME:
+                shutil.copy2(item, staging / item.name)
+        apply_task_vector(base_dir, task_vector_path, lam, staging / WEIGHTS_NAME)
+        info = {"base": str(base_dir), "task_vector": str(task_vector_path), "lambda": float(lam)}
+        (staging / "merge_info.json").write_text(json.dumps(info, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    log.info("exported θ0 + %s·τ -> %s", lam, out_dir)
+    return out_dir

@@ -1,0 +1,171 @@
+"""Linear-algebra helpers shared by the merge methods and diagnostics.
+
+- `polar_factor`: the one orthogonaliser used by TSV-M, Iso-CTS and BoostedTSV-M (SVD Procrustes or Newton–Schulz).
+- `thin_svd`: SVD in a chosen working precision, cast back.
+- `effective_rank`: entropy-based effective rank (Roy & Vetterli, EUSIPCO 2007).
+- `streaming_order_statistics`: exact k-th smallest values over a stream of tensors (two passes, radix select on the
+  float32 bit pattern), used by model-wide ("global") pre-passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+#: Quintic Newton–Schulz coefficients (a, b, c) (Muon; the seed paper's NS orthogonalisation).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_EPS = 1e-7
+
+ORTHOGONALISERS = ("svd", "newton_schulz")
+
+# Diagnostics hook: when a recorder is active, every Newton–Schulz polar factor reports max |σ_i(Q) − 1|.
+_NS_RECORDER: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("ns_recorder", default=None)
+
+
+@contextlib.contextmanager
+def record_orthogonality() -> Iterator[list[float]]:
+    """Collect max |σ_i(Q) − 1| of every Newton–Schulz factor computed inside the block (costs one svdvals each)."""
+    store: list[float] = []
+    token = _NS_RECORDER.set(store)
+    try:
+        yield store
+    finally:
+        _NS_RECORDER.reset(token)
+
+
+def thin_svd(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch.linalg.svd(x, full_matrices=False) computed in `dtype` (float32 or float64), results cast to x's dtype.
+
+    Half-precision inputs are computed in at least float32 (LAPACK/cuSOLVER have no half SVD).
+    """
+    work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    u, s, vh = torch.linalg.svd(x.to(work), full_matrices=False)
+    return u.to(out_dtype), s.to(out_dtype), vh.to(out_dtype)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximate polar factor of a 2-D matrix by the quintic Newton–Schulz iteration, in float32.
+
+    X = G/(‖G‖_F + 1e-7); work in the wide orientation (rows ≤ cols); `steps` times X ← aX + (bA + cA²)X with A = XXᵀ;
+    transpose back. Singular values land near 1 (roughly in [0.7, 1.2] after 5 steps), not exactly at 1.
+    """
+    if g.ndim != 2:
+        raise ValueError(f"newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
+    a, b, c = NS_COEFFICIENTS
+    x = g.to(torch.float32)
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:
+        x = x.mT
+    x = x / (torch.linalg.matrix_norm(x) + NS_EPS)
+    for _ in range(steps):
+        gram = x @ x.mT
+        poly = b * gram + c * (gram @ gram)
+        x = a * x + poly @ x
+    if transposed:
+        x = x.mT
+    return x.contiguous()
+
+
+def polar_factor(
+    x: torch.Tensor, method: str = "svd", steps: int = 5, svd_dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Orthogonal polar factor Q of a 2-D matrix (the nearest matrix with orthonormal rows/columns, Procrustes).
+
+    method="svd": U Vᵀ from the thin SVD in `svd_dtype` (the reference: TSV-M `compute_procrustes`, Iso-CTS).
+    method="newton_schulz": `newton_schulz(x, steps)` in float32.
+    The result has x's dtype (float32 for half inputs).
+    """
+    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    if method == "svd":
+        u, _, vh = thin_svd(x, svd_dtype)
+        return (u @ vh).to(out_dtype)
+    if method == "newton_schulz":
+        q = newton_schulz(x, steps)
+        store = _NS_RECORDER.get()
+        if store is not None:
+            store.append(orthogonality_error(q))
+        return q.to(out_dtype)
+    raise ValueError(f"unknown orthogonaliser {method!r}; known: {', '.join(ORTHOGONALISERS)}")
+
+
+def orthogonality_error(q: torch.Tensor) -> float:
+    """max_i |σ_i(Q) − 1| over the min(m, n) singular values of Q."""
+    if q.numel() == 0:
+        return 0.0
+    s = torch.linalg.svdvals(q.to(torch.float32))
+    return float((s - 1).abs().max())
+
+
+def effective_rank(singular_values: torch.Tensor) -> float:
+    """Entropy effective rank exp(−Σ p_i log p_i), p_i = σ_i / Σσ (Roy & Vetterli 2007); 0 for a zero matrix."""
+    s = singular_values.to(torch.float64).clamp_min(0)
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    p = s / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exact streaming order statistics (radix select on the float32 bit pattern).
+
+
+def _order_key(values: torch.Tensor) -> torch.Tensor:
+    """Map float32 values to int64 keys in [0, 2³²) with the same order (−0.0 just below +0.0)."""
+    bits = values.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    magnitude = bits & 0x7FFFFFFF
+    return torch.where(bits >= 0, bits + (1 << 31), (1 << 31) - 1 - magnitude)
+
+
+def _key_to_float(key: torch.Tensor) -> torch.Tensor:
+    bits = torch.where(key >= (1 << 31), key - (1 << 31), ((1 << 31) - 1 - key) - (1 << 31))
+    return bits.to(torch.int32).view(torch.float32)
+
+
+def streaming_order_statistics(
+    chunks: Callable[[], Iterable[torch.Tensor]], positions: torch.Tensor
+) -> torch.Tensor:
+    """Exact order statistics of T value streams, without holding a stream in memory.
+
+    Args:
+        chunks: zero-argument callable; each call yields tensors of shape (T, n_i) (row t belongs to stream t).
+            It is called twice.
+        positions: int64 (T, P), 0-based ranks in ascending order (0 = minimum, N − 1 = maximum, N = Σ n_i).
+
+    Returns:
+        float32 (T, P): the values at those ranks, identical to `torch.sort(all_values_t)[positions[t]]`.
+
+    Method: pass 1 histograms the top 16 bits of an order-preserving 32-bit key; pass 2 histograms the low 16 bits of
+    the values inside each selected top bucket. Memory O(T·P·65536); cost two reads of the stream.
+    """
+    positions = positions.to(torch.int64).cpu()
+    n_streams, n_pos = positions.shape
+    high_hist = torch.zeros(n_streams, 1 << 16, dtype=torch.int64)
+    total = 0
+    for chunk in chunks():
+        keys = _order_key(chunk.reshape(n_streams, -1)).cpu()
+        total += keys.shape[1]
+        for t in range(n_streams):
+            high_hist[t] += torch.bincount(keys[t] >> 16, minlength=1 << 16)
+    if total == 0 or int(positions.min()) < 0 or int(positions.max()) >= total:
+        raise ValueError(f"order-statistic positions must lie in [0, {total}); got {positions.tolist()}")
+    cum = high_hist.cumsum(dim=1)
+    bucket = torch.searchsorted(cum, positions + 1)  # first bucket whose cumulative count exceeds the rank
+    below = torch.where(bucket > 0, cum.gather(1, (bucket - 1).clamp_min(0)), torch.zeros_like(bucket))
+    rank_in_bucket = positions - below
+    low_hist = torch.zeros(n_streams, n_pos, 1 << 16, dtype=torch.int64)
+    for chunk in chunks():
+        keys = _order_key(chunk.reshape(n_streams, -1)).cpu()
+        high = keys >> 16
+        for t in range(n_streams):
+            for p in range(n_pos):
+                selected = keys[t][high[t] == bucket[t, p]]
+                if selected.numel():
+                    low_hist[t, p] += torch.bincount(selected & 0xFFFF, minlength=1 << 16)
+    low = torch.searchsorted(low_hist.cumsum(dim=2), (rank_in_bucket + 1).unsqueeze(-1)).squeeze(-1)
+    return _key_to_float((bucket << 16) | low)

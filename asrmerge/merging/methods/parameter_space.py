@@ -1,0 +1,174 @@
+"""Parameter-space merges: Model Soup, Model Stock, Karcher mean, Multi-SLERP.
+
+They operate on the fine-tuned weights θ_t = θ₀ + τ_t and return θ_merged − θ₀, so that θ₀ + 1·τ reproduces the
+parameter-space merge (their λ grid is (1.0,)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from asrmerge.merging.registry import ParamSpec, register
+
+
+def _weights_from(task_vectors: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    return base.unsqueeze(0) + task_vectors
+
+
+@register("model_soup", family="parameter", reference="mergekit 0.1.5 linear (normalize=True, uniform weights)")
+def model_soup(task_vectors: torch.Tensor, base: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform Model Soup: θ = Σ_t θ_t / T (Wortsman et al., "Model soups", ICML 2022)."""
+    weights = _weights_from(task_vectors, base)
+    return weights.sum(dim=0) / weights.shape[0] - base
+
+
+@register(
+    "model_stock",
+    family="parameter",
+    params={"filter_wise": ParamSpec(False, "bool", doc="one interpolation ratio per row (last dimension) instead of per tensor")},
+    reference="mergekit 0.1.5 model_stock",
+)
+def model_stock(
+    task_vectors: torch.Tensor, base: torch.Tensor, *, generator: torch.Generator | None = None, filter_wise: bool = False
+) -> torch.Tensor:
+    """Model Stock (Jang et al., ECCV 2024): θ = t·mean(θ_t) + (1 − t)·θ₀ with t = N·cosθ / (1 + (N − 1)·cosθ).
+
+    cosθ is the mean pairwise cosine of the offsets θ_t − θ₀ (norm products clamped at 1e-6, cosines to [−1, 1]),
+    over the flattened tensor or, with filter_wise, per vector along the last dimension. Where |1 + (N − 1)·cosθ| <
+    1e-6 the base is kept (t = 0), as mergekit. N = 1 has no pair: cosθ := 1, so t = 1 and θ = θ_1 (mergekit
+    requires N ≥ 2).
+    """
+    n = task_vectors.shape[0]
+    models = _weights_from(task_vectors, base)
+    if filter_wise:
+        w0 = base.unsqueeze(0) if base.ndim == 1 else base
+        ws = models.unsqueeze(1) if base.ndim == 1 else models
+    else:
+        w0, ws = base.reshape(-1), models.reshape(n, -1)
+    offsets = ws - w0.unsqueeze(0)
+    norms = torch.linalg.vector_norm(offsets, dim=-1)
+    cosines = [
+        ((offsets[i] * offsets[j]).sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
+        for i in range(n)
+        for j in range(i + 1, n)
+    ]
+    if cosines:
+        cos_theta = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
+    else:
+        cos_theta = torch.ones_like(norms[0]).unsqueeze(-1)
+    denominator = 1 + (n - 1) * cos_theta
+    singular = denominator.abs() < 1e-6
+    ratio = torch.where(singular, torch.zeros_like(cos_theta), n * cos_theta / torch.where(singular, 1.0, denominator))
+    average = ws.sum(dim=0) / n
+    merged = ratio * average + (1 - ratio) * w0
+    return merged.reshape(base.shape) - base
+
+
+def _karcher_mean(tensors: list[torch.Tensor], alphas: list[float], max_iter: int, tol: float) -> torch.Tensor:
+    norms = [torch.linalg.vector_norm(x) for x in tensors]
+    units = [torch.zeros_like(x) if float(nrm) == 0.0 else x / nrm for x, nrm in zip(tensors, norms)]
+    valid = [i for i, nrm in enumerate(norms) if float(nrm) > tol]
+    if not valid:
+        return torch.zeros_like(tensors[0])
+    alpha_sum = sum(alphas[i] for i in valid)
+    weights = [alphas[i] / alpha_sum for i in valid]
+    points = [units[i] for i in valid]
+    mean = sum(w * u for w, u in zip(weights, points))
+    mean_norm = torch.linalg.vector_norm(mean)
+    mean = points[0].clone() if float(mean_norm) < tol else mean / mean_norm
+    for _ in range(max_iter):
+        tangent = torch.zeros_like(mean)
+        for w, u in zip(weights, points):
+            dot = torch.clamp(torch.dot(mean.reshape(-1), u.reshape(-1)), -1.0, 1.0)
+            theta = torch.arccos(dot)
+            if float(theta) < tol:
+                continue
+            tangent = tangent + w * (theta / torch.sin(theta)) * (u - dot * mean)
+        tangent_norm = torch.linalg.vector_norm(tangent)
+        if float(tangent_norm) < tol:
+            break
+        mean = torch.cos(tangent_norm) * mean + torch.sin(tangent_norm) * (tangent / tangent_norm)
+        unit_norm = torch.linalg.vector_norm(mean)
+        if float(unit_norm) > tol:
+            mean = mean / unit_norm
+    scale = sum(a * nrm for a, nrm in zip(alphas, norms))
+    return scale * mean
+
+
+@register(
+    "karcher",
+    family="parameter",
+    params={
+        "max_iter": ParamSpec(10, "int", minimum=1, doc="Riemannian gradient iterations"),
+        "tol": ParamSpec(1e-5, "float", minimum=0.0, min_inclusive=False, doc="convergence / degeneracy tolerance"),
+    },
+    reference="mergekit 0.1.5 karcher",
+)
+def karcher(
+    task_vectors: torch.Tensor,
+    base: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    max_iter: int = 10,
+    tol: float = 1e-5,
+) -> torch.Tensor:
+    """Karcher (Riemannian) mean on the unit sphere of the fine-tuned weights θ_t, no base model.
+
+    Norms n_t, directions u_t = θ_t/n_t; start from the normalised weighted mean direction; iterate the tangent-space
+    update (log map θ/sin θ, exp map) up to `max_iter` times or until the tangent norm < tol; output
+    (Σ α_t n_t)·u with α_t = 1/T. Tensors with norm ≤ tol are left out of the direction. T = 1 returns θ_1.
+    """
+    models = _weights_from(task_vectors, base)
+    if models.shape[0] == 1:
+        return task_vectors[0].clone()
+    tensors = list(models.unbind(0))
+    merged = _karcher_mean(tensors, [1.0 / len(tensors)] * len(tensors), max_iter, tol)
+    return merged - base
+
+
+@register(
+    "multislerp",
+    family="parameter",
+    params={
+        "eps": ParamSpec(1e-8, "float", minimum=0.0, min_inclusive=False, doc="numerical-stability constant"),
+        "use_base": ParamSpec(True, "bool", doc="interpolate the offsets θ_t − θ₀ (mergekit with a base model)"),
+    },
+    reference="mergekit 0.1.5 multislerp (uniform weights)",
+)
+def multislerp(
+    task_vectors: torch.Tensor,
+    base: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-8,
+    use_base: bool = True,
+) -> torch.Tensor:
+    """Multi-SLERP: barycentric interpolation on the hypersphere (Goddard, mergekit).
+
+    Points x_t = θ_t − θ₀ (use_base) or θ_t; unit-normalise (÷ ‖x_t‖ + eps), weighted mean direction m, tangent
+    vectors u_t − ⟨u_t, m⟩m, weighted tangent mean v, exponential map m cos‖v‖ + v sin‖v‖/‖v‖ (‖v‖ + eps), rescale
+    by Σ w_t‖x_t‖, add the base back. T = 1 returns θ_1. When the mean direction vanishes (‖m‖ < eps: antipodal
+    points, or all-zero offsets such as a frozen tensor) the weighted linear average is returned; mergekit does this
+    for T = 2 and raises for T > 2.
+    """
+    n = task_vectors.shape[0]
+    points = task_vectors if use_base else _weights_from(task_vectors, base)
+    if n == 1:
+        return points[0] if use_base else points[0] - base
+    flat = points.reshape(n, -1)
+    weights = torch.full((n,), 1.0 / n, dtype=flat.dtype, device=flat.device)
+    norms = torch.linalg.vector_norm(flat, dim=-1, keepdim=True)
+    units = flat / (norms + eps)
+    mean = (units * weights.unsqueeze(1)).sum(dim=0)
+    mean_norm = torch.linalg.vector_norm(mean)
+    if float(mean_norm) < eps:
+        result = (flat * weights.unsqueeze(1)).sum(dim=0)
+    else:
+        mean = mean / mean_norm
+        dots = (units * mean).sum(dim=-1, keepdim=True)
+        tangent = ((units - dots * mean) * weights.unsqueeze(1)).sum(dim=0)
+        tangent_norm = torch.linalg.vector_norm(tangent) + eps
+        result = mean * torch.cos(tangent_norm) + tangent * (torch.sin(tangent_norm) / tangent_norm)
+        result = result * (norms.squeeze(-1) * weights).sum()
+    result = result.reshape(base.shape)
+    return result if use_base else result - base

@@ -1,0 +1,287 @@
+"""Merge-method registry: parameter specifications, method records and name-based dispatch.
+
+Every merge method is a pure per-tensor function
+
+    fn(task_vectors: Tensor (T, *shape), base: Tensor (*shape), *, generator=None, **params) -> Tensor (*shape)
+
+returning the merged task vector τ, so that every method composes the same way: θ = θ₀ + λ·τ.
+It is recorded in `REGISTRY` together with its typed parameters, family and λ grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+FAMILIES = ("parameter", "task_vector", "subspace", "data_aware")
+KINDS = {"float": float, "int": int, "str": str, "bool": bool}
+
+
+def _grid(stop_tenths: int) -> tuple[float, ...]:
+    return tuple(round(0.1 * i, 10) for i in range(1, stop_tenths + 1))
+
+
+#: λ grids scanned on validation data (algorithms.md, "Scaling and selection").
+TASK_VECTOR_LAMBDAS: tuple[float, ...] = _grid(10)  # 0.1 .. 1.0
+SUBSPACE_LAMBDAS: tuple[float, ...] = _grid(30)  # 0.1 .. 3.0 (official TSV/Iso repos: linspace(0, 3, 31)[1:])
+PARAMETER_LAMBDAS: tuple[float, ...] = (1.0,)  # θ = θ₀ + 1·(θ_merged − θ₀) = θ_merged
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Typed, validated hyper-parameter of a merge method.
+
+    `minimum`/`maximum` bound numeric values; `min_inclusive`/`max_inclusive` say whether the bound itself is allowed
+    (density ∈ (0, 1] is ParamSpec(0.2, "float", minimum=0, maximum=1, min_inclusive=False)).
+    """
+
+    default: Any
+    kind: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+    min_inclusive: bool = True
+    max_inclusive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"ParamSpec kind must be one of {sorted(KINDS)}, got {self.kind!r}")
+
+    def allowed(self) -> str:
+        """Human-readable description of the allowed values."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.minimum is None and self.maximum is None:
+            return f"any {self.kind}"
+        lo = "-inf" if self.minimum is None else repr(self.minimum)
+        hi = "inf" if self.maximum is None else repr(self.maximum)
+        left = "[" if (self.min_inclusive and self.minimum is not None) else "("
+        right = "]" if (self.max_inclusive and self.maximum is not None) else ")"
+        return f"{self.kind} in {left}{lo}, {hi}{right}"
+
+    def coerce(self, value: Any) -> Any:
+        """Return `value` converted to this kind, or raise TypeError/ValueError (message without context)."""
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise TypeError("expected a bool")
+        if self.kind == "str":
+            if isinstance(value, str):
+                return value
+            raise TypeError("expected a string")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a {self.kind}")
+        if self.kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError("expected an int")
+            return int(value)
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+
+    def in_range(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if self.minimum is not None and (value < self.minimum or (value == self.minimum and not self.min_inclusive)):
+            return False
+        if self.maximum is not None and (value > self.maximum or (value == self.maximum and not self.max_inclusive)):
+            return False
+        return True
+
+    def parse(self, text: str) -> Any:
+        """Parse a command-line string (`k=v` right-hand side) according to `kind`."""
+        if self.kind == "bool":
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"cannot parse {text!r} as bool")
+        if self.kind == "int":
+            return int(text)
+        if self.kind == "float":
+            return float(text)
+        return text
+
+
+@dataclass(frozen=True)
+class TensorStream:
+    """Re-iterable view of the whole model's task vectors for model-wide pre-passes.
+
+    Each call streams the model once as (name, stacked τ (T, *shape) float32 on the merge device).
+    `numel` is the number of entries per task (Σ over tensors), `num_tasks` is T.
+    """
+
+    open: Callable[[], Iterator[tuple[str, torch.Tensor]]]
+    numel: int
+    num_tasks: int
+
+    def __call__(self) -> Iterator[tuple[str, torch.Tensor]]:
+        return self.open()
+
+    def values(self, transform: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> Callable[[], Iterator[torch.Tensor]]:
+        """Zero-argument callable yielding transform(τ stack) flattened to (T, n), for `streaming_order_statistics`."""
+
+        def chunks() -> Iterator[torch.Tensor]:
+            for _, stack in self.open():
+                yield transform(stack).reshape(self.num_tasks, -1)
+
+        return chunks
+
+
+#: Model-wide pre-pass: (stream, resolved params) -> extra keyword arguments passed to fn for every tensor.
+GlobalStatsFn = Callable[[TensorStream, Mapping[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A registered merge method.
+
+    Attributes:
+        name: registry key.
+        fn: the pure per-tensor function (see module docstring).
+        family: "parameter" | "task_vector" | "subspace" | "data_aware".
+        params: hyper-parameters with defaults and ranges.
+        matrix_only: applied to 2-D weight matrices only; the engine gives every other tensor (and every tensor
+            matching the SVD exclusion patterns) the mean of τ_t.
+        uses_rng: fn draws from its `generator` argument (the engine seeds one per tensor).
+        uses_svd: fn accepts `svd_dtype` (working precision of its SVDs).
+        default_lambdas: λ grid for validation sweeps.
+        reference: the implementation whose numbers this method reproduces.
+        needs_calibration: needs calibration audio (Fisher, RegMean); reserved, none registered yet.
+        global_stats: optional model-wide pre-pass (e.g. TIES with scope="global").
+        check: optional cross-parameter validation (raises ValueError).
+    """
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    family: str
+    params: Mapping[str, ParamSpec]
+    matrix_only: bool = False
+    uses_rng: bool = False
+    uses_svd: bool = False
+    default_lambdas: tuple[float, ...] = TASK_VECTOR_LAMBDAS
+    reference: str = ""
+    needs_calibration: bool = False
+    global_stats: GlobalStatsFn | None = None
+    check: Callable[[Mapping[str, Any]], None] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
+        for key, spec in self.params.items():
+            if not spec.in_range(spec.coerce(spec.default)):
+                raise ValueError(f"method {self.name!r}: default of {key!r} ({spec.default!r}) is not {spec.allowed()}")
+
+    @property
+    def summary(self) -> str:
+        doc = (self.fn.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+
+REGISTRY: dict[str, MergeMethod] = {}
+
+_FAMILY_LAMBDAS = {
+    "parameter": PARAMETER_LAMBDAS,
+    "task_vector": TASK_VECTOR_LAMBDAS,
+    "subspace": SUBSPACE_LAMBDAS,
+    "data_aware": TASK_VECTOR_LAMBDAS,
+}
+
+
+def register(
+    name: str,
+    *,
+    family: str,
+    params: Mapping[str, ParamSpec] | None = None,
+    matrix_only: bool = False,
+    uses_rng: bool = False,
+    uses_svd: bool = False,
+    default_lambdas: tuple[float, ...] | None = None,
+    reference: str = "",
+    needs_calibration: bool = False,
+    global_stats: GlobalStatsFn | None = None,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator: record `fn` in REGISTRY under `name` (duplicate names are an error)."""
+
+    def decorator(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if name in REGISTRY:
+            raise ValueError(f"merge method {name!r} is already registered")
+        REGISTRY[name] = MergeMethod(
+            name=name,
+            fn=fn,
+            family=family,
+            params=dict(params or {}),
+            matrix_only=matrix_only,
+            uses_rng=uses_rng,
+            uses_svd=uses_svd,
+            default_lambdas=default_lambdas if default_lambdas is not None else _FAMILY_LAMBDAS[family],
+            reference=reference,
+            needs_calibration=needs_calibration,
+            global_stats=global_stats,
+            check=check,
+        )
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing the method modules fills REGISTRY (they use the `register` decorator).
+    from asrmerge.merging import methods  # noqa: F401
+
+
+def get_method(name: str) -> MergeMethod:
+    """Look a method up by name; unknown names raise ValueError listing the known ones."""
+    _ensure_loaded()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown merge method {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def resolve_params(method: MergeMethod | str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate `params` against the method's ParamSpecs and fill in defaults.
+
+    Raises ValueError naming the method, the key, the value and the allowed values for an unknown key, a value of the
+    wrong kind or a value out of range.
+    """
+    if isinstance(method, str):
+        method = get_method(method)
+    given = dict(params or {})
+    unknown = sorted(set(given) - set(method.params))
+    if unknown:
+        key = unknown[0]
+        known = ", ".join(sorted(method.params)) or "(none)"
+        raise ValueError(f"method {method.name!r}: unknown parameter {key!r}={given[key]!r}; known parameters: {known}")
+    resolved: dict[str, Any] = {}
+    for key, spec in method.params.items():
+        raw = given.get(key, spec.default)
+        try:
+            value = spec.coerce(raw)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"method {method.name!r}: parameter {key!r}={raw!r} is invalid ({err}); allowed: {spec.allowed()}"
+            ) from None
+        if not spec.in_range(value):
+            raise ValueError(f"method {method.name!r}: parameter {key!r}={raw!r} is out of range; allowed: {spec.allowed()}")
+        resolved[key] = value
+    if method.check is not None:
+        try:
+            method.check(resolved)
+        except ValueError as err:
+            raise ValueError(f"method {method.name!r}: {err}") from None
+    return resolved
+
+
+def list_methods() -> list[MergeMethod]:
+    """All registered methods, sorted by family then name."""
+    _ensure_loaded()
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    return sorted(REGISTRY.values(), key=lambda m: (order[m.family], m.name))

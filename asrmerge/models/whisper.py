@@ -1,0 +1,163 @@
+"""Whisper models: build the small demo foundation, load any transformers Whisper, write prompts.
+
+Every model the workflow touches is a transformers `WhisperForConditionalGeneration` folder with its feature extractor
+and tokenizer beside it, so the demo model and Whisper large-v3 go through the same code. The demo model uses a
+tokenizer trained here; its special tokens carry Whisper's names (`<|startoftranscript|>`, `<|pt|>`, ...) so prompts
+are written the same way for both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoFeatureExtractor,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+)
+
+log = logging.getLogger(__name__)
+
+END_OF_TEXT = "<|endoftext|>"
+START_OF_TRANSCRIPT = "<|startoftranscript|>"
+TRANSCRIBE = "<|transcribe|>"
+NO_TIMESTAMPS = "<|notimestamps|>"
+
+
+def language_token(language: str) -> str:
+    """Whisper's language token: `pt-BR` and `pt` share `<|pt|>`, as in Whisper."""
+    return f"<|{language.split('-')[0].lower()}|>"
+
+
+def train_tokenizer(texts: Iterable[str], languages: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over the given texts with Whisper-named special tokens (one per language)."""
+    specials = [END_OF_TEXT, START_OF_TRANSCRIPT, TRANSCRIBE, NO_TIMESTAMPS]
+    specials += sorted({language_token(lang) for lang in languages})
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=START_OF_TRANSCRIPT,
+        eos_token=END_OF_TEXT,
+        pad_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        additional_special_tokens=specials[2:],
+    )
+
+
+def build_small_whisper(
+    tokenizer: PreTrainedTokenizerFast, architecture: Mapping[str, Any], audio_seconds: float, seed: int
+) -> WhisperForConditionalGeneration:
+    """A randomly initialised Whisper-architecture model sized by `architecture`, reading `audio_seconds` windows.
+
+    Whisper's encoder halves the frame rate (100 mel frames/s → 50 positions/s), so the source length follows from
+    the window. Suppression lists are emptied: they index Whisper's own vocabulary.
+    """
+    eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    sot = tokenizer.convert_tokens_to_ids(START_OF_TRANSCRIPT)
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        num_mel_bins=architecture["num_mel_bins"],
+        d_model=architecture["d_model"],
+        encoder_layers=architecture["encoder_layers"],
+        decoder_layers=architecture["decoder_layers"],
+        encoder_attention_heads=architecture["attention_heads"],
+        decoder_attention_heads=architecture["attention_heads"],
+        encoder_ffn_dim=architecture["ffn_dim"],
+        decoder_ffn_dim=architecture["ffn_dim"],
+        max_source_positions=int(round(audio_seconds * 50)),
+        max_target_positions=architecture["max_target_positions"],
+        pad_token_id=eot,
+        bos_token_id=sot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=sot, bos_token_id=sot, eos_token_id=eot, pad_token_id=eot,
+        max_length=architecture["max_target_positions"],
+    )
+    return model
+
+
+def feature_extractor_for(num_mel_bins: int, audio_seconds: float, sample_rate: int = 16000) -> WhisperFeatureExtractor:
+    """Whisper's log-mel front end for a window of `audio_seconds` (30 s for released Whisper checkpoints)."""
+    return WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate, chunk_length=audio_seconds)
+
+
+@dataclass
+class LoadedWhisper:
+    """A model with its front end and tokenizer: everything decoding and training need."""
+
+    model: WhisperForConditionalGeneration
+    feature_extractor: WhisperFeatureExtractor
+    tokenizer: PreTrainedTokenizerFast
+
+    def prompt_ids(self, language: str) -> list[int]:
+        """`<|startoftranscript|><|lang|><|transcribe|><|notimestamps|>`, Whisper's transcription prompt."""
+        tokens = [START_OF_TRANSCRIPT, language_token(language), TRANSCRIBE, NO_TIMESTAMPS]
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
+        unknown = [tok for tok, i in zip(tokens, ids) if i is None or i == self.tokenizer.unk_token_id and tok != END_OF_TEXT]
+        if unknown:
+            raise ValueError(f"the model's tokenizer has no token {unknown[0]} (language {language!r} unsupported)")
+        return ids
+
+    @property
+    def eot_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+
+    def save(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        self.model.save_pretrained(out_dir, safe_serialization=True)
+        self.feature_extractor.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` takes the GPU a scheduler gave this job when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_whisper(source: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedWhisper:
+    """Load a Whisper folder or hub id (the hub is only reached when `source` is not a local folder)."""
+    source = str(source)
+    local = Path(source).is_dir()
+    if not local and (Path(source).exists() or source.startswith((".", "/"))):
+        raise FileNotFoundError(f"model folder {source} does not exist or is not a folder")
+    config_path = Path(source) / "config.json"
+    if local and not config_path.is_file():
+        raise FileNotFoundError(f"{source} is not a transformers model folder (no config.json)")
+    if local and json.loads(config_path.read_text()).get("model_type") != "whisper":
+        raise ValueError(f"{source} is not a Whisper model (config.json model_type is not 'whisper')")
+    model = WhisperForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    model.to(torch.device(device)).eval()
+    return LoadedWhisper(
+        model=model,
+        feature_extractor=AutoFeatureExtractor.from_pretrained(source),
+        tokenizer=AutoTokenizer.from_pretrained(source),
+    )

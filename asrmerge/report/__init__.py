@@ -1,0 +1,1 @@
+"""Tables and figures built from the workflow's error counts."""

@@ -1,0 +1,75 @@
+"""Choice of the merge scaling lambda on validation data.
+
+The merged task vector does not depend on lambda, so the sweep loads theta_0 and tau once and writes
+theta_0 + lambda * tau into the same in-memory model for every lambda: k lambdas cost one merge and k decodes.
+Only the utterances passed in are read; the workflow passes the domains' validation splits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from asrmerge.data.manifest import Utterance
+from asrmerge.decoding import DecodingOptions, transcribe
+from asrmerge.models.whisper import LoadedWhisper
+from asrmerge.scoring import ErrorCounts, score_hypotheses
+
+log = logging.getLogger(__name__)
+
+
+class ScaledTaskVector:
+    """A model whose weights can be set to theta_0 + lambda * tau for any lambda, without reloading."""
+
+    def __init__(self, whisper: LoadedWhisper, task_vector_path: str | Path):
+        self.whisper = whisper
+        state = whisper.model.state_dict()
+        tau = load_file(str(task_vector_path), device=str(whisper.model.device))
+        missing = sorted(set(tau) - set(state))
+        if missing:
+            raise ValueError(f"{task_vector_path}: tensor {missing[0]} is not a parameter of the base model")
+        self.targets = {name: state[name] for name in tau}
+        self.base = {name: tensor.detach().clone() for name, tensor in self.targets.items()}
+        self.tau = tau
+
+    @torch.no_grad()
+    def set_lambda(self, lam: float) -> LoadedWhisper:
+        for name, target in self.targets.items():
+            target.copy_((self.base[name].float() + lam * self.tau[name].float()).to(target.dtype))
+        return self.whisper
+
+
+def pooled_counts(rows: Sequence[dict]) -> ErrorCounts:
+    total, _ = score_hypotheses(rows)
+    return total
+
+
+def sweep_lambda(
+    scaled: ScaledTaskVector, validation: Sequence[Utterance], lambdas: Sequence[float], options: DecodingOptions,
+    device: torch.device,
+) -> list[dict]:
+    """Validation error at each lambda, pooled over all utterances and per set."""
+    curve = []
+    for lam in lambdas:
+        rows = transcribe(scaled.set_lambda(lam), validation, options, device, progress=False)
+        by_set: dict[str, list[dict]] = {}
+        for utterance, row in zip(validation, rows):
+            by_set.setdefault(utterance.set, []).append(row)
+        total = pooled_counts(rows)
+        curve.append({
+            "lambda": lam, "wer": total.wer, "cer": total.cer,
+            "per_set": {name: {"wer": pooled_counts(r).wer, "cer": pooled_counts(r).cer} for name, r in by_set.items()},
+        })
+        log.info("lambda %.3g: validation WER %.4f CER %.4f", lam, total.wer, total.cer)
+    return curve
+
+
+def choose_lambda(curve: Sequence[Mapping], metric: str = "wer", tie_break: str = "smallest") -> float:
+    """The lambda with the lowest validation error; ties go to the smallest (or largest) lambda."""
+    sign = 1 if tie_break == "smallest" else -1
+    best = min(curve, key=lambda point: (point[metric], sign * point["lambda"]))
+    return float(best["lambda"])

@@ -1,0 +1,179 @@
+"""Full fine-tuning (and pretraining) of a transformers Whisper on manifest utterances.
+
+One loop serves the per-domain fine-tunes (ID-FT), the joint multi-domain fine-tune (Full-FT) and the demo's
+foundation pretraining. It supports gradient accumulation, linear warm-up then linear decay, bf16/fp16 autocast on
+GPU, gradient checkpointing, replay of general data inside each batch (to limit forgetting), and resumption: the
+state is checkpointed every `checkpoint_every` steps and a restarted run continues from it with the same batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asrmerge.data.manifest import Utterance, load_audio
+from asrmerge.decoding import log_mel
+from asrmerge.models.whisper import LoadedWhisper
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    steps: int
+    learning_rate: float
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    replay_fraction: float = 0.0
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+def label_sequence(whisper: LoadedWhisper, utterance: Utterance) -> list[int]:
+    """Prompt + transcript tokens + end-of-text: the decoder reads it shifted by one."""
+    text_ids = whisper.tokenizer.encode(" " + utterance.text.strip(), add_special_tokens=False)
+    return whisper.prompt_ids(utterance.language) + text_ids + [whisper.eot_id]
+
+
+def batch_loss(whisper: LoadedWhisper, utterances: Sequence[Utterance], device: torch.device) -> torch.Tensor:
+    """Mean token cross-entropy of the transcripts; the prompt tokens are given, not predicted."""
+    sr = whisper.feature_extractor.sampling_rate
+    features = log_mel(whisper, [load_audio(u.audio, sr) for u in utterances], device)
+    sequences = [label_sequence(whisper, u) for u in utterances]
+    max_positions = whisper.model.config.max_target_positions
+    too_long = [u.id for u, s in zip(utterances, sequences) if len(s) - 1 > max_positions]
+    if too_long:
+        raise ValueError(f"utterance {too_long[0]}: transcript longer than the decoder's {max_positions} positions")
+    width = max(len(s) for s in sequences) - 1
+    eot = whisper.eot_id
+    inputs = torch.full((len(sequences), width), eot, dtype=torch.long)
+    targets = torch.full((len(sequences), width), -100, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1])
+        targets[row, : len(seq) - 1] = torch.tensor(seq[1:])
+        prompt_length = len(whisper.prompt_ids(utterances[row].language))
+        targets[row, : prompt_length - 1] = -100  # language/task/timestamp tokens are part of the prompt
+    logits = whisper.model(input_features=features, decoder_input_ids=inputs.to(device)).logits
+    return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets.to(device), ignore_index=-100)
+
+
+def batch_indices(n_items: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """The items of batch `step`: epochs are seeded permutations, so any step can be recomputed after a restart."""
+    per_epoch = max(1, n_items // batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n_items)
+    return order[position * batch_size : (position + 1) * batch_size].tolist()
+
+
+def learning_rate_factor(step: int, options: TrainingOptions) -> float:
+    """Linear warm-up to the peak, then linear decay to zero at the last step."""
+    if step < options.warmup_steps:
+        return (step + 1) / options.warmup_steps
+    remaining = options.steps - options.warmup_steps
+    return max(0.0, (options.steps - step) / remaining) if remaining > 0 else 1.0
+
+
+def train(
+    whisper: LoadedWhisper,
+    train_set: Sequence[Utterance],
+    options: TrainingOptions,
+    out_dir: str | Path,
+    device: torch.device,
+    replay_set: Sequence[Utterance] = (),
+) -> list[dict]:
+    """Train in place and save the final model to `out_dir`; returns the loss curve (also in `out_dir/loss.csv`).
+
+    `out_dir/checkpoint/` holds the resumable state while training runs and is removed once the model is saved.
+    """
+    if not train_set:
+        raise ValueError("the training set is empty")
+    out_dir = Path(out_dir)
+    checkpoint_dir = out_dir / "checkpoint"
+    model = whisper.model.to(device)
+    model.train()
+    if options.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, options))
+    scaler = torch.amp.GradScaler(enabled=options.precision == "fp16" and device.type == "cuda")
+    autocast_dtype = PRECISIONS[options.precision]
+    curve: list[dict] = []
+    start = 0
+    if (checkpoint_dir / "state.pt").is_file():
+        state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=False)
+        if state["options"] != asdict(options):
+            raise ValueError(f"{checkpoint_dir} was written with other training options; delete it to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        curve, start = state["curve"], state["step"]
+        log.info("resuming from step %d of %d (%s)", start, options.steps, checkpoint_dir)
+
+    n_replay = int(round(options.batch_size * options.replay_fraction)) if replay_set else 0
+    n_main = options.batch_size - n_replay
+    for step in range(start, options.steps):
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(options.gradient_accumulation):
+            micro_step = step * options.gradient_accumulation + micro
+            batch = [train_set[i] for i in batch_indices(len(train_set), n_main, micro_step, options.seed)]
+            if n_replay:
+                batch += [replay_set[i] for i in batch_indices(len(replay_set), n_replay, micro_step, options.seed + 1)]
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                loss = batch_loss(whisper, batch, device) / options.gradient_accumulation
+            scaler.scale(loss).backward()
+            total += float(loss)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss became {total} at step {step}: lower the learning rate")
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        curve.append({"step": step + 1, "loss": total, "learning_rate": scheduler.get_last_lr()[0]})
+        scheduler.step()
+        if (step + 1) % 10 == 0 or step + 1 == options.steps:
+            log.info("step %d/%d loss %.4f", step + 1, options.steps, total)
+        if (step + 1) % options.checkpoint_every == 0 and step + 1 < options.steps:
+            _save_state(checkpoint_dir, model, optimizer, scheduler, scaler, curve, step + 1, options)
+
+    model.eval()
+    if options.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+    whisper.save(out_dir)
+    write_curve(curve, out_dir / "loss.csv")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return curve
+
+
+def _save_state(checkpoint_dir: Path, model, optimizer, scheduler, scaler, curve, step: int, options: TrainingOptions) -> None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tmp = checkpoint_dir / "state.pt.tmp"
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+         "scaler": scaler.state_dict(), "curve": curve, "step": step, "options": asdict(options)},
+        tmp,
+    )
+    tmp.replace(checkpoint_dir / "state.pt")
+
+
+def write_curve(curve: Sequence[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "loss", "learning_rate"])
+        writer.writeheader()
+        writer.writerows(curve)

@@ -1,0 +1,38 @@
+"""Glue for the Snakemake rule scripts: per-job logging and the list of utterances a rule reads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from asrmerge.data.manifest import Utterance, read_manifest
+
+
+@contextlib.contextmanager
+def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
+    """Send library logging (and any traceback) of one job to its log file."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logger = logging.getLogger("asrmerge.job")
+    try:
+        yield logger
+    except Exception:
+        logger.exception("job failed")
+        print(f"job failed, see {log_path}", file=sys.stderr)
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def utterances(manifest_paths: Sequence[str | Path], split: str) -> list[Utterance]:
+    """The utterances of one split across several manifests, in manifest order."""
+    return [u for path in manifest_paths for u in read_manifest(path, split=split)]

@@ -1,0 +1,17 @@
+rule base_model:
+    """The foundation: pretrain a small Whisper on the general sets, or load a released Whisper."""
+    input:
+        general=manifests(GENERAL_SETS) if config["base_model"]["source"] == "pretrain" else [],
+    output:
+        directory(f"{RESULTS}/models/base"),
+    params:
+        base=config["base_model"],
+        device=config["device"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/models/base.log",
+    threads: 2
+    resources:
+        gpu=0,
+    script:
+        "../scripts/base_model.py"

@@ -1,0 +1,55 @@
+# Configuration checks (before any job starts), derived lists, and input functions.
+import sys
+from pathlib import Path
+
+from asrmerge.config import ConfigError, domains, merge_branches, sets_with_role, test_sets, validate_config
+
+try:
+    validate_config(config, workdir=Path(workflow.basedir))
+except ConfigError as err:
+    sys.exit(f"asrmerge: invalid configuration: {err}")
+
+
+RESULTS = config["results"]
+LOGS = f"{RESULTS}/logs"
+DOMAINS = domains(config)
+TEST_SETS = test_sets(config)
+GENERAL_SETS = sets_with_role(config, "general")
+BRANCHES = {branch.id: branch for branch in merge_branches(config)}
+MODEL_SYSTEMS = ["base", "joint"] + [f"finetuned/{d}" for d in DOMAINS]
+MERGED_SYSTEMS = [f"merged/{branch_id}" for branch_id in BRANCHES]
+SYSTEMS = MODEL_SYSTEMS + MERGED_SYSTEMS
+
+
+wildcard_constraints:
+    set=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    domain=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    method=r"[a-z0-9_]+",
+    params=r"[^/]+",
+    model=r"base|joint|finetuned/[A-Za-z0-9][A-Za-z0-9_-]*",
+    system=r"base|joint|finetuned/[^/]+|merged/[^/]+/[^/]+",
+
+
+def manifest(set_name):
+    return f"{RESULTS}/data/{set_name}/manifest.jsonl"
+
+
+def manifests(set_names):
+    return [manifest(s) for s in set_names]
+
+
+def branch(wildcards):
+    return BRANCHES[f"{wildcards.method}/{wildcards.params}"]
+
+
+def hypotheses(system):
+    return [f"{RESULTS}/hypotheses/{system}/{t}.jsonl" for t in TEST_SETS]
+
+
+def final_outputs():
+    return [
+        f"{RESULTS}/tables/wer.csv",
+        f"{RESULTS}/tables/wer.md",
+        f"{RESULTS}/tables/paper.md",
+        f"{RESULTS}/figures/wer_by_system.png",
+    ]

@@ -1,0 +1,12 @@
+rule corpus_set:
+    """Synthesise a set from its generator spec, or import and validate a user manifest."""
+    output:
+        manifest=f"{RESULTS}/data/{{set}}/manifest.jsonl",
+    params:
+        spec=lambda wc: config["corpus"]["sets"][wc.set],
+        sample_rate=config["corpus"]["sample_rate"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/data/{{set}}.log",
+    script:
+        "../scripts/corpus_set.py"

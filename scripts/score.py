@@ -1,0 +1,20 @@
+"""Rule score: error counts of one system on every test set."""
+import json
+from pathlib import Path
+
+from asrmerge.decoding import read_jsonl
+from asrmerge.scoring import counts_to_dict, score_hypotheses
+from asrmerge.workflow import job_logging
+
+with job_logging(snakemake.log[0]):
+    scores = {}
+    for test_set, path in zip(snakemake.params.test_sets, snakemake.input):
+        rows = read_jsonl(path)
+        total, per_utterance = score_hypotheses(rows)
+        scores[test_set] = {
+            "total": counts_to_dict(total),
+            "utterances": {row["id"]: counts_to_dict(c) for row, c in zip(rows, per_utterance)},
+        }
+    tmp = Path(snakemake.output[0] + ".tmp")
+    tmp.write_text(json.dumps(scores, indent=1))
+    tmp.replace(snakemake.output[0])

@@ -1,0 +1,73 @@
+"""Configuration validation: defaults, schema errors, semantic errors, merge branch expansion."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asrmerge.config import ConfigError, load_schema, merge_branches, test_sets, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo_config():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_demo_config_is_valid(demo_config):
+    config = validate_config(demo_config, ROOT)
+    assert config["merge"]["svd_dtype"] == "float32"  # filled from the schema
+    assert config["finetune"]["domain"]["gradient_accumulation"] == 1  # default inside a $ref'd definition
+    assert test_sets(config)[:2] == ["weather", "medical"]
+
+
+def _every_property(schema, path="config"):
+    node = schema
+    for key, sub in node.get("properties", {}).items():
+        yield f"{path}.{key}", sub
+        yield from _every_property(sub, f"{path}.{key}")
+
+
+def test_every_schema_key_has_description_and_default():
+    schema = load_schema()
+    for key, sub in _every_property(schema):
+        assert "description" in sub, key
+    for key, sub in schema["properties"].items():
+        assert "default" in sub, key
+
+
+@pytest.mark.parametrize(
+    "mutate, culprit",
+    [
+        (lambda c: c["merge"]["methods"].append({"method": "no_such_method"}), "merge.methods[2].method"),
+        (lambda c: c.update(unknown_key=1), "unknown_key"),
+        (lambda c: c["finetune"]["domain"].update(steps=-1), "finetune.domain.steps"),
+        (lambda c: c["corpus"]["sets"]["weather"]["sizes"].update(train=-5), "corpus.sets.weather.sizes.train"),
+        (lambda c: c["corpus"]["sets"].update(extra={"role": "ood", "manifest": "missing/manifest.jsonl"}),
+         "missing/manifest.jsonl"),
+        (lambda c: c["base_model"].update(source="pretrained", path="./no/such/folder"), "base_model.path"),
+        (lambda c: c["finetune"].update(checkpoints={"weather": "./nowhere"}), "finetune.checkpoints.weather"),
+        (lambda c: c["merge"]["methods"].append({"method": "ties", "params": {"density": 1.5}}), "density"),
+    ],
+)
+def test_bad_config_names_the_culprit(demo_config, mutate, culprit):
+    mutate(demo_config)
+    with pytest.raises(ConfigError, match=culprit.replace("[", r"\[").replace("]", r"\]")):
+        validate_config(demo_config, ROOT)
+
+
+def test_grid_expands_to_readable_unique_paths(demo_config):
+    demo_config["merge"]["methods"] = [
+        {"method": "ties", "params": {"density": [0.2, 0.5]}},
+        {"method": "task_arithmetic"},
+    ]
+    validate_config(demo_config, ROOT)
+    ids = [b.id for b in merge_branches(demo_config)]
+    assert ids == ["ties/density=0.2", "ties/density=0.5", "task_arithmetic/default"]
+
+
+def test_duplicate_merge_is_rejected(demo_config):
+    demo_config["merge"]["methods"] = [{"method": "task_arithmetic"}, {"method": "task_arithmetic"}]
+    with pytest.raises(ConfigError, match="listed twice"):
+        validate_config(copy.deepcopy(demo_config), ROOT)

@@ -1,0 +1,133 @@
+"""The real DAG on the micro config: content of the outputs, lint, no-op rerun, and a one-branch rerun."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(ROOT / "Snakefile"),
+             "--directory", str(ROOT), "--replace-workflow-config"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(config_path: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*SNAKEMAKE, "--configfile", str(config_path), *args],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def planned_jobs(config_path: Path) -> dict[str, int]:
+    """Rule -> number of jobs a dry run would execute."""
+    out = snakemake(config_path, "--dry-run", "--quiet", "rules").stdout
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.MULTILINE) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Run the micro workflow once into a temporary results folder."""
+    tmp = tmp_path_factory.mktemp("micro")
+    config = yaml.safe_load(MICRO.read_text())
+    config["results"] = str(tmp / "results")
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    snakemake(config_path)
+    yield config_path, Path(config["results"]), config
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_table_has_every_system_and_test_set(finished):
+    _, results, _ = finished
+    table = pd.read_csv(results / "tables" / "wer.csv")
+    systems = {"base", "joint", "finetuned/weather", "finetuned/medical",
+               "merged/task_arithmetic/default", "merged/ties/density=0.2", "merged/tsv_m/default"}
+    assert set(table.system) == systems
+    assert len(table) == len(systems) * 3  # weather, medical, english test sets
+    assert (table.reference_words > 0).all()
+    recomputed = (table.substitutions + table.deletions + table.insertions) / table.reference_words
+    assert recomputed.round(6).tolist() == table.wer.round(6).tolist()
+    assert "WER (%)" in (results / "tables" / "wer.md").read_text()
+    assert (results / "figures" / "wer_by_system.png").stat().st_size > 10_000
+
+
+def test_hypotheses_cover_the_test_split(finished):
+    _, results, _ = finished
+    manifest = [json.loads(line) for line in (results / "data" / "weather" / "manifest.jsonl").read_text().splitlines()]
+    test_ids = [row["id"] for row in manifest if row["split"] == "test"]
+    rows = [json.loads(line) for line in (results / "hypotheses" / "merged" / "tsv_m" / "default" / "weather.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == test_ids
+    assert all(set(r) >= {"id", "reference", "hypothesis", "language"} for r in rows)
+
+
+def test_task_arithmetic_merge_is_the_sum_of_task_vectors(finished):
+    _, results, _ = finished
+    merged = load_file(results / "merges" / "task_arithmetic" / "default" / "task_vector.safetensors")
+    parts = [load_file(results / "task_vectors" / f"{d}.safetensors") for d in ("weather", "medical")]
+    assert set(merged) == set(parts[0])
+    for name, tensor in merged.items():
+        assert float((tensor - parts[0][name] - parts[1][name]).abs().max()) < 1e-6, name
+    assert any(float(t.abs().max()) > 0 for t in merged.values())
+
+
+def test_lambda_chosen_from_validation_curve(finished):
+    _, results, _ = finished
+    selection = json.loads((results / "selection" / "task_arithmetic" / "default.json").read_text())
+    assert [p["lambda"] for p in selection["curve"]] == [0.5, 1.0]
+    best = min(selection["curve"], key=lambda p: (p["wer"], p["lambda"]))
+    assert selection["chosen_lambda"] == best["lambda"]
+    assert selection["validation_utterances"] == 8  # 4 per domain, validation split only
+
+
+def test_every_job_wrote_a_log(finished):
+    _, results, _ = finished
+    logs = list((results / "logs").rglob("*.log"))
+    assert len(logs) >= 20
+    assert any("step 3/3" in p.read_text() for p in (results / "logs" / "models" / "finetuned").glob("*.log"))
+
+
+def test_rerun_does_nothing(finished):
+    config_path, _, _ = finished
+    assert planned_jobs(config_path) == {}
+
+
+def test_changing_one_hyperparameter_reruns_only_its_branch(finished):
+    config_path, _, config = finished
+    changed = dict(config)
+    changed["merge"] = {**config["merge"], "methods": [dict(m) for m in config["merge"]["methods"]]}
+    changed["merge"]["methods"][1]["params"] = {"density": 0.3}
+    changed_path = config_path.with_name("changed.yaml")
+    changed_path.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(changed_path) == {
+        "merge": 1, "select_lambda": 1, "decode_merged": 1, "score": 1, "table": 1, "figure": 1, "all": 1,
+    }
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
+                             "--directory", str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["results"] = str(tmp_path / "results")
+    config["merge"]["methods"].append({"method": "ties", "params": {"density": 1.5}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([*SNAKEMAKE, "--configfile", str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "merge.methods[3].params" in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
