@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "asrmerge.merging.cli",
+    "asrmerge.models.cli",
 ]
 
 

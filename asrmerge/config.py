@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from asrmerge.data.corpus import parse_spec
 from asrmerge.merging.registry import get_method, resolve_params
 
 SCHEMA_PATH = Path(str(resources.files("asrmerge") / "schemas" / "config.schema.yaml"))
@@ -142,7 +143,7 @@ def domains(config: Mapping) -> list[str]:
     return sets_with_role(config, "domain")
 
 
-def test_sets(config: Mapping) -> list[str]:
+def scored_sets(config: Mapping) -> list[str]:
     """Every set scored in the tables: the domains' test splits, then the test-only sets."""
     return domains(config) + sets_with_role(config, *TEST_ROLES)
 
@@ -177,6 +178,10 @@ def check_roles(config: Mapping) -> None:
     for name, spec in config["corpus"]["sets"].items():
         if "manifest" in spec:
             continue
+        try:
+            parse_spec(name, spec)  # voices, languages, text generators, channel effects
+        except ValueError as err:
+            raise ConfigError(f"config key corpus.sets.{name}: {err}") from None
         sizes = spec.get("sizes")
         if not sizes:
             raise ConfigError(f"config key corpus.sets.{name}: give either manifest or a generator spec with sizes")

@@ -31,8 +31,28 @@ def pretrain_small_whisper(
 
 
 def copy_pretrained(settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: Path, device: torch.device, seed: int) -> None:
-    """Load a released Whisper (hub id or folder) and keep a local copy, so every later stage reads one folder."""
-    load_whisper(settings["path"], device="cpu").save(out_dir)
+    """Load a released Whisper (hub id or folder) and keep a local copy, so every later stage reads one folder.
+
+    A window shorter than the checkpoint's (30 s for released Whisper) keeps the first rows of the encoder's
+    positional table: short utterances then cost a fraction of the encoder work, which matters on a CPU.
+    """
+    whisper = load_whisper(settings["path"], device="cpu")
+    positions = int(round(settings["audio_seconds"] * 50))
+    if positions < whisper.model.config.max_source_positions:
+        log.info("window cut to %.1f s (%d encoder positions)", settings["audio_seconds"], positions)
+        whisper = shorten_window(whisper, settings["audio_seconds"])
+    whisper.save(out_dir)
+
+
+def shorten_window(whisper: LoadedWhisper, audio_seconds: int) -> LoadedWhisper:
+    """The same model reading `audio_seconds` windows: positional table sliced, front end re-sized."""
+    positions = int(round(audio_seconds * 50))
+    table = whisper.model.model.encoder.embed_positions
+    table.weight = torch.nn.Parameter(table.weight.data[:positions].clone(), requires_grad=False)
+    table.num_embeddings = positions
+    whisper.model.config.max_source_positions = positions
+    extractor = feature_extractor_for(whisper.model.config.num_mel_bins, audio_seconds)
+    return LoadedWhisper(whisper.model, extractor, whisper.tokenizer)
 
 
 BASE_SOURCES = {"pretrain": pretrain_small_whisper, "pretrained": copy_pretrained}

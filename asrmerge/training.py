@@ -4,6 +4,10 @@ One loop serves the per-domain fine-tunes (ID-FT), the joint multi-domain fine-t
 foundation pretraining. It supports gradient accumulation, linear warm-up then linear decay, bf16/fp16 autocast on
 GPU, gradient checkpointing, replay of general data inside each batch (to limit forgetting), and resumption: the
 state is checkpointed every `checkpoint_every` steps and a restarted run continues from it with the same batches.
+
+Pretraining a small Whisper from scratch on little data benefits from an auxiliary CTC loss on the encoder
+(`ctc_weight` > 0): without it the decoder learns a language model that ignores the audio. The CTC head is a linear
+layer used only during training; the saved model is a plain Whisper.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class TrainingOptions:
     precision: str = "fp32"
     gradient_checkpointing: bool = False
     checkpoint_every: int = 100
+    ctc_weight: float = 0.0
     seed: int = 0
 
 
@@ -50,8 +55,12 @@ def label_sequence(whisper: LoadedWhisper, utterance: Utterance) -> list[int]:
     return whisper.prompt_ids(utterance.language) + text_ids + [whisper.eot_id]
 
 
-def batch_loss(whisper: LoadedWhisper, utterances: Sequence[Utterance], device: torch.device) -> torch.Tensor:
-    """Mean token cross-entropy of the transcripts; the prompt tokens are given, not predicted."""
+def batch_loss(
+    whisper: LoadedWhisper, utterances: Sequence[Utterance], device: torch.device,
+    ctc_head: torch.nn.Linear | None = None, ctc_weight: float = 0.0,
+) -> torch.Tensor:
+    """Mean token cross-entropy of the transcripts (the prompt tokens are given, not predicted), plus the weighted
+    CTC loss of the encoder when a CTC head is given (its blank is the last class)."""
     sr = whisper.feature_extractor.sampling_rate
     features = log_mel(whisper, [load_audio(u.audio, sr) for u in utterances], device)
     sequences = [label_sequence(whisper, u) for u in utterances]
@@ -68,8 +77,22 @@ def batch_loss(whisper: LoadedWhisper, utterances: Sequence[Utterance], device: 
         targets[row, : len(seq) - 1] = torch.tensor(seq[1:])
         prompt_length = len(whisper.prompt_ids(utterances[row].language))
         targets[row, : prompt_length - 1] = -100  # language/task/timestamp tokens are part of the prompt
-    logits = whisper.model(input_features=features, decoder_input_ids=inputs.to(device)).logits
-    return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets.to(device), ignore_index=-100)
+    encoder_states = whisper.model.model.encoder(features).last_hidden_state
+    logits = whisper.model(encoder_outputs=(encoder_states,), decoder_input_ids=inputs.to(device)).logits
+    loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets.to(device), ignore_index=-100)
+    if ctc_head is None:
+        return loss
+    transcripts = [seq[len(whisper.prompt_ids(u.language)) : -1] for u, seq in zip(utterances, sequences)]
+    log_probs = ctc_head(encoder_states).float().log_softmax(-1).transpose(0, 1)  # (frames, batch, classes)
+    ctc = torch.nn.functional.ctc_loss(
+        log_probs,
+        torch.tensor([t for seq in transcripts for t in seq], dtype=torch.long),
+        input_lengths=torch.full((len(transcripts),), log_probs.shape[0], dtype=torch.long),
+        target_lengths=torch.tensor([len(seq) for seq in transcripts], dtype=torch.long),
+        blank=ctc_head.out_features - 1,
+        zero_infinity=True,
+    )
+    return (1 - ctc_weight) * loss + ctc_weight * ctc
 
 
 def batch_indices(n_items: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -108,7 +131,12 @@ def train(
     model.train()
     if options.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    ctc_head = None
+    if options.ctc_weight > 0:
+        torch.manual_seed(options.seed)
+        ctc_head = torch.nn.Linear(model.config.d_model, model.config.vocab_size + 1).to(device)
+    trained = list(model.parameters()) + (list(ctc_head.parameters()) if ctc_head else [])
+    optimizer = torch.optim.AdamW(trained, lr=options.learning_rate, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, options))
     scaler = torch.amp.GradScaler(enabled=options.precision == "fp16" and device.type == "cuda")
     autocast_dtype = PRECISIONS[options.precision]
@@ -119,6 +147,8 @@ def train(
         if state["options"] != asdict(options):
             raise ValueError(f"{checkpoint_dir} was written with other training options; delete it to start over")
         model.load_state_dict(state["model"])
+        if ctc_head is not None:
+            ctc_head.load_state_dict(state["ctc_head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -136,13 +166,13 @@ def train(
             if n_replay:
                 batch += [replay_set[i] for i in batch_indices(len(replay_set), n_replay, micro_step, options.seed + 1)]
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                loss = batch_loss(whisper, batch, device) / options.gradient_accumulation
+                loss = batch_loss(whisper, batch, device, ctc_head, options.ctc_weight) / options.gradient_accumulation
             scaler.scale(loss).backward()
             total += float(loss)
         if not math.isfinite(total):
             raise FloatingPointError(f"loss became {total} at step {step}: lower the learning rate")
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trained, options.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         curve.append({"step": step + 1, "loss": total, "learning_rate": scheduler.get_last_lr()[0]})
@@ -150,7 +180,7 @@ def train(
         if (step + 1) % 10 == 0 or step + 1 == options.steps:
             log.info("step %d/%d loss %.4f", step + 1, options.steps, total)
         if (step + 1) % options.checkpoint_every == 0 and step + 1 < options.steps:
-            _save_state(checkpoint_dir, model, optimizer, scheduler, scaler, curve, step + 1, options)
+            _save_state(checkpoint_dir, model, ctc_head, optimizer, scheduler, scaler, curve, step + 1, options)
 
     model.eval()
     if options.gradient_checkpointing:
@@ -161,11 +191,11 @@ def train(
     return curve
 
 
-def _save_state(checkpoint_dir: Path, model, optimizer, scheduler, scaler, curve, step: int, options: TrainingOptions) -> None:
+def _save_state(checkpoint_dir: Path, model, ctc_head, optimizer, scheduler, scaler, curve, step: int, options) -> None:
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tmp = checkpoint_dir / "state.pt.tmp"
     torch.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        {"model": model.state_dict(), "ctc_head": ctc_head.state_dict() if ctc_head else None, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
          "scaler": scaler.state_dict(), "curve": curve, "step": step, "options": asdict(options)},
         tmp,
     )

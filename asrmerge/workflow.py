@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,9 +12,21 @@ from pathlib import Path
 from asrmerge.data.manifest import Utterance, read_manifest
 
 
+def share_package_with_jobs() -> None:
+    """Put this package's folder on PYTHONPATH, so jobs in other environments (conda, cluster nodes) import it too."""
+    root = str(Path(__file__).resolve().parents[1])
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, *paths]))
+
+
 @contextlib.contextmanager
-def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
-    """Send library logging (and any traceback) of one job to its log file."""
+def job_logging(log_path: str | Path, threads: int | None = None) -> Iterator[logging.Logger]:
+    """Send library logging (and any traceback) of one job to its log file; use at most `threads` CPU threads."""
+    if threads:
+        import torch  # only jobs that give a thread count run models
+
+        torch.set_num_threads(threads)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")

@@ -11,7 +11,7 @@ rule base_model:
     log:
         f"{LOGS}/models/base.log",
     threads: 2
-    resources:
-        gpu=0,
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/base_model.py"

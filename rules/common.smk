@@ -2,7 +2,8 @@
 import sys
 from pathlib import Path
 
-from asrmerge.config import ConfigError, domains, merge_branches, sets_with_role, test_sets, validate_config
+from asrmerge.workflow import share_package_with_jobs
+from asrmerge.config import ConfigError, domains, merge_branches, sets_with_role, scored_sets, validate_config
 
 try:
     validate_config(config, workdir=Path(workflow.basedir))
@@ -10,15 +11,18 @@ except ConfigError as err:
     sys.exit(f"asrmerge: invalid configuration: {err}")
 
 
+share_package_with_jobs()
+
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 DOMAINS = domains(config)
-TEST_SETS = test_sets(config)
+TEST_SETS = scored_sets(config)
 GENERAL_SETS = sets_with_role(config, "general")
 BRANCHES = {branch.id: branch for branch in merge_branches(config)}
 MODEL_SYSTEMS = ["base", "joint"] + [f"finetuned/{d}" for d in DOMAINS]
 MERGED_SYSTEMS = [f"merged/{branch_id}" for branch_id in BRANCHES]
 SYSTEMS = MODEL_SYSTEMS + MERGED_SYSTEMS
+FIGURES = ["wer_by_system", "id_vs_ood", "lambda_curves", "heatmap"]  # asrmerge.report.figures
 
 
 wildcard_constraints:
@@ -28,6 +32,7 @@ wildcard_constraints:
     params=r"[^/]+",
     model=r"base|joint|finetuned/[A-Za-z0-9][A-Za-z0-9_-]*",
     system=r"base|joint|finetuned/[^/]+|merged/[^/]+/[^/]+",
+    figure="|".join(FIGURES),
 
 
 def manifest(set_name):
@@ -51,5 +56,5 @@ def final_outputs():
         f"{RESULTS}/tables/wer.csv",
         f"{RESULTS}/tables/wer.md",
         f"{RESULTS}/tables/paper.md",
-        f"{RESULTS}/figures/wer_by_system.png",
+        *expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURES),
     ]

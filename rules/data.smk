@@ -8,5 +8,7 @@ rule corpus_set:
         seed=config["seed"],
     log:
         f"{LOGS}/data/{{set}}.log",
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/corpus_set.py"

@@ -14,6 +14,8 @@ rule select_lambda:
     log:
         f"{LOGS}/selection/{{method}}/{{params}}.log",
     threads: 2
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/select_lambda.py"
 
@@ -31,6 +33,8 @@ rule decode_model:
     log:
         f"{LOGS}/hypotheses/{{model}}.log",
     threads: 2
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/decode.py"
 
@@ -50,6 +54,8 @@ rule decode_merged:
     log:
         f"{LOGS}/hypotheses/merged/{{method}}/{{params}}.log",
     threads: 2
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/decode.py"
 
@@ -64,5 +70,7 @@ rule score:
         test_sets=TEST_SETS,
     log:
         f"{LOGS}/scores/{{system}}.log",
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/score.py"

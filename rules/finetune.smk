@@ -2,7 +2,7 @@ rule finetune_domain:
     """ID-FT: full fine-tuning on one domain (or import the user's own fine-tune of it)."""
     input:
         base=f"{RESULTS}/models/base",
-        train=lambda wc: manifest(wc.domain),
+        train=lambda wc: [manifest(wc.domain)],
         replay=manifests(GENERAL_SETS),
     output:
         directory(f"{RESULTS}/models/finetuned/{{domain}}"),
@@ -14,6 +14,8 @@ rule finetune_domain:
     log:
         f"{LOGS}/models/finetuned/{{domain}}.log",
     threads: 2
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/finetune.py"
 
@@ -34,5 +36,7 @@ rule finetune_joint:
     log:
         f"{LOGS}/models/joint.log",
     threads: 2
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/finetune.py"

@@ -16,5 +16,8 @@ rule merge:
         diagnostics=config["merge"]["diagnostics"],
     log:
         f"{LOGS}/merges/{{method}}/{{params}}.log",
+    threads: 2
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/merge.py"

@@ -19,18 +19,25 @@ rule table:
         reference="joint",
     log:
         f"{LOGS}/tables/wer.log",
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/table.py"
 
 
 rule figure:
-    """WER per system on each test group."""
+    """One figure from the table or the selection curves (PNG and PDF)."""
     input:
-        f"{RESULTS}/tables/wer.csv",
+        table=f"{RESULTS}/tables/wer.csv",
+        selections=expand(f"{RESULTS}/selection/{{branch}}.json", branch=BRANCHES),
     output:
-        png=f"{RESULTS}/figures/wer_by_system.png",
-        pdf=f"{RESULTS}/figures/wer_by_system.pdf",
+        png=f"{RESULTS}/figures/{{figure}}.png",
+        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
+    params:
+        branches=list(BRANCHES),
     log:
-        f"{LOGS}/figures/wer_by_system.log",
+        f"{LOGS}/figures/{{figure}}.log",
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/figure.py"

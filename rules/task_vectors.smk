@@ -7,5 +7,7 @@ rule task_vector:
         f"{RESULTS}/task_vectors/{{domain}}.safetensors",
     log:
         f"{LOGS}/task_vectors/{{domain}}.log",
+    conda:
+        "../envs/asrmerge.yaml"
     script:
         "../scripts/task_vector.py"

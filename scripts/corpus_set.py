@@ -2,14 +2,13 @@
 from pathlib import Path
 
 from asrmerge.data.corpus import build_set
-from asrmerge.data.manifest import import_manifest
+from asrmerge.data.user_manifest import import_manifest
 from asrmerge.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
-    spec = dict(snakemake.params.spec)
+    spec = snakemake.params.spec
     out_dir = Path(snakemake.output.manifest).parent
     if "manifest" in spec:
         import_manifest(spec["manifest"], snakemake.wildcards.set, snakemake.output.manifest, snakemake.params.sample_rate)
     else:
-        spec.pop("role")
         build_set(snakemake.wildcards.set, spec, out_dir, seed=snakemake.params.seed, sample_rate=snakemake.params.sample_rate)

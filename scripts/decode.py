@@ -7,7 +7,7 @@ from asrmerge.models.whisper import load_whisper, resolve_device
 from asrmerge.selection import ScaledTaskVector
 from asrmerge.workflow import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     device = resolve_device(snakemake.params.device)
     whisper = load_whisper(snakemake.input.model, device=device)
     if "task_vector" in snakemake.input.keys():

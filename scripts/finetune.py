@@ -3,7 +3,7 @@ from asrmerge.models.whisper import load_whisper, resolve_device
 from asrmerge.training import TrainingOptions, train
 from asrmerge.workflow import job_logging, utterances
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     if snakemake.params.checkpoint:
         log.info("using the given fine-tune %s", snakemake.params.checkpoint)
         load_whisper(snakemake.params.checkpoint).save(snakemake.output[0])

@@ -7,7 +7,7 @@ from asrmerge.merging.engine import merge
 from asrmerge.models.whisper import resolve_device
 from asrmerge.workflow import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], snakemake.threads):
     diagnostics = snakemake.output.diagnostics if snakemake.params.diagnostics else None
     merge(
         snakemake.input.base,

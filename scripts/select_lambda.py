@@ -6,7 +6,7 @@ from asrmerge.models.whisper import load_whisper, resolve_device
 from asrmerge.selection import ScaledTaskVector, choose_lambda, sweep_lambda
 from asrmerge.workflow import job_logging, utterances
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], snakemake.threads):
     device = resolve_device(snakemake.params.device)
     scaled = ScaledTaskVector(load_whisper(snakemake.input.base, device=device), snakemake.input.task_vector)
     validation = utterances(snakemake.input.validation, split="validation")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrmerge.config import ConfigError, load_schema, merge_branches, test_sets, validate_config
+from asrmerge.config import ConfigError, load_schema, merge_branches, scored_sets, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ def test_demo_config_is_valid(demo_config):
     config = validate_config(demo_config, ROOT)
     assert config["merge"]["svd_dtype"] == "float32"  # filled from the schema
     assert config["finetune"]["domain"]["gradient_accumulation"] == 1  # default inside a $ref'd definition
-    assert test_sets(config)[:2] == ["weather", "medical"]
+    assert scored_sets(config)[:2] == ["weather", "medical"]
 
 
 def _every_property(schema, path="config"):

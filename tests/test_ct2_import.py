@@ -32,6 +32,7 @@ from asrmerge.models.ct2_import import (
     bfloat16_bits_to_float32,
     check_special_token_ids,
     ct2_to_transformers,
+    infer_whisper_geometry,
     read_ct2_model_bin,
     unpack_ct2_wheels,
 )
@@ -44,7 +45,7 @@ EOT, SOT, EN, PT, TRANSLATE, TRANSCRIBE = 48, 49, 50, 51, 52, 53
 NO_TIMESTAMPS = 57
 VOCAB = 60
 MEL_BINS = 80
-SOURCE_POSITIONS = 8  # 16 mel frames
+SOURCE_POSITIONS = 50  # 100 mel frames: a 1 s window
 TARGET_POSITIONS = 16
 
 # CTranslate2 DataType ids by numpy dtype.
@@ -224,6 +225,26 @@ def test_reader_decodes_bfloat16_and_rejects_bad_files(tmp_path: Path) -> None:
         read_ct2_model_bin(tmp_path / "absent.bin")
 
 
+def test_heads_fall_back_to_standard_whisper_sizes() -> None:
+    # Whisper base shapes as zero-copy broadcast views; no num_heads scalars stored.
+    def shaped(*shape: int) -> np.ndarray:
+        return np.broadcast_to(np.float32(0), shape)
+
+    variables = {
+        "encoder/conv1/weight": shaped(512, 80, 3),
+        "decoder/embeddings/weight": shaped(51865, 512),
+        "encoder/position_encodings/encodings": shaped(1500, 512),
+        "decoder/position_encodings/encodings": shaped(448, 512),
+        **{f"{side}/layer_{i}/ffn/linear_0/weight": shaped(2048, 512) for side in ("encoder", "decoder")
+           for i in range(6)},
+    }
+    geometry = infer_whisper_geometry(variables)
+    assert geometry["encoder_attention_heads"] == geometry["decoder_attention_heads"] == 8
+    assert (geometry["encoder_layers"], geometry["decoder_ffn_dim"], geometry["num_mel_bins"]) == (6, 2048, 80)
+    variables["encoder/num_heads"] = np.array(4, dtype=np.int16)
+    assert infer_whisper_geometry(variables)["encoder_attention_heads"] == 4
+
+
 # --- conversion ------------------------------------------------------------------------------------------------------
 
 
@@ -268,9 +289,16 @@ def test_config_processor_and_generation(converted) -> None:
     model = WhisperForConditionalGeneration.from_pretrained(out).eval()
     features = processor.feature_extractor([np.zeros(1600, dtype=np.float32)], sampling_rate=16000,
                                            return_tensors="pt").input_features
+    prompt = torch.tensor([[SOT, PT, TRANSCRIBE, NO_TIMESTAMPS]])
     with torch.no_grad():
         ids = model.generate(features, language="pt", task="transcribe", max_new_tokens=3)
-    assert ids[0, :4].tolist() == [SOT, PT, TRANSCRIBE, NO_TIMESTAMPS]
+        # The first generated token is the greedy choice after Whisper's prompt, with the suppressed tokens
+        # (CTranslate2 suppress_ids, and end-of-text at the first step) masked.
+        logits = model(input_features=features, decoder_input_ids=prompt).logits[0, -1]
+    logits[[SOT, TRANSLATE, TRANSCRIBE, EOT]] = -torch.inf
+    # Short-form generate returns the new tokens only (the prompt is stripped).
+    assert 1 <= ids.shape[1] <= 3
+    assert ids[0, 0].item() == int(logits.argmax())
 
 
 def test_float16_source_and_output(tmp_path: Path) -> None:
@@ -281,6 +309,22 @@ def test_float16_source_and_output(tmp_path: Path) -> None:
     assert all(t.dtype == torch.float16 for t in weights.values())
     expected = model.model.encoder.conv1.weight.detach().to(torch.float16)
     assert torch.equal(weights["model.encoder.conv1.weight"], expected)
+
+
+def test_int8_weights_are_dequantised(tmp_path: Path) -> None:
+    model = tiny_whisper(seed=5)
+    ct2_dir = make_ct2_dir(tmp_path, model)
+    variables, aliases = hf_to_ct2(model)
+    # CTranslate2 int8: per-row scale = 127 / max|w|, stored q = round(w * scale); the importer returns q / scale.
+    weight = variables["encoder/layer_0/ffn/linear_0/weight"]
+    scale = (127.0 / np.abs(weight).max(axis=1)).astype(np.float32)
+    variables["encoder/layer_0/ffn/linear_0/weight"] = np.rint(weight * scale[:, None]).astype(np.int8)
+    variables["encoder/layer_0/ffn/linear_0/weight_scale"] = scale
+    write_ct2_model_bin(ct2_dir / "model.bin", variables, aliases)
+    out = ct2_to_transformers(ct2_dir, tmp_path / "hf", base_config={"model_type": "whisper", "dropout": 0.0})
+    fc1 = load_file(str(out / "model.safetensors"))["model.encoder.layers.0.fc1.weight"].numpy()
+    np.testing.assert_allclose(fc1, weight, atol=float((0.5 / scale).max()) * 1.001)
+    assert not np.array_equal(fc1, weight)
 
 
 def test_conversion_rejects_inconsistent_inputs(tmp_path: Path) -> None:
@@ -306,7 +350,7 @@ def test_special_ids_checked_for_released_vocabulary_sizes(converted) -> None:
     _, _, out = converted
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert check_special_token_ids(tokenizer, VOCAB)["<|startoftranscript|>"] == SOT  # not a released size
-    with pytest.raises(ValueError, match="50258"):
+    with pytest.raises(ValueError, match="Whisper \\(51865 tokens\\) uses 50257"):
         check_special_token_ids(tokenizer, 51865)
 
 
@@ -354,7 +398,8 @@ def test_cli_import_from_folder(converted, tmp_path: Path) -> None:
 # --- real weights (opt-in) -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not os.environ.get("ASRMERGE_CT2_DIR"), reason="set ASRMERGE_CT2_DIR to a CTranslate2 Whisper folder")
+@pytest.mark.skipif(not os.environ.get("ASRMERGE_CT2_DIR"),
+                    reason="set ASRMERGE_CT2_DIR to an extracted CTranslate2 Whisper folder")
 def test_real_ct2_whisper(tmp_path: Path) -> None:
     out = ct2_to_transformers(os.environ["ASRMERGE_CT2_DIR"], tmp_path / "hf")
     model, info = WhisperForConditionalGeneration.from_pretrained(out, output_loading_info=True)

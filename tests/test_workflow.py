@@ -59,7 +59,8 @@ def test_table_has_every_system_and_test_set(finished):
     recomputed = (table.substitutions + table.deletions + table.insertions) / table.reference_words
     assert recomputed.round(6).tolist() == table.wer.round(6).tolist()
     assert "WER (%)" in (results / "tables" / "wer.md").read_text()
-    assert (results / "figures" / "wer_by_system.png").stat().st_size > 10_000
+    for figure in ("wer_by_system", "id_vs_ood", "lambda_curves", "heatmap"):
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
 
 
 def test_hypotheses_cover_the_test_split(finished):
@@ -110,7 +111,7 @@ def test_changing_one_hyperparameter_reruns_only_its_branch(finished):
     changed_path = config_path.with_name("changed.yaml")
     changed_path.write_text(yaml.safe_dump(changed))
     assert planned_jobs(changed_path) == {
-        "merge": 1, "select_lambda": 1, "decode_merged": 1, "score": 1, "table": 1, "figure": 1, "all": 1,
+        "merge": 1, "select_lambda": 1, "decode_merged": 1, "score": 1, "table": 1, "figure": 4, "all": 1,
     }
 
 

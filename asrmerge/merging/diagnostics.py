@@ -23,13 +23,13 @@ from typing import Any, Mapping
 
 import torch
 
-from asrmerge.merging.linalg import effective_rank
+from asrmerge.merging.linalg import effective_rank, singular_values
 
 TOP_SINGULAR_VALUES = 32
 
 
 def _spectrum(matrix: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.svdvals(matrix.to(torch.float32)).cpu()
+    return singular_values(matrix).cpu()
 
 
 def sign_conflict_rate(task_vectors: torch.Tensor) -> float:

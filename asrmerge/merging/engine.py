@@ -12,6 +12,7 @@ method leaves it at θ₀.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -215,7 +216,8 @@ def merge(
             for name in names:
                 stack = source.stack(name)
                 base_tensor = base_ckpt.get_float(name).to(dev)
-                with record_orthogonality() as ns_errors:
+                # The NS recorder costs one svdvals per factor: only active when diagnostics are wanted.
+                with record_orthogonality() if collector is not None else contextlib.nullcontext([]) as ns_errors:
                     merged = _merge_one(spec, name, stack, base_tensor, kwargs, seed, dev, svd_dtype, excluded)
                 merged = merged.to(torch.float32)
                 if not bool(torch.isfinite(merged).all()):

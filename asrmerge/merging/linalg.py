@@ -43,8 +43,19 @@ def thin_svd(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch
     """
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    if x.shape[-2] < x.shape[-1]:
+        # LAPACK is ~3x faster on the tall orientation (CPU, 1280x5120); svd(Xᵀ) = V S Uᵀ gives the same triplets
+        # up to a joint sign of each (u_i, v_i) pair, which every method here is invariant to.
+        v, s, uh = torch.linalg.svd(x.mT.to(work).contiguous(), full_matrices=False)
+        return uh.mT.to(out_dtype), s.to(out_dtype), v.mT.to(out_dtype)
     u, s, vh = torch.linalg.svd(x.to(work), full_matrices=False)
     return u.to(out_dtype), s.to(out_dtype), vh.to(out_dtype)
+
+
+def singular_values(x: torch.Tensor) -> torch.Tensor:
+    """torch.linalg.svdvals in float32, on the faster (tall) orientation."""
+    x = x.to(torch.float32)
+    return torch.linalg.svdvals(x.mT.contiguous() if x.shape[-2] < x.shape[-1] else x)
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -87,16 +98,25 @@ def polar_factor(
         q = newton_schulz(x, steps)
         store = _NS_RECORDER.get()
         if store is not None:
-            store.append(orthogonality_error(q))
+            store.append(orthogonality_error(q, active=_active_rank(x)))
         return q.to(out_dtype)
     raise ValueError(f"unknown orthogonaliser {method!r}; known: {', '.join(ORTHOGONALISERS)}")
 
 
-def orthogonality_error(q: torch.Tensor) -> float:
-    """max_i |σ_i(Q) − 1| over the min(m, n) singular values of Q."""
-    if q.numel() == 0:
+def _active_rank(g: torch.Tensor) -> int:
+    """Upper bound on rank(G): min(#nonzero rows, #nonzero columns) (unused TSV-M slots are zero vectors)."""
+    rows = int((torch.count_nonzero(g, dim=1) > 0).sum())
+    cols = int((torch.count_nonzero(g, dim=0) > 0).sum())
+    return min(rows, cols)
+
+
+def orthogonality_error(q: torch.Tensor, active: int | None = None) -> float:
+    """max_i |σ_i(Q) − 1| over the `active` largest singular values of Q (default all min(m, n))."""
+    s = singular_values(q)
+    if active is not None:
+        s = s[:active]
+    if s.numel() == 0:
         return 0.0
-    s = torch.linalg.svdvals(q.to(torch.float32))
     return float((s - 1).abs().max())
 
 

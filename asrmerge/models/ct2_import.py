@@ -242,13 +242,15 @@ def _scalar(variables: Mapping[str, np.ndarray], name: str) -> int | None:
 
 
 def _heads(variables: Mapping[str, np.ndarray], side: str, d_model: int) -> int:
+    """Attention heads of one side: the stored `{side}/num_heads`, else the standard Whisper size's count."""
     stored = _scalar(variables, f"{side}/num_heads")
     if stored is not None:
         return stored
     if d_model not in WHISPER_HEADS_BY_WIDTH:
         raise ValueError(f"{side}/num_heads is not stored and d_model {d_model} is not a standard Whisper width")
-    log.info("%s/num_heads not stored: using %d heads of the standard Whisper size", side, WHISPER_HEADS_BY_WIDTH[d_model])
-    return WHISPER_HEADS_BY_WIDTH[d_model]
+    heads = WHISPER_HEADS_BY_WIDTH[d_model]
+    log.info("%s/num_heads not stored: using the standard Whisper size's %d heads", side, heads)
+    return heads
 
 
 def infer_whisper_geometry(variables: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -276,8 +278,9 @@ def infer_whisper_geometry(variables: Mapping[str, np.ndarray]) -> dict[str, int
     geometry["encoder_ffn_dim"] = shape("encoder/layer_0/ffn/linear_0/weight")[0]
     geometry["decoder_ffn_dim"] = shape("decoder/layer_0/ffn/linear_0/weight")[0]
     for side in ("encoder", "decoder"):
-        if d_model % geometry[f"{side}_attention_heads"]:
-            raise ValueError(f"d_model {d_model} is not divisible by {geometry[f'{side}_attention_heads']} {side} heads")
+        heads = geometry[f"{side}_attention_heads"]
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible by {heads} {side} heads")
     activation = _scalar(variables, "decoder/activation")
     if activation is not None and activation != _CT2_GELU:
         raise ValueError(f"decoder activation id {activation} is not GELU ({_CT2_GELU}): not a Whisper model")
@@ -514,7 +517,11 @@ def whisper_config_kwargs(
 
     A `base_config` size field that contradicts the weights raises ValueError.
     """
-    kwargs: dict[str, Any] = dict(base_config or {})
+    # Keys of a saved config.json that are not WhisperConfig arguments.
+    kwargs: dict[str, Any] = {
+        key: value for key, value in (base_config or {}).items()
+        if key not in ("model_type", "transformers_version", "_name_or_path")
+    }
     for key, value in geometry.items():
         if key in kwargs and kwargs[key] != value:
             raise ValueError(f"base_config {key}={kwargs[key]!r} contradicts the weights ({value})")
@@ -569,17 +576,22 @@ def whisper_generation_config(
 
 
 def feature_extractor_for_positions(num_mel_bins: int, max_source_positions: int) -> Any:
-    """`WhisperFeatureExtractor` whose window gives 2 × max_source_positions frames (30 s for 1500 positions)."""
+    """`WhisperFeatureExtractor` whose window gives 2 × max_source_positions frames (30 s for 1500 positions).
+
+    The window must last whole seconds (max_source_positions a multiple of 50): the feature extractor derives its
+    sample count from an integer `chunk_length` when it is loaded again.
+    """
     from transformers import WhisperFeatureExtractor
 
     frames = 2 * max_source_positions
-    seconds = frames * _HOP_LENGTH / _SAMPLING_RATE
-    chunk_length = int(seconds) if float(seconds).is_integer() else seconds
-    extractor = WhisperFeatureExtractor(
-        feature_size=num_mel_bins, sampling_rate=_SAMPLING_RATE, hop_length=_HOP_LENGTH, chunk_length=chunk_length
-    )
+    samples = frames * _HOP_LENGTH
+    if samples % _SAMPLING_RATE:
+        raise ValueError(f"{max_source_positions} encoder positions ({samples / _SAMPLING_RATE:g} s) are not a whole "
+                         "number of seconds; WhisperFeatureExtractor needs an integer chunk_length")
+    extractor = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=_SAMPLING_RATE,
+                                        hop_length=_HOP_LENGTH, chunk_length=samples // _SAMPLING_RATE)
     if extractor.nb_max_frames != frames:
-        raise ValueError(f"cannot build a {frames}-frame feature window from {max_source_positions} positions")
+        raise ValueError(f"feature window has {extractor.nb_max_frames} frames, the encoder expects {frames}")
     return extractor
 
 
@@ -613,6 +625,8 @@ def ct2_to_transformers(
         raise ValueError(f"dtype must be one of {sorted(_TORCH_DTYPES)}, got {dtype!r}")
     if not ct2_dir.is_dir():
         raise FileNotFoundError(f"CTranslate2 model folder {ct2_dir} does not exist")
+    if out_dir.resolve() == ct2_dir.resolve():
+        raise ValueError("out_dir must differ from ct2_dir (both hold a config.json and a tokenizer.json)")
     tokenizer_file = ct2_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise FileNotFoundError(f"{ct2_dir} has no tokenizer.json")

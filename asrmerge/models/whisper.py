@@ -103,7 +103,7 @@ def build_small_whisper(
     return model
 
 
-def feature_extractor_for(num_mel_bins: int, audio_seconds: float, sample_rate: int = 16000) -> WhisperFeatureExtractor:
+def feature_extractor_for(num_mel_bins: int, audio_seconds: int, sample_rate: int = 16000) -> WhisperFeatureExtractor:
     """Whisper's log-mel front end for a window of `audio_seconds` (30 s for released Whisper checkpoints)."""
     return WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate, chunk_length=audio_seconds)
 

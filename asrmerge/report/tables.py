@@ -77,7 +77,8 @@ def group_significance(
             ids = [(s, uid) for s in sets for uid in errors[reference][s]]
             a = [errors[reference][s][uid] for s, uid in ids]
             b = [errors[system][s][uid] for s, uid in ids]
-            row[group] = mapsswe(a, b).p_value if system != reference else np.nan
+            testable = system != reference and len(ids) >= 2  # MAPSSWE needs two segments for a variance
+            row[group] = mapsswe(a, b).p_value if testable else np.nan
         table[system] = row
     return pd.DataFrame.from_dict(table, orient="index")
 

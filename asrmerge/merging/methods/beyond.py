@@ -25,7 +25,7 @@ AGGREGATION = ParamSpec("sum", "str", choices=("mean", "sum"),
 
 def _require_generator(name: str, generator: torch.Generator | None) -> torch.Generator:
     if generator is None:
-        raise ValueError(f"{name} is random: pass a seeded torch.Generator")
+        raise ValueError(f"{name} is random: pass a seeded torch.Generator as `generator`")
     return generator
 
 

@@ -1,0 +1,595 @@
+"""Build a synthetic speech set (text grammar -> espeak-ng -> channel effects -> WAV + manifest).
+
+A *set spec* (one entry of the workflow config's corpus section)::
+
+    weather:                   # set name
+      role: domain             # domain | ood | english | brazilian | multilingual | general
+      language: pt             # spec language code, or a list (each utterance picks one uniformly)
+      text: weather            # text generator name, or a list (each utterance picks one its language supports)
+      voices: [pt+m1, pt+f3]   # espeak voices; or {language: [voices]} for mixed-language sets
+      rate: [150, 190]         # words per minute: [low, high] drawn uniformly per utterance, or one number
+      pitch: [30, 60]          # espeak pitch 0-99: [low, high] or one number
+      channel:                 # effects in order (asrmerge.data.channel); [] = clean
+        - {type: noise, snr_db: [10, 20]}
+      sizes: {train: 80, validation: 16, test: 24}
+      max_duration: 5.5        # optional: seconds; longer renditions are redrawn with a new sentence
+      padding: 0.1             # optional: seconds of silence before and after the speech
+      description: ...         # optional free text
+
+Only ``role``, ``language``, ``text`` and ``sizes`` are required; ``voices`` defaults to the language's plain
+espeak voice, ``rate`` to 175, ``pitch`` to 50, ``channel`` to [].
+
+`build_set` is deterministic in (seed, set name, spec): each utterance draws from its own generator seeded by
+(seed, crc32(name), split, index), so the same inputs give byte-identical audio and manifest. Splits are built
+test first, then validation, then train, and no transcript repeats anywhere in a set: resizing the train split
+leaves the test split unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from asrmerge.data.channel import resolve_chain, run_chain, validate_chain
+from asrmerge.data.espeak import PITCH_RANGE, RATE_RANGE, EspeakSynthesizer, resolve_voice
+from asrmerge.data.languages import canonical_language, language_variant, whisper_language
+from asrmerge.data.manifest import SPLITS, Utterance, write_manifest
+from asrmerge.data.text import EP_DOMAINS, TEXT_GENERATORS, get_generator
+
+logger = logging.getLogger(__name__)
+
+ROLES: tuple[str, ...] = ("domain", "ood", "english", "brazilian", "multilingual", "general")
+REQUIRED_KEYS: tuple[str, ...] = ("role", "language", "text", "sizes")
+OPTIONAL_KEYS: tuple[str, ...] = ("voices", "rate", "pitch", "channel", "max_duration", "padding", "description")
+BUILD_ORDER: tuple[str, ...] = ("test", "validation", "train")
+SPLIT_CODES: dict[str, int] = {split: index for index, split in enumerate(SPLITS)}
+
+DEFAULT_RATE = 175
+DEFAULT_PITCH = 50
+DEFAULT_MAX_DURATION = 5.5
+DEFAULT_PADDING = 0.1
+MAX_ATTEMPTS = 200  # sentence draws per utterance before giving up (duplicates or too long)
+PEAK_LIMIT = 0.99
+
+_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Plain espeak voice per spec language, used when a spec gives no voices.
+DEFAULT_VOICES: dict[str, str] = {
+    "pt": "pt", "pt-BR": "pt-br", "en": "en", "en-US": "en-us", "es": "es", "fr": "fr", "it": "it", "de": "de",
+}
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """A validated set spec (see the module docstring for the YAML form)."""
+
+    name: str
+    role: str
+    languages: tuple[str, ...]
+    texts: tuple[str, ...]
+    voices: Mapping[str, tuple[str, ...]]
+    rate: tuple[int, int]
+    pitch: tuple[int, int]
+    channel: tuple[Mapping[str, Any], ...]
+    sizes: Mapping[str, int]
+    max_duration: float
+    padding: float
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+
+def _fail(name: str, key: str, message: str) -> ValueError:
+    return ValueError(f"corpus set {name!r}, key {key!r}: {message}")
+
+
+def _as_list(value: Any, name: str, key: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v for v in items):
+        raise _fail(name, key, f"expected a name or a non-empty list of names, got {value!r}")
+    if len(set(items)) != len(items):
+        raise _fail(name, key, f"lists a name twice: {value!r}")
+    return list(items)
+
+
+def _int_range(value: Any, name: str, key: str, bounds: tuple[int, int]) -> tuple[int, int]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low = high = value
+    elif (
+        isinstance(value, (list, tuple)) and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        low, high = value
+    else:
+        raise _fail(name, key, f"expected a number or [low, high], got {value!r}")
+    if low != int(low) or high != int(high):
+        raise _fail(name, key, f"expected whole numbers, got {value!r}")
+    low, high = int(low), int(high)
+    if not bounds[0] <= low <= high <= bounds[1]:
+        raise _fail(name, key, f"{value!r} must satisfy {bounds[0]} <= low <= high <= {bounds[1]}")
+    return low, high
+
+
+def _number(value: Any, name: str, key: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise _fail(name, key, f"expected a number in {low}..{high}, got {value!r}")
+    return float(value)
+
+
+def _parse_languages(name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    languages: list[str] = []
+    for code in _as_list(spec["language"], name, "language"):
+        try:
+            canonical = canonical_language(code)
+            whisper_language(canonical)
+        except ValueError as err:
+            raise _fail(name, "language", str(err)) from None
+        languages.append(canonical)
+    if len(set(languages)) != len(languages):
+        raise _fail(name, "language", f"lists a language twice: {spec['language']!r}")
+    return tuple(languages)
+
+
+def _parse_texts(name: str, spec: Mapping[str, Any], languages: Sequence[str]) -> tuple[str, ...]:
+    texts = _as_list(spec["text"], name, "text")
+    for text in texts:
+        if text not in TEXT_GENERATORS:
+            raise _fail(name, "text", f"unknown text generator {text!r} (known: {', '.join(sorted(TEXT_GENERATORS))})")
+        supported = get_generator(text).languages
+        if not any(language in supported for language in languages):
+            raise _fail(
+                name, "text",
+                f"generator {text!r} supports {', '.join(sorted(supported))}, none of {', '.join(languages)}",
+            )
+    for language in languages:
+        if not any(language in get_generator(text).languages for text in texts):
+            raise _fail(name, "text", f"no generator among {texts} supports language {language!r}")
+    return tuple(texts)
+
+
+def _check_voice(name: str, voice: str, language: str | None) -> None:
+    try:
+        info = resolve_voice(voice)
+    except ValueError as err:
+        raise _fail(name, "voices", str(err)) from None
+    if language is not None and not info.speaks(language):
+        raise _fail(name, "voices", f"voice {voice!r} ({info.name}) does not speak {language!r}")
+
+
+def _parse_voices(name: str, spec: Mapping[str, Any], languages: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    value = spec.get("voices")
+    if value is None:
+        voices: dict[str, tuple[str, ...]] = {}
+        for language in languages:
+            default = DEFAULT_VOICES.get(language, language.lower())
+            _check_voice(name, default, language)
+            voices[language] = (default,)
+        return voices
+    if isinstance(value, Mapping):
+        keyed: dict[str, tuple[str, ...]] = {}
+        for key, listed in value.items():
+            try:
+                language = canonical_language(str(key))
+            except ValueError as err:
+                raise _fail(name, "voices", str(err)) from None
+            if language not in languages:
+                raise _fail(name, "voices", f"voices given for {key!r}, which is not among the set's languages {list(languages)}")
+            entries = _as_list(listed, name, "voices")
+            for voice in entries:
+                _check_voice(name, voice, language)
+            keyed[language] = tuple(entries)
+        missing = [language for language in languages if language not in keyed]
+        if missing:
+            raise _fail(name, "voices", f"no voices for language(s) {', '.join(missing)}")
+        return keyed
+    entries = _as_list(value, name, "voices")
+    for voice in entries:
+        _check_voice(name, voice, None)
+        if not any(resolve_voice(voice).speaks(language) for language in languages):
+            raise _fail(name, "voices", f"voice {voice!r} speaks none of the set's languages {list(languages)}")
+    by_language: dict[str, tuple[str, ...]] = {}
+    for language in languages:
+        matching = tuple(voice for voice in entries if resolve_voice(voice).speaks(language))
+        if not matching:
+            raise _fail(name, "voices", f"no listed voice speaks {language!r}")
+        by_language[language] = matching
+    return by_language
+
+
+def _parse_sizes(name: str, spec: Mapping[str, Any]) -> dict[str, int]:
+    sizes = spec["sizes"]
+    if not isinstance(sizes, Mapping) or not sizes:
+        raise _fail(name, "sizes", f"expected a mapping such as {{train: 80, test: 24}}, got {sizes!r}")
+    parsed: dict[str, int] = {}
+    for split, count in sizes.items():
+        if split not in SPLITS:
+            raise _fail(name, "sizes", f"unknown split {split!r} (expected {', '.join(SPLITS)})")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise _fail(name, "sizes", f"{split}: expected a whole number >= 0, got {count!r}")
+        parsed[split] = count
+    if not any(parsed.values()):
+        raise _fail(name, "sizes", "every split is empty")
+    return parsed
+
+
+def parse_spec(name: str, spec: Mapping[str, Any]) -> SetSpec:
+    """Validate one set spec; ValueError naming the set and the key on anything wrong."""
+    if not isinstance(name, str) or not _SET_NAME.match(name):
+        raise ValueError(f"corpus set name {name!r} must be letters, digits, '_', '-' or '.'")
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"corpus set {name!r}: spec must be a mapping, got {type(spec).__name__}")
+    for key in spec:
+        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
+            raise _fail(name, str(key), f"unknown key (known: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
+    for key in REQUIRED_KEYS:
+        if key not in spec:
+            raise _fail(name, key, "missing")
+    role = spec["role"]
+    if role not in ROLES:
+        raise _fail(name, "role", f"unknown role {role!r} (expected {', '.join(ROLES)})")
+    languages = _parse_languages(name, spec)
+    texts = _parse_texts(name, spec, languages)
+    voices = _parse_voices(name, spec, languages)
+    rate = _int_range(spec.get("rate", DEFAULT_RATE), name, "rate", RATE_RANGE)
+    pitch = _int_range(spec.get("pitch", DEFAULT_PITCH), name, "pitch", PITCH_RANGE)
+    channel = spec.get("channel", [])
+    if channel is None:
+        channel = []
+    validate_chain(channel, where=f"corpus set {name!r}, key 'channel'")
+    padding = _number(spec.get("padding", DEFAULT_PADDING), name, "padding", 0.0, 2.0)
+    max_duration = _number(spec.get("max_duration", DEFAULT_MAX_DURATION), name, "max_duration", 2 * padding + 0.5, 60.0)
+    if "description" in spec and not isinstance(spec["description"], str):
+        raise _fail(name, "description", f"expected text, got {spec['description']!r}")
+    return SetSpec(
+        name=name, role=role, languages=languages, texts=texts, voices=voices, rate=rate, pitch=pitch,
+        channel=tuple(dict(step) for step in channel), sizes=_parse_sizes(name, spec),
+        max_duration=max_duration, padding=padding,
+    )
+
+
+def utterance_rng(seed: int, name: str, split: str, index: int) -> np.random.Generator:
+    """The generator of one utterance, from (seed, crc32 of the set name, split, index)."""
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8")), SPLIT_CODES[split], int(index)])
+
+
+def _draw(rng: np.random.Generator, options: Sequence[Any]) -> Any:
+    return options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
+
+
+def _round_floats(step: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: round(value, 3) if isinstance(value, float) else value for key, value in step.items()}
+
+
+class _SetBuilder:
+    """Builds the utterances of one parsed set; holds the synthesiser and the transcripts used so far."""
+
+    def __init__(self, spec: SetSpec, out_dir: Path, seed: int, sample_rate: int) -> None:
+        self.spec = spec
+        self.out_dir = out_dir
+        self.seed = seed
+        self.sample_rate = sample_rate
+        self.synthesizer = EspeakSynthesizer(sample_rate)
+        self.padding = np.zeros(int(round(spec.padding * sample_rate)), dtype=np.float32)
+        self.max_samples = int(spec.max_duration * sample_rate)
+        self.seen: set[str] = set()
+
+    def utterance(self, split: str, index: int) -> Utterance:
+        spec = self.spec
+        rng = utterance_rng(self.seed, spec.name, split, index)
+        language = _draw(rng, spec.languages)
+        voice = _draw(rng, spec.voices[language])
+        rate = int(rng.integers(spec.rate[0], spec.rate[1] + 1))
+        pitch = int(rng.integers(spec.pitch[0], spec.pitch[1] + 1))
+        generator = _draw(rng, [text for text in spec.texts if language in get_generator(text).languages])
+        text, speech = self._sentence(rng, generator, language, voice, rate, pitch, split, index)
+        audio = np.concatenate([self.padding, speech, self.padding])
+        chain = resolve_chain(spec.channel, rng)
+        audio = run_chain(audio, self.sample_rate, chain, rng)
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if peak > PEAK_LIMIT:
+            audio = audio * np.float32(PEAK_LIMIT / peak)
+        utt_id = f"{spec.name}-{split}-{index:05d}"
+        path = self.out_dir / "audio" / split / f"{utt_id}.wav"
+        _write_wav(path, audio, self.sample_rate)
+        return Utterance(
+            id=utt_id,
+            audio=path.resolve(),
+            text=text,
+            duration=round(audio.size / self.sample_rate, 4),
+            set=spec.name,
+            split=split,
+            language=whisper_language(language),
+            variant=language_variant(language),
+            extra={
+                "voice": voice, "rate": rate, "pitch": pitch, "generator": generator,
+                "channel": [_round_floats(step) for step in chain],
+            },
+        )
+
+    def _sentence(
+        self, rng: np.random.Generator, generator: str, language: str, voice: str, rate: int, pitch: int,
+        split: str, index: int,
+    ) -> tuple[str, np.ndarray]:
+        """A transcript new to this set whose rendition fits max_duration, and its speech."""
+        budget = self.max_samples - 2 * self.padding.size
+        too_long = duplicates = 0
+        for _ in range(MAX_ATTEMPTS):
+            text = " ".join(get_generator(generator)(rng, language).split())
+            if text in self.seen:
+                duplicates += 1
+                continue
+            speech = self.synthesizer.synthesize(text, voice=voice, rate=rate, pitch=pitch)
+            if speech.size > budget:
+                too_long += 1
+                continue
+            self.seen.add(text)
+            return text, speech
+        raise ValueError(
+            f"corpus set {self.spec.name!r}: no usable sentence for {split} utterance {index} after {MAX_ATTEMPTS} "
+            f"draws ({duplicates} repeated an earlier transcript, {too_long} longer than max_duration "
+            f"{self.spec.max_duration} s): generator {generator!r} ({language}) is too small for sizes "
+            f"{dict(self.spec.sizes)}, or max_duration too short for rate {rate}"
+        )
+
+
+def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM WAV, encoded in memory and written in one go (libsndfile would fsync a real file on close)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, sample_rate, subtype="PCM_16", format="WAV")
+    path.write_bytes(buffer.getvalue())
+
+
+def _remove_stale_audio(out_dir: Path, keep: set[Path]) -> None:
+    """Delete WAV files under out_dir/audio/<split>/ that the new manifest does not list."""
+    for split in SPLITS:
+        folder = out_dir / "audio" / split
+        if not folder.is_dir():
+            continue
+        for path in folder.glob("*.wav"):
+            if path.resolve() not in keep:
+                path.unlink()
+
+
+def build_set(name: str, spec: Mapping[str, Any], out_dir: Path, *, seed: int, sample_rate: int = 16000) -> Path:
+    """Synthesise set ``name`` into ``out_dir``: ``audio/<split>/<id>.wav`` and ``manifest.jsonl``; returns the
+    manifest path. Deterministic in (seed, name, spec, sample_rate); see the module docstring."""
+    parsed = parse_spec(name, spec)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"corpus set {name!r}: seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 8000:
+        raise ValueError(f"corpus set {name!r}: sample_rate must be a whole number >= 8000, got {sample_rate!r}")
+    out = Path(out_dir)
+    start = time.perf_counter()
+    builder = _SetBuilder(parsed, out, int(seed), sample_rate)
+    by_split: dict[str, list[Utterance]] = {}
+    for split in BUILD_ORDER:
+        count = parsed.sizes.get(split, 0)
+        if count == 0:
+            continue
+        (out / "audio" / split).mkdir(parents=True, exist_ok=True)
+        by_split[split] = [builder.utterance(split, index) for index in range(count)]
+    rows = [utt for split in SPLITS for utt in by_split.get(split, [])]
+    _remove_stale_audio(out, {Path(utt.audio) for utt in rows})
+    manifest = write_manifest(out / "manifest.jsonl", rows)
+    hours = sum(utt.duration for utt in rows) / 3600
+    logger.info(
+        "set %s: %d utterances (%s), %.2f h of audio, in %.1f s -> %s",
+        name, len(rows), ", ".join(f"{split} {len(by_split[split])}" for split in SPLITS if split in by_split),
+        hours, time.perf_counter() - start, manifest,
+    )
+    return manifest
+
+
+def build_sets(
+    specs: Mapping[str, Mapping[str, Any]], out_root: Path, *, seed: int, sample_rate: int = 16000
+) -> dict[str, Path]:
+    """Build every set of ``specs`` into ``out_root/<name>``; returns name -> manifest path."""
+    for name, spec in specs.items():
+        parse_spec(name, spec)  # fail before synthesising anything
+    return {
+        name: build_set(name, spec, Path(out_root) / name, seed=seed, sample_rate=sample_rate)
+        for name, spec in specs.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The demo world
+# ---------------------------------------------------------------------------------------------------------------
+
+DOMAIN_SIZES = {"train": 120, "validation": 20, "test": 30}
+TEST_SIZES = {"test": 30}
+GENERAL_SIZES = {"train": 700, "validation": 70}
+
+# Per-domain speakers and recording conditions: each domain has its own voices, speaking rate and pitch, and its
+# own channel, so that a fine-tune on one domain learns something the others do not share.
+_DOMAIN_CONDITIONS: dict[str, dict[str, Any]] = {
+    "news": {
+        "description": "broadcast news read in a studio",
+        "voices": ["pt+m1", "pt+f2"], "rate": [165, 185], "pitch": [40, 55],
+        "channel": [{"type": "gain", "gain_db": [-3.0, 0.0]}],
+    },
+    "parliament": {
+        "description": "plenary speeches in a large reverberant chamber",
+        "voices": ["pt+m3", "pt+f1", "pt+m7"], "rate": [148, 175], "pitch": [30, 50],
+        "channel": [{"type": "reverb", "rt60": [0.6, 1.0], "drr_db": [-3.0, 3.0]}],
+    },
+    "medical": {
+        "description": "fast clinical dictation on a hissy close-talk microphone",
+        "voices": ["pt+f3", "pt+m2"], "rate": [180, 215], "pitch": [45, 65],
+        "channel": [{"type": "noise", "snr_db": [25.0, 35.0], "color": "white"}],
+    },
+    "legal": {
+        "description": "slow legal reading in a small courtroom",
+        "voices": ["pt+m4", "pt+f5"], "rate": [145, 168], "pitch": [35, 50],
+        "channel": [
+            {"type": "reverb", "rt60": [0.25, 0.45], "drr_db": [3.0, 8.0]},
+            {"type": "noise", "snr_db": [20.0, 30.0], "color": "pink"},
+        ],
+    },
+    "banking": {
+        "description": "telephone banking over a narrow-band mu-law line",
+        "voices": ["pt+f1", "pt+m5"], "rate": [160, 190], "pitch": [45, 65],
+        "channel": [
+            {"type": "noise", "snr_db": [20.0, 30.0], "color": "white"},
+            {"type": "telephone"},
+        ],
+    },
+    "weather": {
+        "description": "weather forecasts in background noise",
+        "voices": ["pt+m1", "pt+f3"], "rate": [150, 190], "pitch": [30, 60],
+        "channel": [{"type": "noise", "snr_db": [10.0, 20.0], "color": "white"}],
+    },
+    "sports": {
+        "description": "excited sports commentary over crowd noise",
+        "voices": ["pt+m6", "pt+m2"], "rate": [185, 225], "pitch": [60, 85],
+        "channel": [
+            {"type": "noise", "snr_db": [8.0, 15.0], "color": "babble"},
+            {"type": "gain", "gain_db": [0.0, 4.0]},
+        ],
+    },
+    "addresses": {
+        "description": "addresses and numbers dictated on a speakerphone call",
+        "voices": ["pt+f4", "pt+m3"], "rate": [140, 170], "pitch": [40, 60],
+        "channel": [
+            {"type": "reverb", "rt60": [0.2, 0.35], "drr_db": [5.0, 10.0]},
+            {"type": "telephone"},
+        ],
+    },
+    "tech_support": {
+        "description": "help desk calls: telephone line with low-frequency rumble",
+        "voices": ["pt+m2", "pt+f2"], "rate": [165, 200], "pitch": [35, 55],
+        "channel": [
+            {"type": "telephone"},
+            {"type": "noise", "snr_db": [15.0, 25.0], "color": "brown"},
+        ],
+    },
+    "conversation": {
+        "description": "casual conversation in a living room",
+        "voices": ["pt+f5", "pt+m4", "pt+f4"], "rate": [150, 210], "pitch": [20, 80],
+        "channel": [
+            {"type": "reverb", "rt60": [0.3, 0.6], "drr_db": [0.0, 6.0]},
+            {"type": "noise", "snr_db": [15.0, 25.0], "color": "pink"},
+        ],
+    },
+}
+
+# EP out-of-domain test sets: vocabulary, voices and channels in combinations that no domain trains on.
+_OOD_SETS: dict[str, dict[str, Any]] = {
+    "ood_tourism_hall": {
+        "description": "unseen vocabulary (tourism) in a reverberant hall with babble",
+        "text": "tourism", "voices": ["pt+m8", "pt+f4"], "rate": [150, 185], "pitch": [35, 60],
+        "channel": [
+            {"type": "reverb", "rt60": [0.8, 1.2], "drr_db": [-2.0, 2.0]},
+            {"type": "noise", "snr_db": [12.0, 20.0], "color": "babble"},
+        ],
+    },
+    "ood_everyday_phone": {
+        "description": "everyday EP sentences over a noisy telephone line",
+        "text": "general", "voices": ["pt+m7", "pt+f5"], "rate": [150, 190], "pitch": [30, 60],
+        "channel": [
+            {"type": "telephone"},
+            {"type": "noise", "snr_db": [10.0, 20.0], "color": "brown"},
+        ],
+    },
+    "ood_medical_farfield": {
+        "description": "medical vocabulary recorded far from the microphone",
+        "text": "medical", "voices": ["pt+m6", "pt+f1"], "rate": [150, 180], "pitch": [40, 60],
+        "channel": [
+            {"type": "reverb", "rt60": [0.5, 0.9], "drr_db": [-4.0, 0.0]},
+            {"type": "noise", "snr_db": [10.0, 18.0], "color": "pink"},
+        ],
+    },
+    "ood_mixed_fast_phone": {
+        "description": "legal, sports and weather vocabulary, spoken fast on a quiet telephone line",
+        "text": ["legal", "sports", "weather"], "voices": ["pt+m5", "pt+f2"], "rate": [205, 235], "pitch": [40, 70],
+        "channel": [{"type": "telephone"}, {"type": "gain", "gain_db": [-8.0, -3.0]}],
+    },
+    "ood_news_unseen_voices": {
+        "description": "news and parliament vocabulary from voice variants no domain uses, in babble",
+        "text": ["news", "parliament"], "voices": ["pt+klatt", "pt+Henrique"], "rate": [155, 185], "pitch": [35, 60],
+        "channel": [{"type": "noise", "snr_db": [6.0, 12.0], "color": "babble"}],
+    },
+}
+
+_GENERAL_VOICES: dict[str, list[str]] = {
+    "pt": ["pt+m1", "pt+f1", "pt+m3", "pt+f3"],
+    "pt-BR": ["pt-br+m1", "pt-br+f2", "pt-br+m4"],
+    "en": ["en+m3", "en+f2", "en-us+m1", "en-us+f3"],
+    "es": ["es+m1", "es+f2", "es+m4"],
+    "fr": ["fr+m2", "fr+f1", "fr+m5"],
+    "it": ["it+m3", "it+f3", "it+m1"],
+    "de": ["de+m1", "de+f2", "de+m6"],
+}
+
+
+def default_sets() -> dict[str, dict[str, Any]]:
+    """A complete spec dict for the demo world (plain data, ready for YAML):
+
+    * the ten EP domains (role ``domain``; train/validation/test), each with its own vocabulary, voices, rate,
+      pitch and channel;
+    * five EP out-of-domain test sets (role ``ood``; test only);
+    * ``brazilian`` (pt-BR), ``english`` and ``multilingual`` (es, fr, it, de) test sets;
+    * ``general``: the multilingual pretraining mix (train/validation), mostly clean with mild variety.
+    """
+    sets: dict[str, dict[str, Any]] = {}
+    for domain in EP_DOMAINS:
+        conditions = _DOMAIN_CONDITIONS[domain]
+        sets[domain] = {
+            "role": "domain", "language": "pt", "text": domain,
+            "description": conditions["description"],
+            "voices": list(conditions["voices"]), "rate": list(conditions["rate"]), "pitch": list(conditions["pitch"]),
+            "channel": [dict(step) for step in conditions["channel"]],
+            "sizes": dict(DOMAIN_SIZES),
+        }
+    for name, conditions in _OOD_SETS.items():
+        sets[name] = {
+            "role": "ood", "language": "pt",
+            "text": list(conditions["text"]) if isinstance(conditions["text"], list) else conditions["text"],
+            "description": conditions["description"],
+            "voices": list(conditions["voices"]), "rate": list(conditions["rate"]), "pitch": list(conditions["pitch"]),
+            "channel": [dict(step) for step in conditions["channel"]],
+            "sizes": dict(TEST_SIZES),
+        }
+    sets["brazilian"] = {
+        "role": "brazilian", "language": "pt-BR", "text": "general",
+        "description": "Brazilian Portuguese everyday sentences",
+        "voices": ["pt-br+m1", "pt-br+f2", "pt-br+m3", "pt-br+f4"], "rate": [150, 190], "pitch": [35, 60],
+        "channel": [], "sizes": dict(TEST_SIZES),
+    }
+    sets["english"] = {
+        "role": "english", "language": "en", "text": "general",
+        "description": "English everyday sentences",
+        "voices": ["en+m2", "en+f3", "en-us+m3", "en-us+f2"], "rate": [150, 190], "pitch": [35, 60],
+        "channel": [], "sizes": dict(TEST_SIZES),
+    }
+    sets["multilingual"] = {
+        "role": "multilingual", "language": ["es", "fr", "it", "de"], "text": "general",
+        "description": "Spanish, French, Italian and German everyday sentences",
+        "voices": {
+            "es": ["es+m2", "es+f3"], "fr": ["fr+m1", "fr+f2"], "it": ["it+m2", "it+f1"], "de": ["de+m2", "de+f3"],
+        },
+        "rate": [150, 190], "pitch": [35, 60], "channel": [], "sizes": dict(TEST_SIZES),
+    }
+    sets["general"] = {
+        "role": "general", "language": list(_GENERAL_VOICES), "text": "general",
+        "description": "multilingual pretraining mix: mostly clean, some noise and reverberation",
+        "voices": {language: list(voices) for language, voices in _GENERAL_VOICES.items()},
+        "rate": [140, 200], "pitch": [30, 70],
+        "channel": [
+            {"type": "noise", "snr_db": [20.0, 40.0], "color": ["white", "pink"], "p": 0.3},
+            {"type": "reverb", "rt60": [0.2, 0.5], "drr_db": [3.0, 10.0], "p": 0.2},
+        ],
+        "sizes": dict(GENERAL_SIZES),
+    }
+    return sets

@@ -1,0 +1,24 @@
+"""User-provided sets: a manifest is validated and copied into the results folder under the set's name."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from asrmerge.data.manifest import validate_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+
+
+def import_manifest(
+    source: str | os.PathLike[str], set_name: str, out_path: str | os.PathLike[str], sample_rate: int = 16000
+) -> Path:
+    """Validate `source` (rows and audio) and write it to `out_path` with absolute audio paths and `set` = set_name."""
+    rows = validate_manifest(source, expected_sample_rate=sample_rate, check_audio=True)
+    if not rows:
+        raise ValueError(f"manifest {source} has no rows")
+    renamed = [dataclasses.replace(row, set=set_name) for row in rows]
+    logger.info("%s: %d utterances imported as set %s", source, len(rows), set_name)
+    return write_manifest(out_path, renamed)

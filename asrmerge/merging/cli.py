@@ -1,0 +1,136 @@
+"""Command-line subcommands of the merge engine: task-vector, merge, export, methods."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import torch
+
+from asrmerge.merging.engine import DEFAULT_SVD_EXCLUDE, compute_task_vector, export_merged_model, merge
+from asrmerge.merging.registry import MergeMethod, get_method, list_methods, resolve_params
+
+SVD_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def parse_params(method: MergeMethod, items: Sequence[str]) -> dict[str, Any]:
+    """Parse `k=v` strings against the method's ParamSpecs (kind-aware), then validate with resolve_params."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--param expects key=value, got {item!r}")
+        if key in params:
+            raise ValueError(f"--param {key!r} given twice")
+        spec = method.params.get(key)
+        if spec is None:
+            params[key] = text  # resolve_params reports the unknown key with the known ones
+            continue
+        try:
+            params[key] = spec.parse(text)
+        except ValueError:
+            raise ValueError(f"method {method.name!r}: parameter {key!r}={text!r} is not a {spec.kind}; allowed: {spec.allowed()}") from None
+    return resolve_params(method, params)
+
+
+def _task_vector(args: argparse.Namespace) -> int:
+    compute_task_vector(args.base, args.finetuned, args.out)
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    method = get_method(args.method)
+    params = parse_params(method, args.param)
+    merge(
+        args.base,
+        task_vectors=args.task_vectors,
+        finetuned=args.finetuned,
+        method=method.name,
+        params=params,
+        out_path=args.out,
+        seed=args.seed,
+        device=args.device,
+        svd_dtype=SVD_DTYPES[args.svd_dtype],
+        exclude_from_svd=DEFAULT_SVD_EXCLUDE if args.exclude_from_svd is None else tuple(args.exclude_from_svd),
+        diagnostics_path=args.diagnostics,
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    export_merged_model(args.base, args.task_vector, args.lam, args.out)
+    return 0
+
+
+def methods_table() -> list[dict[str, Any]]:
+    """Registered methods as plain data (name, family, parameters with defaults, λ grid, reference)."""
+    return [
+        {
+            "name": m.name,
+            "family": m.family,
+            "summary": m.summary,
+            "reference": m.reference,
+            "matrix_only": m.matrix_only,
+            "uses_rng": m.uses_rng,
+            "params": {k: {"default": s.default, "kind": s.kind, "allowed": s.allowed(), "doc": s.doc} for k, s in m.params.items()},
+            "default_lambdas": list(m.default_lambdas),
+        }
+        for m in list_methods()
+    ]
+
+
+def _methods(args: argparse.Namespace) -> int:
+    table = methods_table()
+    if args.json:
+        sys.stdout.write(json.dumps(table, indent=1) + "\n")
+        return 0
+    lines = []
+    for row in table:
+        grid = row["default_lambdas"]
+        lam = f"λ {grid[0]}..{grid[-1]} ({len(grid)})" if len(grid) > 1 else f"λ {grid[0]}"
+        lines.append(f"{row['name']}  [{row['family']}{', matrices only' if row['matrix_only'] else ''}]  {lam}")
+        lines.append(f"    {row['summary']}")
+        lines.append(f"    reference: {row['reference']}")
+        for key, spec in row["params"].items():
+            lines.append(f"    --param {key}={spec['default']!r}  ({spec['allowed']}) {spec['doc']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the task-vector, merge, export and methods subcommands."""
+    p = subparsers.add_parser("task-vector", help="τ = θ_finetuned − θ_base, streamed to one safetensors file")
+    p.add_argument("--base", required=True, help="base model folder or .safetensors file")
+    p.add_argument("--finetuned", required=True, help="fine-tuned model folder or .safetensors file")
+    p.add_argument("--out", required=True, help="output .safetensors file (float32)")
+    p.set_defaults(func=_task_vector)
+
+    p = subparsers.add_parser("merge", help="merge task vectors with a registered method (writes the merged τ)")
+    p.add_argument("--method", required=True, help="registered method name (see `asrmerge methods`)")
+    p.add_argument("--base", required=True, help="base model folder or .safetensors file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--finetuned", nargs="+", help="fine-tuned model folders (τ computed on the fly)")
+    src.add_argument("--task-vectors", nargs="+", dest="task_vectors", help="task-vector files from `asrmerge task-vector`")
+    p.add_argument("--out", required=True, help="output .safetensors file with the merged task vector τ")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-tensor generators (random methods)")
+    p.add_argument("--device", default="cpu", help="torch device for the per-tensor computation, e.g. cpu or cuda")
+    p.add_argument("--svd-dtype", choices=sorted(SVD_DTYPES), default="float32", help="working precision of SVDs")
+    p.add_argument("--exclude-from-svd", nargs="*", default=None, metavar="REGEX",
+                   help=f"tensors kept out of subspace methods' SVD (default: {' '.join(DEFAULT_SVD_EXCLUDE)})")
+    p.add_argument("--diagnostics", default=None, help="also write per-tensor diagnostics JSON here")
+    p.set_defaults(func=_merge)
+
+    p = subparsers.add_parser("export", help="write θ_base + λ·τ as a transformers model folder")
+    p.add_argument("--base", required=True, help="base model folder")
+    p.add_argument("--task-vector", required=True, dest="task_vector", help="(merged) task-vector file")
+    p.add_argument("--lambda", required=True, type=float, dest="lam", help="scaling coefficient λ")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser("methods", help="list merge methods, their parameters, defaults and references")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_methods)

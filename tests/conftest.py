@@ -1,0 +1,78 @@
+"""Shared pytest fixtures: tiny random Whisper checkpoints (base + perturbed "fine-tuned" copies)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+TINY_WHISPER = dict(
+    vocab_size=40,
+    d_model=16,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    max_source_positions=20,
+    max_target_positions=16,
+    num_mel_bins=8,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    decoder_start_token_id=1,
+    suppress_tokens=None,
+    begin_suppress_tokens=None,
+)
+
+
+def _save_tiny_whisper(folder: Path, seed: int, dtype: torch.dtype) -> Path:
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(WhisperConfig(**TINY_WHISPER)).to(dtype)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text('{"feature_size": 8}')
+    return folder
+
+
+def _perturb(base: Path, folder: Path, seed: int, scale: float) -> Path:
+    """Copy `base` and add seeded noise to every float tensor except the frozen encoder positional table."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(base, folder)
+    tensors = load_file(str(base / "model.safetensors"))
+    gen = torch.Generator().manual_seed(seed)
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and "encoder.embed_positions" not in name:
+            noise = torch.randn(tensor.shape, generator=gen) * scale
+            tensors[name] = (tensor.float() + noise).to(tensor.dtype)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[Path, list[Path]]]:
+    """factory(num_finetuned=3, dtype=torch.float32) -> (base_dir, [finetuned_dir, ...]); results are cached."""
+    cache: dict[tuple[int, torch.dtype], tuple[Path, list[Path]]] = {}
+
+    def make(num_finetuned: int = 3, dtype: torch.dtype = torch.float32) -> tuple[Path, list[Path]]:
+        key = (num_finetuned, dtype)
+        if key not in cache:
+            root = tmp_path_factory.mktemp(f"whisper_{num_finetuned}_{str(dtype).split('.')[-1]}")
+            base = _save_tiny_whisper(root / "base", seed=0, dtype=dtype)
+            finetuned = [_perturb(base, root / f"ft{i}", seed=100 + i, scale=0.02) for i in range(num_finetuned)]
+            cache[key] = (base, finetuned)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tiny_whisper_factory: Callable[..., tuple[Path, list[Path]]]) -> tuple[Path, list[Path]]:
+    """(base_dir, [three fine-tuned dirs]) of a tiny float32 Whisper."""
+    return tiny_whisper_factory()

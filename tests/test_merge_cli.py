@@ -1,0 +1,97 @@
+"""The merge subcommands through `asrmerge.cli.main`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from asrmerge.cli import main
+from asrmerge.merging import get_method
+from asrmerge.merging.cli import parse_params
+
+ATTN = "model.encoder.layers.0.self_attn.q_proj.weight"
+
+
+def test_task_vector_merge_export(tiny_whisper, tmp_path: Path) -> None:
+    base, finetuned = tiny_whisper
+    tvs = []
+    for i, ft in enumerate(finetuned):
+        out = tmp_path / f"tv{i}.safetensors"
+        assert main(["task-vector", "--base", str(base), "--finetuned", str(ft), "--out", str(out)]) == 0
+        tvs.append(out)
+    merged = tmp_path / "merged.safetensors"
+    diag = tmp_path / "diag.json"
+    argv = ["merge", "--method", "boosted_tsv_m", "--base", str(base), "--task-vectors", *map(str, tvs),
+            "--out", str(merged), "--param", "beta=0.5", "--param", "energy=linear", "--param", "ns_steps=4",
+            "--seed", "3", "--diagnostics", str(diag)]
+    assert main(argv) == 0
+    with safe_open(str(merged), framework="pt") as fh:
+        meta = fh.metadata()
+    assert json.loads(meta["params"])["beta"] == 0.5 and json.loads(meta["params"])["ns_steps"] == 4
+    assert meta["seed"] == "3" and json.loads(diag.read_text())["method"] == "boosted_tsv_m"
+    out_dir = tmp_path / "model"
+    assert main(["export", "--base", str(base), "--task-vector", str(merged), "--lambda", "1.5", "--out", str(out_dir)]) == 0
+    exported = load_file(str(out_dir / "model.safetensors"))
+    theta0 = load_file(str(base / "model.safetensors"))
+    tau = load_file(str(merged))
+    torch.testing.assert_close(exported[ATTN], theta0[ATTN] + 1.5 * tau[ATTN], rtol=0, atol=1e-6)
+
+
+def test_merge_from_finetuned_with_bool_param(tiny_whisper, tmp_path: Path) -> None:
+    base, finetuned = tiny_whisper
+    out = tmp_path / "m.safetensors"
+    argv = ["merge", "--method", "model_stock", "--base", str(base), "--finetuned", *map(str, finetuned),
+            "--out", str(out), "--param", "filter_wise=true"]
+    assert main(argv) == 0 and out.is_file()
+
+
+def test_methods_listing(capsys) -> None:
+    assert main(["methods"]) == 0
+    text = capsys.readouterr().out
+    for name in ("tsv_m", "boosted_tsv_m", "ties", "karcher", "dare", "consensus_ta"):
+        assert name in text
+    assert "--param density=0.2" in text and "reference:" in text
+    assert main(["methods", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert {row["name"] for row in table} >= {"iso_c", "iso_cts", "pcb", "sce", "star"}
+    tsv = next(row for row in table if row["name"] == "tsv_m")
+    assert tsv["params"]["orthogonaliser"]["default"] == "svd" and tsv["default_lambdas"][-1] == 3.0
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (["--method", "nope"], "unknown merge method 'nope'"),
+        (["--method", "ties", "--param", "density=2"], "'density'=2.0 is out of range"),
+        (["--method", "ties", "--param", "densty=0.3"], "unknown parameter 'densty'"),
+        (["--method", "ties", "--param", "density"], "key=value"),
+        (["--method", "tsv_m", "--param", "ns_steps=five"], "'ns_steps'='five' is not a int"),
+    ],
+)
+def test_merge_errors_are_one_line(tiny_whisper, tmp_path: Path, capsys, extra, fragment) -> None:
+    base, finetuned = tiny_whisper
+    out = tmp_path / "m.safetensors"
+    code = main(["merge", "--base", str(base), "--finetuned", str(finetuned[0]), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_missing_inputs(tmp_path: Path, capsys) -> None:
+    code = main(["task-vector", "--base", str(tmp_path / "a"), "--finetuned", str(tmp_path / "b"),
+                 "--out", str(tmp_path / "tv.safetensors")])
+    assert code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_parse_params_kinds() -> None:
+    method = get_method("boosted_tsv_m")
+    params = parse_params(method, ["beta=0.25", "ns_steps=3", "orthogonaliser=svd"])
+    assert params["beta"] == 0.25 and params["ns_steps"] == 3 and params["orthogonaliser"] == "svd"
+    assert parse_params(get_method("multislerp"), ["use_base=false"])["use_base"] is False
+    with pytest.raises(ValueError, match="twice"):
+        parse_params(method, ["beta=0.2", "beta=0.3"])

@@ -1,0 +1,321 @@
+"""Streaming engine: checkpoint I/O, task vectors, merge, export, validation, determinism, diagnostics."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from asrmerge.merging import (
+    DEFAULT_SVD_EXCLUDE,
+    compute_task_vector,
+    export_merged_model,
+    get_method,
+    merge,
+    open_checkpoint,
+)
+from asrmerge.merging.checkpoint import SafetensorsWriter, TensorEntry, save_tensors
+from asrmerge.merging.engine import tensor_generator, tensor_seed
+from asrmerge.merging.linalg import streaming_order_statistics
+from asrmerge.merging.methods.subspace import tsv_m
+
+ATTN = "model.encoder.layers.0.self_attn.q_proj.weight"
+CONV = "model.encoder.conv1.weight"
+TOKENS = "model.decoder.embed_tokens.weight"
+FROZEN = "model.encoder.embed_positions.weight"
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def task_vector_files(tiny_whisper, tmp_path_factory) -> list[Path]:
+    base, finetuned = tiny_whisper
+    out = tmp_path_factory.mktemp("tv")
+    return [compute_task_vector(base, ft, out / f"tv{i}.safetensors") for i, ft in enumerate(finetuned)]
+
+
+# ------------------------------------------------------------------------------------------------ checkpoint I/O
+
+
+def test_writer_roundtrip_all_dtypes(tmp_path: Path) -> None:
+    tensors = {
+        "a": torch.randn(3, 4),
+        "b": torch.randn(5).to(torch.bfloat16),
+        "c": torch.randn(2, 2, 2).half(),
+        "d": torch.tensor(3.0, dtype=torch.float64),
+        "e": torch.zeros(0, 3),
+        "f": torch.arange(5),
+    }
+    path = save_tensors(tmp_path / "x.safetensors", tensors, {"format": "pt", "note": "hi"})
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == {"format": "pt", "note": "hi"}
+        for name, tensor in tensors.items():
+            got = fh.get_tensor(name)
+            assert got.dtype == tensor.dtype and torch.equal(got, tensor)
+    assert os.listdir(tmp_path) == ["x.safetensors"]
+
+
+def test_writer_is_atomic_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.safetensors"
+    entries = [TensorEntry("a", torch.float32, (2,)), TensorEntry("b", torch.float32, (2,))]
+    with pytest.raises(RuntimeError):
+        with SafetensorsWriter(target, entries) as writer:
+            writer.write("a", torch.ones(2))
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="never written"):
+        with SafetensorsWriter(target, entries) as writer:
+            writer.write("a", torch.ones(2))
+    with pytest.raises(ValueError, match="declared"):
+        with SafetensorsWriter(target, entries) as writer:
+            writer.write("a", torch.ones(3))
+    assert os.listdir(tmp_path) == []
+
+
+def test_open_sharded_folder(tmp_path: Path) -> None:
+    save_file({"x": torch.ones(2)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({"y": torch.zeros(3, 1).half()}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    index = {"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
+    ckpt = open_checkpoint(tmp_path)
+    assert ckpt.names == ["x", "y"] and ckpt.model_type == "whisper"
+    assert ckpt.shapes["y"] == (3, 1) and ckpt.dtypes["y"] == torch.float16
+    assert torch.equal(ckpt.get_float("y"), torch.zeros(3, 1))
+
+
+def test_missing_checkpoint_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        open_checkpoint(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError):
+        open_checkpoint(tmp_path)  # empty folder
+
+
+# ------------------------------------------------------------------------------------------------- task vectors
+
+
+def test_compute_task_vector(tiny_whisper, task_vector_files) -> None:
+    base, finetuned = tiny_whisper
+    theta0 = _load(base / "model.safetensors")
+    theta1 = _load(finetuned[0] / "model.safetensors")
+    tau = _load(task_vector_files[0])
+    assert set(tau) == set(theta0)
+    for name in theta0:
+        assert tau[name].dtype == torch.float32
+        assert torch.equal(tau[name], theta1[name].float() - theta0[name].float())
+    assert torch.count_nonzero(tau[FROZEN]) == 0  # frozen sinusoidal table: τ = 0
+    with safe_open(str(task_vector_files[0]), framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["kind"] == "task_vector" and meta["base"] == str(base) and meta["finetuned"] == str(finetuned[0])
+
+
+def test_merge_from_finetuned_equals_from_task_vectors(tiny_whisper, task_vector_files, tmp_path: Path) -> None:
+    base, finetuned = tiny_whisper
+    a = merge(base, finetuned=finetuned, method="task_arithmetic", params={}, out_path=tmp_path / "a.safetensors")
+    b = merge(base, task_vectors=task_vector_files, method="task_arithmetic", params={}, out_path=tmp_path / "b.safetensors")
+    ta, tb = _load(a), _load(b)
+    taus = [_load(p) for p in task_vector_files]
+    for name in ta:
+        assert torch.equal(ta[name], tb[name])
+        torch.testing.assert_close(ta[name], sum(t[name] for t in taus), rtol=1e-6, atol=1e-7)
+    with safe_open(str(a), framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["method"] == "task_arithmetic" and json.loads(meta["default_lambdas"])[-1] == 1.0
+
+
+def test_subspace_merge_routes_non_matrices_and_embeddings_to_mean(tiny_whisper, task_vector_files, tmp_path: Path) -> None:
+    base, _ = tiny_whisper
+    out = merge(base, task_vectors=task_vector_files, method="tsv_m", params={}, out_path=tmp_path / "m.safetensors")
+    merged = _load(out)
+    taus = torch.stack([_load(p)[ATTN] for p in task_vector_files])
+    torch.testing.assert_close(merged[ATTN], tsv_m(taus, torch.zeros(16, 16)), rtol=1e-5, atol=1e-6)
+    for name in (CONV, TOKENS, FROZEN, "model.encoder.layers.0.fc1.bias"):
+        stack = torch.stack([_load(p)[name] for p in task_vector_files])
+        torch.testing.assert_close(merged[name], stack.mean(dim=0), rtol=1e-6, atol=1e-7)
+    assert torch.count_nonzero(merged[FROZEN]) == 0
+    # without exclusions the token embedding goes through the SVD path
+    out2 = merge(base, task_vectors=task_vector_files, method="tsv_m", params={}, out_path=tmp_path / "n.safetensors",
+                 exclude_from_svd=())
+    stack = torch.stack([_load(p)[TOKENS] for p in task_vector_files])
+    assert not torch.allclose(_load(out2)[TOKENS], stack.mean(dim=0))
+    assert DEFAULT_SVD_EXCLUDE == ("embed_tokens", "embed_positions", "proj_out")
+
+
+def test_half_precision_checkpoints(tiny_whisper_factory, tmp_path: Path) -> None:
+    for dtype in (torch.float16, torch.bfloat16):
+        base, finetuned = tiny_whisper_factory(2, dtype)
+        out = merge(base, finetuned=finetuned, method="boosted_tsv_m", params={}, out_path=tmp_path / f"{dtype}.safetensors")
+        merged = _load(out)
+        assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in merged.values())
+        model_dir = export_merged_model(base, out, 0.5, tmp_path / f"export_{str(dtype)[6:]}")
+        exported = _load(model_dir / "model.safetensors")
+        assert exported[ATTN].dtype == dtype
+
+
+def test_seeded_merge_is_bitwise_reproducible(tiny_whisper, task_vector_files, tmp_path: Path) -> None:
+    base, _ = tiny_whisper
+    paths = [
+        merge(base, task_vectors=task_vector_files, method="dare", params={"p": 0.5}, out_path=tmp_path / f"{i}.safetensors",
+              seed=seed)
+        for i, seed in enumerate((7, 7, 8))
+    ]
+    blobs = [p.read_bytes() for p in paths]
+    assert blobs[0] == blobs[1]
+    assert blobs[0] != blobs[2]
+    # per-tensor generators depend only on (seed, name)
+    assert tensor_seed(7, ATTN) == tensor_seed(7, ATTN) != tensor_seed(7, CONV)
+    a = torch.rand(4, generator=tensor_generator(7, ATTN))
+    torch.rand(100, generator=tensor_generator(7, CONV))
+    assert torch.equal(a, torch.rand(4, generator=tensor_generator(7, ATTN)))
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+def _corrupt_copy(src: Path, dst: Path, edit) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    tensors = _load(dst / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+def test_shape_mismatch_names_key_and_file(tiny_whisper, tmp_path: Path) -> None:
+    base, finetuned = tiny_whisper
+    bad = _corrupt_copy(finetuned[0], tmp_path / "bad", lambda t: t.__setitem__(ATTN, torch.zeros(16, 8)))
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match=r"q_proj\.weight.*bad"):
+        merge(base, finetuned=[finetuned[1], bad], method="task_arithmetic", out_path=out)
+    assert not out.exists()
+    missing = _corrupt_copy(finetuned[0], tmp_path / "missing", lambda t: t.pop(ATTN))
+    with pytest.raises(ValueError, match="missing"):
+        compute_task_vector(base, missing, tmp_path / "tv.safetensors")
+
+
+def test_nan_names_tensor_and_file_and_writes_nothing(tiny_whisper, tmp_path: Path) -> None:
+    base, finetuned = tiny_whisper
+
+    def poison(tensors):
+        tensors[CONV] = tensors[CONV].clone()
+        tensors[CONV][0, 0, 0] = float("nan")
+
+    bad = _corrupt_copy(finetuned[0], tmp_path / "nan", poison)
+    out = tmp_path / "tv.safetensors"
+    with pytest.raises(ValueError, match=r"conv1\.weight.*nan.*NaN"):
+        compute_task_vector(base, bad, out)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_model_type_mismatch(tiny_whisper, tmp_path: Path) -> None:
+    import shutil
+
+    base, finetuned = tiny_whisper
+    other = tmp_path / "other"
+    shutil.copytree(finetuned[0], other)
+    config = json.loads((other / "config.json").read_text())
+    config["model_type"] = "wav2vec2"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model_type"):
+        merge(base, finetuned=[other], method="model_soup", out_path=tmp_path / "m.safetensors")
+
+
+def test_merge_argument_errors(tiny_whisper, task_vector_files, tmp_path: Path) -> None:
+    base, finetuned = tiny_whisper
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match="exactly one"):
+        merge(base, finetuned=finetuned, task_vectors=task_vector_files, method="ties", out_path=out)
+    with pytest.raises(ValueError, match="unknown merge method"):
+        merge(base, finetuned=finetuned, method="nope", out_path=out)
+    with pytest.raises(ValueError, match="density"):
+        merge(base, finetuned=finetuned, method="ties", params={"density": 0}, out_path=out)
+    exported = export_merged_model(base, task_vector_files[0], 1.0, tmp_path / "exported")
+    with pytest.raises(ValueError, match="not a task-vector file"):
+        merge(base, task_vectors=[exported / "model.safetensors"], method="ties", out_path=out)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------------- export
+
+
+def test_export_loads_with_transformers(tiny_whisper, task_vector_files, tmp_path: Path) -> None:
+    from transformers import WhisperForConditionalGeneration
+
+    base, _ = tiny_whisper
+    merged = merge(base, task_vectors=task_vector_files, method="ties", params={}, out_path=tmp_path / "m.safetensors")
+    out_dir = export_merged_model(base, merged, 0.7, tmp_path / "export")
+    assert {"config.json", "generation_config.json", "preprocessor_config.json", "model.safetensors"} <= set(os.listdir(out_dir))
+    model = WhisperForConditionalGeneration.from_pretrained(out_dir)
+    theta0 = _load(base / "model.safetensors")
+    tau = _load(merged)
+    state = model.state_dict()
+    for name in (ATTN, CONV, TOKENS):
+        torch.testing.assert_close(state[name], theta0[name] + 0.7 * tau[name], rtol=0, atol=1e-6)
+    assert torch.equal(state["proj_out.weight"], state[TOKENS])  # tied weights survive
+    features = torch.randn(1, 8, 40)
+    with torch.no_grad():
+        ids = model.generate(features, max_new_tokens=3)
+    assert ids.shape[0] == 1
+    # λ = 0 reproduces the base exactly; re-export over an existing folder replaces it
+    export_merged_model(base, merged, 0.0, out_dir)
+    exported = _load(out_dir / "model.safetensors")
+    assert all(torch.equal(exported[n], theta0[n]) for n in theta0)
+
+
+# ---------------------------------------------------------------------------------------------- global pre-pass
+
+
+def test_streaming_order_statistics_exact() -> None:
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(3, 1000, generator=gen)
+    values[:, :10] = 0
+    values[1, 20:30] = -0.0
+    values[2, :5] = 3.0
+    positions = torch.tensor([[0, 5, 999], [10, 500, 998], [0, 997, 999]])
+    got = streaming_order_statistics(lambda: [values[:, :300], values[:, 300:700], values[:, 700:]], positions)
+    assert torch.equal(got, torch.sort(values, dim=1).values.gather(1, positions))
+    with pytest.raises(ValueError):
+        streaming_order_statistics(lambda: [values], torch.tensor([[1000]] * 3))
+
+
+@pytest.mark.parametrize("method,params", [("ties", {"scope": "global", "density": 0.3}),
+                                           ("pcb", {"scope": "global", "pcb_ratio": 0.2})])
+def test_global_scope_equals_flat_model(tiny_whisper, task_vector_files, tmp_path: Path, method, params) -> None:
+    """The engine's exact model-wide pre-pass makes the streamed merge equal the merge of the flattened model."""
+    base, _ = tiny_whisper
+    out = merge(base, task_vectors=task_vector_files, method=method, params=params, out_path=tmp_path / "g.safetensors")
+    merged = _load(out)
+    taus = [_load(p) for p in task_vector_files]
+    names = open_checkpoint(base).float_names
+    flat = torch.stack([torch.cat([t[n].reshape(-1) for n in names]) for t in taus])
+    expected = get_method(method).fn(flat, torch.zeros(flat.shape[1]), **params)
+    got = torch.cat([merged[n].reshape(-1) for n in names])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+# -------------------------------------------------------------------------------------------------- diagnostics
+
+
+def test_diagnostics_json(tiny_whisper, task_vector_files, tmp_path: Path) -> None:
+    base, _ = tiny_whisper
+    diag = tmp_path / "diag.json"
+    merge(base, task_vectors=task_vector_files, method="tsv_m", params={"orthogonaliser": "newton_schulz"},
+          out_path=tmp_path / "m.safetensors", diagnostics_path=diag)
+    report = json.loads(diag.read_text())
+    assert report["method"] == "tsv_m" and report["params"]["orthogonaliser"] == "newton_schulz"
+    record = report["tensors"][ATTN]
+    assert len(record["task_singular_values"]) == 3 and len(record["merged_singular_values"]) == 16
+    assert 1 <= record["merged_effective_rank"] <= 16
+    assert 0 <= record["sign_conflict_rate"] <= 1
+    assert 0 < record["ns_max_orthogonality_error"] < 0.5
+    assert "ns_max_orthogonality_error" not in report["tensors"][TOKENS]  # excluded: mean, no NS
+    assert CONV not in report["tensors"]  # 3-D tensors are not diagnosed
+    assert report["summary"]["n_matrices"] == len(report["tensors"])
