@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "asrmerge.merging.cli",
     "asrmerge.models.cli",
+    "asrmerge.data.cli",
 ]
 
 

@@ -55,14 +55,39 @@ def label_sequence(whisper: LoadedWhisper, utterance: Utterance) -> list[int]:
     return whisper.prompt_ids(utterance.language) + text_ids + [whisper.eot_id]
 
 
+class FeatureCache:
+    """Log-mel features of the utterances seen so far, kept (in float16) until `max_bytes` are used.
+
+    Small corpora are read over many epochs: from the second epoch on, a batch costs no audio decoding or STFT.
+    """
+
+    def __init__(self, whisper: LoadedWhisper, max_bytes: int = 2 << 30):
+        self.whisper, self.max_bytes, self.used = whisper, max_bytes, 0
+        self.features: dict[str, torch.Tensor] = {}
+
+    def __call__(self, utterances: Sequence[Utterance], device: torch.device) -> torch.Tensor:
+        missing = [u for u in utterances if u.id not in self.features]
+        fresh: dict[str, torch.Tensor] = {}
+        if missing:
+            sr = self.whisper.feature_extractor.sampling_rate
+            computed = log_mel(self.whisper, [load_audio(u.audio, sr) for u in missing], torch.device("cpu"))
+            fresh = dict(zip((u.id for u in missing), computed.float()))
+            for uid, feature in fresh.items():
+                size = feature.numel() * 2
+                if self.used + size <= self.max_bytes:
+                    self.features[uid] = feature.to(torch.float16)
+                    self.used += size
+        stacked = torch.stack([fresh[u.id] if u.id in fresh else self.features[u.id].float() for u in utterances])
+        return stacked.to(device=device, dtype=self.whisper.model.dtype)
+
+
 def batch_loss(
     whisper: LoadedWhisper, utterances: Sequence[Utterance], device: torch.device,
-    ctc_head: torch.nn.Linear | None = None, ctc_weight: float = 0.0,
+    ctc_head: torch.nn.Linear | None = None, ctc_weight: float = 0.0, features: FeatureCache | None = None,
 ) -> torch.Tensor:
     """Mean token cross-entropy of the transcripts (the prompt tokens are given, not predicted), plus the weighted
     CTC loss of the encoder when a CTC head is given (its blank is the last class)."""
-    sr = whisper.feature_extractor.sampling_rate
-    features = log_mel(whisper, [load_audio(u.audio, sr) for u in utterances], device)
+    features = (features or FeatureCache(whisper, max_bytes=0))(utterances, device)
     sequences = [label_sequence(whisper, u) for u in utterances]
     max_positions = whisper.model.config.max_target_positions
     too_long = [u.id for u, s in zip(utterances, sequences) if len(s) - 1 > max_positions]
@@ -155,6 +180,7 @@ def train(
         curve, start = state["curve"], state["step"]
         log.info("resuming from step %d of %d (%s)", start, options.steps, checkpoint_dir)
 
+    cache = FeatureCache(whisper)
     n_replay = int(round(options.batch_size * options.replay_fraction)) if replay_set else 0
     n_main = options.batch_size - n_replay
     for step in range(start, options.steps):
@@ -166,9 +192,9 @@ def train(
             if n_replay:
                 batch += [replay_set[i] for i in batch_indices(len(replay_set), n_replay, micro_step, options.seed + 1)]
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                loss = batch_loss(whisper, batch, device, ctc_head, options.ctc_weight) / options.gradient_accumulation
+                loss = batch_loss(whisper, batch, device, ctc_head, options.ctc_weight, cache) / options.gradient_accumulation
             scaler.scale(loss).backward()
-            total += float(loss)
+            total += float(loss.detach())
         if not math.isfinite(total):
             raise FloatingPointError(f"loss became {total} at step {step}: lower the learning rate")
         scaler.unscale_(optimizer)

@@ -14,7 +14,7 @@ import soundfile as sf
 import yaml
 
 from asrmerge.data.cli import load_spec_file, register, run_corpus, run_validate_manifest
-from asrmerge.data.corpus import build_set, default_sets, parse_spec
+from asrmerge.data.corpus import build_set, default_sets, is_heldout_text, parse_spec
 from asrmerge.data.manifest import read_manifest, validate_manifest
 from asrmerge.data.text import EP_DOMAINS
 
@@ -206,3 +206,31 @@ def test_audio_is_not_clipped(tmp_path: Path) -> None:
     for row in read_manifest(build_set("loud", spec, tmp_path, seed=0)):
         audio, _ = sf.read(str(row.audio))
         assert np.max(np.abs(audio)) <= 0.995
+
+
+def test_pretraining_never_uses_the_held_out_test_sentences(tmp_path: Path) -> None:
+    general = _spec(role="general", language=["en", "pt"], text="general", voices=["en", "pt"], channel=[],
+                    sizes={"train": 16, "validation": 4})
+    english = _spec(role="english", language="en", text="general", voices=["en"], channel=[], sizes={"test": 6})
+    pretraining = read_manifest(build_set("general", general, tmp_path / "g", seed=0))
+    held_out = read_manifest(build_set("english", english, tmp_path / "e", seed=0))
+    assert not any(is_heldout_text(row.text) for row in pretraining)
+    assert all(is_heldout_text(row.text) for row in held_out)
+
+
+def test_a_grammar_too_small_for_the_sizes_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from asrmerge.data import text
+
+    grammar = text.parse_grammar("@templates\nbom dia\nboa tarde\n", name="tiny", language="pt")
+    monkeypatch.setitem(text.TEXT_GENERATORS, "tiny", text.GrammarGenerator(name="tiny", grammars={"pt": grammar}))
+    with pytest.raises(ValueError, match=r"corpus set 'tiny'.*test utterance 2.*too small"):
+        build_set("tiny", _spec(text="tiny", sizes={"test": 3}), tmp_path, seed=0)
+
+
+def test_extends_starts_from_a_default_set() -> None:
+    parsed = parse_spec("weather_big", {"extends": "weather", "sizes": {"train": 400, "test": 100}})
+    default = parse_spec("weather", default_sets()["weather"])
+    assert parsed.sizes == {"train": 400, "test": 100}
+    assert (parsed.texts, parsed.voices, parsed.channel, parsed.rate) == (default.texts, default.voices, default.channel, default.rate)
+    with pytest.raises(ValueError, match=r"'x', key 'extends': no default set 'nothing'"):
+        parse_spec("x", {"extends": "nothing"})

@@ -31,6 +31,14 @@ def test_faster_rate_gives_shorter_audio_and_is_deterministic(synth: EspeakSynth
     np.testing.assert_array_equal(slow, synth.synthesize(text, voice="pt+m3", rate=130))
 
 
+def test_output_does_not_depend_on_what_was_spoken_before(synth: EspeakSynthesizer) -> None:
+    reference = {voice: synth.synthesize("senhor presidente", voice=voice, rate=170, pitch=50) for voice in ("pt+f2", "pt+m3", "pt+klatt")}
+    for history in (("pt+croak", 300, 99), ("en+m1", 90, 0), ("pt+f2", 200, 70)):
+        synth.synthesize("um dois três quatro cinco seis", voice=history[0], rate=history[1], pitch=history[2])
+        for voice, audio in reference.items():
+            np.testing.assert_array_equal(audio, synth.synthesize("senhor presidente", voice=voice, rate=170, pitch=50))
+
+
 def test_native_rate_needs_no_resampling() -> None:
     audio = EspeakSynthesizer(sample_rate=22050).synthesize("bom dia", voice="pt")
     resampled = EspeakSynthesizer(sample_rate=16000).synthesize("bom dia", voice="pt")

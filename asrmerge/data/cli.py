@@ -24,7 +24,8 @@ _SPEC_LOCATIONS: tuple[tuple[str, ...], ...] = (("corpus", "sets"), ("corpus",),
 def load_spec_file(path: Path) -> dict[str, Any]:
     """Read a YAML document and return its set specs (name -> spec).
 
-    The specs may sit at the top level or under ``sets:``, ``corpus:`` or ``corpus: sets:``.
+    The specs may sit at the top level or under ``sets:``, ``corpus:`` or ``corpus: sets:``; each needs a
+    ``role`` or an ``extends`` (see asrmerge.data.corpus).
     """
     spec_path = Path(path)
     if not spec_path.is_file():
@@ -39,11 +40,13 @@ def load_spec_file(path: Path) -> dict[str, Any]:
         node: Any = document
         for key in location:
             node = node.get(key) if isinstance(node, Mapping) else None
-        if isinstance(node, Mapping) and node and all(isinstance(v, Mapping) and "role" in v for v in node.values()):
+        if isinstance(node, Mapping) and node and all(
+            isinstance(v, Mapping) and ("role" in v or "extends" in v) for v in node.values()
+        ):
             return dict(node)
     raise ValueError(
         f"spec file {spec_path}: no set specs found (looked at the top level and under 'sets', 'corpus', "
-        f"'corpus.sets'; every spec needs a 'role')"
+        f"'corpus.sets'; every spec needs a 'role' or 'extends')"
     )
 
 

