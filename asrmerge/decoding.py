@@ -42,10 +42,24 @@ class DecodingOptions:
 
 
 def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
-    """Special tokens a transcript never contains (all but end-of-text): prompts, languages, timestamps."""
+    """Tokens a transcript never contains: special tokens but end-of-text (prompts, languages, timestamps), and the
+    model's own `suppress_tokens` (Whisper's non-speech symbols), as Whisper's decoder does."""
     special = set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
+    special |= set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
     special.discard(whisper.eot_id)
     return sorted(i for i in special if i < whisper.model.config.vocab_size)
+
+
+def first_step_suppressed_ids(whisper: LoadedWhisper) -> list[int]:
+    """Tokens that may not open a transcript (Whisper's `begin_suppress_tokens`: a blank, end-of-text)."""
+    return list(getattr(whisper.model.generation_config, "begin_suppress_tokens", None) or [])
+
+
+def _suppress(logits: torch.Tensor, always: torch.Tensor, at_start: torch.Tensor, step: int) -> torch.Tensor:
+    logits[:, always] = -torch.inf
+    if step == 0:
+        logits[:, at_start] = -torch.inf
+    return logits
 
 
 @torch.inference_mode()
@@ -57,6 +71,7 @@ def greedy_decode(whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequen
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     step_input = torch.tensor([list(prompt)] * batch, device=features.device)
     suppress = torch.tensor(suppressed_token_ids(whisper), device=features.device, dtype=torch.long)
+    suppress_first = torch.tensor(first_step_suppressed_ids(whisper), device=features.device, dtype=torch.long)
     eot = whisper.eot_id
     limit = min(max_new_tokens, model.config.max_target_positions - len(prompt))
     tokens = torch.full((batch, max(limit, 0)), eot, dtype=torch.long, device=features.device)
@@ -65,8 +80,7 @@ def greedy_decode(whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequen
         hidden = model.model.decoder(
             input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache, use_cache=True
         ).last_hidden_state
-        logits = model.proj_out(hidden[:, -1]).float()
-        logits[:, suppress] = -torch.inf
+        logits = _suppress(model.proj_out(hidden[:, -1]).float(), suppress, suppress_first, step)
         next_token = logits.argmax(dim=-1).masked_fill(finished, eot)
         tokens[:, step] = next_token
         finished |= next_token == eot
@@ -83,13 +97,16 @@ def beam_decode(
 ) -> list[list[int]]:
     """Beam search (the paper decodes with 5 beams): the best finished hypothesis by log-probability / length^penalty.
 
-    The beams of one utterance share its encoder states, so only the self-attention cache is reordered.
+    Follows transformers' beam search (2K candidates per step, only the top K may finish, its default stopping
+    heuristic), so transcripts match `generate(num_beams=K)`. The beams of one utterance share its encoder states,
+    so only the self-attention cache is reordered.
     """
     model = whisper.model
     batch, device, eot = features.shape[0], features.device, whisper.eot_id
     encoder_states = model.model.encoder(features).last_hidden_state.repeat_interleave(num_beams, dim=0)
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     suppress = torch.tensor(suppressed_token_ids(whisper), device=device, dtype=torch.long)
+    suppress_first = torch.tensor(first_step_suppressed_ids(whisper), device=device, dtype=torch.long)
     limit = min(max_new_tokens, model.config.max_target_positions - len(prompt))
     # Only the first beam of each utterance is live at the start, so the first step does not pick K copies.
     scores = torch.full((batch, num_beams), -torch.inf, device=device)
@@ -97,14 +114,15 @@ def beam_decode(
     sequences = torch.empty((batch * num_beams, 0), dtype=torch.long, device=device)
     step_input = torch.tensor([list(prompt)] * (batch * num_beams), device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    closed = [False] * batch
     for step in range(limit):
         hidden = model.model.decoder(
             input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache, use_cache=True
         ).last_hidden_state
-        logits = model.proj_out(hidden[:, -1]).float()
-        logits[:, suppress] = -torch.inf
-        vocab = logits.shape[-1]
-        candidates = (scores.view(-1, 1) + logits.log_softmax(dim=-1)).view(batch, num_beams * vocab)
+        # Normalise before suppressing, as transformers' beam search does, so scores match its ranking.
+        log_probs = _suppress(model.proj_out(hidden[:, -1]).float().log_softmax(dim=-1), suppress, suppress_first, step)
+        vocab = log_probs.shape[-1]
+        candidates = (scores.view(-1, 1) + log_probs).view(batch, num_beams * vocab)
         # 2K candidates per utterance: enough live ones remain after the finished ones are set aside.
         top_scores, top_index = candidates.topk(2 * num_beams, dim=-1)
         beam_of, token_of = top_index // vocab, top_index % vocab
@@ -113,16 +131,26 @@ def beam_decode(
         new_token = torch.full((batch, num_beams), eot, dtype=torch.long, device=device)
         for item in range(batch):
             kept = 0
-            for score, beam, token in zip(top_scores[item].tolist(), beam_of[item].tolist(), token_of[item].tolist()):
+            for rank, (score, beam, token) in enumerate(
+                zip(top_scores[item].tolist(), beam_of[item].tolist(), token_of[item].tolist())
+            ):
                 if score == -torch.inf or kept == num_beams:
                     break
                 if token == eot:
-                    tokens = sequences[item * num_beams + beam].tolist()
-                    finished[item].append((score / max(len(tokens) + 1, 1) ** length_penalty, tokens))
+                    # Only the K best candidates may end a hypothesis; an item that cannot improve takes no more.
+                    if rank < num_beams and not closed[item]:
+                        tokens = sequences[item * num_beams + beam].tolist()
+                        finished[item].append((score / (step + 1) ** length_penalty, tokens))
+                        finished[item] = sorted(finished[item], key=lambda pair: -pair[0])[:num_beams]
                     continue
                 new_scores[item, kept], new_beam[item, kept], new_token[item, kept] = score, beam, token
                 kept += 1
-        if all(len(f) >= num_beams for f in finished):  # K finished hypotheses each, as HF early_stopping
+            # transformers' default stopping heuristic: the best live beam, normalised at its current length,
+            # can no longer beat the worst of K finished hypotheses.
+            if len(finished[item]) == num_beams:
+                best_live = float(new_scores[item, 0]) / (step + 1) ** length_penalty
+                closed[item] = closed[item] or best_live <= finished[item][-1][0]
+        if all(closed):
             break
         origin = (torch.arange(batch, device=device)[:, None] * num_beams + new_beam).view(-1)
         cache.self_attention_cache.reorder_cache(origin)

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from asrmerge.data.manifest import Utterance
+from asrmerge.data.manifest import Utterance, read_manifest
 from asrmerge.decoding import DecodingOptions, transcribe
-from asrmerge.models.whisper import LoadedWhisper
+from asrmerge.models.whisper import LoadedWhisper, load_whisper
 from asrmerge.scoring import ErrorCounts, score_hypotheses
 
 log = logging.getLogger(__name__)
@@ -73,3 +73,25 @@ def choose_lambda(curve: Sequence[Mapping], metric: str = "wer", tie_break: str 
     sign = 1 if tie_break == "smallest" else -1
     best = min(curve, key=lambda point: (point[metric], sign * point["lambda"]))
     return float(best["lambda"])
+
+
+def select_lambda(
+    base_dir: str | Path, task_vector_path: str | Path, manifests: Sequence[str | Path], lambdas: Sequence[float],
+    options: DecodingOptions, device: torch.device, metric: str = "wer", tie_break: str = "smallest",
+) -> dict:
+    """Sweep lambda on the validation split of `manifests` and return the curve, the choice and the rule.
+
+    Only validation utterances are read: test splits never influence the choice.
+    """
+    validation = [u for path in manifests for u in read_manifest(path, split="validation")]
+    if not validation:
+        raise ValueError(f"no validation utterances in {', '.join(map(str, manifests))}")
+    scaled = ScaledTaskVector(load_whisper(base_dir, device=device), task_vector_path)
+    curve = sweep_lambda(scaled, validation, lambdas, options, device)
+    return {
+        "chosen_lambda": choose_lambda(curve, metric, tie_break),
+        "rule": f"lowest pooled validation {metric.upper()} over the domains' validation splits; "
+                f"ties to the {tie_break} lambda",
+        "validation_utterances": len(validation),
+        "curve": curve,
+    }

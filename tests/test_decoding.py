@@ -1,0 +1,85 @@
+"""Decoding is deterministic, the cached greedy search equals a full recomputation, beam 1 equals greedy;
+lambda selection reads validation audio only."""
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import asrmerge.decoding as decoding
+from asrmerge.data.manifest import read_manifest
+from asrmerge.decoding import DecodingOptions, beam_decode, greedy_decode, log_mel, suppressed_token_ids, transcribe
+from asrmerge.data.manifest import load_audio
+from asrmerge.selection import choose_lambda, select_lambda
+from speech_world import build_tiny_corpus, build_tiny_whisper
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    manifest = build_tiny_corpus(root / "weather")
+    whisper = build_tiny_whisper(manifest, seed=3)
+    with torch.no_grad():  # a random model that does not stop at once, so decoding has something to do
+        whisper.model.proj_out.weight.add_(torch.randn_like(whisper.model.proj_out.weight))
+    whisper.save(root / "model")
+    return manifest, whisper, root
+
+
+def test_transcribe_is_deterministic_and_keeps_order(world):
+    manifest, whisper, _ = world
+    utterances = read_manifest(manifest, split="test")
+    options = DecodingOptions(batch_size=3, max_new_tokens=8)
+    first = transcribe(whisper, utterances, options, CPU, progress=False)
+    assert first == transcribe(whisper, utterances, options, CPU, progress=False)
+    assert [r["id"] for r in first] == [u.id for u in utterances]
+    assert [r["reference"] for r in first] == [u.text for u in utterances]
+
+
+def test_cached_greedy_equals_full_recomputation(world):
+    manifest, whisper, _ = world
+    utterances = read_manifest(manifest, split="test")[:2]
+    features = log_mel(whisper, [load_audio(u.audio) for u in utterances], CPU)
+    prompt = whisper.prompt_ids("pt")
+    cached = greedy_decode(whisper, features, prompt, 6)
+    ids = torch.tensor([prompt] * 2)
+    suppressed = suppressed_token_ids(whisper)
+    with torch.no_grad():
+        for _ in range(6):
+            logits = whisper.model(input_features=features, decoder_input_ids=ids).logits[:, -1]
+            logits[:, suppressed] = -torch.inf
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+    full = [[t for t in row[len(prompt):]] for row in ids.tolist()]
+    for row_cached, row_full in zip(cached, full):
+        stop = row_full.index(whisper.eot_id) if whisper.eot_id in row_full else len(row_full)
+        assert row_cached == row_full[:stop]
+
+
+def test_beam_of_one_is_greedy_and_beams_score_no_worse(world):
+    manifest, whisper, _ = world
+    utterances = read_manifest(manifest, split="test")
+    features = log_mel(whisper, [load_audio(u.audio) for u in utterances], CPU)
+    prompt = whisper.prompt_ids("pt")
+    greedy = greedy_decode(whisper, features, prompt, 8)
+    assert beam_decode(whisper, features, prompt, 8, num_beams=1) == greedy
+    assert len(beam_decode(whisper, features, prompt, 8, num_beams=3)) == len(utterances)
+
+
+def test_selection_never_opens_test_audio(world, tmp_path, monkeypatch):
+    manifest, whisper, root = world
+    tau = {name: 0.01 * torch.randn_like(t) for name, t in whisper.model.state_dict().items()
+           if name != "proj_out.weight"}
+    save_file({k: v.contiguous() for k, v in tau.items()}, str(tmp_path / "tau.safetensors"))
+    opened = []
+    monkeypatch.setattr(decoding, "load_audio", lambda path, sr=16000: opened.append(str(path)) or load_audio(path, sr))
+    result = select_lambda(root / "model", tmp_path / "tau.safetensors", [manifest], [0.0, 0.5],
+                           DecodingOptions(batch_size=4, max_new_tokens=4), CPU)
+    validation = {str(u.audio) for u in read_manifest(manifest, split="validation")}
+    assert opened and set(opened) <= validation
+    assert result["validation_utterances"] == len(validation)
+    assert result["chosen_lambda"] in (0.0, 0.5)
+
+
+def test_choose_lambda_breaks_ties_as_asked():
+    curve = [{"lambda": 0.2, "wer": 0.3}, {"lambda": 0.4, "wer": 0.2}, {"lambda": 0.6, "wer": 0.2}]
+    assert choose_lambda(curve) == 0.4
+    assert choose_lambda(curve, tie_break="largest") == 0.6
