@@ -25,7 +25,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml (the offline demo) is the default experiment; a --configfile given on the command line replaces it
+# whole instead of being merged into it, in this process and in every cluster job.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"

@@ -20,7 +20,7 @@ from asrmerge.data.corpus import parse_spec
 from asrmerge.merging.registry import get_method, resolve_params
 
 SCHEMA_PATH = Path(str(resources.files("asrmerge") / "schemas" / "config.schema.yaml"))
-TEST_ROLES = ("ood", "english", "brazilian", "multilingual")
+TEST_ROLES = ("ood", "general_test", "english", "brazilian", "multilingual")
 SPLITS = ("train", "validation", "test")
 _PATH_SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
 

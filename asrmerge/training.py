@@ -146,12 +146,14 @@ def train(
 ) -> list[dict]:
     """Train in place and save the final model to `out_dir`; returns the loss curve (also in `out_dir/loss.csv`).
 
-    `out_dir/checkpoint/` holds the resumable state while training runs and is removed once the model is saved.
+    The resumable state lives beside the output, in `<out_dir>.resume/`, while training runs (a workflow manager may
+    delete an unfinished `out_dir` before rerunning the job, so the state must not be inside it); it is removed once
+    the model is saved.
     """
     if not train_set:
         raise ValueError("the training set is empty")
     out_dir = Path(out_dir)
-    checkpoint_dir = out_dir / "checkpoint"
+    checkpoint_dir = resume_dir(out_dir)
     model = whisper.model.to(device)
     model.train()
     if options.gradient_checkpointing:
@@ -215,6 +217,12 @@ def train(
     write_curve(curve, out_dir / "loss.csv")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return curve
+
+
+def resume_dir(out_dir: str | Path) -> Path:
+    """Where a run writing `out_dir` keeps its resumable state."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".resume")
 
 
 def _save_state(checkpoint_dir: Path, model, ctc_head, optimizer, scheduler, scaler, curve, step: int, options) -> None:

@@ -6,7 +6,7 @@ from asrmerge.workflow import share_package_with_jobs
 from asrmerge.config import ConfigError, domains, merge_branches, sets_with_role, scored_sets, validate_config
 
 try:
-    validate_config(config, workdir=Path(workflow.basedir))
+    validate_config(config, workdir=Path.cwd())  # jobs resolve relative paths from the working directory
 except ConfigError as err:
     sys.exit(f"asrmerge: invalid configuration: {err}")
 
@@ -22,7 +22,9 @@ BRANCHES = {branch.id: branch for branch in merge_branches(config)}
 MODEL_SYSTEMS = ["base", "joint"] + [f"finetuned/{d}" for d in DOMAINS]
 MERGED_SYSTEMS = [f"merged/{branch_id}" for branch_id in BRANCHES]
 SYSTEMS = MODEL_SYSTEMS + MERGED_SYSTEMS
-FIGURES = ["wer_by_system", "id_vs_ood", "lambda_curves", "heatmap"]  # asrmerge.report.figures
+from asrmerge.report.plan import requested_figures  # noqa: E402
+
+FIGURES = requested_figures(config, BRANCHES.values())  # the figures this config supports: asrmerge.report.plan
 
 
 wildcard_constraints:
@@ -53,8 +55,7 @@ def hypotheses(system):
 
 def final_outputs():
     return [
-        f"{RESULTS}/tables/wer.csv",
-        f"{RESULTS}/tables/wer.md",
-        f"{RESULTS}/tables/paper.md",
-        *expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURES),
+        *expand(f"{RESULTS}/tables/{{name}}", name=["wer.csv", "wer.md", "wer.tex", "wer_wide.csv", "wer.html"]),
+        *expand(f"{RESULTS}/tables/paper.{{ext}}", ext=["csv", "md", "tex", "html"]),
+        *expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["png", "pdf"]),
     ]

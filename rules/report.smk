@@ -1,20 +1,40 @@
+# Tables and figures, and what `snakemake --report report.html` shows of them (captions under report/).
+# Which figures a config supports and which cached files each reads: asrmerge/report/plan.py.
+from asrmerge.report.plan import DIAGNOSTICS_FIGURES, TITLES, figure_branches, figure_inputs, spectrum_layer
+
+SPECTRUM_LAYER = spectrum_layer(config)  # "auto": fc1 of the middle decoder layer
+
+
 localrules:
     table,
     figure,
 
 
+# report(...) of the tables: caption and place in the report; `labels` tell the formats apart.
+PAPER_TABLE = dict(caption="../report/paper_table.rst", category="Tables", subcategory="paper layout")
+SET_TABLE = dict(caption="../report/per_set_table.rst", category="Tables", subcategory="per test set")
+
+
 rule table:
-    """WER/CER per system and test set, and the paper's layout with significance, re-aggregated from the counts."""
+    """Error rates per system and test set, and the paper's layout with significance, re-aggregated from the counts."""
     input:
-        expand(f"{RESULTS}/scores/{{system}}.json", system=SYSTEMS),
+        scores=expand(f"{RESULTS}/scores/{{system}}.json", system=SYSTEMS),
+        selections=expand(f"{RESULTS}/selection/{{branch}}.json", branch=BRANCHES),
+        manifests=manifests(TEST_SETS),
     output:
-        csv=f"{RESULTS}/tables/wer.csv",
-        markdown=f"{RESULTS}/tables/wer.md",
-        paper_csv=f"{RESULTS}/tables/paper.csv",
-        paper_markdown=f"{RESULTS}/tables/paper.md",
-        paper_latex=f"{RESULTS}/tables/paper.tex",
+        csv=report(f"{RESULTS}/tables/wer.csv", **SET_TABLE, labels={"format": "CSV, long: all counts"}),
+        markdown=report(f"{RESULTS}/tables/wer.md", **SET_TABLE, labels={"format": "Markdown"}),
+        latex=report(f"{RESULTS}/tables/wer.tex", **SET_TABLE, labels={"format": "LaTeX"}),
+        wide_csv=report(f"{RESULTS}/tables/wer_wide.csv", **SET_TABLE, labels={"format": "CSV, wide, p-values"}),
+        html=report(f"{RESULTS}/tables/wer.html", **SET_TABLE, labels={"format": "HTML"}),
+        paper_csv=report(f"{RESULTS}/tables/paper.csv", **PAPER_TABLE, labels={"format": "CSV with p-values"}),
+        paper_markdown=report(f"{RESULTS}/tables/paper.md", **PAPER_TABLE, labels={"format": "Markdown"}),
+        paper_latex=report(f"{RESULTS}/tables/paper.tex", **PAPER_TABLE, labels={"format": "LaTeX"}),
+        paper_html=report(f"{RESULTS}/tables/paper.html", **PAPER_TABLE, labels={"format": "HTML"}),
     params:
         systems=SYSTEMS,
+        branches=list(BRANCHES),
+        test_sets=TEST_SETS,
         roles={name: spec["role"] for name, spec in config["corpus"]["sets"].items()},
         reference="joint",
     log:
@@ -26,15 +46,16 @@ rule table:
 
 
 rule figure:
-    """One figure from the table or the selection curves (PNG and PDF)."""
+    """One figure (PNG and PDF) from the cached files it shows: the table, selection curves or merge diagnostics."""
     input:
-        table=f"{RESULTS}/tables/wer.csv",
-        selections=expand(f"{RESULTS}/selection/{{branch}}.json", branch=BRANCHES),
+        unpack(lambda wc: figure_inputs(wc.figure, BRANCHES.values(), RESULTS)),
     output:
-        png=f"{RESULTS}/figures/{{figure}}.png",
+        png=report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figure.rst", category="Figures",
+                   subcategory=lambda wc: TITLES[wc.figure], labels={"figure": "{figure}", "format": "PNG"}),
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
     params:
-        branches=list(BRANCHES),
+        branches=lambda wc: figure_branches(wc.figure, BRANCHES.values()),
+        layer=lambda wc: SPECTRUM_LAYER if wc.figure in DIAGNOSTICS_FIGURES else None,
     log:
         f"{LOGS}/figures/{{figure}}.log",
     conda:

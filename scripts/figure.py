@@ -1,13 +1,18 @@
-"""Rule figure: draw one figure (its name is the wildcard) from the table or the selection curves."""
+"""Rule figure: draw one figure (its name is the wildcard) from the cached files asrmerge.report.plan names."""
 import pandas as pd
 
-from asrmerge.report.figures import SELECTION_FIGURES, TABLE_FIGURES
+from asrmerge.report.figures import FIGURES
 from asrmerge.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
     outputs = (snakemake.output.png, snakemake.output.pdf)
-    name = snakemake.wildcards.figure
-    if name in TABLE_FIGURES:
-        TABLE_FIGURES[name](pd.read_csv(snakemake.input.table), *outputs)
+    kind, draw = FIGURES[snakemake.wildcards.figure]
+    branches = snakemake.params.branches
+    if kind == "table":
+        draw(pd.read_csv(snakemake.input.table), *outputs)
+    elif kind == "sweep":
+        draw(pd.read_csv(snakemake.input.table), branches, *outputs)
+    elif kind == "selections":
+        draw(dict(zip(branches, snakemake.input.selections)), *outputs)
     else:
-        SELECTION_FIGURES[name](dict(zip(snakemake.params.branches, snakemake.input.selections)), *outputs)
+        draw(dict(zip(branches, snakemake.input.diagnostics)), snakemake.params.layer, *outputs)

@@ -76,3 +76,34 @@ def tiny_whisper_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[.
 def tiny_whisper(tiny_whisper_factory: Callable[..., tuple[Path, list[Path]]]) -> tuple[Path, list[Path]]:
     """(base_dir, [three fine-tuned dirs]) of a tiny float32 Whisper."""
     return tiny_whisper_factory()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A finished micro workflow run, shared by every test module that only reads its outputs (tests/test_report.py; the
+# module fixture `finished` of tests/test_workflow.py can reuse it: `return micro_workflow`).
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def micro_workflow(tmp_path_factory: pytest.TempPathFactory):
+    """(config path, results folder, config dict) of the micro config run once into a temporary folder."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    tmp = tmp_path_factory.mktemp("micro_workflow")
+    config = yaml.safe_load((root / "tests" / "data" / "micro_config.yaml").read_text())
+    config["results"] = str(tmp / "results")
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(root / "Snakefile"), "--directory",
+         str(root), "--configfile", str(config_path)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    yield config_path, Path(config["results"]), config
+    shutil.rmtree(tmp, ignore_errors=True)

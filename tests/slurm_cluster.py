@@ -49,7 +49,7 @@ BINARIES = {
     "mariadbd": "mariadb-server", "mariadb-install-db": "mariadb-server", "mariadb": "mariadb-client",
     "slurmdbd": "slurmdbd", "slurmctld": "slurmctld", "slurmd": "slurmd",
     "sbatch": "slurm-client", "sacct": "slurm-client", "sacctmgr": "slurm-client", "scontrol": "slurm-client",
-    "sinfo": "slurm-client", "squeue": "slurm-client", "scancel": "slurm-client",
+    "sinfo": "slurm-client", "squeue": "slurm-client", "scancel": "slurm-client", "srun": "slurm-client",
 }
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 LINK_PREFIX = "/tmp/asrmerge-slurm-"  # our clusters' folders; a symlink into one is ours (maybe stale)
@@ -94,6 +94,17 @@ def clean_environment() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (pytest killed by a CI timeout),
+    so that no daemon outlives it even when stop() never runs. Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class ClusterError(RuntimeError):
     pass
 
@@ -105,8 +116,11 @@ class SlurmCluster:
     cluster_name: str = "asrmergetest"
     partition: str = "debug"
     account: str = "root"            # sacctmgr creates the root account with the cluster
-    cpus: int = max(4, os.cpu_count() or 1)
-    gpus: int = 4                    # fake: every GPU is a char device aliasing /dev/null
+    # More CPUs and GPUs than the machine has (SlurmdParameters=config_overrides): only scheduling sees them, and
+    # a whole level of the DAG (e.g. 7 score jobs, 4 GPU decodes/fine-tunes) can then run at once, which matters
+    # because the plugin's status polling backs off (1 s, +10 s per poll without news).
+    cpus: int = max(16, 2 * (os.cpu_count() or 1))
+    gpus: int = 8                    # fake: every GPU is a char device aliasing /dev/null
     real_memory_mb: int = 256_000    # bookkeeping only (memory is not enforced); covers any mem_mb
     startup_timeout_s: float = 60.0
     root: Path | None = None         # created by start() under /tmp unless given
@@ -254,6 +268,7 @@ class SlurmCluster:
         self._procs[name] = subprocess.Popen(
             cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C to pytest does not reach the daemons; stop() does
+            preexec_fn=_die_with_parent,
         )
         out.close()
         if pidfile is not None:

@@ -6,7 +6,9 @@
 #   usage: tests/slurm_install.sh        (CI: called from .ci/run before `make test`)
 set -euo pipefail
 
-needed=(slurmctld slurmd sbatch sacct sacctmgr slurmdbd munged mariadbd)
+# The binaries tests/slurm_cluster.py runs (BINARIES there).
+needed=(slurmctld slurmd slurmdbd sbatch sacct sacctmgr scontrol sinfo squeue scancel srun
+        munged munge unmunge mungekey mariadbd mariadb-install-db mariadb)
 missing=()
 for bin in "${needed[@]}"; do
     PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")

@@ -4,17 +4,19 @@ One module-scoped run does everything, to keep the wall time small:
   * a local reference run of the micro config starts in the background (profiles/default, --cores 2);
   * the same config runs through `snakemake --workflow-profile profiles/slurm`, with the profile's site
     settings (partition, account, GPU model) swapped for the local cluster's on the command line;
-  * while it runs, the first finetune_domain job is cancelled with scancel once it has been running a few
-    seconds: the profile's `retries` must make Snakemake resubmit it, and the workflow must still finish.
+  * while it runs, the first finetune_domain job is cancelled with scancel once its script has started: the
+    profile's `retries` must make Snakemake resubmit it, and the workflow must still finish.
 Then: every non-local job of the DAG went through sbatch and ended COMPLETED in sacct (the cancelled
 attempt CANCELLED, its resubmission COMPLETED), GPU rules held a GPU, the local rules never reached
 SLURM, and the outputs equal the local run's (merged task vectors bitwise, hypotheses and tables).
 
-Needs root and the Debian packages (tests/slurm_install.sh); skipped otherwise.
+Needs root and the Debian packages (tests/slurm_install.sh); skipped otherwise. Only
+test_profile_covers_every_rule needs neither (no cluster, a dry run).
 """
+import importlib.util
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,22 +38,33 @@ GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "merge", "select
 CPU_RULES = {"corpus_set", "task_vector", "score"}
 
 _reason = slurm_cluster.unavailable_reason()
-pytestmark = [
+if _reason is None and importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+    _reason = "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]', or make venv)"
+needs_cluster = [
     pytest.mark.slurm,
     pytest.mark.slow,
     pytest.mark.skipif(_reason is not None, reason=f"local SLURM unavailable: {_reason}"),
 ]
 
 
+def with_cluster(test):
+    for mark in needs_cluster:
+        test = mark(test)
+    return test
+
+
 def snakemake_cmd(config_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
-            "--configfile", str(config_path), "--replace-workflow-config", *args]
+    """Snakemake on the micro config, working directory = the config's folder (a --configfile replaces
+    config.yaml whole, in the main process and in every SLURM job, so both plan the same DAG)."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+            "--directory", str(config_path.parent), "--configfile", str(config_path),
+            *args]
 
 
 def write_config(tmp: Path, name: str) -> tuple[Path, Path]:
     config = yaml.safe_load(MICRO.read_text())
     config["results"] = str(tmp / name / "results")
-    path = tmp / name / "config.yaml"
+    path = tmp / name / "micro.yaml"  # not config.yaml, see snakemake_cmd
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(config))
     return path, Path(config["results"])
@@ -101,10 +114,18 @@ def planned_jobs(config_path: Path) -> dict[str, int]:
 
 
 def declared_localrules() -> set[str]:
+    """Rules named in `localrules:` directives (inline, or one per indented line below it)."""
     names = set()
     for path in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]:
-        for block in re.finditer(r"^localrules:\s*((?:\s*\w+,?)+)", path.read_text(), re.MULTILINE):
-            names |= set(re.findall(r"\w+", block.group(1)))
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("localrules:"):
+                continue
+            names |= set(re.findall(r"\w+", line[len("localrules:"):]))
+            for below in lines[i + 1:]:
+                if not re.fullmatch(r"\s+\w+,?\s*", below):
+                    break
+                names.add(below.strip().rstrip(","))
     return names
 
 
@@ -114,6 +135,32 @@ def rule_of(comment: str, rules) -> str | None:
         if comment == f"rule_{rule}" or comment.startswith(f"rule_{rule}_wildcards_"):
             return rule
     return None
+
+
+def workflow_rules() -> set[str]:
+    return {m.group(1) for path in [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk")]
+            for m in re.finditer(r"^rule (\w+):", path.read_text(), re.MULTILINE)}
+
+
+def test_profile_covers_every_rule(tmp_path):
+    """No cluster needed: the profile parses, retries, and gives every submitted rule its resources."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["retries"] >= 1
+    assert {"slurm_partition", "slurm_account", "runtime", "mem_mb"} <= set(profile["default-resources"])
+    set_resources = profile["set-resources"]
+    submitted = workflow_rules() - declared_localrules() - {"all"}
+    assert submitted == GPU_RULES | CPU_RULES, "a new rule: classify it here and give it resources in the profile"
+    assert set(set_resources) == submitted
+    for rule in GPU_RULES:
+        assert set_resources[rule].get("gpu") == 1, rule
+    for rule in CPU_RULES:
+        assert not set_resources[rule].get("gpu"), rule
+    config, _ = write_config(tmp_path, "dry")
+    out = subprocess.run(snakemake_cmd(config, "--dry-run", "--workflow-profile", str(PROFILE)),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "gpu=1" in out.stdout and "slurm_partition=" in out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +179,7 @@ def cluster():
     print(f"\nlocal SLURM up for {time.monotonic() - started:.0f} s in all")
 
 
+@with_cluster
 def test_sbatch_hostname_completes(cluster):
     """Smoke test of the cluster alone: a GPU job runs and sacct reports it COMPLETED."""
     out = cluster.path("log", "hostname-%j.out")
@@ -148,6 +196,20 @@ def test_sbatch_hostname_completes(cluster):
     assert cluster.path("log", f"hostname-{job}.out").read_text().strip() == cluster.node
 
 
+def inject_fault(cluster, proc: subprocess.Popen, results: Path) -> dict | None:
+    """scancel the first FAULT_RULE job that is RUNNING and whose script has started (its job log exists:
+    scripts open results/logs/models/finetuned/<domain>.log first thing), i.e. mid-training."""
+    while proc.poll() is None:
+        for job_id, _name, comment, state in cluster.squeue():
+            if state == "RUNNING" and rule_of(comment, [FAULT_RULE]):
+                domain = comment.rpartition("_wildcards_")[2]
+                if (results / "logs" / "models" / "finetuned" / f"{domain}.log").exists():
+                    cluster.run("scancel", job_id)
+                    return {"JobID": job_id, "Comment": comment}
+        time.sleep(0.2)
+    return None
+
+
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
     """Local reference run (background) and SLURM run with one scancel; their results and records."""
@@ -161,27 +223,28 @@ def runs(cluster, tmp_path_factory):
     local_log = open(tmp / "local.log", "w")
     local = subprocess.Popen(snakemake_cmd(local_config, "--cores", "2"), stdout=local_log,
                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
-    dag = planned_jobs(slurm_config)
-
-    slurm_log_path = tmp / "slurm.log"
-    cmd = ["timeout", "-s", "INT", "-k", "10", str(RUN_TIMEOUT_S),
-           *snakemake_cmd(slurm_config, "--workflow-profile", str(PROFILE), *local_site_overrides(cluster),
-                          "--slurm-init-seconds-before-status-checks", "1",
-                          "--slurm-logdir", str(tmp / "slurm_logs"))]
-    t1 = time.monotonic()
-    with open(slurm_log_path, "w") as slurm_log:
-        proc = subprocess.Popen(cmd, stdout=slurm_log, stderr=subprocess.STDOUT, env=env)
-        cancelled, first_seen = None, {}
-        while proc.poll() is None:
-            if cancelled is None:
-                for job_id, _name, comment, state in cluster.squeue():
-                    if state == "RUNNING" and rule_of(comment, [FAULT_RULE]):
-                        first_seen.setdefault(job_id, time.monotonic())
-                        if time.monotonic() - first_seen[job_id] >= 3:  # mid-run, not at its first line
-                            cluster.run("scancel", job_id)
-                            cancelled = {"JobID": job_id, "Comment": comment}
-                            break
-            time.sleep(0.25)
+    proc = None
+    try:
+        dag = planned_jobs(slurm_config)
+        slurm_log_path = tmp / "slurm.log"
+        cmd = ["timeout", "-s", "INT", "-k", "10", str(RUN_TIMEOUT_S),
+               *snakemake_cmd(slurm_config, "--workflow-profile", str(PROFILE), *local_site_overrides(cluster),
+                              "--slurm-init-seconds-before-status-checks", "1",
+                              "--slurm-logdir", str(tmp / "slurm_logs"), "--slurm-keep-successful-logs")]
+        t1 = time.monotonic()
+        with open(slurm_log_path, "w") as slurm_log:
+            proc = subprocess.Popen(cmd, stdout=slurm_log, stderr=subprocess.STDOUT, env=env)
+            cancelled = inject_fault(cluster, proc, slurm_results)
+            proc.wait()
+    except BaseException:
+        for p in (proc, local):  # stop both runs (SIGINT: snakemake scancels its jobs), then fail
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        raise
     timings["slurm_run_s"] = time.monotonic() - t1
     local_rc = local.wait(timeout=RUN_TIMEOUT_S)
     local_log.close()
@@ -190,26 +253,38 @@ def runs(cluster, tmp_path_factory):
     print(f"\nSLURM run {timings['slurm_run_s']:.0f} s; local reference run and SLURM run "
           f"(concurrent) {timings['both_runs_s']:.0f} s")
     assert local_rc == 0, "local reference run failed:\n" + (tmp / "local.log").read_text()[-4000:]
-    assert proc.returncode == 0, (f"SLURM run failed ({proc.returncode}; 124 = timed out):\n"
-                                  f"{slurm_text[-6000:]}\n{cluster.log_tails()}")
+    assert proc.returncode == 0, (f"SLURM run failed ({proc.returncode}; 124 = timed out; job logs under "
+                                  f"{tmp / 'slurm_logs'}):\n{slurm_text[-6000:]}\n{cluster.log_tails()}")
+    records = cluster.sacct()
+    print("sacct Elapsed per rule (s): " + ", ".join(
+        f"{rule} {sum(_seconds(r['Elapsed']) for r in records if rule_of(r['Comment'], [rule])):.0f}"
+        for rule in dag))
     yield {
-        "dag": dag, "log": slurm_text, "records": cluster.sacct(), "cancelled": cancelled,
+        "dag": dag, "log": slurm_text, "records": records, "cancelled": cancelled,
         "local": local_results, "slurm": slurm_results, "timings": timings,
         "partition": cluster.partition, "account": cluster.account,
     }
-    shutil.rmtree(tmp, ignore_errors=True)
+    # tmp is left to pytest (it keeps the last three sessions' folders): the logs help when a test failed.
+
+
+def _seconds(elapsed: str) -> int:
+    days, _, hms = elapsed.rpartition("-")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return int(days or 0) * 86400 + h * 3600 + m * 60 + s
 
 
 def workflow_records(runs) -> list[dict[str, str]]:
     return [r for r in runs["records"] if r["Comment"].startswith("rule_")]
 
 
+@with_cluster
 def test_local_rules_never_reach_slurm(runs):
     local_in_log = set(re.findall(r"^localrule (\w+):", runs["log"], re.MULTILINE))
     assert local_in_log == declared_localrules() | {"all"}
     assert not {rule_of(r["Comment"], runs["dag"]) for r in workflow_records(runs)} & local_in_log
 
 
+@with_cluster
 def test_every_remote_job_went_through_sbatch_and_completed(runs):
     local = declared_localrules() | {"all"}
     expected = {rule: n for rule, n in runs["dag"].items() if rule not in local}
@@ -230,6 +305,7 @@ def test_every_remote_job_went_through_sbatch_and_completed(runs):
     assert sorted(submitted, key=int) == sorted((r["JobID"] for r in records), key=int)
 
 
+@with_cluster
 def test_jobs_got_the_local_partition_account_and_gpus(runs):
     for r in workflow_records(runs):
         rule = rule_of(r["Comment"], runs["dag"])
@@ -239,9 +315,10 @@ def test_jobs_got_the_local_partition_account_and_gpus(runs):
     assert {rule_of(r["Comment"], runs["dag"]) for r in workflow_records(runs)} == GPU_RULES | CPU_RULES
 
 
+@with_cluster
 def test_cancelled_job_was_resubmitted(runs):
     cancelled = runs["cancelled"]
-    assert cancelled is not None, f"no {FAULT_RULE} job was seen running long enough to cancel it"
+    assert cancelled is not None, f"no {FAULT_RULE} job was seen RUNNING with its job log written"
     attempts = sorted((r for r in workflow_records(runs) if r["Comment"] == cancelled["Comment"]),
                       key=lambda r: int(r["JobID"]))
     assert [a["State"].split()[0] for a in attempts] == ["CANCELLED", "COMPLETED"], attempts
@@ -253,14 +330,35 @@ def _files(results: Path, pattern: str) -> dict[str, bytes]:
     return {str(p.relative_to(results)): p.read_bytes() for p in sorted(results.glob(pattern)) if p.is_file()}
 
 
+def _tensors_and_metadata(path: Path, results: Path) -> tuple[dict[str, tuple], dict[str, str]]:
+    """Every tensor as (dtype, shape, raw bytes); the metadata with the results folder written as <results>.
+
+    Not the file bytes: the metadata records the absolute input paths (different results folders), and the
+    safetensors writer does not keep the metadata keys in a fixed order.
+    """
+    import torch
+    from safetensors import safe_open
+
+    tensors = {}
+    with safe_open(str(path), "pt") as f:
+        metadata = {k: v.replace(str(results), "<results>") for k, v in (f.metadata() or {}).items()}
+        for name in f.keys():
+            t = f.get_tensor(name).contiguous()
+            tensors[name] = (t.dtype, tuple(t.shape), t.flatten().view(torch.uint8).numpy().tobytes())
+    return tensors, metadata
+
+
+@with_cluster
 def test_outputs_equal_the_local_run(runs):
     local, cluster_run = runs["local"], runs["slurm"]
     listing = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*")  # noqa: E731
                                   if p.is_file() and p.relative_to(root).parts[0] != "logs")
     assert listing(cluster_run) == listing(local)
-    merged = _files(local, "merges/*/*/task_vector.safetensors")
+    merged = sorted(p.relative_to(local) for p in local.glob("merges/*/*/task_vector.safetensors"))
     assert len(merged) >= 3
-    assert _files(cluster_run, "merges/*/*/task_vector.safetensors") == merged  # bitwise
+    for rel in merged:  # bitwise, tensor by tensor
+        expected = _tensors_and_metadata(local / rel, local)
+        assert _tensors_and_metadata(cluster_run / rel, cluster_run) == expected, rel
     hypotheses = _files(local, "hypotheses/**/*.jsonl")
     assert hypotheses and _files(cluster_run, "hypotheses/**/*.jsonl") == hypotheses
     tables = _files(local, "tables/*")

@@ -6,7 +6,7 @@ import torch
 
 from asrmerge.data.manifest import read_manifest
 from asrmerge.models.whisper import load_whisper
-from asrmerge.training import TrainingOptions, batch_indices, learning_rate_factor, train
+from asrmerge.training import TrainingOptions, batch_indices, learning_rate_factor, resume_dir, train
 from speech_world import build_tiny_corpus, build_tiny_whisper
 
 CPU = torch.device("cpu")
@@ -24,7 +24,7 @@ def test_a_few_steps_lower_the_loss(corpus, tmp_path):
     first, last = curve[0]["loss"], sum(p["loss"] for p in curve[-3:]) / 3
     assert last < 0.85 * first
     assert (tmp_path / "model" / "loss.csv").read_text().startswith("step,loss,learning_rate")
-    assert not (tmp_path / "model" / "checkpoint").exists()
+    assert not resume_dir(tmp_path / "model").exists()
     reloaded = load_whisper(tmp_path / "model")
     assert reloaded.prompt_ids("pt") == build_tiny_whisper(corpus).prompt_ids("pt")
 
@@ -62,7 +62,8 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "batch_loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
         train(build_tiny_whisper(corpus), utterances, options, tmp_path / "resumed", CPU)
-    assert (tmp_path / "resumed" / "checkpoint" / "state.pt").is_file()
+    assert (resume_dir(tmp_path / "resumed") / "state.pt").is_file()
+    shutil.rmtree(tmp_path / "resumed", ignore_errors=True)  # as a workflow manager does with unfinished outputs
     monkeypatch.setattr(training, "batch_loss", real_loss)
     resumed = train(build_tiny_whisper(corpus), utterances, options, tmp_path / "resumed", CPU)
     assert [p["step"] for p in resumed] == list(range(1, 7))
@@ -71,8 +72,8 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path, monkeypatch):
 
 def test_checkpoint_from_other_options_is_refused(corpus, tmp_path):
     utterances = read_manifest(corpus, split="train")
-    (tmp_path / "m" / "checkpoint").mkdir(parents=True)
-    torch.save({"options": {"steps": 99}}, tmp_path / "m" / "checkpoint" / "state.pt")
+    resume_dir(tmp_path / "m").mkdir(parents=True)
+    torch.save({"options": {"steps": 99}}, resume_dir(tmp_path / "m") / "state.pt")
     with pytest.raises(ValueError, match="other training options"):
         train(build_tiny_whisper(corpus), utterances, TrainingOptions(steps=1, learning_rate=1e-3), tmp_path / "m", CPU)
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(ROOT / "Snakefile"),
-             "--directory", str(ROOT), "--replace-workflow-config"]
+             "--directory", str(ROOT)]
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +36,9 @@ def planned_jobs(config_path: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """Run the micro workflow once into a temporary results folder."""
-    tmp = tmp_path_factory.mktemp("micro")
-    config = yaml.safe_load(MICRO.read_text())
-    config["results"] = str(tmp / "results")
-    config_path = tmp / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    snakemake(config_path)
-    yield config_path, Path(config["results"]), config
-    shutil.rmtree(tmp, ignore_errors=True)
+def finished(micro_workflow):
+    """The micro workflow run once (tests/conftest.py) into a temporary results folder."""
+    return micro_workflow
 
 
 def test_table_has_every_system_and_test_set(finished):

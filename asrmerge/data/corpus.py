@@ -57,7 +57,7 @@ from asrmerge.data.text import EP_DOMAINS, TEXT_GENERATORS, get_generator
 
 logger = logging.getLogger(__name__)
 
-ROLES: tuple[str, ...] = ("domain", "ood", "english", "brazilian", "multilingual", "general")
+ROLES: tuple[str, ...] = ("domain", "ood", "general_test", "english", "brazilian", "multilingual", "general")
 REQUIRED_KEYS: tuple[str, ...] = ("role", "language", "text", "sizes")
 OPTIONAL_KEYS: tuple[str, ...] = (
     "voices", "rate", "pitch", "channel", "max_duration", "padding", "description", "extends",
@@ -72,7 +72,7 @@ DEFAULT_PADDING = 0.1
 MAX_ATTEMPTS = 400  # sentence draws per utterance before giving up (duplicates, wrong slice or too long)
 HELDOUT_MODULUS = 8
 PRETRAINING_ROLES: frozenset[str] = frozenset({"general"})
-HELDOUT_ROLES: frozenset[str] = frozenset({"ood", "english", "brazilian", "multilingual"})
+HELDOUT_ROLES: frozenset[str] = frozenset({"ood", "general_test", "english", "brazilian", "multilingual"})
 PEAK_LIMIT = 0.99
 
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -1,99 +1,449 @@
-"""Figures of the benchmark, each written as PNG and PDF at a size readable in a two-column paper."""
+"""Figures of the benchmark, each written as PNG and PDF at a size readable in a two-column paper.
+
+Every figure is drawn only from cached files of the workflow (asrmerge.report.plan says which):
+the per-set table `tables/wer.csv` (written by the table rule, with row labels and families), the selection records
+`selection/{method}/{params}.json`, and the merge diagnostics `merges/{method}/{params}/diagnostics.json`.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from asrmerge.report.tables import group_averages  # noqa: E402
+from asrmerge.report.naming import (  # noqa: E402
+    FAMILY_NAMES, METHOD_NAMES, OWN_DOMAIN, method_label, parse_params, system_label,
+)
+from asrmerge.report.plan import DEFAULT_SPECTRUM_LAYER, HIGHLIGHTED_BETA, SWEEP_PARAM  # noqa: E402
+from asrmerge.report.tables import COLUMN_NAMES, group_averages, own_domain_row  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 COLUMN_WIDTH = 3.4  # inches, one column of a two-column paper
 FULL_WIDTH = 7.0
+PAPER_STYLE = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+    "pdf.fonttype": 42,
+}
+GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "English": "#2ca02c", "Brazilian": "#d62728",
+                 "Multilingual": "#9467bd"}
+FAMILY_STYLE = {  # colour, marker
+    "baseline": ("#444444", "s"), "ID-FT": ("#8c8c8c", "^"), "parameter": ("#2ca02c", "o"),
+    "task_vector": ("#1f77b4", "o"), "subspace": ("#d62728", "D"), "data_aware": ("#9467bd", "o"),
+    "other": ("#7f7f7f", "o"),
+}
+SPECTRUM_COLOURS = {"task_arithmetic": "#1f77b4", "tsv_m": "#2ca02c", "boosted_tsv_m": "#d62728", "iso_c": "#9467bd"}
+_LAYER = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)$")
 
 
 def _save(fig, paths) -> None:
-    fig.tight_layout()
     for path in paths:
-        fig.savefig(path, dpi=200)
+        fig.savefig(path, dpi=300)
     plt.close(fig)
 
 
 def short_name(system: str) -> str:
-    """`merged/ties/density=0.2` -> `ties (density=0.2)`; other systems keep their name."""
-    if system.startswith("merged/"):
-        _, method, params = system.split("/", 2)
-        return method if params == "default" else f"{method} ({params})"
-    return system
+    """Readable name of a system id without λ ("TIES (density=0.2)", "Full-FT")."""
+    return system_label(system)
+
+
+def _labels(frame: pd.DataFrame, column: str = "label") -> dict[str, str]:
+    names = dict(zip(frame.system, frame[column])) if column in frame.columns else {}
+    return {OWN_DOMAIN: system_label(OWN_DOMAIN), **{s: names.get(s) or short_name(s) for s in frame.system}}
+
+
+def _families(frame: pd.DataFrame) -> dict[str, str]:
+    families = dict(zip(frame.system, frame.family)) if "family" in frame.columns else {}
+    out = {OWN_DOMAIN: "ID-FT"}
+    for system in frame.system:
+        out[system] = families.get(system) or ("ID-FT" if system.startswith("finetuned/") else
+                                               "baseline" if system in ("base", "joint") else "other")
+    return out
+
+
+def system_averages(frame: pd.DataFrame, per_domain: bool = False) -> pd.DataFrame:
+    """Group averages (%) per system as in the paper table: the ID-FT (own domain) row replaces the per-domain
+    fine-tunes (kept too with `per_domain`)."""
+    averages = group_averages(frame)
+    systems = list(averages.index)
+    if any(s.startswith("finetuned/") for s in systems):
+        position = next(i for i, s in enumerate(systems) if s.startswith("finetuned/"))
+        upper = own_domain_row(frame).reindex(averages.columns).to_frame().T
+        averages = pd.concat([averages.iloc[:position], upper, averages.iloc[position:]])
+        if not per_domain:
+            averages = averages.loc[[s for s in averages.index if not s.startswith("finetuned/") or s == OWN_DOMAIN]]
+    return averages * 100
+
+
+def _axis_name(group: str) -> str:
+    return COLUMN_NAMES.get(group, group)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# From the table
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def wer_by_system(frame: pd.DataFrame, *paths: str | Path) -> None:
-    """Grouped bars: one group per system, one bar per test group (ID, OOD, English, ...)."""
-    averages = group_averages(frame) * 100
-    averages.index = [short_name(s) for s in averages.index]
-    fig, ax = plt.subplots(figsize=(max(FULL_WIDTH * 0.6, 0.55 * len(averages) + 2), 3.2))
-    averages.plot.bar(ax=ax, width=0.8)
-    ax.set_ylabel("WER (%)")
-    ax.set_title("WER by system and test group", fontsize=10)
-    ax.legend(ncol=min(len(averages.columns), 6), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.45))
-    ax.grid(axis="y", alpha=0.3)
-    plt.setp(ax.get_xticklabels(), rotation=35, ha="right", fontsize=7)
-    _save(fig, paths)
+    """Grouped bars: one group per system, one bar each for EP ID, EP OOD and English (those the config has)."""
+    averages = system_averages(frame)
+    groups = [g for g in ("ID", "OOD", "English") if g in averages.columns] or list(averages.columns[:3])
+    labels = _labels(frame)
+    n = len(averages)
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH, min(FULL_WIDTH, 0.16 * n * len(groups) + 1.5)), 2.9))
+        width = 0.8 / len(groups)
+        x = np.arange(n)
+        for i, group in enumerate(groups):
+            values = averages[group].to_numpy(dtype=float)
+            ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=_axis_name(group),
+                   color=GROUP_COLOURS.get(group))
+        if "joint" in averages.index:
+            for i, group in enumerate(groups):
+                ax.axhline(averages.at["joint", group], color=GROUP_COLOURS.get(group), linestyle=":", linewidth=0.8)
+        ax.set_xticks(x, [labels.get(s, s) for s in averages.index], rotation=40, ha="right")
+        ax.set_ylabel("error rate (%)")
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(ncol=len(groups), loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False,
+                  title="dotted: Full-FT", title_fontsize=6.5, alignment="left")
+        _save(fig, paths)
+
+
+def _pareto(points: np.ndarray) -> np.ndarray:
+    """Lower-left Pareto front of (x, y) points, sorted by x."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    front, best_y = [], np.inf
+    for i in order:
+        if points[i, 1] < best_y:
+            front.append(points[i])
+            best_y = points[i, 1]
+    return np.array(front)
 
 
 def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
-    """Trade-off scatter: in-domain against out-of-domain WER, one point per system."""
-    averages = group_averages(frame) * 100
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.3, COLUMN_WIDTH))
-    for system, row in averages.iterrows():
-        family = system.split("/")[0]
-        marker = {"merged": "o", "finetuned": "^"}.get(family, "s")
-        ax.scatter(row["ID"], row.get("OOD", float("nan")), marker=marker, s=22)
-        ax.annotate(short_name(system), (row["ID"], row.get("OOD", float("nan"))), fontsize=6,
-                    xytext=(3, 2), textcoords="offset points")
-    ax.set_xlabel("in-domain WER (%)")
-    ax.set_ylabel("out-of-domain WER (%)")
-    ax.grid(alpha=0.3)
-    _save(fig, paths)
-
-
-def lambda_curves(selections: Mapping[str, str | Path], *paths: str | Path) -> None:
-    """Validation WER against lambda for every merge, the chosen lambda marked."""
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.5, COLUMN_WIDTH))
-    for branch_id, path in selections.items():
-        data = json.loads(Path(path).read_text())
-        lambdas = [p["lambda"] for p in data["curve"]]
-        wers = [100 * p["wer"] for p in data["curve"]]
-        (line,) = ax.plot(lambdas, wers, marker=".", label=short_name("merged/" + branch_id), linewidth=1)
-        chosen = data["chosen_lambda"]
-        ax.scatter([chosen], [wers[lambdas.index(chosen)]], color=line.get_color(), s=40, zorder=3, facecolors="none")
-    ax.set_xlabel("λ")
-    ax.set_ylabel("validation WER (%)")
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
-    _save(fig, paths)
+    """Trade-off scatter: in-domain against out-of-domain error, one point per system, coloured by family; the
+    lower-left Pareto front of the one-model systems dashed. Without OOD sets the y axis is the next held-out group."""
+    averages = system_averages(frame, per_domain=True)
+    other = next((g for g in ("OOD", "EP general", "English", "Brazilian", "Multilingual") if g in averages.columns), "ID")
+    labels, families = _labels(frame, "short_label"), _families(frame)
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.35, COLUMN_WIDTH * 1.05))
+        seen = set()
+        for system, row in averages.iterrows():
+            family = families.get(system, "other")
+            colour, marker = FAMILY_STYLE.get(family, FAMILY_STYLE["other"])
+            if system == OWN_DOMAIN:  # the one-model-per-domain oracle: a star of its own
+                ax.scatter(row["ID"], row[other], marker="*", s=70, color=colour, zorder=3, edgecolor="white",
+                           linewidth=0.4, label=labels[OWN_DOMAIN])
+            else:
+                label = None if family in seen else FAMILY_NAMES.get(family, family)
+                seen.add(family)
+                ax.scatter(row["ID"], row[other], marker=marker, s=22, color=colour, label=label, zorder=3,
+                           edgecolor="white", linewidth=0.4)
+            if not system.startswith("finetuned/") or system == OWN_DOMAIN:
+                ax.annotate(labels.get(system, system), (row["ID"], row[other]), fontsize=5.5, xytext=(3, 2),
+                            textcoords="offset points")
+        # the front of the systems that serve every domain with one model (not the single-domain fine-tunes)
+        single = averages.loc[[s for s in averages.index if not s.startswith("finetuned/")], ["ID", other]]
+        single = single.dropna().to_numpy(dtype=float).round(6)
+        if len(single) >= 2 and other != "ID":
+            front = _pareto(single)
+            ax.plot(front[:, 0], front[:, 1], linestyle="--", color="#999999", linewidth=0.8, zorder=1,
+                    label="Pareto front")
+        ax.set_xlabel(f"{_axis_name('ID')} error rate (%)")
+        ax.set_ylabel(f"{_axis_name(other)} error rate (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", frameon=False)
+        _save(fig, paths)
 
 
 def heatmap(frame: pd.DataFrame, *paths: str | Path) -> None:
-    """Method x test set WER heatmap."""
-    table = frame.pivot_table(index="system", columns="test_set", values="wer", sort=False) * 100
-    table = table[list(dict.fromkeys(frame.test_set))]
-    fig, ax = plt.subplots(figsize=(max(FULL_WIDTH * 0.6, 0.45 * table.shape[1] + 2), 0.28 * table.shape[0] + 1.5))
-    image = ax.imshow(table.values, aspect="auto", cmap="viridis_r")
-    ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(table.shape[0]), [short_name(s) for s in table.index], fontsize=7)
-    for i in range(table.shape[0]):
-        for j in range(table.shape[1]):
-            ax.text(j, i, f"{table.values[i, j]:.0f}", ha="center", va="center", fontsize=5, color="white")
-    fig.colorbar(image, ax=ax, label="WER (%)")
-    _save(fig, paths)
+    """System x test set: each cell's error rate (%) written in it, coloured by its relative change against the
+    zero-shot base on that set (blue better, red worse), so adaptation and forgetting read at a glance. With more
+    test sets than systems the sets run down the page (rows) so that a paper page holds them."""
+    metric = "error_rate" if "error_rate" in frame.columns else "wer"
+    table = frame.pivot_table(index="system", columns="test_set", values=metric, sort=False) * 100
+    table = table.reindex(index=list(dict.fromkeys(frame.system)), columns=list(dict.fromkeys(frame.test_set)))
+    labels, families = _labels(frame), _families(frame)
+    cer = set(frame.loc[frame.metric == "cer", "test_set"]) if "metric" in frame.columns else set()
+    relative = "base" in table.index
+    colour = 100 * (table / table.loc["base"] - 1) if relative else table
+    set_names = [f"{s} (CER)" if s in cer else s for s in table.columns]
+    system_names = [labels.get(s, s) for s in table.index]
+    groups = frame.drop_duplicates("test_set").set_index("test_set").group.reindex(table.columns).tolist()
+    fams = [families.get(s, "other") for s in table.index]
+    transpose = table.shape[1] > table.shape[0]
+    if transpose:
+        table, colour = table.T, colour.T
+        row_names, column_names, row_breaks, column_breaks = set_names, system_names, groups, fams
+    else:
+        row_names, column_names, row_breaks, column_breaks = system_names, set_names, fams, groups
+    values, colours = table.to_numpy(dtype=float), colour.to_numpy(dtype=float)
+    size = 6.0 if max(table.shape) <= 12 else 4.2  # the numbers in the cells
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH * 1.3, 0.2 * table.shape[1] + 2.2),
+                                        0.16 * table.shape[0] + 1.2))
+        if relative:
+            finite = colours[np.isfinite(colours)]
+            limit = max(10.0, min(100.0, float(np.abs(finite).max()) if finite.size else 10.0))
+            image = ax.imshow(np.clip(colours, -limit, limit), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit)
+        else:
+            limit = np.inf
+            image = ax.imshow(values, aspect="auto", cmap="viridis_r")
+        ax.set_xticks(range(table.shape[1]), column_names, rotation=45, ha="right", fontsize=6.5)
+        ax.set_yticks(range(table.shape[0]), row_names, fontsize=6.5)
+        for i in range(table.shape[0]):
+            for j in range(table.shape[1]):
+                if np.isfinite(values[i, j]):
+                    dark = relative and np.isfinite(colours[i, j]) and abs(colours[i, j]) > 0.6 * limit
+                    ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=size,
+                            color="white" if dark else "black")
+        for j in range(1, len(column_breaks)):
+            if column_breaks[j] != column_breaks[j - 1]:
+                ax.axvline(j - 0.5, color="black", linewidth=0.8)
+        for i in range(1, len(row_breaks)):
+            if row_breaks[i] != row_breaks[i - 1]:
+                ax.axhline(i - 0.5, color="black", linewidth=0.6)
+        ax.spines[:].set_visible(False)
+        bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+        bar.set_label("change vs Zero-shot (%)" if relative else "error rate (%)")
+        _save(fig, paths)
 
 
-TABLE_FIGURES = {"wer_by_system": wer_by_system, "id_vs_ood": id_vs_ood, "heatmap": heatmap}
-SELECTION_FIGURES = {"lambda_curves": lambda_curves}
+def _sweep_groups(system_ids: Sequence[str]) -> dict[str, list[tuple[float, str]]]:
+    """"merged/boosted_tsv_m/beta=0.3,orthogonaliser=svd" ... -> {other params label: [(beta, system), ...]}."""
+    groups: dict[str, list[tuple[float, str]]] = {}
+    for system in system_ids:
+        _, method, params = system.split("/", 2)
+        parsed = parse_params(params)
+        beta = float(parsed.pop(SWEEP_PARAM))
+        key = method_label(method, ",".join(f"{k}={v}" for k, v in parsed.items()) or "default")
+        groups.setdefault(key, []).append((beta, system))
+    return {k: sorted(v) for k, v in groups.items()}
+
+
+def beta_sweep(frame: pd.DataFrame, branch_ids: Sequence[str], *paths: str | Path) -> None:
+    """BoostedTSV-M: EP ID and EP OOD test error (each at its λ chosen on validation) against β; β = 0.3 marked,
+    Full-FT as dotted lines."""
+    averages = system_averages(frame)
+    groups = [g for g in ("ID", "OOD") if g in averages.columns]
+    if len(groups) < 2:
+        groups += [g for g in ("English", "Brazilian", "Multilingual") if g in averages.columns][:1]
+    sweeps = _sweep_groups([f"merged/{b}" for b in branch_ids])
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.2, COLUMN_WIDTH * 0.85))
+        styles = ["-", "--", "-.", ":"]
+        for k, (name, points) in enumerate(sweeps.items()):
+            betas = [b for b, _ in points]
+            for group in groups:
+                values = [averages.at[s, group] if s in averages.index else np.nan for _, s in points]
+                label = _axis_name(group) + (f" — {name}" if len(sweeps) > 1 else "")
+                ax.plot(betas, values, marker="o", markersize=3, linestyle=styles[k % len(styles)],
+                        color=GROUP_COLOURS.get(group), label=label)
+                highlighted = [v for b, v in zip(betas, values) if np.isclose(b, HIGHLIGHTED_BETA)]
+                if highlighted:
+                    ax.scatter([HIGHLIGHTED_BETA], highlighted, s=70, facecolors="none",
+                               edgecolors=GROUP_COLOURS.get(group), linewidths=1.2, zorder=4)
+        if "joint" in averages.index:
+            for group in groups:
+                ax.axhline(averages.at["joint", group], color=GROUP_COLOURS.get(group), linestyle=":", linewidth=0.8,
+                           label=f"Full-FT {_axis_name(group)}")
+        ax.axvline(HIGHLIGHTED_BETA, color="#999999", linewidth=0.6, zorder=0)
+        ax.set_xlabel("β (cumulative-energy threshold; 1 = TSV-M)")
+        ax.set_ylabel("test error rate (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=6)
+        _save(fig, paths)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# From the selection records
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def lambda_curves(selections: Mapping[str, str | Path], *paths: str | Path) -> None:
+    """Validation WER against λ: one panel per merge method, one line per hyperparameter setting, the chosen λ
+    circled. Methods whose grid has a single λ (nothing to choose) are left out unless no method has more."""
+    by_method: dict[str, list[tuple[str, dict]]] = {}
+    for branch_id, path in selections.items():
+        method, params = branch_id.split("/", 1)
+        by_method.setdefault(method, []).append((params, json.loads(Path(path).read_text())))
+    curves = {m: e for m, e in by_method.items() if any(len(d["curve"]) > 1 for _, d in e)}
+    by_method = curves or by_method  # a single-λ grid (parameter-space merges) chose nothing: left out
+    n = max(len(by_method), 1)
+    columns = min(4, n)
+    rows = -(-n // columns)
+    with plt.rc_context(PAPER_STYLE):
+        fig, axes = plt.subplots(rows, columns, figsize=(FULL_WIDTH if columns > 1 else COLUMN_WIDTH * 1.2,
+                                                          1.75 * rows + 0.3), squeeze=False)
+        for ax, (method, entries) in zip(axes.flat, by_method.items()):
+            cmap = plt.get_cmap("viridis" if len(entries) > 4 else "tab10")
+            for k, (params, data) in enumerate(entries):
+                colour = cmap(k / max(len(entries) - 1, 1)) if len(entries) > 4 else cmap(k)
+                lambdas = [p["lambda"] for p in data["curve"]]
+                wers = [100 * p["wer"] for p in data["curve"]]
+                label = method_label(method, params).removeprefix(METHOD_NAMES.get(method, method)).strip()
+                label = (label[1:-1] if label.startswith("(") and label.endswith(")") else label) or "default"
+                ax.plot(lambdas, wers, marker=".", markersize=3, linewidth=1, color=colour, label=label)
+                chosen = data["chosen_lambda"]
+                if chosen in lambdas:
+                    ax.scatter([chosen], [wers[lambdas.index(chosen)]], s=45, facecolors="none", edgecolors=colour,
+                               linewidths=1.1, zorder=3)
+            ax.set_title(METHOD_NAMES.get(method, method))
+            ax.grid(alpha=0.3)
+            if len(entries) > 1:
+                ax.legend(fontsize=5, frameon=False, ncol=2 if len(entries) > 5 else 1)
+        for ax in axes.flat[len(by_method):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("λ")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("validation WER (%)")
+        fig.tight_layout()
+        _save(fig, paths)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# From the merge diagnostics
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _load_diagnostics(diagnostics: Mapping[str, str | Path]) -> dict[str, dict]:
+    loaded = {}
+    for branch_id, path in diagnostics.items():
+        data = json.loads(Path(path).read_text())
+        if data.get("disabled") or not data.get("tensors"):
+            log.warning("%s: no diagnostics recorded, left out", path)
+            continue
+        loaded[branch_id] = data["tensors"]
+    if not loaded:
+        raise ValueError("no merge diagnostics to draw (merge.diagnostics off?)")
+    return loaded
+
+
+def choose_layer(names: Sequence[str], layer: str = DEFAULT_SPECTRUM_LAYER) -> str:
+    """The tensor of the spectra figure: `layer` by name, else as a regular expression (first match in name order);
+    "auto" = the fc1 weight of the middle decoder layer (else the middle 2-D tensor)."""
+    names = sorted(names)
+    if layer and layer != "auto":
+        if layer in names:
+            return layer
+        matches = [n for n in names if re.search(layer, n)]
+        if not matches:
+            raise ValueError(f"no matrix matches the spectrum layer {layer!r}")
+        return matches[0]
+    fc1 = {int(m.group(2)): n for n in names
+           if (m := _LAYER.search(n)) and m.group(1) == "decoder" and m.group(3) == "fc1.weight"}
+    if fc1:
+        indices = sorted(fc1)
+        return fc1[indices[len(indices) // 2]]
+    return names[len(names) // 2]
+
+
+def _branch_label(branch_id: str) -> str:
+    method, params = branch_id.split("/", 1)
+    return method_label(method, params)
+
+
+def spectra(diagnostics: Mapping[str, str | Path], layer: str, *paths: str | Path) -> None:
+    """Singular values of one layer's merged task vector per merge (left: σ_i; right: σ_i / σ_1), with the domains'
+    own task vectors in grey: a fast decay (low effective rank) is the rank collapse; Iso-C is flat by design."""
+    data = _load_diagnostics(diagnostics)
+    name = choose_layer(next(iter(data.values())).keys(), layer)
+    with plt.rc_context(PAPER_STYLE):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.5))
+        first = next(d[name] for d in data.values() if name in d)
+        for k, task in enumerate(first["task_singular_values"]):
+            s = np.asarray(task, dtype=float)
+            i = np.arange(1, len(s) + 1)
+            label = "domain task vectors τ_t" if k == 0 else None
+            left.plot(i, s, color="#bbbbbb", linewidth=0.7, label=label)
+            right.plot(i, s / s[0] if s[0] > 0 else s, color="#bbbbbb", linewidth=0.7, label=label)
+        for branch_id, tensors in data.items():
+            if name not in tensors:
+                log.warning("%s has no tensor %s", branch_id, name)
+                continue
+            record = tensors[name]
+            s = np.asarray(record["merged_singular_values"], dtype=float)
+            i = np.arange(1, len(s) + 1)
+            method = branch_id.split("/", 1)[0]
+            label = f"{_branch_label(branch_id)} (erank {record['merged_effective_rank']:.0f})"
+            style = dict(color=SPECTRUM_COLOURS.get(method), linewidth=1.3, marker=".", markersize=2.5, label=label)
+            if sum(b.split("/", 1)[0] == method for b in data) > 1:
+                style.pop("color")
+            left.plot(i, s, **style)
+            right.plot(i, s / s[0] if s[0] > 0 else s, **style)
+        left.set_ylabel("singular value σ_i")
+        right.set_ylabel("σ_i / σ_1")
+        for ax in (left, right):
+            ax.set_yscale("log")
+            ax.set_xlabel("index i")
+            ax.grid(alpha=0.3, which="both")
+        right.legend(frameon=False, fontsize=5.5, loc="lower left")
+        fig.suptitle(f"{name}  ({' × '.join(map(str, first['shape']))}; top {len(first['merged_singular_values'])} "
+                     "singular values)", fontsize=7)
+        fig.tight_layout()
+        _save(fig, paths)
+
+
+def effective_rank(diagnostics: Mapping[str, str | Path], layer: str, *paths: str | Path) -> None:
+    """Effective rank (Roy & Vetterli) of the merged update of the spectra figure's kind of matrix (e.g. fc1) in every
+    encoder and decoder layer, per merge; grey dashed: mean over the domains' task vectors."""
+    data = _load_diagnostics(diagnostics)
+    chosen = choose_layer(next(iter(data.values())).keys(), layer)
+    match = _LAYER.search(chosen)
+    kind = match.group(3) if match else None
+    with plt.rc_context(PAPER_STYLE):
+        stacks = ("encoder", "decoder")
+        fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.4), sharey=True)
+        for ax, stack in zip(axes, stacks):
+            first = next(iter(data.values()))
+            layers = sorted((int(m.group(2)), n) for n in first if (m := _LAYER.search(n))
+                            and m.group(1) == stack and (kind is None or m.group(3) == kind))
+            if kind is None:  # a chosen tensor outside the layer stacks: every matrix of the stack, mean per layer
+                layers = sorted({(int(m.group(2)), n) for n in first if (m := _LAYER.search(n)) and m.group(1) == stack})
+            x = sorted({i for i, _ in layers})
+            task_mean = [np.mean([np.mean(first[n]["task_effective_rank"]) for i, n in layers if i == j]) for j in x]
+            ax.plot(x, task_mean, color="#999999", linestyle="--", linewidth=1, marker="x", markersize=3,
+                    label="domain task vectors (mean)")
+            for branch_id, tensors in data.items():
+                method = branch_id.split("/", 1)[0]
+                values = [np.mean([tensors[n]["merged_effective_rank"] for i, n in layers if i == j and n in tensors])
+                          for j in x]
+                colour = SPECTRUM_COLOURS.get(method) if sum(b.split("/", 1)[0] == method for b in data) == 1 else None
+                ax.plot(x, values, marker="o", markersize=2.5, linewidth=1.1, color=colour, label=_branch_label(branch_id))
+            ax.set_title(f"{stack}: {kind or 'all matrices (mean)'}")
+            ax.set_xlabel("layer")
+            ax.grid(alpha=0.3)
+            if len(x) <= 12:
+                ax.set_xticks(x)
+        axes[0].set_ylabel("effective rank")
+        axes[1].legend(frameon=False, fontsize=5.5)
+        fig.tight_layout()
+        _save(fig, paths)
+
+
+#: name -> (what it reads, function). kinds: "table" fn(frame, png, pdf); "sweep" fn(frame, branch_ids, png, pdf);
+#: "selections" fn({branch: path}, png, pdf); "diagnostics" fn({branch: path}, layer, png, pdf).
+FIGURES: dict[str, tuple[str, Callable]] = {
+    "wer_by_system": ("table", wer_by_system),
+    "id_vs_ood": ("table", id_vs_ood),
+    "heatmap": ("table", heatmap),
+    "lambda_curves": ("selections", lambda_curves),
+    "beta_sweep": ("sweep", beta_sweep),
+    "spectra": ("diagnostics", spectra),
+    "effective_rank": ("diagnostics", effective_rank),
+}
+TABLE_FIGURES = {name: fn for name, (kind, fn) in FIGURES.items() if kind == "table"}
+SELECTION_FIGURES = {name: fn for name, (kind, fn) in FIGURES.items() if kind == "selections"}

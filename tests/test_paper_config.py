@@ -1,0 +1,132 @@
+"""experiments/paper.yaml: the paper's experiment builds its whole DAG (dry run) from placeholder manifests, fast and
+offline."""
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asrmerge.config import domains, merge_branches, validate_config
+from asrmerge.report.plan import requested_figures
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "experiments" / "paper.yaml"
+PAPER_METHODS = {"model_soup", "model_stock", "karcher", "multislerp", "task_arithmetic", "ties", "pcb", "sce",
+                 "iso_c", "iso_cts", "tsv_m", "boosted_tsv_m"}
+
+
+@pytest.fixture(scope="module")
+def paper_config(tmp_path_factory):
+    """A copy of paper.yaml whose manifests are placeholders in a temporary folder (existence is all validation
+    checks; their content is validated by the corpus rule at run time)."""
+    tmp = tmp_path_factory.mktemp("paper")
+    config = yaml.safe_load(PAPER.read_text())
+    for name, spec in config["corpus"]["sets"].items():
+        path = tmp / spec["manifest"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"id": "%s-0", "audio": "missing.wav", "text": "x", "duration": 1.0, "set": "%s", '
+                        '"split": "test", "language": "pt"}\n' % (name, name))
+        spec["manifest"] = str(path)
+    config["results"] = str(tmp / "results")
+    path = tmp / "paper.yaml"  # the same experiment; only where its manifests and results live differs
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, config
+
+
+def test_paper_config_has_the_papers_setup(paper_config):
+    _, config = paper_config
+    config = validate_config(yaml.safe_load(yaml.safe_dump(config)), workdir=ROOT)
+    roles = [spec["role"] for spec in config["corpus"]["sets"].values()]
+    assert roles.count("domain") == 10 and roles.count("ood") == 5
+    assert {"english", "brazilian", "multilingual"} <= set(roles)
+    assert config["base_model"] == {"source": "pretrained", "path": "openai/whisper-large-v3", "audio_seconds": 30,
+                                    **{k: v for k, v in config["base_model"].items() if k not in ("source", "path", "audio_seconds")}}
+    domain, joint = config["finetune"]["domain"], config["finetune"]["joint"]
+    assert domain["learning_rate"] == 2e-6 and domain["batch_size"] * domain["gradient_accumulation"] == 256
+    assert joint["learning_rate"] == 1e-5 and joint["batch_size"] * joint["gradient_accumulation"] == 256
+    for block in (domain, joint):
+        assert block["precision"] == "bf16" and block["gradient_checkpointing"] is True
+    assert config["evaluation"]["num_beams"] == 5
+    branches = merge_branches(config)
+    assert {b.method for b in branches} == PAPER_METHODS
+    by_id = {b.id: b for b in branches}
+    assert by_id["pcb/pcb_ratio=0.05"].params["pcb_ratio"] == 0.05
+    assert by_id["tsv_m/orthogonaliser=newton_schulz"].params["ns_steps"] == 5
+    assert "tsv_m/orthogonaliser=svd" in by_id and "iso_cts/orthogonaliser=newton_schulz" in by_id
+    assert by_id["iso_cts/orthogonaliser=svd"].params["common_space_fraction"] == 0.8
+    betas = [b.params["beta"] for b in branches if b.method == "boosted_tsv_m"]
+    assert betas == pytest.approx([0.1 * i for i in range(1, 11)])
+    assert all(b.params["orthogonaliser"] == "newton_schulz" for b in branches if b.method == "boosted_tsv_m")
+    ties = by_id["ties/density=0.2"]
+    assert ties.params == {"density": 0.2, "scope": "tensor", "aggregation": "mean"}
+    assert ties.lambdas == pytest.approx([0.1 * i for i in range(1, 11)])
+    assert by_id["karcher/default"].params == {"max_iter": 10, "tol": 1e-5}
+    assert by_id["sce/default"].params["select_topk"] == 1.0
+    assert by_id["iso_c/default"].lambdas[-1] == 3.0 and len(by_id["iso_c/default"].lambdas) == 30
+    assert by_id["karcher/default"].lambdas == (1.0,)
+    assert requested_figures(config, branches) == ["wer_by_system", "id_vs_ood", "heatmap", "lambda_curves",
+                                                   "beta_sweep", "spectra", "effective_rank"]
+
+
+def test_paper_config_dry_run_lists_every_job(paper_config):
+    path, config = paper_config
+    started, cpu_before = time.monotonic(), _children_cpu()
+    result = subprocess.run(
+        [*_offline(), sys.executable, "-m", "snakemake", "--dry-run", "--cores", "8", "--snakefile", str(ROOT / "Snakefile"),
+         "--directory", str(ROOT), "--configfile", str(path)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    elapsed, cpu = time.monotonic() - started, _children_cpu() - cpu_before
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    outputs = set()
+    for line in re.findall(r"^\s+output: (.+)$", out, re.MULTILINE):
+        outputs.update(p.strip() for p in line.split(", "))  # labels hold "," without a space
+    results = config["results"]
+    sets = list(config["corpus"]["sets"])
+    validated = validate_config(yaml.safe_load(yaml.safe_dump(config)), workdir=ROOT)
+    for domain in domains(validated):
+        assert f"{results}/models/finetuned/{domain}" in outputs, domain
+        assert f"{results}/task_vectors/{domain}.safetensors" in outputs, domain
+        assert f"{results}/scores/finetuned/{domain}.json" in outputs, domain
+    branches = merge_branches(validated)
+    assert len(branches) == 4 + 4 + 1 + 2 + 2 + 10
+    for branch in branches:
+        assert f"{results}/merges/{branch.id}/task_vector.safetensors" in outputs, branch.id  # merge
+        assert f"{results}/selection/{branch.id}.json" in outputs, branch.id  # select_lambda
+        assert f"{results}/hypotheses/merged/{branch.id}/pt_br.jsonl" in outputs, branch.id  # decode_merged
+        assert f"{results}/scores/merged/{branch.id}.json" in outputs, branch.id
+    for name in sets:
+        assert f"{results}/data/{name}/manifest.jsonl" in outputs, name
+    for model in ("base", "joint"):
+        assert f"{results}/models/{model}" in outputs and f"{results}/scores/{model}.json" in outputs
+    for figure in ("beta_sweep", "spectra", "effective_rank", "lambda_curves", "heatmap"):
+        assert f"{results}/figures/{figure}.png" in outputs, figure
+    assert f"{results}/tables/paper.tex" in outputs
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], re.MULTILINE))
+    assert counts["finetune_domain"] == "10" and counts["task_vector"] == "10"
+    assert counts["merge"] == counts["select_lambda"] == counts["decode_merged"] == str(len(branches))
+    assert counts["decode_model"] == "12" and counts["score"] == str(12 + len(branches))
+    # < 10 s: CPU time always (about 4.5 s here); wall time too unless other jobs oversubscribe the machine's cores
+    assert cpu < 10, f"the dry run used {cpu:.1f} s of CPU"
+    if os.getloadavg()[0] < (os.cpu_count() or 1):
+        assert elapsed < 10, f"the dry run took {elapsed:.1f} s"
+
+
+def _offline() -> list[str]:
+    """A command prefix that runs without any network (a new network namespace) where the system allows it."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-rn"]
+    return []  # the HF_*_OFFLINE variables still make any hub access an error
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
