@@ -15,6 +15,9 @@ is a symlink /etc/slurm/slurm.conf -> our slurm.conf, for as long as the cluster
 plugin strips SLURM_CONF (every SLURM_* variable) before it calls srun inside a job, so srun must find the
 configuration at the default path. The symlink is removed on stop (and /etc/slurm too if we created it);
 a real /etc/slurm/slurm.conf is never touched: then the cluster refuses to start (see unavailable_reason).
+Because of that one shared path, only one test cluster runs on a machine at a time: start() takes an exclusive
+flock on the /etc/slurm directory itself (no lock file left behind; released by stop(), or by the kernel when the
+process dies) and waits for it, as it waits while the link points at a cluster whose daemons still run.
 Nothing is written to /run or /var. Every daemon runs in the foreground as a child of this process (``-D``/``-F``), so it
 is stopped by the pid it was started with, and reaped; each also writes its own pid file, which ``stop``
 cross-checks. Readiness is probed functionally (``munge -n | unmunge``, ``SELECT 1``, ``sacctmgr``,
@@ -53,6 +56,7 @@ BINARIES = {
 }
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 LINK_PREFIX = "/tmp/asrmerge-slurm-"  # our clusters' folders; a symlink into one is ours (maybe stale)
+LOCK_TIMEOUT_S = float(os.environ.get("ASRMERGE_SLURM_LOCK_TIMEOUT", "1800"))
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
 
 
@@ -78,6 +82,34 @@ def unavailable_reason() -> str | None:
         return (f"SLURM/munge/MariaDB binaries missing ({', '.join(missing)}); "
                 f"run tests/slurm_install.sh (apt packages: {' '.join(packages)})")
     return None
+
+
+def _alive(pid: int, name: str) -> bool:
+    """pid runs `name` and is not a zombie (/proc, as pid files go stale and PID 1 may not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X") and name.encode() in cmdline
+
+
+def linked_cluster_in_use() -> bool:
+    """Whether /etc/slurm/slurm.conf links to a test cluster that is starting or running (maybe another
+    process's, e.g. a second test session on the same machine)."""
+    if not DEFAULT_CONF.is_symlink():
+        return False
+    target = Path(os.readlink(DEFAULT_CONF))
+    if time.time() - DEFAULT_CONF.lstat().st_mtime < 120:  # just made: its daemons may not have pid files yet
+        return target.exists()
+    for pidfile in (target.parent.parent / "run").glob("*.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid, pidfile.stem):
+            return True
+    return False
 
 
 def free_port() -> int:
@@ -130,6 +162,8 @@ class SlurmCluster:
     _pidfiles: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
     _own_root: bool = field(default=False, init=False, repr=False)
     _linked: bool = field(default=False, init=False, repr=False)
+    _lock: int | None = field(default=None, init=False, repr=False)
+    lock_wait_seconds: float = field(default=0.0, init=False)
     _made_etc_dir: bool = field(default=False, init=False, repr=False)
 
     # ------------------------------------------------------------------ paths and environment
@@ -168,6 +202,7 @@ class SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise ClusterError(reason)
+        self._acquire_machine()
         t0 = time.monotonic()
         if self.root is None:
             # Under /tmp, not pytest's 0700 tmp_path: munged insists that every directory above its socket
@@ -198,8 +233,48 @@ class SlurmCluster:
             self._stop_daemons()
         finally:
             self._unlink_default_conf()
+            self._release_machine()
         if remove and self._own_root and self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _acquire_machine(self) -> None:
+        """Wait until no other test cluster runs here: hold the flock on /etc/slurm, and no live cluster is
+        behind the link (one started by code without the lock)."""
+        import fcntl
+
+        t0 = time.monotonic()
+        said = False
+        if not DEFAULT_CONF.parent.is_dir():
+            DEFAULT_CONF.parent.mkdir(parents=True)
+            self._made_etc_dir = True
+        lock = os.open(DEFAULT_CONF.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if not linked_cluster_in_use():
+                        break
+                    fcntl.flock(lock, fcntl.LOCK_UN)  # an older cluster without the lock: let it finish
+                except BlockingIOError:
+                    pass
+                if time.monotonic() - t0 > LOCK_TIMEOUT_S:
+                    raise ClusterError(f"another local test cluster kept {DEFAULT_CONF} for "
+                                       f"{LOCK_TIMEOUT_S:.0f} s (ASRMERGE_SLURM_LOCK_TIMEOUT)")
+                if not said:
+                    print(f"waiting for another local test cluster on this machine ({DEFAULT_CONF})", flush=True)
+                    said = True
+                time.sleep(2)
+        except BaseException:
+            os.close(lock)
+            self._unlink_default_conf()  # only removes the /etc/slurm we may have made
+            raise
+        self._lock = lock
+        self.lock_wait_seconds = time.monotonic() - t0
+
+    def _release_machine(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
 
     def _stop_daemons(self) -> None:
         if "slurmctld" in self._procs and self._alive("slurmctld"):
@@ -298,10 +373,7 @@ class SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise ClusterError(reason)
-        if not DEFAULT_CONF.parent.is_dir():
-            DEFAULT_CONF.parent.mkdir(parents=True)
-            self._made_etc_dir = True
-        if DEFAULT_CONF.is_symlink():  # a stale link of an earlier test cluster (checked above)
+        if DEFAULT_CONF.is_symlink():  # a stale link of an earlier test cluster (checked by _acquire_machine)
             DEFAULT_CONF.unlink()
         DEFAULT_CONF.symlink_to(self.slurm_conf)
         self._linked = True

@@ -168,13 +168,15 @@ def cluster():
     started = time.monotonic()
     c = slurm_cluster.SlurmCluster()
     c.start()
-    print(f"\nlocal SLURM started in {c.start_seconds:.1f} s")
+    print(f"\nlocal SLURM started in {c.start_seconds:.1f} s"
+          + (f" (after waiting {c.lock_wait_seconds:.0f} s for another one)" if c.lock_wait_seconds > 1 else ""))
     yield c
-    root = c.root
+    root, conf = c.root, str(c.slurm_conf)
     c.stop()
     # Leave the machine as it was: daemons gone (stop() waited on every pid), link and folder removed.
     assert not c._procs
-    assert not slurm_cluster.DEFAULT_CONF.is_symlink(), "the /etc/slurm/slurm.conf link was not removed"
+    link = slurm_cluster.DEFAULT_CONF
+    assert not (link.is_symlink() and os.readlink(link) == conf), f"the {link} link was not removed"
     assert not root.exists(), f"{root} was not removed"
     print(f"\nlocal SLURM up for {time.monotonic() - started:.0f} s in all")
 
