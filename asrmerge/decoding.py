@@ -103,7 +103,7 @@ def beam_decode(
     """
     model = whisper.model
     batch, device, eot = features.shape[0], features.device, whisper.eot_id
-    encoder_states = model.model.encoder(features).last_hidden_state.repeat_interleave(num_beams, dim=0)
+    encoder_states = model.model.encoder(features).last_hidden_state
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     suppress = torch.tensor(suppressed_token_ids(whisper), device=device, dtype=torch.long)
     suppress_first = torch.tensor(first_step_suppressed_ids(whisper), device=device, dtype=torch.long)
@@ -112,7 +112,9 @@ def beam_decode(
     scores = torch.full((batch, num_beams), -torch.inf, device=device)
     scores[:, 0] = 0.0
     sequences = torch.empty((batch * num_beams, 0), dtype=torch.long, device=device)
-    step_input = torch.tensor([list(prompt)] * (batch * num_beams), device=device)
+    # The first step runs once per utterance (only its first beam is live); its cross-attention keys and values,
+    # the costliest part of a beam's first step, are then copied to the K beams instead of recomputed K times.
+    step_input = torch.tensor([list(prompt)] * batch, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     closed = [False] * batch
     for step in range(limit):
@@ -121,6 +123,10 @@ def beam_decode(
         ).last_hidden_state
         # Normalise before suppressing, as transformers' beam search does, so scores match its ranking.
         log_probs = _suppress(model.proj_out(hidden[:, -1]).float().log_softmax(dim=-1), suppress, suppress_first, step)
+        if step == 0:
+            log_probs = log_probs.repeat_interleave(num_beams, dim=0)
+            cache.batch_repeat_interleave(num_beams)
+            encoder_states = encoder_states.repeat_interleave(num_beams, dim=0)
         vocab = log_probs.shape[-1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, num_beams * vocab)
         # 2K candidates per utterance: enough live ones remain after the finished ones are set aside.

@@ -581,15 +581,14 @@ def feature_extractor_for_positions(num_mel_bins: int, max_source_positions: int
     The window must last whole seconds (max_source_positions a multiple of 50): the feature extractor derives its
     sample count from an integer `chunk_length` when it is loaded again.
     """
-    from transformers import WhisperFeatureExtractor
+    from asrmerge.models.whisper import feature_extractor_for
 
     frames = 2 * max_source_positions
     samples = frames * _HOP_LENGTH
     if samples % _SAMPLING_RATE:
         raise ValueError(f"{max_source_positions} encoder positions ({samples / _SAMPLING_RATE:g} s) are not a whole "
                          "number of seconds; WhisperFeatureExtractor needs an integer chunk_length")
-    extractor = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=_SAMPLING_RATE,
-                                        hop_length=_HOP_LENGTH, chunk_length=samples // _SAMPLING_RATE)
+    extractor = feature_extractor_for(num_mel_bins, samples // _SAMPLING_RATE, _SAMPLING_RATE)
     if extractor.nb_max_frames != frames:
         raise ValueError(f"feature window has {extractor.nb_max_frames} frames, the encoder expects {frames}")
     return extractor
