@@ -40,7 +40,7 @@ def test_every_schema_key_has_description_and_default():
 @pytest.mark.parametrize(
     "mutate, culprit",
     [
-        (lambda c: c["merge"]["methods"].append({"method": "no_such_method"}), "merge.methods[2].method"),
+        (lambda c: c["merge"]["methods"].insert(0, {"method": "no_such_method"}), "merge.methods[0].method"),
         (lambda c: c.update(unknown_key=1), "unknown_key"),
         (lambda c: c["finetune"]["domain"].update(steps=-1), "finetune.domain.steps"),
         (lambda c: c["corpus"]["sets"]["weather"]["sizes"].update(train=-5), "corpus.sets.weather.sizes.train"),
