@@ -166,7 +166,11 @@ def train(
     optimizer = torch.optim.AdamW(trained, lr=options.learning_rate, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, options))
     scaler = torch.amp.GradScaler(enabled=options.precision == "fp16" and device.type == "cuda")
-    autocast_dtype = PRECISIONS[options.precision]
+    # Mixed precision is a GPU setting: on a CPU the same config trains in float32 (bf16 autocast there is slow on
+    # most CPUs, and it would also reach the log-mel front end, which must stay float32).
+    autocast_dtype = PRECISIONS[options.precision] if device.type == "cuda" else None
+    if PRECISIONS[options.precision] is not None and autocast_dtype is None:
+        log.info("precision %s applies on a GPU; training on %s in float32", options.precision, device.type)
     curve: list[dict] = []
     start = 0
     if (checkpoint_dir / "state.pt").is_file():

@@ -89,3 +89,10 @@ def test_warmup_then_linear_decay():
     factors = [learning_rate_factor(s, options) for s in range(10)]
     assert factors[:2] == [0.5, 1.0]
     assert factors[2] == 1.0 and factors[-1] == pytest.approx(1 / 8)
+
+
+def test_gpu_precision_trains_in_float32_on_cpu(corpus, tmp_path):
+    options = TrainingOptions(steps=1, learning_rate=1e-3, batch_size=4, precision="bf16")
+    curve = train(build_tiny_whisper(corpus), read_manifest(corpus, split="train"), options, tmp_path / "m", CPU)
+    assert torch.isfinite(torch.tensor(curve[0]["loss"]))
+    assert load_whisper(tmp_path / "m").model.dtype == torch.float32
