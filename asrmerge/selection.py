@@ -62,7 +62,8 @@ def sweep_lambda(
         total = pooled_counts(rows)
         curve.append({
             "lambda": lam, "wer": total.wer, "cer": total.cer,
-            "per_set": {name: {"wer": pooled_counts(r).wer, "cer": pooled_counts(r).cer} for name, r in by_set.items()},
+            "per_set": {name: {"wer": c.wer, "cer": c.cer} for name, c in
+                        ((name, pooled_counts(r)) for name, r in by_set.items())},
         })
         log.info("lambda %.3g: validation WER %.4f CER %.4f", lam, total.wer, total.cer)
     return curve
