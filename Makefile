@@ -7,7 +7,7 @@ CORES  ?= 2
 # CPU wheel by default. Cluster users: make venv TORCH_SPEC="torch==2.13.0 --index-url <PyTorch CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test lint dry-run report clean
+.PHONY: venv demo test lint dry-run report clean bench-merge
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ lint: venv
 
 dry-run: venv
 	$(BIN)/snakemake -n --cores $(CORES)
+
+# Merge speed/memory against mergekit and FusionBench (benchmarks/merge_speed.py; creates benchmarks/.venvs/*).
+# Whisper-small geometry, 10 tasks, ~11 GB of synthetic checkpoints in .bench/merge-speed. BENCH_ARGS="--scale tiny"
+# checks the script in a minute.
+bench-merge: venv
+	$(BIN)/python benchmarks/merge_speed.py $(BENCH_ARGS)
 
 report: venv
 	$(BIN)/snakemake --cores $(CORES) --report report.html

@@ -95,3 +95,17 @@ def test_parse_params_kinds() -> None:
     assert parse_params(get_method("multislerp"), ["use_base=false"])["use_base"] is False
     with pytest.raises(ValueError, match="twice"):
         parse_params(method, ["beta=0.2", "beta=0.3"])
+
+
+def test_merge_to_model_folder(tiny_whisper, tmp_path: Path, capsys) -> None:
+    base, finetuned = tiny_whisper
+    out_dir = tmp_path / "merged_model"
+    argv = ["merge", "--method", "ties", "--base", str(base), "--finetuned", *map(str, finetuned),
+            "--out-model", str(out_dir), "--lambda", "0.5"]
+    assert main(argv) == 0
+    tau = tmp_path / "tau.safetensors"
+    assert main(argv[:-4] + ["--out", str(tau)]) == 0
+    merged, theta0, t = (load_file(str(p)) for p in (out_dir / "model.safetensors", base / "model.safetensors", tau))
+    assert torch.equal(merged[ATTN], theta0[ATTN] + 0.5 * t[ATTN])
+    assert main(argv[:-4]) == 2 and "--out-model" in capsys.readouterr().err
+    assert main(argv[:-4] + ["--out", str(tau), "--lambda", "2"]) == 2 and "needs --out-model" in capsys.readouterr().err

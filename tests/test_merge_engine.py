@@ -18,6 +18,7 @@ from asrmerge.merging import (
     get_method,
     merge,
     open_checkpoint,
+    resolve_params,
 )
 from asrmerge.merging.checkpoint import SafetensorsWriter, TensorEntry, save_tensors
 from asrmerge.merging.engine import tensor_generator, tensor_seed
@@ -319,3 +320,120 @@ def test_diagnostics_json(tiny_whisper, task_vector_files, tmp_path: Path) -> No
     assert "ns_max_orthogonality_error" not in report["tensors"][TOKENS]  # excluded: mean, no NS
     assert CONV not in report["tensors"]  # 3-D tensors are not diagnosed
     assert report["summary"]["n_matrices"] == len(report["tensors"])
+
+
+# ------------------------------------------------------------------------------------- one pass to a merged model
+
+
+def test_read_into_ranges_and_dtypes(tmp_path: Path) -> None:
+    tensors = {"a": torch.randn(5, 7), "h": torch.randn(4, 3).half(), "b": torch.randn(9).to(torch.bfloat16)}
+    path = save_tensors(tmp_path / "x.safetensors", tensors)
+    with open_checkpoint(path) as ckpt:
+        for name, tensor in tensors.items():
+            flat = tensor.float().reshape(-1)
+            assert torch.equal(ckpt.get_float(name), tensor.float())
+            out = torch.empty(4)
+            assert torch.equal(ckpt.read_into(name, out, start=3), flat[3:7])
+            same = torch.empty(2, dtype=tensor.dtype)
+            assert torch.equal(ckpt.read_into(name, same, start=1), tensor.reshape(-1)[1:3])
+        with pytest.raises(ValueError, match="outside"):
+            ckpt.read_into("a", torch.empty(10), start=30)
+
+
+def test_writer_parts(tmp_path: Path) -> None:
+    entries = [TensorEntry("a", torch.float32, (3, 4)), TensorEntry("b", torch.float16, (0,)),
+               TensorEntry("c", torch.float16, (5,))]
+    a, c = torch.randn(3, 4), torch.randn(5).half()
+    with SafetensorsWriter(tmp_path / "p.safetensors", entries) as writer:
+        writer.write_part("a", a.reshape(-1)[:5])
+        with pytest.raises(ValueError, match="partly written"):
+            writer.write("a", a)
+        writer.write_part("a", a.reshape(-1)[5:])
+        writer.write("b", torch.zeros(0).half())
+        with pytest.raises(ValueError, match="float32"):
+            writer.write_part("c", c.float())
+        writer.write_part("c", c[:2])
+        with pytest.raises(ValueError, match="exceed"):
+            writer.write_part("c", c)
+        writer.write_part("c", c[2:])
+    got = _load(tmp_path / "p.safetensors")
+    assert torch.equal(got["a"], a) and torch.equal(got["c"], c) and got["b"].numel() == 0
+
+
+@pytest.mark.parametrize("method,params", [("task_arithmetic", {}), ("ties", {}), ("dare", {"p": 0.5}),
+                                           ("ties", {"scope": "global", "aggregation": "sum"})])
+def test_out_model_equals_merge_then_export(tiny_whisper, tmp_path: Path, method, params) -> None:
+    """One pass fine-tuned checkpoints → model folder gives the bytes of merge → τ file → export, and both outputs
+    can come from the same pass."""
+    base, finetuned = tiny_whisper
+    tau = tmp_path / "tau.safetensors"
+    merge(base, finetuned=finetuned, method=method, params=params, out_path=tau, seed=5)
+    exported = export_merged_model(base, tau, 0.7, tmp_path / "exported")
+    one_pass = merge(base, finetuned=finetuned, method=method, params=params, out_model=tmp_path / "model", lam=0.7,
+                     seed=5)
+    assert one_pass == tmp_path / "model"
+    a, b = _load(exported / "model.safetensors"), _load(one_pass / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    assert {"config.json", "generation_config.json", "preprocessor_config.json", "merge_info.json"} <= set(os.listdir(one_pass))
+    info = json.loads((one_pass / "merge_info.json").read_text())
+    assert info["method"] == method and info["lambda"] == 0.7 and info["seed"] == "5"
+    both = merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "tau2.safetensors",
+                 out_model=tmp_path / "model2", lam=0.7, seed=5)
+    assert both == tmp_path / "tau2.safetensors"
+    assert both.read_bytes() == tau.read_bytes()
+    assert (tmp_path / "model2" / "model.safetensors").read_bytes() == (one_pass / "model.safetensors").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+
+
+def test_out_model_keeps_base_dtypes_and_loads(tiny_whisper_factory, tmp_path: Path) -> None:
+    from transformers import WhisperForConditionalGeneration
+
+    for dtype in (torch.float16, torch.bfloat16):
+        base, finetuned = tiny_whisper_factory(2, dtype)
+        out = merge(base, finetuned=finetuned, method="model_soup", out_model=tmp_path / f"m_{str(dtype)[6:]}")
+        merged = _load(out / "model.safetensors")
+        theta = [_load(p / "model.safetensors") for p in (base, *finetuned)]
+        assert merged.keys() == theta[0].keys() and all(t.dtype == dtype for t in merged.values())
+        soup = (theta[1][ATTN].float() + theta[2][ATTN].float()) / 2
+        torch.testing.assert_close(merged[ATTN].float(), soup, rtol=0, atol=2e-2)
+        WhisperForConditionalGeneration.from_pretrained(out)
+
+
+def test_out_model_is_atomic_on_error(tiny_whisper, tmp_path: Path) -> None:
+    base, finetuned = tiny_whisper
+
+    def poison(tensors):
+        tensors[TOKENS] = tensors[TOKENS].clone()
+        tensors[TOKENS][1, 2] = float("inf")
+
+    bad = _corrupt_copy(finetuned[0], tmp_path / "inf", poison)
+    out = tmp_path / "out" / "model"
+    with pytest.raises(ValueError, match=r"embed_tokens\.weight.*inf.*NaN or Inf"):
+        merge(base, finetuned=[finetuned[1], bad], method="model_soup", out_model=out, out_path=tmp_path / "t.safetensors")
+    assert not out.exists() and os.listdir(tmp_path / "out") == [] and not (tmp_path / "t.safetensors").exists()
+    with pytest.raises(ValueError, match="out_path"):
+        merge(base, finetuned=finetuned, method="model_soup")
+    with pytest.raises(ValueError, match="base model folder"):
+        merge(base / "model.safetensors", finetuned=finetuned, method="model_soup", out_model=out)
+
+
+ELEMENTWISE = [("model_soup", {}), ("task_arithmetic", {}), ("consensus_ta", {}),
+               ("ties", {"scope": "global", "density": 0.3}), ("pcb", {"scope": "global", "pcb_ratio": 0.2})]
+
+
+@pytest.mark.parametrize("method,params", ELEMENTWISE)
+def test_elementwise_methods_merge_in_slices(tiny_whisper, tmp_path: Path, monkeypatch, method, params) -> None:
+    """Slicing tensors (odd slice sizes, several per tensor) changes nothing: those methods are elementwise."""
+    from asrmerge.merging import engine
+
+    base, finetuned = tiny_whisper
+    spec = get_method(method)
+    assert spec.is_elementwise(resolve_params(spec, params))
+    whole = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "w.safetensors",
+                        diagnostics_path=tmp_path / "d.json"))  # diagnostics: no slicing
+    monkeypatch.setattr(engine, "SLICE_ELEMENTS", 7)
+    monkeypatch.setattr(engine, "STATS_SLICE_ELEMENTS", 13)
+    sliced = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "s.safetensors"))
+    for name in whole:
+        torch.testing.assert_close(sliced[name], whole[name], rtol=1e-6, atol=1e-9)
+    assert not get_method("dare").is_elementwise({}) and not get_method("ties").is_elementwise({"scope": "tensor"})

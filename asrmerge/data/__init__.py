@@ -5,8 +5,23 @@ Public entry points: `build_set` / `default_sets` (corpus), `read_manifest` / `w
 `asrmerge.data.espeak`, effects in `asrmerge.data.channel`, sentence generators in `asrmerge.data.text`.
 """
 
-from asrmerge.data.corpus import build_set, build_sets, default_sets, parse_spec
-from asrmerge.data.manifest import SPLITS, Utterance, load_audio, read_manifest, validate_manifest, write_manifest
+import importlib
+from typing import Any
+
+# Resolved on first use (PEP 562), so that importing a submodule, e.g. for the `asrmerge` command line, does not load
+# the audio stack (scipy, soundfile) of the corpus builder.
+_SOURCES = {
+    "build_set": "corpus", "build_sets": "corpus", "default_sets": "corpus", "parse_spec": "corpus",
+    "SPLITS": "manifest", "Utterance": "manifest", "load_audio": "manifest", "read_manifest": "manifest",
+    "validate_manifest": "manifest", "write_manifest": "manifest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+
 
 __all__ = [
     "SPLITS",

@@ -12,8 +12,6 @@ from typing import Any
 
 import yaml
 
-from asrmerge.data.corpus import build_set, default_sets
-from asrmerge.data.manifest import validate_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +57,8 @@ def select_spec(specs: Mapping[str, Any], name: str, source: str) -> Mapping[str
 
 def run_corpus(args: argparse.Namespace) -> int:
     """``asrmerge corpus``: build one set."""
+    from asrmerge.data.corpus import build_set, default_sets  # the audio stack loads only for these commands
+
     if args.spec is None:
         specs, source = default_sets(), "the built-in demo world"
     else:
@@ -71,6 +71,8 @@ def run_corpus(args: argparse.Namespace) -> int:
 
 def run_corpus_defaults(args: argparse.Namespace) -> int:
     """``asrmerge corpus-defaults``: write the built-in demo world's specs as YAML."""
+    from asrmerge.data.corpus import default_sets
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({"sets": default_sets()}, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)
@@ -81,6 +83,8 @@ def run_corpus_defaults(args: argparse.Namespace) -> int:
 
 def run_validate_manifest(args: argparse.Namespace) -> int:
     """``asrmerge validate-manifest``: check a manifest and its audio, and summarise it."""
+    from asrmerge.data.manifest import validate_manifest
+
     rows = validate_manifest(args.manifest, expected_sample_rate=args.sample_rate, check_audio=not args.no_audio)
     splits = Counter(row.split for row in rows)
     languages = Counter(row.variant or row.language for row in rows)

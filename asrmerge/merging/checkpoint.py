@@ -1,8 +1,10 @@
 """Streaming safetensors I/O: lazy tensor-by-tensor reading of checkpoints and an atomic tensor-by-tensor writer.
 
 A checkpoint is a transformers folder (model.safetensors, or shards listed in model.safetensors.index.json, plus
-config.json) or a single .safetensors file. Tensors are read one at a time with `safetensors.safe_open` (memory
-mapped), so peak memory stays near the size of the tensors in use.
+config.json) or a single .safetensors file. Its headers are parsed once; floating-point tensors are then read with
+`os.preadv` straight into a caller's buffer (`Checkpoint.read_into`: whole tensors or any contiguous range of their
+flattened entries, converted to the buffer's dtype), so peak memory stays near the size of the tensors in use and
+no intermediate copy is made when the stored dtype is the buffer's. Other tensors go through `safetensors.safe_open`.
 
 safetensors has no streaming writer, so `SafetensorsWriter` writes the format itself: 8-byte little-endian header
 length, JSON header (dtype, shape, data_offsets per tensor, optional string metadata), raw little-endian bytes. All
@@ -70,7 +72,10 @@ class Checkpoint:
     dtypes: dict[str, torch.dtype]
     model_type: str | None
     metadata: dict[str, str]
+    offsets: dict[str, int] = field(default_factory=dict, repr=False)
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
+    _fds: dict[Path, int] = field(default_factory=dict, repr=False)
+    _scratch: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -96,13 +101,59 @@ class Checkpoint:
 
     def get_float(self, name: str, check_finite: bool = True) -> torch.Tensor:
         """Read one tensor as float32; NaN/Inf raise ValueError naming the tensor and file."""
-        tensor = self.get(name).to(torch.float32)
-        if check_finite and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"tensor {name!r} in {self.files[name]} contains NaN or Inf")
+        tensor = torch.empty(self.shapes[name], dtype=torch.float32)
+        self.read_into(name, tensor.view(-1))
+        if check_finite:
+            self.check_finite(name, tensor)
         return tensor
+
+    def check_finite(self, name: str, tensor: torch.Tensor) -> None:
+        """Raise ValueError naming the tensor and file unless every entry of `tensor` (read from `name`) is finite."""
+        if not all_finite(tensor):
+            raise ValueError(f"tensor {name!r} in {self.files[name]} contains NaN or Inf")
+
+    def read_into(self, name: str, out: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Read entries [start, start + out.numel()) of the flattened tensor `name` into `out` and return `out`.
+
+        `out` is a contiguous CPU tensor of any floating dtype; values are converted from the stored dtype (no
+        intermediate copy when the dtypes agree). The bytes come from `os.preadv`, so no file position is shared and
+        the page cache is read once.
+        """
+        stored = self.dtypes[name]
+        count = out.numel()
+        if not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError(f"read_into({name!r}): the destination must be a contiguous CPU tensor")
+        if start < 0 or start + count > self.numel(name):
+            raise ValueError(f"read_into({name!r}): range [{start}, {start + count}) outside {self.numel(name)} entries")
+        if count == 0:
+            return out
+        size = torch.empty((), dtype=stored).element_size()
+        position = self.offsets[name] + start * size
+        if out.dtype == stored:
+            _pread_exact(self._fd(name), out.view(-1).view(torch.uint8), position)
+            return out
+        nbytes = count * size
+        if self._scratch is None or self._scratch.numel() < nbytes:
+            self._scratch = torch.empty(nbytes, dtype=torch.uint8)
+        raw = self._scratch[:nbytes]
+        _pread_exact(self._fd(name), raw, position)
+        out.view(-1).copy_(raw.view(stored))
+        return out
+
+    def _fd(self, name: str) -> int:
+        file = self.files[name]
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = os.open(file, os.O_RDONLY)
+            self._fds[file] = fd
+        return fd
 
     def close(self) -> None:
         self._handles.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._scratch = None
 
     def __enter__(self) -> "Checkpoint":
         return self
@@ -111,7 +162,31 @@ class Checkpoint:
         self.close()
 
 
-def _read_header(file: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no entry is NaN or ±Inf.
+
+    Fast path: one reduction, the sum (NaN and Inf propagate into it); only when the sum is not finite (a bad entry,
+    or a sum that overflowed) are the entries themselves tested."""
+    if tensor.numel() == 0:
+        return True
+    if bool(torch.isfinite(tensor.sum(dtype=torch.float64 if tensor.dtype == torch.float64 else torch.float32))):
+        return True
+    return bool(torch.isfinite(tensor).all())
+
+
+def _pread_exact(fd: int, buffer: torch.Tensor, position: int) -> None:
+    """Fill the uint8 tensor `buffer` from `fd` at `position` (several preadv calls if the kernel returns less)."""
+    view = memoryview(buffer.numpy()).cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], position + done)
+        if got <= 0:
+            raise ValueError(f"unexpected end of file (fd {fd}) at byte {position + done}")
+        done += got
+
+
+def _read_header(file: Path) -> tuple[dict[str, Any], dict[str, str], int]:
+    """(tensor entries, string metadata, byte offset of the data section) of a safetensors file."""
     with open(file, "rb") as fh:
         raw_len = fh.read(8)
         if len(raw_len) != 8:
@@ -124,7 +199,7 @@ def _read_header(file: Path) -> tuple[dict[str, Any], dict[str, str]]:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{file} is not a safetensors file ({err})") from None
     metadata = header.pop("__metadata__", None) or {}
-    return header, metadata
+    return header, metadata, 8 + length
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -164,9 +239,10 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     names: dict[str, Path] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     dtypes: dict[str, torch.dtype] = {}
+    offsets: dict[str, int] = {}
     metadata: dict[str, str] = {}
     for i, file in enumerate(files):
-        header, meta = _read_header(file)
+        header, meta, data_start = _read_header(file)
         if i == 0:
             metadata = meta
         for name, info in header.items():
@@ -177,7 +253,9 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             names[name] = file
             shapes[name] = tuple(info["shape"])
             dtypes[name] = ST_TO_DTYPE[info["dtype"]]
-    return Checkpoint(path=path, files=names, shapes=shapes, dtypes=dtypes, model_type=model_type, metadata=metadata)
+            offsets[name] = data_start + int(info["data_offsets"][0])
+    return Checkpoint(path=path, files=names, shapes=shapes, dtypes=dtypes, model_type=model_type, metadata=metadata,
+                      offsets=offsets)
 
 
 def check_compatible(base: Checkpoint, other: Checkpoint, names: Sequence[str] | None = None) -> None:
@@ -241,7 +319,8 @@ class SafetensorsWriter:
             for entry in entries:
                 writer.write(entry.name, tensor)
 
-    Tensors must be written in the order of `entries`, with the declared dtype and shape. The data goes to a
+    Tensors must be written in the order of `entries`, with the declared dtype and shape (`write`), or in consecutive
+    parts of the declared dtype (`write_part`, for merges streamed in slices of a tensor). The data goes to a
     temporary file in the destination folder that replaces `path` (os.replace) only after the last tensor; on any
     error the temporary file is removed and `path` is left untouched.
     """
@@ -254,6 +333,7 @@ class SafetensorsWriter:
             raise ValueError(f"{self.path}: duplicate tensor names")
         self.metadata = dict(metadata or {})
         self._next = 0
+        self._filled = 0  # bytes of entries[_next] written so far (write_part)
         self._fh: Any = None
         self._tmp: Path | None = None
 
@@ -266,19 +346,42 @@ class SafetensorsWriter:
         return self
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write the whole tensor `name` (the next declared one), with its declared dtype and shape."""
+        entry = self._expect(name)
+        if self._filled:
+            raise ValueError(f"{self.path}: tensor {name!r} was partly written with write_part")
+        if tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
+            raise ValueError(
+                f"{self.path}: tensor {name!r} is {tensor.dtype} {list(tensor.shape)}, declared {entry.dtype} {list(entry.shape)}"
+            )
+        self._append(entry, tensor)
+
+    def write_part(self, name: str, tensor: torch.Tensor) -> None:
+        """Append the next consecutive entries (any shape, flattened in C order) of tensor `name`; the tensor counts as
+        written once all its declared entries have been appended."""
+        entry = self._expect(name)
+        if tensor.dtype != entry.dtype:
+            raise ValueError(f"{self.path}: tensor {name!r} part is {tensor.dtype}, declared {entry.dtype}")
+        if self._filled + tensor.numel() * tensor.element_size() > entry.nbytes:
+            raise ValueError(f"{self.path}: tensor {name!r}: parts exceed the declared shape {list(entry.shape)}")
+        self._append(entry, tensor)
+
+    def _expect(self, name: str) -> TensorEntry:
         if self._next >= len(self.entries):
             raise ValueError(f"{self.path}: more tensors written than declared ({name!r})")
         entry = self.entries[self._next]
         if name != entry.name:
             raise ValueError(f"{self.path}: expected tensor {entry.name!r} next, got {name!r}")
-        if tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
-            raise ValueError(
-                f"{self.path}: tensor {name!r} is {tensor.dtype} {list(tensor.shape)}, declared {entry.dtype} {list(entry.shape)}"
-            )
+        return entry
+
+    def _append(self, entry: TensorEntry, tensor: torch.Tensor) -> None:
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
         if data.numel():
             self._fh.write(memoryview(data.numpy()))
-        self._next += 1
+        self._filled += data.numel()
+        if self._filled == entry.nbytes:
+            self._next += 1
+            self._filled = 0
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._fh is not None and self._tmp is not None

@@ -44,6 +44,10 @@ def _task_vector(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     method = get_method(args.method)
     params = parse_params(method, args.param)
+    if args.out is None and args.out_model is None:
+        raise ValueError("give --out (merged task vector) and/or --out-model (merged model folder)")
+    if args.lam is not None and args.out_model is None:
+        raise ValueError("--lambda scales the merged model: it needs --out-model")
     merge(
         args.base,
         task_vectors=args.task_vectors,
@@ -51,6 +55,8 @@ def _merge(args: argparse.Namespace) -> int:
         method=method.name,
         params=params,
         out_path=args.out,
+        out_model=args.out_model,
+        lam=1.0 if args.lam is None else args.lam,
         seed=args.seed,
         device=args.device,
         svd_dtype=SVD_DTYPES[args.svd_dtype],
@@ -108,13 +114,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .safetensors file (float32)")
     p.set_defaults(func=_task_vector)
 
-    p = subparsers.add_parser("merge", help="merge task vectors with a registered method (writes the merged τ)")
+    p = subparsers.add_parser("merge", help="merge task vectors with a registered method (writes the merged τ and/or model)")
     p.add_argument("--method", required=True, help="registered method name (see `asrmerge methods`)")
     p.add_argument("--base", required=True, help="base model folder or .safetensors file")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--finetuned", nargs="+", help="fine-tuned model folders (τ computed on the fly)")
     src.add_argument("--task-vectors", nargs="+", dest="task_vectors", help="task-vector files from `asrmerge task-vector`")
-    p.add_argument("--out", required=True, help="output .safetensors file with the merged task vector τ")
+    p.add_argument("--out", help="output .safetensors file with the merged task vector τ")
+    p.add_argument("--out-model", dest="out_model",
+                   help="output model folder θ_base + λ·τ (base dtypes and config files), written in the same pass")
+    p.add_argument("--lambda", type=float, dest="lam", default=None, help="λ for --out-model (default 1.0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-tensor generators (random methods)")
     p.add_argument("--device", default="cpu", help="torch device for the per-tensor computation, e.g. cpu or cuda")

@@ -2,7 +2,10 @@
 
 Peak memory is about (T + a few) × the largest tensor: for each named tensor the engine reads τ_t of all T tasks
 (from task-vector files, or as θ_t − θ₀ from fine-tuned checkpoints), runs the method on `device`, and appends the
-merged τ to the output file (`checkpoint.SafetensorsWriter`: atomic, nothing half-written on error).
+merged τ to the output file (`checkpoint.SafetensorsWriter`: atomic, nothing half-written on error) and/or θ₀ + λ·τ
+to a merged model folder, in the same pass. Elementwise methods (Model Soup, Task Arithmetic, TIES and PCB with
+scope="global", Consensus TA) go through each tensor in slices of SLICE_ELEMENTS entries, so their peak memory is
+a few MiB whatever the model, and the slices' arithmetic stays in the CPU caches.
 
 Whisper notes: DEFAULT_SVD_EXCLUDE keeps the token embeddings (tied to `proj_out`) and the positional tables out of
 the subspace methods' SVD (they are lookup tables, not linear maps): they get the mean of τ_t. The encoder's
@@ -16,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -32,6 +36,7 @@ from asrmerge.merging.checkpoint import (
     Checkpoint,
     SafetensorsWriter,
     TensorEntry,
+    all_finite,
     check_compatible,
     open_checkpoint,
 )
@@ -93,19 +98,64 @@ def compute_task_vector(base: str | os.PathLike[str], finetuned: str | os.PathLi
     return Path(out_path)
 
 
-class _TaskVectorSource:
-    """Yields the stacked τ_t (T, *shape) of one tensor, from task-vector files or from fine-tuned checkpoints."""
+#: Entries per task in one slice of an elementwise merge: the (T, n) float32 stack (T MiB) and the method's
+#: temporaries stay in the CPU caches, so the only pass over main memory is reading the inputs.
+SLICE_ELEMENTS = 1 << 18
+#: Entries per task in one slice of a model-wide pre-pass stream (bounds its memory on large tensors).
+STATS_SLICE_ELEMENTS = 1 << 22
 
-    def __init__(self, base: Checkpoint, inputs: Sequence[Checkpoint], from_finetuned: bool, device: torch.device):
-        self.base, self.inputs, self.from_finetuned, self.device = base, inputs, from_finetuned, device
 
-    def stack(self, name: str) -> torch.Tensor:
-        if self.from_finetuned:
-            theta0 = self.base.get_float(name)
-            rows = [ckpt.get_float(name) - theta0 for ckpt in self.inputs]
-        else:
-            rows = [ckpt.get_float(name) for ckpt in self.inputs]
-        return torch.stack(rows).to(self.device)
+class _Reader:
+    """Reads θ₀ and the stacked τ_t (T, n) of a tensor, or of a slice of its flattened entries, into reused buffers.
+
+    τ_t comes from task-vector files or, from fine-tuned checkpoints, as θ_t − θ₀ computed in place. Buffers are
+    reused from tensor to tensor (a returned tensor is valid until the next read), which saves an allocation and
+    its page faults per tensor; every value read is checked for NaN/Inf.
+    """
+
+    def __init__(self, base: Checkpoint, inputs: Sequence[Checkpoint], from_finetuned: bool):
+        self.base, self.inputs, self.from_finetuned = base, list(inputs), from_finetuned
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, key: str, numel: int) -> torch.Tensor:
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            self._buffers.pop(key, None)
+            buffer = self._buffers[key] = torch.empty(numel, dtype=torch.float32)
+        return buffer[:numel]
+
+    def theta0(self, name: str, start: int, count: int) -> torch.Tensor:
+        """Entries [start, start + count) of θ₀ (float32, flat)."""
+        out = self.base.read_into(name, self._buffer("base", count), start)
+        self.base.check_finite(name, out)
+        return out
+
+    def stack(self, name: str, start: int, count: int, theta0: torch.Tensor) -> torch.Tensor:
+        """Entries [start, start + count) of every τ_t as a (T, count) float32 tensor (`theta0`: those of θ₀)."""
+        out = self._buffer("stack", len(self.inputs) * count).view(len(self.inputs), count)
+        for row, ckpt in zip(out, self.inputs):
+            ckpt.read_into(name, row, start)
+            if self.from_finetuned:
+                row.sub_(theta0)
+        if not all_finite(out):
+            for ckpt in self.inputs:  # name the file with NaN/Inf
+                ckpt.check_finite(name, ckpt.read_into(name, torch.empty(count), start))
+            if not bool(torch.isfinite(out).all()):
+                raise ValueError(f"tensor {name!r}: θ_t − θ₀ overflows float32")
+        return out
+
+    def slices(self, name: str, shape: tuple[int, ...], limit: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(θ₀, τ stack) of a whole tensor, shaped (*shape) and (T, *shape), or, with `limit`, of consecutive slices
+        of at most `limit` flattened entries, shaped (n,) and (T, n)."""
+        numel = math.prod(shape)
+        step = numel if limit is None or numel <= limit else limit
+        for start in range(0, max(numel, 1), max(step, 1)):
+            count = min(step, numel - start)
+            theta0 = self.theta0(name, start, count)
+            stack = self.stack(name, start, count, theta0)
+            if count == numel:
+                theta0, stack = theta0.view(shape), stack.view(len(self.inputs), *shape)
+            yield theta0, stack
 
 
 def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]], from_finetuned: bool) -> list[Checkpoint]:
@@ -141,6 +191,30 @@ def _merge_one(
     return method.fn(stack, base_tensor, **call)
 
 
+@contextlib.contextmanager
+def _model_folder(base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Iterator[Path]:
+    """Build a transformers folder atomically: yields a temporary sibling of `out_dir` holding every non-weight file of
+    the base folder (config.json, generation_config.json, processor/tokenizer files); the caller writes the weights
+    into it; on success merge_info.json (`info`) is added and the folder replaces `out_dir`, on error it is removed."""
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not base_dir.is_dir():
+        raise FileNotFoundError(f"base model folder not found: {base_dir}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for item in sorted(base_dir.iterdir()):
+            if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES) and item.name != INDEX_NAME:
+                shutil.copy2(item, staging / item.name)
+        yield staging
+        (staging / "merge_info.json").write_text(json.dumps(dict(info), indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
 def merge(
     base: str | os.PathLike[str],
     *,
@@ -148,22 +222,29 @@ def merge(
     finetuned: Sequence[str | os.PathLike[str]] | None = None,
     method: str,
     params: Mapping[str, Any] | None = None,
-    out_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str] | None = None,
+    out_model: str | os.PathLike[str] | None = None,
+    lam: float = 1.0,
     seed: int = 0,
     device: str = "cpu",
     svd_dtype: torch.dtype = torch.float32,
     exclude_from_svd: Sequence[str] = DEFAULT_SVD_EXCLUDE,
     diagnostics_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Merge T task vectors with a registered method; write the merged task vector τ (float32 safetensors).
+    """Merge T task vectors with a registered method, in one streaming pass over the inputs.
 
-    Give exactly one of `task_vectors` (files from `compute_task_vector`) or `finetuned` (checkpoints; τ_t = θ_t − θ₀
-    on the fly). The merged model is θ₀ + λ·τ (`export_merged_model`). Random methods get a per-tensor generator
-    seeded from (seed, tensor name): the same inputs and seed give a bitwise identical file. Methods with a
-    `global_stats` pre-pass (e.g. TIES scope="global") stream the inputs extra times first. `exclude_from_svd`
-    (regexes) routes matching tensors of subspace methods to the mean of τ_t. `diagnostics_path`: also write
-    per-tensor diagnostics JSON (see `diagnostics`; costs about T + 1 svdvals per matrix).
-    Output metadata: method, resolved params, seed, inputs, default λ grid.
+    Outputs (at least one): `out_path`, the merged task vector τ (float32 safetensors); `out_model`, a transformers
+    folder holding θ₀ + λ·τ (`lam`) in the base's dtypes with the base folder's config/processor files, built
+    atomically: the same bytes as `merge` to a file followed by `export_merged_model`, without the τ file's round
+    trip. Give exactly one of `task_vectors` (files from `compute_task_vector`) or `finetuned` (checkpoints;
+    τ_t = θ_t − θ₀ on the fly). Random methods get a per-tensor generator seeded from (seed, tensor name): the same
+    inputs and seed give bitwise identical files. Methods with a `global_stats` pre-pass (e.g. TIES scope="global")
+    stream the inputs extra times first. Elementwise methods (`MergeMethod.is_elementwise`) are merged in slices of
+    SLICE_ELEMENTS entries per task, so their memory does not grow with the tensor size. `exclude_from_svd` (regexes)
+    routes matching tensors of subspace methods to the mean of τ_t. `diagnostics_path`: also write per-tensor
+    diagnostics JSON (see `diagnostics`; costs about T + 1 svdvals per matrix).
+    Output metadata: method, resolved params, seed, inputs, default λ grid (and λ for the model). Returns `out_path`
+    if given, else `out_model`.
     """
     spec = get_method(method)
     resolved = resolve_params(spec, params or {})
@@ -171,6 +252,10 @@ def merge(
         raise ValueError(f"method {spec.name!r} needs calibration data, which merge() does not take")
     if (task_vectors is None) == (finetuned is None):
         raise ValueError("give exactly one of task_vectors or finetuned")
+    if out_path is None and out_model is None:
+        raise ValueError("give out_path (merged task vector) and/or out_model (merged model folder)")
+    if out_model is not None and not Path(base).is_dir():
+        raise ValueError(f"out_model needs the base model folder (for its config files), got {base}")
     paths = list(task_vectors if task_vectors is not None else finetuned or [])
     if not paths:
         raise ValueError("no task vectors / fine-tuned models given")
@@ -182,17 +267,20 @@ def merge(
     def excluded(name: str) -> bool:
         return any(p.search(name) for p in patterns)
 
-    with open_checkpoint(base) as base_ckpt:
+    with open_checkpoint(base) as base_ckpt, contextlib.ExitStack() as resources:
         inputs = _open_inputs(base_ckpt, paths, from_finetuned=finetuned is not None)
-        source = _TaskVectorSource(base_ckpt, inputs, finetuned is not None, dev)
+        for ckpt in inputs:
+            resources.callback(ckpt.close)
+        reader = _Reader(base_ckpt, inputs, finetuned is not None)
         names = base_ckpt.float_names
-
-        def stream() -> Iterator[tuple[str, torch.Tensor]]:
-            for n in names:
-                yield n, source.stack(n)
 
         extra: dict[str, Any] = {}
         if spec.global_stats is not None:
+            def stream() -> Iterator[tuple[str, torch.Tensor]]:
+                for n in names:
+                    for _, stack in reader.slices(n, base_ckpt.shapes[n], STATS_SLICE_ELEMENTS):
+                        yield n, stack.to(dev)
+
             total = sum(base_ckpt.numel(n) for n in names)
             extra = spec.global_stats(TensorStream(open=stream, numel=total, num_tasks=len(inputs)), resolved)
         kwargs = {**resolved, **extra}
@@ -210,27 +298,49 @@ def merge(
         collector = None
         if diagnostics_path is not None:
             collector = DiagnosticsCollector({k: v for k, v in metadata.items() if k != "format"} | {"params": resolved})
-        entries = [TensorEntry(n, torch.float32, base_ckpt.shapes[n]) for n in names]
-        log.info("merging %d task vectors with %s %s on %s", len(inputs), spec.name, resolved, dev)
-        with SafetensorsWriter(out_path, entries, metadata) as writer:
-            for name in names:
-                stack = source.stack(name)
-                base_tensor = base_ckpt.get_float(name).to(dev)
+
+        sinks: list[Callable[[str, torch.Tensor, torch.Tensor], None]] = []
+        if out_path is not None:
+            tau_entries = [TensorEntry(n, torch.float32, base_ckpt.shapes[n]) for n in names]
+            tau_writer = resources.enter_context(SafetensorsWriter(out_path, tau_entries, metadata))
+            sinks.append(lambda name, theta0, merged: tau_writer.write_part(name, merged))
+        model_writer, others = None, [n for n in base_ckpt.names if n not in set(names)]
+        if out_model is not None:
+            model_meta = metadata | {"kind": "merged_model", "lambda": repr(float(lam))}
+            info = {k: v for k, v in model_meta.items() if k != "format"} | {"params": resolved, "lambda": float(lam)}
+            staging = resources.enter_context(_model_folder(base, out_model, info))
+            model_entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in [*names, *others]]
+            model_writer = resources.enter_context(SafetensorsWriter(staging / WEIGHTS_NAME, model_entries, model_meta))
+
+            def write_model(name: str, theta0: torch.Tensor, merged: torch.Tensor) -> None:
+                model_writer.write_part(name, (theta0 + float(lam) * merged).to(base_ckpt.dtypes[name]))
+
+            sinks.append(write_model)
+
+        sliced = spec.is_elementwise(resolved) and collector is None
+        log.info("merging %d task vectors with %s %s on %s%s", len(inputs), spec.name, resolved, dev,
+                 " (elementwise, in slices)" if sliced else "")
+        for name in names:
+            for theta0, stack in reader.slices(name, base_ckpt.shapes[name], SLICE_ELEMENTS if sliced else None):
+                stack_dev, theta0_dev = stack.to(dev), theta0.to(dev)
                 # The NS recorder costs one svdvals per factor: only active when diagnostics are wanted.
                 with record_orthogonality() if collector is not None else contextlib.nullcontext([]) as ns_errors:
-                    merged = _merge_one(spec, name, stack, base_tensor, kwargs, seed, dev, svd_dtype, excluded)
+                    merged = _merge_one(spec, name, stack_dev, theta0_dev, kwargs, seed, dev, svd_dtype, excluded)
                 merged = merged.to(torch.float32)
-                if not bool(torch.isfinite(merged).all()):
+                if not all_finite(merged):
                     raise ValueError(f"method {spec.name!r} produced NaN/Inf for tensor {name!r}")
                 if collector is not None:
-                    collector.add(name, stack, merged, ns_errors)
-                writer.write(name, merged.cpu())
-        for ckpt in inputs:
-            ckpt.close()
+                    collector.add(name, stack_dev, merged, ns_errors)
+                merged = merged.cpu()
+                for sink in sinks:
+                    sink(name, theta0, merged)
+        if model_writer is not None:
+            for name in others:
+                model_writer.write(name, base_ckpt.get(name))
     if collector is not None:
         collector.write(diagnostics_path)
-    log.info("merged task vector -> %s", out_path)
-    return Path(out_path)
+    log.info("merged %s -> %s", spec.name, ", ".join(str(p) for p in (out_path, out_model) if p is not None))
+    return Path(out_path if out_path is not None else out_model)
 
 
 # ---------------------------------------------------------------------------------------------------------- export
@@ -267,25 +377,10 @@ def export_merged_model(
 
     The folder gets model.safetensors (base dtype, unsharded), every non-weight file of the base folder (config.json,
     generation_config.json, processor/tokenizer files) and merge_info.json (provenance). It is built in a temporary
-    sibling folder and moved into place at the end.
+    sibling folder and moved into place at the end. `merge(..., out_model=...)` writes the same folder in one pass.
     """
-    base_dir, out_dir = Path(base_dir), Path(out_dir)
-    if not base_dir.is_dir():
-        raise FileNotFoundError(f"base model folder not found: {base_dir}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for item in sorted(base_dir.iterdir()):
-            if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES) and item.name != INDEX_NAME:
-                shutil.copy2(item, staging / item.name)
+    info = {"base": str(base_dir), "task_vector": str(task_vector_path), "lambda": float(lam)}
+    with _model_folder(base_dir, out_dir, info) as staging:
         apply_task_vector(base_dir, task_vector_path, lam, staging / WEIGHTS_NAME)
-        info = {"base": str(base_dir), "task_vector": str(task_vector_path), "lambda": float(lam)}
-        (staging / "merge_info.json").write_text(json.dumps(info, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     log.info("exported θ0 + %s·τ -> %s", lam, out_dir)
-    return out_dir
+    return Path(out_dir)

@@ -113,8 +113,10 @@ class ParamSpec:
 class TensorStream:
     """Re-iterable view of the whole model's task vectors for model-wide pre-passes.
 
-    Each call streams the model once as (name, stacked τ (T, *shape) float32 on the merge device).
-    `numel` is the number of entries per task (Σ over tensors), `num_tasks` is T.
+    Each call streams the model once as (name, stacked τ float32 on the merge device): (T, *shape) per tensor, or
+    (T, n) slices of a large tensor's flattened entries, in order. A yielded stack is only valid until the next one
+    is requested (the engine reuses its buffer). `numel` is the number of entries per task (Σ over tensors),
+    `num_tasks` is T.
     """
 
     open: Callable[[], Iterator[tuple[str, torch.Tensor]]]
@@ -156,6 +158,9 @@ class MergeMethod:
         needs_calibration: needs calibration audio (Fisher, RegMean); reserved, none registered yet.
         global_stats: optional model-wide pre-pass (e.g. TIES with scope="global").
         check: optional cross-parameter validation (raises ValueError).
+        elementwise: entry i of the result depends only on entry i of every τ_t and of the base (given the
+            pre-pass results), so the engine may merge a tensor in slices (bool, or a predicate of the resolved
+            parameters). Random methods are never sliced: their draws are one block per tensor.
     """
 
     name: str
@@ -170,6 +175,13 @@ class MergeMethod:
     needs_calibration: bool = False
     global_stats: GlobalStatsFn | None = None
     check: Callable[[Mapping[str, Any]], None] | None = field(default=None)
+    elementwise: bool | Callable[[Mapping[str, Any]], bool] = False
+
+    def is_elementwise(self, params: Mapping[str, Any]) -> bool:
+        """Whether the engine may merge tensors in slices with these resolved parameters."""
+        if self.uses_rng or self.matrix_only:
+            return False
+        return bool(self.elementwise(params) if callable(self.elementwise) else self.elementwise)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -207,6 +219,7 @@ def register(
     needs_calibration: bool = False,
     global_stats: GlobalStatsFn | None = None,
     check: Callable[[Mapping[str, Any]], None] | None = None,
+    elementwise: bool | Callable[[Mapping[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator: record `fn` in REGISTRY under `name` (duplicate names are an error)."""
 
@@ -226,6 +239,7 @@ def register(
             needs_calibration=needs_calibration,
             global_stats=global_stats,
             check=check,
+            elementwise=elementwise,
         )
         return fn
 

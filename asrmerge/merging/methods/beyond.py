@@ -178,6 +178,7 @@ def della(
 @register(
     "consensus_ta",
     family="task_vector",
+    elementwise=True,
     params={
         "k": ParamSpec(2, "int", minimum=0, doc="keep entries selected by at least k task masks"),
         "lambda_mask": ParamSpec(0.6, "float", minimum=0.0, doc="TALL-mask λ_t (FusionBench default 0.6)"),

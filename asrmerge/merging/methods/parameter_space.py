@@ -15,7 +15,7 @@ def _weights_from(task_vectors: torch.Tensor, base: torch.Tensor) -> torch.Tenso
     return base.unsqueeze(0) + task_vectors
 
 
-@register("model_soup", family="parameter", reference="mergekit 0.1.5 linear (normalize=True, uniform weights)")
+@register("model_soup", family="parameter", elementwise=True, reference="mergekit 0.1.5 linear (normalize=True, uniform weights)")
 def model_soup(task_vectors: torch.Tensor, base: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform Model Soup: θ = Σ_t θ_t / T (Wortsman et al., "Model soups", ICML 2022)."""
     weights = _weights_from(task_vectors, base)

@@ -26,6 +26,7 @@ AGGREGATIONS = ("mean", "sum")
 @register(
     "task_arithmetic",
     family="task_vector",
+    elementwise=True,
     reference="mergekit 0.1.5 task_arithmetic (normalize=False, weight 1; λ scales the sum)",
 )
 def task_arithmetic(task_vectors: torch.Tensor, base: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -86,6 +87,7 @@ def _ties_global_stats(stream: TensorStream, params: Mapping[str, Any]) -> dict[
     },
     reference="scope=tensor: mergekit 0.1.5 ties (normalize=True); scope=global: FusionBench 0.2.33 ties_merging",
     global_stats=_ties_global_stats,
+    elementwise=lambda params: params["scope"] == "global",
 )
 def ties(
     task_vectors: torch.Tensor,
@@ -195,6 +197,7 @@ def _pcb_global_stats(stream: TensorStream, params: Mapping[str, Any]) -> dict[s
     },
     reference="official PCB_merge (duguodong7/pcb-merging, pcb-merging.py)",
     global_stats=_pcb_global_stats,
+    elementwise=lambda params: params["scope"] == "global",
 )
 def pcb(
     task_vectors: torch.Tensor,
