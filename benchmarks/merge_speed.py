@@ -82,8 +82,8 @@ class Row:
 
     mergekit: (merge_method, per-model parameters, global parameters, use base_model) or None.
     fusionbench: (algorithm class, constructor kwargs) or None.
-    Notes (keyed by library): why it is absent, why outputs cannot be compared (the diff is then n/a), or a footnote
-    on a difference that has a known cause.
+    Notes (keyed by library): why it is absent, why outputs cannot be compared (the diff is then n/a), and footnotes
+    on a difference, or on a failure, whose cause is known.
     """
 
     method: str
@@ -92,7 +92,8 @@ class Row:
     fusionbench: tuple[str, dict[str, Any]] | None = None
     absent: dict[str, str] = field(default_factory=dict)
     no_diff: dict[str, str] = field(default_factory=dict)
-    footnote: dict[str, str] = field(default_factory=dict)
+    diff_note: dict[str, str] = field(default_factory=dict)
+    failure_note: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -116,7 +117,7 @@ def rows(exclude_keys: list[str]) -> list[Row]:
             fusionbench=("TiesMergingAlgorithm", {"scaling_factor": 1.0, "threshold": 0.2, "remove_keys": [],
                                                   "merge_func": "sum"}),
             absent={"mergekit": "trims per tensor: row above"},
-            footnote={"fusionbench": "FusionBench flattens the model's state dict, in which the tied proj_out.weight "
+            diff_note={"fusionbench": "FusionBench flattens the model's state dict, in which the tied proj_out.weight "
                                      "repeats the token embedding, so the embedding enters the model-wide TIES "
                                      "threshold twice (its remove_keys option cannot drop it: loading the merged "
                                      "state dict then fails). asrmerge's ties on that same flat vector matches "
@@ -127,7 +128,10 @@ def rows(exclude_keys: list[str]) -> list[Row]:
             fusionbench=("ModelStock", {}),
             no_diff={"fusionbench": "averages the pairwise angles, asrmerge and mergekit the cosines"}),
         Row("karcher", mergekit=("karcher", {}, {"max_iter": 10, "tol": 1e-5}, False)),
-        Row("multislerp", mergekit=("multislerp", {"weight": 1.0}, {}, True)),
+        Row("multislerp", mergekit=("multislerp", {"weight": 1.0}, {}, True),
+            failure_note={"mergekit": "mergekit's multislerp stops with 'The weighted sum of the input tensors is zero' on "
+                                  "a tensor whose task vectors are all zero (the frozen encoder positional table); "
+                                  "asrmerge returns the linear average there."}),
         Row("iso_c", fusionbench=("ISO_C_Merge", {"scaling_factor": 1.0, "exclude_keys": exclude_keys})),
         Row("iso_cts", {"common_space_fraction": 0.8},
             fusionbench=("ISO_CTS_Merge", {"scaling_factor": 1.0, "common_space_fraction": 0.8,
@@ -324,7 +328,7 @@ def measure(cmd: Sequence[str], env: dict[str, str], log_path: Path, timeout: fl
             while not done.wait(0.1):
                 seen[0] = max(seen[0], rss := _session_rss(proc.pid))
                 if rss > memory_limit:
-                    verdict.append(f"stopped at {memory_limit / GIB:.0f} GiB")
+                    verdict.append(f"stopped at {memory_limit / GIB:.1f} GiB")
                 elif time.perf_counter() - start > timeout:
                     verdict.append("timeout")
                 else:
@@ -465,7 +469,11 @@ def _fmt_run(run: Run | None, note: str = "") -> tuple[str, str]:
 
 
 def _ratio(numerator: Run | None, denominator: Run | None, attr: str) -> str:
-    if numerator is None or denominator is None or not numerator.ok or not denominator.ok:
+    if numerator is None or denominator is None or not numerator.ok:
+        return "–"
+    if attr == "peak_gib" and denominator.status.startswith("stopped") and denominator.peak_gib:
+        return f"< {numerator.peak_gib / denominator.peak_gib:.2f}×"  # it needed more than it had when stopped
+    if not denominator.ok:
         return "–"
     top, bottom = getattr(numerator, attr), getattr(denominator, attr)
     return f"{top / bottom:.2f}×" if bottom else "–"
@@ -474,13 +482,22 @@ def _ratio(numerator: Run | None, denominator: Run | None, attr: str) -> str:
 def table(results: list[dict[str, Any]], floor: Run | None) -> str:
     notes: list[str] = []
 
-    def diff(result: dict[str, Any], library: str) -> str:
-        text = result.get(f"diff_{library}", "–")
-        note = result["row"].footnote.get(library)
-        if note and text != "–":
-            notes.append(note)
-            text += f" [{len(notes)}]"
-        return text
+    def marker(note: str | None) -> str:
+        if not note:
+            return ""
+        notes.append(note)
+        return f" [{len(notes)}]"
+
+    def cells(result: dict[str, Any], library: str) -> tuple[str, str, str]:
+        """(seconds, GiB, diff) of one library, with the footnote on the diff or on the status of a failed run."""
+        row, run = result["row"], result.get(library)
+        seconds, gib = _fmt_run(run, row.absent.get(library, ""))
+        difference = result.get(f"diff_{library}", "–")
+        if run is not None and not run.ok:
+            seconds += marker(row.failure_note.get(library))
+        elif run is not None:
+            difference += marker(row.diff_note.get(library))
+        return seconds, gib, difference
 
     header = ("| method (parameters) | asrmerge s | GiB | ÷ I/O floor | mergekit s | GiB | mergekit ÷ asrmerge time "
               "| max abs diff vs mergekit | FusionBench s | GiB | FusionBench ÷ asrmerge time | asrmerge ÷ FusionBench "
@@ -489,11 +506,11 @@ def table(results: list[dict[str, Any]], floor: Run | None) -> str:
     for result in results:
         row: Row = result["row"]
         ours, mk, fb = result.get("ours"), result.get("mergekit"), result.get("fusionbench")
-        cells = [row.label, *_fmt_run(ours), _ratio(ours, floor, "seconds")]
-        cells += [*_fmt_run(mk, row.absent.get("mergekit", "")), _ratio(mk, ours, "seconds"), diff(result, "mergekit")]
-        cells += [*_fmt_run(fb, row.absent.get("fusionbench", "")), _ratio(fb, ours, "seconds"),
-                  _ratio(ours, fb, "peak_gib"), diff(result, "fusionbench")]
-        lines.append("| " + " | ".join(cells) + " |")
+        mk_s, mk_gib, mk_diff = cells(result, "mergekit")
+        fb_s, fb_gib, fb_diff = cells(result, "fusionbench")
+        line = [row.label, *_fmt_run(ours), _ratio(ours, floor, "seconds"), mk_s, mk_gib, _ratio(mk, ours, "seconds"),
+                mk_diff, fb_s, fb_gib, _ratio(fb, ours, "seconds"), _ratio(ours, fb, "peak_gib"), fb_diff]
+        lines.append("| " + " | ".join(line) + " |")
     lines += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)] if notes else []
     return "\n".join(lines)
 
@@ -610,7 +627,9 @@ def main() -> None:
         f"fine-tuned, {input_bytes / 1e9:.2f} GB of inputs; asrmerge writes θ₀ + 1·τ to a model folder in one pass.",
         f"I/O floor (read every input once, write and fsync one {inputs[0].stat().st_size / 1e9:.2f} GB file): "
         f"{floor.seconds:.1f} s, {floor.peak_gib:.2f} GiB.",
-        "Times are wall clock of the whole process (start-up, loading, merging, writing); GiB is peak resident memory.",
+        "Times are wall clock of the whole process (start-up, loading, merging, writing); GiB is its peak resident "
+        "memory (rusage). Before each run every input is read once, so each library starts from the same warm page "
+        "cache; after it, sync flushes its output outside the timing.",
         "",
     ]
     text = "\n".join(head) + table(results, floor) + "\n"

@@ -376,7 +376,8 @@ def test_out_model_equals_merge_then_export(tiny_whisper, tmp_path: Path, method
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
     assert {"config.json", "generation_config.json", "preprocessor_config.json", "merge_info.json"} <= set(os.listdir(one_pass))
     info = json.loads((one_pass / "merge_info.json").read_text())
-    assert info["method"] == method and info["lambda"] == 0.7 and info["seed"] == "5"
+    assert info["method"] == method and info["lambda"] == 0.7 and info["seed"] == 5
+    assert info["inputs"] == [str(f) for f in finetuned] and info["input_kind"] == "finetuned"
     both = merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "tau2.safetensors",
                  out_model=tmp_path / "model2", lam=0.7, seed=5)
     assert both == tmp_path / "tau2.safetensors"
@@ -421,14 +422,15 @@ ELEMENTWISE = [("model_soup", {}), ("task_arithmetic", {}), ("consensus_ta", {})
                ("ties", {"scope": "global", "density": 0.3}), ("pcb", {"scope": "global", "pcb_ratio": 0.2})]
 
 
-@pytest.mark.parametrize("method,params", ELEMENTWISE)
+@pytest.mark.parametrize("method,params", [*ELEMENTWISE, ("tsv_m", {})])
 def test_elementwise_methods_merge_in_slices(tiny_whisper, tmp_path: Path, monkeypatch, method, params) -> None:
-    """Slicing tensors (odd slice sizes, several per tensor) changes nothing: those methods are elementwise."""
+    """Slicing tensors (odd slice sizes, several per tensor) changes nothing: those methods are elementwise (and a
+    subspace method's averaged tensors are sliced, its matrices not)."""
     from asrmerge.merging import engine
 
     base, finetuned = tiny_whisper
     spec = get_method(method)
-    assert spec.is_elementwise(resolve_params(spec, params))
+    assert spec.is_elementwise(resolve_params(spec, params)) == ((method, params) in ELEMENTWISE)
     whole = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "w.safetensors",
                         diagnostics_path=tmp_path / "d.json"))  # diagnostics: no slicing
     monkeypatch.setattr(engine, "SLICE_ELEMENTS", 7)

@@ -718,3 +718,22 @@ def test_param_spec_parse_and_allowed() -> None:
     assert ParamSpec(0.5, "float", minimum=0.0, maximum=1.0, max_inclusive=False).parse("0.25") == 0.25
     with pytest.raises(ValueError, match="kind"):
         ParamSpec(1, "complex")
+
+
+def test_dare_draws_one_block_per_tensor() -> None:
+    """DARE draws task by task, which gives the numbers of one (T, *shape) block (the generator is sequential)."""
+    tvs, base = make((6, 5), 4, seed=11)
+    for params in ({"p": 0.3}, {"p": 0.6, "rescale": "l1_match"}, {"p": 0.5, "then": "ties"}):
+        got = run("dare", tvs, base, seed=9, **params)
+        keep = (torch.rand(tvs.shape, generator=torch.Generator().manual_seed(9)) < 1 - params["p"]).float()
+        dropped = tvs * keep
+        if params.get("rescale") == "l1_match":
+            dropped = torch.stack([d * (t.abs().sum() / d.abs().sum()) for t, d in zip(tvs, dropped)])
+        else:
+            dropped = dropped / (1 - params["p"])
+        if params.get("then") == "ties":
+            sign = torch.where(dropped.sum(0) >= 0, 1.0, -1.0)
+            want = (dropped * (torch.sign(dropped) == sign)).sum(0)
+        else:
+            want = dropped.sum(0)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)

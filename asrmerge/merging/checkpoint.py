@@ -48,6 +48,7 @@ DTYPE_TO_ST: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
 }
 ST_TO_DTYPE = {v: k for k, v in DTYPE_TO_ST.items()}
+ELEMENT_SIZES = {dtype: torch.empty((), dtype=dtype).element_size() for dtype in DTYPE_TO_ST}
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 if sys.byteorder != "little":  # raw bytes are written as in memory; safetensors is little-endian
@@ -127,7 +128,7 @@ class Checkpoint:
             raise ValueError(f"read_into({name!r}): range [{start}, {start + count}) outside {self.numel(name)} entries")
         if count == 0:
             return out
-        size = torch.empty((), dtype=stored).element_size()
+        size = ELEMENT_SIZES[stored]
         position = self.offsets[name] + start * size
         if out.dtype == stored:
             _pread_exact(self._fd(name), out.view(-1).view(torch.uint8), position)
@@ -154,6 +155,11 @@ class Checkpoint:
             os.close(fd)
         self._fds.clear()
         self._scratch = None
+
+    def __del__(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __enter__(self) -> "Checkpoint":
         return self

@@ -5,7 +5,8 @@ Peak memory is about (T + a few) × the largest tensor: for each named tensor th
 merged τ to the output file (`checkpoint.SafetensorsWriter`: atomic, nothing half-written on error) and/or θ₀ + λ·τ
 to a merged model folder, in the same pass. Elementwise methods (Model Soup, Task Arithmetic, TIES and PCB with
 scope="global", Consensus TA) go through each tensor in slices of SLICE_ELEMENTS entries, so their peak memory is
-a few MiB whatever the model, and the slices' arithmetic stays in the CPU caches.
+a few MiB whatever the model, and the slices' arithmetic stays in the CPU caches; so do the tensors that subspace
+methods only average (non-matrices, embeddings).
 
 Whisper notes: DEFAULT_SVD_EXCLUDE keeps the token embeddings (tied to `proj_out`) and the positional tables out of
 the subspace methods' SVD (they are lookup tables, not linear maps): they get the mean of τ_t. The encoder's
@@ -307,7 +308,8 @@ def merge(
         model_writer, others = None, [n for n in base_ckpt.names if n not in set(names)]
         if out_model is not None:
             model_meta = metadata | {"kind": "merged_model", "lambda": repr(float(lam))}
-            info = {k: v for k, v in model_meta.items() if k != "format"} | {"params": resolved, "lambda": float(lam)}
+            info = {"method": spec.name, "params": resolved, "seed": seed, "lambda": float(lam), "base": str(base),
+                    "inputs": [str(p) for p in paths], "input_kind": metadata["input_kind"]}
             staging = resources.enter_context(_model_folder(base, out_model, info))
             model_entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in [*names, *others]]
             model_writer = resources.enter_context(SafetensorsWriter(staging / WEIGHTS_NAME, model_entries, model_meta))
@@ -317,11 +319,19 @@ def merge(
 
             sinks.append(write_model)
 
-        sliced = spec.is_elementwise(resolved) and collector is None
+        elementwise = spec.is_elementwise(resolved)
+
+        def slice_limit(name: str) -> int | None:
+            """Slices for elementwise merges, and for the tensors a subspace method only averages."""
+            if collector is not None:
+                return None
+            mean_only = spec.matrix_only and (len(base_ckpt.shapes[name]) != 2 or excluded(name))
+            return SLICE_ELEMENTS if elementwise or mean_only else None
+
         log.info("merging %d task vectors with %s %s on %s%s", len(inputs), spec.name, resolved, dev,
-                 " (elementwise, in slices)" if sliced else "")
+                 " (elementwise, in slices)" if elementwise else "")
         for name in names:
-            for theta0, stack in reader.slices(name, base_ckpt.shapes[name], SLICE_ELEMENTS if sliced else None):
+            for theta0, stack in reader.slices(name, base_ckpt.shapes[name], slice_limit(name)):
                 stack_dev, theta0_dev = stack.to(dev), theta0.to(dev)
                 # The NS recorder costs one svdvals per factor: only active when diagnostics are wanted.
                 with record_orthogonality() if collector is not None else contextlib.nullcontext([]) as ns_errors:

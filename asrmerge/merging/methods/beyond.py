@@ -75,15 +75,17 @@ def dare(
     Task Arithmetic (sum) or by TIES sign election + disjoint `aggregation` (no extra magnitude trim, as mergekit).
     """
     gen = _require_generator("dare", generator)
-    keep = (_uniform(task_vectors.shape, task_vectors, gen) < 1 - p).to(task_vectors.dtype)
-    dropped = task_vectors * keep
-    if rescale == "inverse_keep":
-        dropped = dropped / (1 - p)
-    elif rescale == "l1_match":
-        dropped = torch.stack([l1_rescale(tv, d) for tv, d in zip(task_vectors, dropped)])
-    else:
+    if rescale not in ("inverse_keep", "l1_match"):
         raise ValueError(f"dare: unknown rescale {rescale!r}; known: inverse_keep, l1_match")
-    return _combine(dropped, then, aggregation)
+    rows, total = [], None
+    for tv in task_vectors:  # one (*shape) draw per task, in order: the same numbers as one (T, *shape) block
+        dropped = tv * (_uniform(tv.shape, tv, gen) < 1 - p).to(tv.dtype)
+        dropped = dropped / (1 - p) if rescale == "inverse_keep" else l1_rescale(tv, dropped)
+        if then == "task_arithmetic":  # running sum: one task's temporaries at a time
+            total = dropped if total is None else total.add_(dropped)
+        else:
+            rows.append(dropped)
+    return total if total is not None else _combine(torch.stack(rows), then, aggregation)
 
 
 # ------------------------------------------------------------------------------------------------------- Breadcrumbs

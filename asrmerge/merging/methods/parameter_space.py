@@ -39,28 +39,29 @@ def model_stock(
     requires N ≥ 2).
     """
     n = task_vectors.shape[0]
-    models = _weights_from(task_vectors, base)
     if filter_wise:
         w0 = base.unsqueeze(0) if base.ndim == 1 else base
-        ws = models.unsqueeze(1) if base.ndim == 1 else models
     else:
-        w0, ws = base.reshape(-1), models.reshape(n, -1)
-    offsets = ws - w0.unsqueeze(0)
-    norms = torch.linalg.vector_norm(offsets, dim=-1)
+        w0 = base.reshape(-1)
+    # One task at a time (offsets θ_t − θ₀ = τ_t): a few tensors of one task's size, not of the (T, …) stack's.
+    offsets = [tv.reshape(w0.shape) for tv in task_vectors]
+    norms = [torch.linalg.vector_norm(o, dim=-1) for o in offsets]
     cosines = [
         ((offsets[i] * offsets[j]).sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
         for i in range(n)
         for j in range(i + 1, n)
     ]
     if cosines:
-        cos_theta = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
+        cos_theta = (sum(cosines[1:], cosines[0]) / len(cosines)).unsqueeze(-1)
     else:
         cos_theta = torch.ones_like(norms[0]).unsqueeze(-1)
     denominator = 1 + (n - 1) * cos_theta
     singular = denominator.abs() < 1e-6
     ratio = torch.where(singular, torch.zeros_like(cos_theta), n * cos_theta / torch.where(singular, 1.0, denominator))
-    average = ws.sum(dim=0) / n
-    merged = ratio * average + (1 - ratio) * w0
+    total = w0 + offsets[0]
+    for o in offsets[1:]:
+        total += w0 + o
+    merged = ratio * (total / n) + (1 - ratio) * w0
     return merged.reshape(base.shape) - base
 
 
