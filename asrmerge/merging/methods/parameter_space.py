@@ -43,14 +43,16 @@ def model_stock(
         w0 = base.unsqueeze(0) if base.ndim == 1 else base
     else:
         w0 = base.reshape(-1)
-    # One task at a time (offsets θ_t − θ₀ = τ_t): a few tensors of one task's size, not of the (T, …) stack's.
+    # Offsets θ_t − θ₀ = τ_t, one task at a time: a few tensors of one task's size, not of the (T, …) stack's.
     offsets = [tv.reshape(w0.shape) for tv in task_vectors]
     norms = [torch.linalg.vector_norm(o, dim=-1) for o in offsets]
-    cosines = [
-        ((offsets[i] * offsets[j]).sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
-        for i in range(n)
-        for j in range(i + 1, n)
-    ]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if filter_wise:
+        dots = {(i, j): (offsets[i] * offsets[j]).sum(dim=-1) for i, j in pairs}
+    else:  # every pairwise dot product from one matrix product: one read of the T offsets instead of T − 1
+        gram = task_vectors.reshape(n, -1) @ task_vectors.reshape(n, -1).mT
+        dots = {(i, j): gram[i, j] for i, j in pairs}
+    cosines = [(dots[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1) for i, j in pairs]
     if cosines:
         cos_theta = (sum(cosines[1:], cosines[0]) / len(cosines)).unsqueeze(-1)
     else:
@@ -65,26 +67,27 @@ def model_stock(
     return merged.reshape(base.shape) - base
 
 
-def _karcher_mean(tensors: list[torch.Tensor], alphas: list[float], max_iter: int, tol: float) -> torch.Tensor:
-    norms = [torch.linalg.vector_norm(x) for x in tensors]
-    units = [torch.zeros_like(x) if float(nrm) == 0.0 else x / nrm for x, nrm in zip(tensors, norms)]
-    valid = [i for i, nrm in enumerate(norms) if float(nrm) > tol]
-    if not valid:
-        return torch.zeros_like(tensors[0])
-    alpha_sum = sum(alphas[i] for i in valid)
-    weights = [alphas[i] / alpha_sum for i in valid]
-    points = [units[i] for i in valid]
-    mean = sum(w * u for w, u in zip(weights, points))
+def _karcher_mean(points: torch.Tensor, alphas: list[float], max_iter: int, tol: float) -> torch.Tensor:
+    """Weighted Karcher mean of the rows of `points` (T, n) on the unit sphere, rescaled by Σ α_t‖x_t‖ (mergekit
+    `karcher_merge_tensors`). The rows are turned into unit vectors in place; the sums over tasks are matrix–vector
+    products, so each iteration reads the T directions once."""
+    norms = torch.linalg.vector_norm(points, dim=1)
+    units = points.div_(torch.where(norms == 0, torch.ones_like(norms), norms).unsqueeze(1))
+    valid = norms > tol
+    if not bool(valid.any()):
+        return torch.zeros_like(points[0])
+    alpha = torch.tensor(alphas, dtype=points.dtype, device=points.device)
+    weights = torch.where(valid, alpha, torch.zeros_like(alpha))
+    weights = weights / weights.sum()
+    mean = weights @ units
     mean_norm = torch.linalg.vector_norm(mean)
-    mean = points[0].clone() if float(mean_norm) < tol else mean / mean_norm
+    mean = units[int(torch.nonzero(valid)[0, 0])].clone() if float(mean_norm) < tol else mean / mean_norm
     for _ in range(max_iter):
-        tangent = torch.zeros_like(mean)
-        for w, u in zip(weights, points):
-            dot = torch.clamp(torch.dot(mean.reshape(-1), u.reshape(-1)), -1.0, 1.0)
-            theta = torch.arccos(dot)
-            if float(theta) < tol:
-                continue
-            tangent = tangent + w * (theta / torch.sin(theta)) * (u - dot * mean)
+        dots = torch.clamp(units @ mean, -1.0, 1.0)
+        theta = torch.arccos(dots)
+        active = valid & (theta >= tol)
+        coef = torch.where(active, weights * theta / torch.sin(theta), torch.zeros_like(theta))
+        tangent = coef @ units - (coef * dots).sum() * mean  # Σ_t w_t θ_t/sin θ_t (u_t − ⟨u_t, m⟩ m)
         tangent_norm = torch.linalg.vector_norm(tangent)
         if float(tangent_norm) < tol:
             break
@@ -92,8 +95,7 @@ def _karcher_mean(tensors: list[torch.Tensor], alphas: list[float], max_iter: in
         unit_norm = torch.linalg.vector_norm(mean)
         if float(unit_norm) > tol:
             mean = mean / unit_norm
-    scale = sum(a * nrm for a, nrm in zip(alphas, norms))
-    return scale * mean
+    return (alpha * norms).sum() * mean
 
 
 @register(
@@ -119,12 +121,12 @@ def karcher(
     update (log map θ/sin θ, exp map) up to `max_iter` times or until the tangent norm < tol; output
     (Σ α_t n_t)·u with α_t = 1/T. Tensors with norm ≤ tol are left out of the direction. T = 1 returns θ_1.
     """
-    models = _weights_from(task_vectors, base)
-    if models.shape[0] == 1:
+    n = task_vectors.shape[0]
+    if n == 1:
         return task_vectors[0].clone()
-    tensors = list(models.unbind(0))
-    merged = _karcher_mean(tensors, [1.0 / len(tensors)] * len(tensors), max_iter, tol)
-    return merged - base
+    points = _weights_from(task_vectors, base).reshape(n, -1)
+    merged = _karcher_mean(points, [1.0 / n] * n, max_iter, tol)
+    return merged.reshape(base.shape) - base
 
 
 @register(
