@@ -6,7 +6,6 @@ extends all hypotheses one token per step, reusing cached self- and cross-attent
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -207,19 +206,3 @@ def transcribe(
         {"id": u.id, "language": u.language, "reference": u.text, "hypothesis": hypotheses[i]}
         for i, u in enumerate(utterances)
     ]
-
-
-def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:
-    """Write rows atomically (temporary name, then rename) so no half-written file is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -1,7 +1,8 @@
 """Rules decode_model and decode_merged: transcribe the test split of every test set."""
 import json
 
-from asrmerge.decoding import DecodingOptions, transcribe, write_jsonl
+from asrmerge.decoding import DecodingOptions, transcribe
+from asrmerge.hypotheses import write_jsonl
 from asrmerge.data.manifest import read_manifest
 from asrmerge.models.whisper import load_whisper, resolve_device
 from asrmerge.selection import ScaledTaskVector

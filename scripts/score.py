@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from asrmerge.decoding import read_jsonl
+from asrmerge.hypotheses import read_jsonl
 from asrmerge.scoring import counts_to_dict, score_hypotheses
 from asrmerge.workflow import job_logging
 

@@ -19,7 +19,7 @@ def test_demo_config_is_valid(demo_config):
     config = validate_config(demo_config, ROOT)
     assert config["merge"]["svd_dtype"] == "float32"  # filled from the schema
     assert config["finetune"]["domain"]["gradient_accumulation"] == 1  # default inside a $ref'd definition
-    assert scored_sets(config)[:2] == ["weather", "medical"]
+    assert scored_sets(config)[:2] == ["news", "parliament"]
 
 
 def _every_property(schema, path="config"):

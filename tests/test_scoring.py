@@ -198,3 +198,15 @@ def test_align_by_id_pairs_rows_and_names_missing_ids() -> None:
         align_by_id(a, b + [{"id": "z", "reference": "r3"}])
     with pytest.raises(ValueError, match="different references"):
         align_by_id(a, [{"id": "y", "reference": "r2"}, {"id": "x", "reference": "other"}])
+
+
+def test_hypothesis_files_round_trip_without_leftovers(tmp_path) -> None:
+    from asrmerge.hypotheses import read_jsonl, write_jsonl
+
+    rows = [{"id": "a", "language": "pt", "reference": "pão com manteiga", "hypothesis": "pão com"},
+            {"id": "b", "language": "en", "reference": "hello", "hypothesis": ""}]
+    path = tmp_path / "sub" / "set.jsonl"
+    write_jsonl(rows, path)
+    assert read_jsonl(path) == rows
+    assert "pão" in path.read_text(encoding="utf-8")  # UTF-8, not \u escapes
+    assert sorted(p.name for p in path.parent.iterdir()) == ["set.jsonl"]
