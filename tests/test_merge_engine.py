@@ -340,11 +340,13 @@ def test_read_into_ranges_and_dtypes(tmp_path: Path) -> None:
             ckpt.read_into("a", torch.empty(10), start=30)
 
 
-def test_writer_parts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True])
+def test_writer_parts(tmp_path: Path, monkeypatch, background: bool) -> None:
+    monkeypatch.setattr(SafetensorsWriter, "BACKGROUND_BYTES", 8)  # the queue fills: writes wait for the thread
     entries = [TensorEntry("a", torch.float32, (3, 4)), TensorEntry("b", torch.float16, (0,)),
                TensorEntry("c", torch.float16, (5,))]
     a, c = torch.randn(3, 4), torch.randn(5).half()
-    with SafetensorsWriter(tmp_path / "p.safetensors", entries) as writer:
+    with SafetensorsWriter(tmp_path / "p.safetensors", entries, background=background) as writer:
         writer.write_part("a", a.reshape(-1)[:5])
         with pytest.raises(ValueError, match="partly written"):
             writer.write("a", a)
@@ -358,6 +360,11 @@ def test_writer_parts(tmp_path: Path) -> None:
         writer.write_part("c", c[2:])
     got = _load(tmp_path / "p.safetensors")
     assert torch.equal(got["a"], a) and torch.equal(got["c"], c) and got["b"].numel() == 0
+    with pytest.raises(RuntimeError, match="boom"):
+        with SafetensorsWriter(tmp_path / "q.safetensors", entries, background=background) as writer:
+            writer.write_part("a", a.reshape(-1)[:5])
+            raise RuntimeError("boom")
+    assert sorted(os.listdir(tmp_path)) == ["p.safetensors"]
 
 
 @pytest.mark.parametrize("method,params", [("task_arithmetic", {}), ("ties", {}), ("dare", {"p": 0.5}),

@@ -737,3 +737,26 @@ def test_dare_draws_one_block_per_tensor() -> None:
         else:
             want = dropped.sum(0)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_selection_paths_match_sorting_with_ties() -> None:
+    """magnitude_topk / magnitude_outliers / PCB bounds find their sets by selection; with many exactly equal |x|
+    (quantized values, as θ_t − θ₀ in float32 gives) they fall back to the sort / topk order: same results."""
+    from asrmerge.merging.methods.sparsify import magnitude_outliers, magnitude_topk, order_statistics
+
+    gen = torch.Generator().manual_seed(3)
+    for values in (torch.randn(4001, generator=gen), torch.randint(-20, 21, (4001,), generator=gen).float() / 7):
+        for density in (0.1, 0.5, 0.9):
+            k = max(1, int(density * values.numel()))
+            mask = torch.zeros(values.numel())
+            mask[torch.topk(values.abs(), k, sorted=False).indices] = 1
+            assert torch.equal(magnitude_topk(values, density), values * mask)
+            for gamma in (0.0, 0.01, 0.2):
+                n = values.numel()
+                target, n_top = int(density * n), int(gamma * n)
+                bottom = max(0, n - target - n_top)
+                keep = torch.zeros(n)
+                keep[torch.sort(values.abs(), stable=True).indices[bottom : bottom + target]] = 1
+                assert torch.equal(magnitude_outliers(values, density, gamma), values * keep)
+        positions = [0, 17, 2000, 4000]
+        assert torch.equal(order_statistics(values, positions), torch.sort(values).values[positions])

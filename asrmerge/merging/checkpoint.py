@@ -18,9 +18,11 @@ import json
 import logging
 import math
 import os
+import queue
 import struct
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -296,7 +298,7 @@ class TensorEntry:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+        return math.prod(self.shape) * ELEMENT_SIZES[self.dtype]
 
 
 def build_header(entries: Sequence[TensorEntry], metadata: Mapping[str, str] | None = None) -> bytes:
@@ -329,9 +331,17 @@ class SafetensorsWriter:
     parts of the declared dtype (`write_part`, for merges streamed in slices of a tensor). The data goes to a
     temporary file in the destination folder that replaces `path` (os.replace) only after the last tensor; on any
     error the temporary file is removed and `path` is left untouched.
+
+    background=True: the write system calls run in a thread of their own (at most `BACKGROUND_BYTES` queued), so
+    that the caller computes the next tensor meanwhile; the writer then holds on to each tensor given until it is
+    written, and the caller must not modify it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], entries: Sequence[TensorEntry], metadata: Mapping[str, str] | None = None):
+    #: Bytes queued at most for the background thread.
+    BACKGROUND_BYTES = 64 << 20
+
+    def __init__(self, path: str | os.PathLike[str], entries: Sequence[TensorEntry], metadata: Mapping[str, str] | None = None,
+                 background: bool = False):
         self.path = Path(path)
         self.entries = list(entries)
         names = [e.name for e in self.entries]
@@ -342,6 +352,12 @@ class SafetensorsWriter:
         self._filled = 0  # bytes of entries[_next] written so far (write_part)
         self._fh: Any = None
         self._tmp: Path | None = None
+        self._background = background
+        self._queue: queue.SimpleQueue[torch.Tensor | None] = queue.SimpleQueue()
+        self._space = threading.Condition()
+        self._queued = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "SafetensorsWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -349,7 +365,27 @@ class SafetensorsWriter:
         self._tmp = Path(tmp)
         self._fh = os.fdopen(fd, "wb")
         self._fh.write(build_header(self.entries, self.metadata))
+        if self._background:
+            self._thread = threading.Thread(target=self._drain, name=f"write {self.path.name}", daemon=True)
+            self._thread.start()
         return self
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                if self._error is None:
+                    self._fh.write(memoryview(data.numpy()))
+            except BaseException as err:  # reported to the caller by the next write or by __exit__
+                self._error = err
+            with self._space:
+                self._queued -= data.numel()
+                self._space.notify()
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Write the whole tensor `name` (the next declared one), with its declared dtype and shape."""
@@ -382,7 +418,15 @@ class SafetensorsWriter:
 
     def _append(self, entry: TensorEntry, tensor: torch.Tensor) -> None:
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        if data.numel():
+        if data.numel() and self._thread is not None:
+            with self._space:
+                while self._queued and self._queued + data.numel() > self.BACKGROUND_BYTES and self._error is None:
+                    self._space.wait()
+                self._queued += data.numel()
+            if self._error is not None:
+                raise self._error
+            self._queue.put(data)
+        elif data.numel():
             self._fh.write(memoryview(data.numpy()))
         self._filled += data.numel()
         if self._filled == entry.nbytes:
@@ -392,6 +436,9 @@ class SafetensorsWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._fh is not None and self._tmp is not None
         try:
+            self._stop()
+            if self._error is not None and exc_type is None:
+                raise self._error
             if exc_type is None and self._next != len(self.entries):
                 missing = self.entries[self._next].name
                 raise ValueError(f"{self.path}: tensor {missing!r} was declared but never written")

@@ -17,9 +17,9 @@ def _weights_from(task_vectors: torch.Tensor, base: torch.Tensor) -> torch.Tenso
 
 @register("model_soup", family="parameter", elementwise=True, reference="mergekit 0.1.5 linear (normalize=True, uniform weights)")
 def model_soup(task_vectors: torch.Tensor, base: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform Model Soup: θ = Σ_t θ_t / T (Wortsman et al., "Model soups", ICML 2022)."""
-    weights = _weights_from(task_vectors, base)
-    return weights.sum(dim=0) / weights.shape[0] - base
+    """Uniform Model Soup: θ = Σ_t θ_t / T (Wortsman et al., "Model soups", ICML 2022), i.e. τ = mean of the τ_t (the
+    same to float round-off, in one pass over the task vectors)."""
+    return task_vectors.mean(dim=0)
 
 
 @register(

@@ -6,6 +6,7 @@ All functions act on one task's tensor (or on the (T, *shape) stack for the cons
 
 from __future__ import annotations
 
+import numpy
 import torch
 
 L1_RESCALE_EPS = 1e-7
@@ -23,6 +24,32 @@ def l1_rescale(original: torch.Tensor, masked: torch.Tensor, eps: float = L1_RES
     return masked * (before / after)
 
 
+def order_statistics(values: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """The values at 0-based `positions` of ascending-sorted `values` (1-D), without sorting: introselect
+    (numpy.partition) on CPU float32/float64, torch.sort elsewhere. Exact: a value at a rank does not depend on how
+    ties are ordered."""
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(numpy.partition(values.detach().numpy(), positions)[positions])
+    return torch.sort(values).values[positions]
+
+
+def magnitude_topk_mask(tensor: torch.Tensor, density: float) -> torch.Tensor:
+    """Boolean mask of the k = max(1, int(density·n)) largest-|x| entries (0 < density < 1, n > 0; mergekit
+    `magnitude`). When no other entry has the k-th largest |x|, that set is unique and found from a threshold
+    (selection, no sort); otherwise torch.topk breaks the tie (mergekit's argsort may keep another of the equal
+    entries)."""
+    flat = tensor.reshape(-1)
+    n = flat.numel()
+    k = max(1, int(density * n))
+    magnitude = flat.abs()
+    threshold = order_statistics(magnitude, [n - k])[0]
+    mask = magnitude >= threshold
+    if int(torch.count_nonzero(mask)) != k:
+        mask = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        mask[torch.topk(magnitude, k, largest=True, sorted=False).indices] = True
+    return mask.reshape(tensor.shape)
+
+
 def magnitude_topk(tensor: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the k = max(1, int(density·n)) largest-|x| entries, zero the rest (mergekit `magnitude`).
 
@@ -32,19 +59,16 @@ def magnitude_topk(tensor: torch.Tensor, density: float) -> torch.Tensor:
         return tensor
     if density <= 0 or tensor.numel() == 0:
         return torch.zeros_like(tensor)
-    k = max(1, int(density * tensor.numel()))
-    flat = tensor.reshape(-1)
-    keep = torch.topk(flat.abs(), k, largest=True, sorted=False).indices
-    mask = torch.zeros_like(flat)
-    mask[keep] = 1
-    return (flat * mask).reshape(tensor.shape)
+    return tensor * magnitude_topk_mask(tensor, density)
 
 
 def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
     """Drop the top `gamma` fraction by |x| and the smallest values down to `density` (mergekit `magnitude_outliers`).
 
     With n entries: keep the int(density·n) entries just below the int(gamma·n) largest; the outlier cut shrinks when
-    needed to keep the target density. density ≥ 1 returns the tensor unchanged (as mergekit).
+    needed to keep the target density. density ≥ 1 returns the tensor unchanged (as mergekit). The kept entries are
+    ranks [n_bottom, n_bottom + target) of a stable ascending sort of |x|; when no entry outside that range equals a
+    value at its ends, they are found by selection (no sort).
     """
     if density >= 1:
         return tensor
@@ -53,10 +77,16 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float) -> to
     n_top = int(gamma * n)
     n_bottom = max(0, n - target - n_top)
     flat = tensor.reshape(-1)
-    order = torch.sort(flat.abs(), descending=False, stable=True).indices
-    mask = torch.zeros_like(flat)
-    mask[order[n_bottom : n_bottom + target]] = 1
-    return (flat * mask).reshape(tensor.shape)
+    if target == 0:
+        return flat.mul(0).reshape(tensor.shape)
+    magnitude = flat.abs()
+    low, high = order_statistics(magnitude, [n_bottom, n_bottom + target - 1])
+    keep = (magnitude >= low) & (magnitude <= high)
+    if int(torch.count_nonzero(keep)) != target:
+        order = torch.sort(magnitude, descending=False, stable=True).indices
+        keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        keep[order[n_bottom : n_bottom + target]] = True
+    return (flat * keep).reshape(tensor.shape)
 
 
 def magprune_keep_probabilities(tensor: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
@@ -67,7 +97,10 @@ def magprune_keep_probabilities(tensor: torch.Tensor, density: float, epsilon: f
     rank spread; it gets rank 0.5, i.e. probability `density` (mergekit would produce NaN there).
     """
     work = tensor.unsqueeze(0) if tensor.ndim < 2 else tensor
-    ranks = torch.argsort(torch.argsort(work.abs(), dim=1, stable=True), dim=1).to(torch.float32) + 1
+    # ranks = argsort(argsort(|x|)): the inverse of the stable order, by one scatter instead of a second sort
+    order = torch.argsort(work.abs(), dim=1, stable=True)
+    positions = torch.arange(work.shape[1], device=work.device).view(1, -1, *([1] * (work.ndim - 2))).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions).to(torch.float32) + 1
     lo = ranks.min(dim=1, keepdim=True).values
     hi = ranks.max(dim=1, keepdim=True).values
     spread = hi - lo
@@ -87,11 +120,16 @@ def agreement_mask(stack: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
 
 
 def disjoint_merge(stack: torch.Tensor, sign: torch.Tensor, aggregation: str) -> torch.Tensor:
-    """Aggregate the entries agreeing with `sign`: "mean" divides by their count (≥ 1), "sum" adds them."""
-    mask = agreement_mask(stack, sign)
-    total = (stack * mask).sum(dim=0)
-    if aggregation == "sum":
-        return total
-    if aggregation == "mean":
-        return total / mask.sum(dim=0).clamp_min(1)
-    raise ValueError(f"unknown aggregation {aggregation!r}; known: mean, sum")
+    """Aggregate the entries agreeing with `sign`: "mean" divides by their count (≥ 1), "sum" adds them.
+
+    Task by task (running sums in task order, as the sum over dim 0), so the temporaries have one task's size."""
+    if aggregation not in ("mean", "sum"):
+        raise ValueError(f"unknown aggregation {aggregation!r}; known: mean, sum")
+    total = torch.zeros_like(sign)
+    count = torch.zeros_like(sign) if aggregation == "mean" else None
+    for row in stack:
+        agree = torch.sign(row) == sign
+        total += torch.where(agree, row, 0.0)
+        if count is not None:
+            count += agree
+    return total if count is None else total / count.clamp_min(1)

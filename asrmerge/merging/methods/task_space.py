@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 
 from asrmerge.merging.linalg import streaming_order_statistics
-from asrmerge.merging.methods.sparsify import disjoint_merge, elect_sign, magnitude_topk
+from asrmerge.merging.methods.sparsify import disjoint_merge, elect_sign, magnitude_topk_mask, order_statistics
 from asrmerge.merging.registry import ParamSpec, TensorStream, register
 
 DENSITY = ParamSpec(0.2, "float", minimum=0.0, maximum=1.0, min_inclusive=False,
@@ -111,7 +111,12 @@ def ties(
     Aggregation over the entries agreeing with the elected sign: "mean" (÷ their count, ≥ 1) or "sum".
     """
     if scope == "tensor":
-        trimmed = torch.stack([magnitude_topk(tv, density) for tv in task_vectors])
+        if density >= 1:
+            trimmed = task_vectors
+        else:
+            trimmed = torch.empty_like(task_vectors)
+            for tv, out in zip(task_vectors, trimmed):
+                torch.mul(tv, magnitude_topk_mask(tv, density), out=out)
         return disjoint_merge(trimmed, elect_sign(trimmed), aggregation)
     if scope != "global":
         raise ValueError(f"ties: unknown scope {scope!r}; known: {', '.join(SCOPES)}")
@@ -165,8 +170,8 @@ def _pcb_parts(flat: torch.Tensor, abs_bounds: torch.Tensor) -> tuple[torch.Tens
 
 
 def _sorted_bounds(values: torch.Tensor, positions: tuple[int, int]) -> torch.Tensor:
-    ordered = torch.sort(values, dim=1).values
-    return ordered[:, list(positions)]
+    """Per row, the values at `positions` of the ascending order (selection, not a sort)."""
+    return torch.stack([order_statistics(row, list(positions)) for row in values])
 
 
 def _pcb_global_stats(stream: TensorStream, params: Mapping[str, Any]) -> dict[str, Any]:
