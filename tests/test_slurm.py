@@ -1,7 +1,8 @@
 """The micro workflow through a real single-node SLURM (tests/slurm_cluster.py), with profiles/slurm.
 
 One module-scoped run does everything, to keep the wall time small:
-  * a local reference run of the micro config starts in the background (profiles/default, --cores 2);
+  * a local reference run of the micro config starts in the background (--cores 2, no workflow profile: every job
+    gets its rule's `threads`, as the cluster jobs do; float results depend on the thread count);
   * the same config runs through `snakemake --workflow-profile profiles/slurm`, with the profile's site
     settings (partition, account, GPU model) swapped for the local cluster's on the command line;
   * while it runs, the first finetune_domain job is cancelled with scancel once its script has started: the
@@ -223,7 +224,7 @@ def runs(cluster, tmp_path_factory):
 
     t0 = time.monotonic()
     local_log = open(tmp / "local.log", "w")
-    local = subprocess.Popen(snakemake_cmd(local_config, "--cores", "2"), stdout=local_log,
+    local = subprocess.Popen(snakemake_cmd(local_config, "--cores", "2", "--workflow-profile", "none"), stdout=local_log,
                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
     proc = None
     try:
