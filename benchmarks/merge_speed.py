@@ -105,6 +105,10 @@ def rows(exclude_keys: list[str]) -> list[Row]:
     """The methods of the table. `exclude_keys`: the Whisper tensors asrmerge keeps out of SVDs (given to FusionBench's
     subspace methods as exclude_keys, so both take the mean there)."""
     random = "random drop masks"
+    cutoff = ("Only entries whose |τ| equals the cut-off exactly differ: which of several equal magnitudes is kept is "
+              "arbitrary (mergekit: argsort or an unstable sort; asrmerge: torch.topk or a stable sort), and τ = "
+              "θ_t − θ₀ in float32 has many exactly equal values (at the toy scale, with fewer entries, the "
+              "difference is 0).")
     return [
         Row("model_soup", mergekit=("linear", {"weight": 1.0}, {"normalize": True}, False),
             fusionbench=("SimpleAverageAlgorithm", {})),
@@ -112,7 +116,7 @@ def rows(exclude_keys: list[str]) -> list[Row]:
             fusionbench=("TaskArithmeticAlgorithm", {"scaling_factor": 1.0})),
         Row("ties", {"density": 0.2, "scope": "tensor", "aggregation": "mean"},
             mergekit=("ties", {"weight": 1.0, "density": 0.2}, {"normalize": True}, True),
-            absent={"fusionbench": "trims over the whole model: next row"}),
+            absent={"fusionbench": "trims over the whole model: next row"}, diff_note={"mergekit": cutoff}),
         Row("ties", {"density": 0.2, "scope": "global", "aggregation": "sum"},
             fusionbench=("TiesMergingAlgorithm", {"scaling_factor": 1.0, "threshold": 0.2, "remove_keys": [],
                                                   "merge_func": "sum"}),
@@ -146,7 +150,8 @@ def rows(exclude_keys: list[str]) -> list[Row]:
             mergekit=("dare_linear", {"weight": 1.0, "density": 0.1}, {"normalize": False, "rescale": True}, True),
             absent={"fusionbench": "rescales by 1/(1-p): row above"}, no_diff={"mergekit": random}),
         Row("breadcrumbs", {"density": 0.9, "gamma": 0.01},
-            mergekit=("breadcrumbs", {"weight": 1.0, "density": 0.9, "gamma": 0.01}, {"normalize": False}, True)),
+            mergekit=("breadcrumbs", {"weight": 1.0, "density": 0.9, "gamma": 0.01}, {"normalize": False}, True),
+            diff_note={"mergekit": cutoff}),
         Row("della", {"density": 0.5, "epsilon": 0.15},
             mergekit=("della", {"weight": 1.0, "density": 0.5, "epsilon": 0.15},
                       {"normalize": True, "rescale": True, "lambda": 1.0}, True),
@@ -273,8 +278,15 @@ def build_checkpoints(folder: Path, scale: str, tasks: int, seed: int) -> tuple[
 class Run:
     seconds: float | None = None
     peak_gib: float | None = None
-    status: str = "ok"  # ok | failed (rc N) | memory > X GiB | timeout
+    status: str = "ok"  # ok | failed (rc N) | stopped at X GiB | timeout
     log: str = ""
+    cpu_seconds: float | None = None  # user + system time of the measured process
+    others: float | None = None  # share of the machine's CPU time that other processes used meanwhile
+
+    @property
+    def disturbed(self) -> bool:
+        """Other processes used more than 10 % of the CPUs during the run: its time is not clean."""
+        return bool(self.others and self.others > 0.10)
 
     @property
     def ok(self) -> bool:
@@ -307,8 +319,15 @@ def child_mode(report: str, cmd: list[str]) -> None:
     _, status, usage = os.wait4(pid, 0)
     seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
-    Path(report).write_text(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "returncode": code}))
+    Path(report).write_text(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "returncode": code,
+                                        "cpu_seconds": usage.ru_utime + usage.ru_stime}))
     sys.exit(0 if code == 0 else 1)
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle or waiting on I/O) since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(cmd: Sequence[str], env: dict[str, str], log_path: Path, timeout: float, memory_limit: float) -> Run:
@@ -318,6 +337,7 @@ def measure(cmd: Sequence[str], env: dict[str, str], log_path: Path, timeout: fl
     report = log_path.with_suffix(".json")
     report.unlink(missing_ok=True)
     seen = [0]
+    busy = _busy_cpu_seconds()
     with open(log_path, "w") as log:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--measure-child", str(report), *cmd],
@@ -342,9 +362,12 @@ def measure(cmd: Sequence[str], env: dict[str, str], log_path: Path, timeout: fl
         seconds = time.perf_counter() - start
         done.set()
         thread.join()
+    busy = _busy_cpu_seconds() - busy
     if report.is_file():
         measured = json.loads(report.read_text())
-        run = Run(seconds=measured["seconds"], peak_gib=measured["maxrss_kib"] * 1024 / GIB, log=str(log_path))
+        run = Run(seconds=measured["seconds"], peak_gib=measured["maxrss_kib"] * 1024 / GIB, log=str(log_path),
+                  cpu_seconds=measured["cpu_seconds"])
+        run.others = max(0.0, busy - run.cpu_seconds) / (seconds * (os.cpu_count() or 1))
         if measured["returncode"] != 0:
             run.status = f"failed (rc {measured['returncode']})"
     else:
@@ -465,7 +488,7 @@ def _fmt_run(run: Run | None, note: str = "") -> tuple[str, str]:
         return ("–", "–") if not note else (f"– ({note})", "–")
     if not run.ok:
         return (run.status, f"{run.peak_gib:.2f}" if run.peak_gib else "–")
-    return f"{run.seconds:.1f}", f"{run.peak_gib:.2f}"
+    return f"{run.seconds:.1f}" + ("*" if run.disturbed else ""), f"{run.peak_gib:.2f}"
 
 
 def _ratio(numerator: Run | None, denominator: Run | None, attr: str) -> str:
@@ -485,8 +508,9 @@ def table(results: list[dict[str, Any]], floor: Run | None) -> str:
     def marker(note: str | None) -> str:
         if not note:
             return ""
-        notes.append(note)
-        return f" [{len(notes)}]"
+        if note not in notes:
+            notes.append(note)
+        return f" [{notes.index(note) + 1}]"
 
     def cells(result: dict[str, Any], library: str) -> tuple[str, str, str]:
         """(seconds, GiB, diff) of one library, with the footnote on the diff or on the status of a failed run."""
@@ -512,6 +536,9 @@ def table(results: list[dict[str, Any]], floor: Run | None) -> str:
                 mk_diff, fb_s, fb_gib, _ratio(fb, ours, "seconds"), _ratio(ours, fb, "peak_gib"), fb_diff]
         lines.append("| " + " | ".join(line) + " |")
     lines += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)] if notes else []
+    runs = [r.get(k) for r in results for k in ("ours", "mergekit", "fusionbench")]
+    if any(run is not None and run.disturbed for run in runs):
+        lines += ["", "\\* other processes used more than 10 % of the CPUs during that run."]
     return "\n".join(lines)
 
 
@@ -530,6 +557,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a run is stopped")
     parser.add_argument("--memory-limit-gib", type=float, default=None,
                         help="stop a run past this resident memory (default: 85%% of the available memory)")
+    parser.add_argument("--update", action="store_true",
+                        help="merge these rows (and the I/O floor) into the previous results of the same scale and "
+                             "tasks, to re-measure some rows")
     parser.add_argument("--io-floor", nargs="+", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--io-floor-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--io-floor-bytes", type=int, help=argparse.SUPPRESS)
@@ -620,6 +650,19 @@ def main() -> None:
             shutil.rmtree(ours_out)
         results.append(result)
 
+    stamp = f"{args.scale}-T{args.tasks}"
+    previous = args.work_dir / f"results-{stamp}.json"
+    if args.update and previous.is_file():
+        fresh = {r["row"].label: r for r in results}
+        results = []
+        for row in rows(exclude_keys):
+            if row.label in fresh:
+                results.append(fresh[row.label])
+                continue
+            old = next((r for r in json.loads(previous.read_text())["rows"] if r["label"] == row.label), None)
+            if old is not None:
+                results.append({"row": row, **{k: Run(**v) if isinstance(v, dict) else v for k, v in old.items()
+                                                if k != "label"}})
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = [
         f"Machine: {machine()}; {now}; torch threads: {args.threads or 'default (all cores)'}.",
@@ -635,7 +678,6 @@ def main() -> None:
     text = "\n".join(head) + table(results, floor) + "\n"
     print()
     print(text)
-    stamp = f"{args.scale}-T{args.tasks}"
     (args.work_dir / f"results-{stamp}.md").write_text(text)
     raw = [{"label": r["row"].label, **{k: (v.__dict__ if isinstance(v, Run) else v) for k, v in r.items() if k != "row"}}
            for r in results]
