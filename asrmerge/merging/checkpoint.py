@@ -1,10 +1,11 @@
 """Streaming safetensors I/O: lazy tensor-by-tensor reading of checkpoints and an atomic tensor-by-tensor writer.
 
 A checkpoint is a transformers folder (model.safetensors, or shards listed in model.safetensors.index.json, plus
-config.json) or a single .safetensors file. Its headers are parsed once; floating-point tensors are then read with
-`os.preadv` straight into a caller's buffer (`Checkpoint.read_into`: whole tensors or any contiguous range of their
-flattened entries, converted to the buffer's dtype), so peak memory stays near the size of the tensors in use and
-no intermediate copy is made when the stored dtype is the buffer's. Other tensors go through `safetensors.safe_open`.
+config.json) or a single .safetensors file. Its headers are parsed once; floating-point tensors are then read
+either with `os.preadv` straight into a caller's buffer (`Checkpoint.read_into`: whole tensors or any contiguous
+range of their flattened entries, converted to the buffer's dtype), or as zero-copy tensors over a private memory
+map (`Checkpoint.view`, whose pages `Checkpoint.release` unmaps again once used), so peak memory stays near the size
+of the tensors in use. Other tensors go through `safetensors.safe_open`.
 
 safetensors has no streaming writer, so `SafetensorsWriter` writes the format itself: 8-byte little-endian header
 length, JSON header (dtype, shape, data_offsets per tensor, optional string metadata), raw little-endian bytes. All
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
 import os
 import queue
 import struct
@@ -78,6 +80,8 @@ class Checkpoint:
     offsets: dict[str, int] = field(default_factory=dict, repr=False)
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
     _fds: dict[Path, int] = field(default_factory=dict, repr=False)
+    _maps: dict[Path, mmap.mmap] = field(default_factory=dict, repr=False)
+    _done: dict[Path, tuple[int, int]] = field(default_factory=dict, repr=False)
     _scratch: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -143,6 +147,53 @@ class Checkpoint:
         out.view(-1).copy_(raw.view(stored))
         return out
 
+    def view(self, name: str, start: int = 0, count: int | None = None) -> torch.Tensor:
+        """Entries [start, start + count) of the flattened tensor `name`, in its stored dtype, as a tensor over a
+        private memory map of the file: no copy is made until the values are used (reading them faults the page
+        cache's pages in); writes stay private to this process."""
+        numel = self.numel(name)
+        count = numel - start if count is None else count
+        if start < 0 or count < 0 or start + count > numel:
+            raise ValueError(f"view({name!r}): range [{start}, {start + count}) outside {numel} entries")
+        stored = self.dtypes[name]
+        if count == 0:
+            return torch.empty(0, dtype=stored)
+        file = self.files[name]
+        mapped = self._maps.get(file)
+        if mapped is None:
+            mapped = self._maps[file] = mmap.mmap(self._fd(name), 0, access=mmap.ACCESS_COPY)
+        return torch.frombuffer(mapped, dtype=stored, count=count, offset=self.offsets[name] + start * ELEMENT_SIZES[stored])
+
+    #: `release` unmaps in batches of at least this many bytes per file (fewer, larger madvise calls).
+    RELEASE_BYTES = 32 << 20
+
+    def release(self, name: str, start: int = 0, count: int | None = None) -> None:
+        """Done with entries [start, start + count) of `name`: once RELEASE_BYTES of a file are done, drop this
+        process's mapping of their pages (madvise DONTNEED), so that viewed pages do not pile up in its resident
+        memory; a later view faults them in again from the page cache. The page holding the end of a range is
+        kept (the next range may share it)."""
+        file = self.files[name]
+        mapped = self._maps.get(file)
+        if mapped is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        size = ELEMENT_SIZES[self.dtypes[name]]
+        count = self.numel(name) - start if count is None else count
+        first = (self.offsets[name] + start * size) // mmap.PAGESIZE * mmap.PAGESIZE
+        last = (self.offsets[name] + (start + count) * size) // mmap.PAGESIZE * mmap.PAGESIZE
+        low, high = self._done.get(file, (first, first))
+        if first != high:  # not contiguous with the pending range: flush that one first
+            self._unmap(mapped, low, high)
+            low = first
+        if last - low >= self.RELEASE_BYTES:
+            self._unmap(mapped, low, last)
+            low = last
+        self._done[file] = (low, max(last, low))
+
+    @staticmethod
+    def _unmap(mapped: mmap.mmap, first: int, last: int) -> None:
+        if last > first:
+            mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
+
     def _fd(self, name: str) -> int:
         file = self.files[name]
         fd = self._fds.get(file)
@@ -153,6 +204,13 @@ class Checkpoint:
 
     def close(self) -> None:
         self._handles.clear()
+        for mapped in self._maps.values():
+            try:
+                mapped.close()
+            except BufferError:  # a view is still alive: the map closes when it is collected
+                pass
+        self._maps.clear()
+        self._done.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

@@ -165,18 +165,20 @@ class _Reader:
         return theta0, stack
 
     def _read(self, name: str, start: int, count: int, which: int) -> None:
-        """The raw values of entries [start, start + count): θ₀ and every θ_t (or τ_t), into buffer set `which`."""
+        """Entries [start, start + count) into buffer set `which`: θ₀, and τ_t, computed straight from the memory-mapped
+        files (θ_t − θ₀ in one pass, no intermediate copy)."""
         theta0, stack = self._views(which, count)
-        self.base.read_into(name, theta0, start)
+        theta0.copy_(self.base.view(name, start, count))
         for row, ckpt in zip(stack, self.inputs):
-            ckpt.read_into(name, row, start)
+            if self.from_finetuned:
+                torch.sub(ckpt.view(name, start, count), theta0, out=row)
+            else:
+                row.copy_(ckpt.view(name, start, count))
 
     def _finish(self, name: str, start: int, count: int, which: int) -> tuple[torch.Tensor, torch.Tensor]:
         """τ_t = θ_t − θ₀ in place and the NaN/Inf checks, on buffer set `which`."""
         theta0, stack = self._views(which, count)
         self.base.check_finite(name, theta0)
-        if self.from_finetuned:
-            stack.sub_(theta0)
         if not all_finite(stack):
             if self._pending is not None:
                 self._pending.result()  # the inputs' scratch buffers are free again
@@ -219,6 +221,8 @@ class _Reader:
                 if not sliced:
                     theta0, stack = theta0.view(shape), stack.view(len(self.inputs), *shape)
                 yield name, theta0, stack
+                for ckpt in (self.base, *self.inputs):  # its mapped pages leave this process's resident memory
+                    ckpt.release(name, start, count)
         finally:
             if self._pending is not None:
                 self._pending.exception()  # wait; an error of an unused read does not matter any more
