@@ -174,6 +174,8 @@ class _Reader:
                 torch.sub(ckpt.view(name, start, count), theta0, out=row)
             else:
                 row.copy_(ckpt.view(name, start, count))
+        for ckpt in (self.base, *self.inputs):  # copied: its mapped pages can leave this process's resident memory
+            ckpt.release(name, start, count)
 
     def _finish(self, name: str, start: int, count: int, which: int) -> tuple[torch.Tensor, torch.Tensor]:
         """τ_t = θ_t − θ₀ in place and the NaN/Inf checks, on buffer set `which`."""
@@ -221,8 +223,6 @@ class _Reader:
                 if not sliced:
                     theta0, stack = theta0.view(shape), stack.view(len(self.inputs), *shape)
                 yield name, theta0, stack
-                for ckpt in (self.base, *self.inputs):  # its mapped pages leave this process's resident memory
-                    ckpt.release(name, start, count)
         finally:
             if self._pending is not None:
                 self._pending.exception()  # wait; an error of an unused read does not matter any more
