@@ -397,6 +397,9 @@ class SafetensorsWriter:
 
     #: Bytes queued at most for the background thread.
     BACKGROUND_BYTES = 64 << 20
+    #: The background thread flushes the file to disk (fdatasync) every this many bytes, so that the final fsync,
+    #: which the caller waits for, has little left to do.
+    SYNC_BYTES = 128 << 20
 
     def __init__(self, path: str | os.PathLike[str], entries: Sequence[TensorEntry], metadata: Mapping[str, str] | None = None,
                  background: bool = False):
@@ -429,10 +432,16 @@ class SafetensorsWriter:
         return self
 
     def _drain(self) -> None:
+        unsynced = 0
         while (data := self._queue.get()) is not None:
             try:
                 if self._error is None:
                     self._fh.write(memoryview(data.numpy()))
+                    unsynced += data.numel()
+                    if unsynced >= self.SYNC_BYTES:
+                        self._fh.flush()
+                        os.fdatasync(self._fh.fileno())
+                        unsynced = 0
             except BaseException as err:  # reported to the caller by the next write or by __exit__
                 self._error = err
             with self._space:
