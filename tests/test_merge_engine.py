@@ -343,6 +343,7 @@ def test_read_into_ranges_and_dtypes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("background", [False, True])
 def test_writer_parts(tmp_path: Path, monkeypatch, background: bool) -> None:
     monkeypatch.setattr(SafetensorsWriter, "BACKGROUND_BYTES", 8)  # the queue fills: writes wait for the thread
+    monkeypatch.setattr(SafetensorsWriter, "SYNC_BYTES", 16)  # and it flushes to disk on the way
     entries = [TensorEntry("a", torch.float32, (3, 4)), TensorEntry("b", torch.float16, (0,)),
                TensorEntry("c", torch.float16, (5,))]
     a, c = torch.randn(3, 4), torch.randn(5).half()
