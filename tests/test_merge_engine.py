@@ -447,3 +447,18 @@ def test_elementwise_methods_merge_in_slices(tiny_whisper, tmp_path: Path, monke
     for name in whole:
         torch.testing.assert_close(sliced[name], whole[name], rtol=1e-6, atol=1e-9)
     assert not get_method("dare").is_elementwise({}) and not get_method("ties").is_elementwise({"scope": "tensor"})
+
+
+@pytest.mark.parametrize("limit", [0, 5000])  # tiny Whisper, T = 3: 16×16 matrices take 4096 B, 32×16 8192 B
+def test_whole_tensor_read_ahead_changes_nothing(tiny_whisper, tmp_path: Path, monkeypatch, limit) -> None:
+    """Whole tensors are read ahead in a background thread up to PREFETCH_BYTES; with none read ahead (0), or only
+    the smaller ones (so prefetched and synchronous reads alternate between the two buffer sets), the bytes written
+    are the same."""
+    from asrmerge.merging import engine
+
+    base, finetuned = tiny_whisper
+    ahead = _load(merge(base, finetuned=finetuned, method="tsv_m", out_path=tmp_path / "a.safetensors"))
+    monkeypatch.setattr(engine, "PREFETCH_BYTES", limit)
+    mixed = _load(merge(base, finetuned=finetuned, method="tsv_m", out_path=tmp_path / "m.safetensors"))
+    for name in ahead:
+        assert torch.equal(mixed[name], ahead[name]), name

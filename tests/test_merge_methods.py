@@ -399,6 +399,17 @@ def test_sce_is_mergekit(select_topk) -> None:
     assert rel_err(run("sce", tvs, base, select_topk=select_topk), ref_sce(tvs.double(), select_topk)) < TOL
 
 
+@pytest.mark.parametrize("select_topk", [1.0, 0.5])
+def test_sce_slices_change_nothing(monkeypatch, select_topk) -> None:
+    """SCE goes through a tensor in slices: several (odd-sized) slices per tensor give the same merge."""
+    from asrmerge.merging.methods import task_space
+
+    tvs, base = make((8, 9), 4)
+    whole = run("sce", tvs, base, select_topk=select_topk)
+    monkeypatch.setattr(task_space, "SLICE_ENTRIES", 5)
+    torch.testing.assert_close(run("sce", tvs, base, select_topk=select_topk), whole, rtol=1e-6, atol=1e-9)
+
+
 def test_sce_uniform_weights_below_weight_eps() -> None:
     tvs, base = make((8, 9), 3, scale=1e-4)  # Σ mean(τ²) ≈ 4e-8 < 1e-6: mergekit falls back to uniform weights
     erase_only = run("sce", tvs, base)

@@ -100,6 +100,17 @@ def _tune_allocator() -> None:
         pass
 
 
+def _one_openmp_thread() -> None:
+    """Thread initializer: torch ops in this thread run on one OpenMP thread (the ICV is per thread, unlike
+    torch.set_num_threads, which is process-wide). Otherwise the reader's θ_t − θ₀ starts its own team of OpenMP
+    threads, which spin on the cores that the merge's LAPACK calls use: measured on 2 cores, an SVD running beside
+    a reader took 1.7× as long. A no-op when torch's OpenMP runtime cannot be found."""
+    for library in sorted(Path(torch.__file__).parent.joinpath("lib").glob("lib*omp*")):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(str(library)).omp_set_num_threads(1)
+            return
+
+
 def theta_plus(theta0: torch.Tensor, tau: torch.Tensor, lam: float) -> torch.Tensor:
     """θ₀ + λ·τ in one pass (a new tensor): the merged model's weights, identically for export and one-pass merges."""
     return torch.add(theta0, tau, alpha=float(lam))
@@ -131,6 +142,8 @@ def compute_task_vector(base: str | os.PathLike[str], finetuned: str | os.PathLi
 SLICE_ELEMENTS = 1 << 18
 #: Entries per task in one slice of a model-wide pre-pass stream (bounds its memory on large tensors).
 STATS_SLICE_ELEMENTS = 1 << 22
+#: Whole tensors whose θ₀ + stack take at most this many bytes are read ahead while the previous one is merged.
+PREFETCH_BYTES = 1 << 28
 
 
 class _Reader:
@@ -169,12 +182,13 @@ class _Reader:
         files (θ_t − θ₀ in one pass, no intermediate copy)."""
         theta0, stack = self._views(which, count)
         theta0.copy_(self.base.view(name, start, count))
+        self.base.release(name, start, count)
         for row, ckpt in zip(stack, self.inputs):
             if self.from_finetuned:
                 torch.sub(ckpt.view(name, start, count), theta0, out=row)
             else:
                 row.copy_(ckpt.view(name, start, count))
-        for ckpt in (self.base, *self.inputs):  # copied: its mapped pages can leave this process's resident memory
+            # Copied: its mapped pages leave this process's resident memory before the next input's are read.
             ckpt.release(name, start, count)
 
     def _finish(self, name: str, start: int, count: int, which: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,9 +208,9 @@ class _Reader:
         """(name, θ₀, τ stack) for each (name, shape, limit) of `plan`, in order: the whole tensor, shaped (*shape) and
         (T, *shape), or with `limit`, consecutive slices of at most `limit` flattened entries, shaped (n,) and (T, n).
 
-        Slices alternate between two buffer sets, and the next slice is read in a background thread while the caller
-        works on the current one; whole tensors are read when asked, always into set 0 (prefetching them would
-        double the peak memory)."""
+        Pieces alternate between two buffer sets, and the next piece is read in a background thread while the caller
+        works on the current one. Whole tensors larger than PREFETCH_BYTES (θ₀ and the stack) are not read ahead
+        (that would double the peak memory): they are read when asked, into set 0."""
         pieces: list[tuple[str, tuple[int, ...], int, int, bool]] = []
         for name, shape, limit in plan:
             numel = math.prod(shape)
@@ -204,11 +218,12 @@ class _Reader:
                 pieces.append((name, shape, 0, numel, False))
             else:
                 pieces += [(name, shape, start, min(limit, numel - start), True) for start in range(0, numel, limit)]
+        ahead = [sliced or (len(self.inputs) + 1) * count * 4 <= PREFETCH_BYTES for _, _, _, count, sliced in pieces]
         sets, previous = [], 1
-        for piece in pieces:
-            previous = 1 - previous if piece[4] else 0
+        for prefetched in ahead:
+            previous = 1 - previous if prefetched else 0
             sets.append(previous)
-        loader = ThreadPoolExecutor(1, thread_name_prefix="read")
+        loader = ThreadPoolExecutor(1, thread_name_prefix="read", initializer=_one_openmp_thread)
         try:
             for i, (name, shape, start, count, sliced) in enumerate(pieces):
                 if self._pending is not None:
@@ -216,7 +231,7 @@ class _Reader:
                     self._pending = None
                 else:
                     self._read(name, start, count, sets[i])
-                if i + 1 < len(pieces) and pieces[i + 1][4]:
+                if i + 1 < len(pieces) and ahead[i + 1]:
                     following = pieces[i + 1]
                     self._pending = loader.submit(self._read, following[0], following[2], following[3], sets[i + 1])
                 theta0, stack = self._finish(name, start, count, sets[i])

@@ -6,7 +6,7 @@ task vector τ; the merged model is θ₀ + λ·τ.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -18,6 +18,8 @@ DENSITY = ParamSpec(0.2, "float", minimum=0.0, maximum=1.0, min_inclusive=False,
                     doc="fraction of entries kept per task (by |τ|)")
 SCOPES = ("tensor", "global")
 AGGREGATIONS = ("mean", "sum")
+#: Positions per slice where a method works through a tensor piece by piece (the (T, n) temporaries fit in cache).
+SLICE_ENTRIES = 1 << 16
 
 
 # --------------------------------------------------------------------------------------------------- Task Arithmetic
@@ -275,12 +277,23 @@ def sce(
     Select the top `select_topk` positions by variance across tasks; weight w_t = mean(τ_t²) / Σ_s mean(τ_s²)
     (uniform when that sum is below `weight_eps`, as mergekit: note small task vectors, e.g. |τ| ~ 1e-4, hit this);
     erase entries whose sign disagrees with the TIES "sum" election; τ = Σ w_t m_t τ_t / max(Σ w_t m_t, 1e-6).
+    Once the weights are known everything is elementwise: both passes go through the tensor in slices of
+    SLICE_ENTRIES positions, so the temporaries stay small whatever the tensor's size.
     """
-    if select_topk < 1:
-        task_vectors = task_vectors * _sce_select_mask(task_vectors, select_topk).unsqueeze(0)
-    erase = (torch.sign(task_vectors) == elect_sign(task_vectors).unsqueeze(0)).to(task_vectors.dtype)
-    energy = task_vectors.square().reshape(task_vectors.shape[0], -1).mean(dim=1)
+    flat = task_vectors.reshape(task_vectors.shape[0], -1)
+    select = _sce_select_mask(task_vectors, select_topk).reshape(-1) if select_topk < 1 else None
+
+    def slices() -> Iterator[tuple[slice, torch.Tensor]]:
+        for start in range(0, flat.shape[1], SLICE_ENTRIES):
+            part = slice(start, start + SLICE_ENTRIES)
+            yield part, flat[:, part] if select is None else flat[:, part] * select[part]
+
+    energy = sum((torch.linalg.vector_norm(values, dim=1).square() for _, values in slices()),
+                 torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)) / max(flat.shape[1], 1)
     total = float(energy.sum())
     weights = torch.full_like(energy, 1 / energy.numel()) if abs(total) < weight_eps else energy / total
-    weights = weights.reshape(-1, *([1] * (task_vectors.ndim - 1))) * erase
-    return (task_vectors * weights).sum(dim=0) / weights.sum(dim=0).clamp_min(1e-6)
+    merged = torch.empty(flat.shape[1], dtype=flat.dtype, device=flat.device)
+    for part, values in slices():
+        kept = weights.unsqueeze(1) * (torch.sign(values) == elect_sign(values))
+        merged[part] = (values * kept).sum(dim=0) / kept.sum(dim=0).clamp_min(1e-6)
+    return merged.reshape(task_vectors.shape[1:])
