@@ -519,6 +519,15 @@ def test_breadcrumbs_is_mergekit(density, gamma) -> None:
     assert rel_err(run("breadcrumbs", tvs, base, density=density, gamma=gamma), want) < TOL
 
 
+@pytest.mark.parametrize("density,gamma", [(0.9, 0.01), (0.5, 0.1), (0.3, 0.3)])
+def test_breadcrumbs_with_many_equal_magnitudes_is_the_stable_sort(density, gamma) -> None:
+    """Few distinct |τ| (so equal values straddle both ends of the kept rank range): still mergekit's stable sort."""
+    gen = torch.Generator().manual_seed(5)
+    tvs = (torch.randint(-4, 5, (3, 12, 25), generator=gen) * 0.25).float()
+    want = sum(ref_magnitude_outliers(tv.double(), density, gamma) for tv in tvs)
+    assert torch.equal(run("breadcrumbs", tvs, torch.zeros(12, 25), density=density, gamma=gamma), want.float())
+
+
 @pytest.mark.parametrize("shape", [(8, 30), (50,), (4, 6, 3)])
 def test_della_is_mergekit(shape) -> None:
     density, epsilon = 0.4, 0.15

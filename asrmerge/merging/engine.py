@@ -45,7 +45,7 @@ from asrmerge.merging.checkpoint import (
     open_checkpoint,
 )
 from asrmerge.merging.diagnostics import DiagnosticsCollector
-from asrmerge.merging.linalg import record_orthogonality
+from asrmerge.merging.linalg import one_openmp_thread, record_orthogonality
 from asrmerge.merging.registry import MergeMethod, TensorStream, get_method, resolve_params
 
 log = logging.getLogger(__name__)
@@ -98,17 +98,6 @@ def _tune_allocator() -> None:
         libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
-
-
-def _one_openmp_thread() -> None:
-    """Thread initializer: torch ops in this thread run on one OpenMP thread (the ICV is per thread, unlike
-    torch.set_num_threads, which is process-wide). Otherwise the reader's θ_t − θ₀ starts its own team of OpenMP
-    threads, which spin on the cores that the merge's LAPACK calls use: measured on 2 cores, an SVD running beside
-    a reader took 1.7× as long. A no-op when torch's OpenMP runtime cannot be found."""
-    for library in sorted(Path(torch.__file__).parent.joinpath("lib").glob("lib*omp*")):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(str(library)).omp_set_num_threads(1)
-            return
 
 
 def theta_plus(theta0: torch.Tensor, tau: torch.Tensor, lam: float) -> torch.Tensor:
@@ -223,7 +212,9 @@ class _Reader:
         for prefetched in ahead:
             previous = 1 - previous if prefetched else 0
             sets.append(previous)
-        loader = ThreadPoolExecutor(1, thread_name_prefix="read", initializer=_one_openmp_thread)
+        # One OpenMP thread for the reader's θ_t − θ₀: its own team of threads would spin on the cores that the
+        # merge's LAPACK calls use (measured on 2 cores: an SVD beside a reader took 1.7× as long).
+        loader = ThreadPoolExecutor(1, thread_name_prefix="read", initializer=one_openmp_thread)
         try:
             for i, (name, shape, start, count, sliced) in enumerate(pieces):
                 if self._pending is not None:

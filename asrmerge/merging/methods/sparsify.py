@@ -67,8 +67,8 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float) -> to
 
     With n entries: keep the int(density·n) entries just below the int(gamma·n) largest; the outlier cut shrinks when
     needed to keep the target density. density ≥ 1 returns the tensor unchanged (as mergekit). The kept entries are
-    ranks [n_bottom, n_bottom + target) of a stable ascending sort of |x|; when no entry outside that range equals a
-    value at its ends, they are found by selection (no sort).
+    ranks [n_bottom, n_bottom + target) of a stable ascending sort of |x|, found by selection (no sort): see
+    `stable_rank_range_mask`.
     """
     if density >= 1:
         return tensor
@@ -79,14 +79,24 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float) -> to
     flat = tensor.reshape(-1)
     if target == 0:
         return flat.mul(0).reshape(tensor.shape)
-    magnitude = flat.abs()
-    low, high = order_statistics(magnitude, [n_bottom, n_bottom + target - 1])
-    keep = (magnitude >= low) & (magnitude <= high)
-    if int(torch.count_nonzero(keep)) != target:
-        order = torch.sort(magnitude, descending=False, stable=True).indices
-        keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
-        keep[order[n_bottom : n_bottom + target]] = True
-    return (flat * keep).reshape(tensor.shape)
+    return (flat * stable_rank_range_mask(flat.abs(), n_bottom, n_bottom + target)).reshape(tensor.shape)
+
+
+def stable_rank_range_mask(values: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Mask of the 1-D `values` whose rank in a stable ascending sort lies in [start, stop) (0 ≤ start < stop ≤ n),
+    without sorting. The values at ranks start and stop − 1 come from selection; every value strictly between them is
+    inside; of the entries equal to an end value, which sit at consecutive ranks in index order (that is what stable
+    means), those whose rank falls inside are kept."""
+    low, high = order_statistics(values, [start, stop - 1])
+    keep = (values >= low) & (values <= high)
+    if int(torch.count_nonzero(keep)) == stop - start:  # no equal values straddle an end: done
+        return keep
+    keep = (values > low) & (values < high)
+    for end_value in {float(low), float(high)}:
+        equal = values == end_value
+        ranks = int(torch.count_nonzero(values < end_value)) + torch.cumsum(equal, dim=0) - 1
+        keep |= equal & (ranks >= start) & (ranks < stop)
+    return keep
 
 
 def magprune_keep_probabilities(tensor: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:

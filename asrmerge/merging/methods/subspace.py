@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from asrmerge.merging.linalg import ORTHOGONALISERS, polar_factor, thin_svd
+from asrmerge.merging.linalg import ORTHOGONALISERS, map_side_by_side, polar_factor, thin_svd
 from asrmerge.merging.registry import ParamSpec, register
 
 ORTHOGONALISER = ParamSpec("svd", "str", choices=ORTHOGONALISERS,
@@ -29,6 +29,15 @@ def mean_task_vector(task_vectors: torch.Tensor) -> torch.Tensor:
 
 def _is_matrix(task_vectors: torch.Tensor) -> bool:
     return task_vectors.ndim == 3
+
+
+def _polar_factors(
+    u_cat: torch.Tensor, vh_cat: torch.Tensor, orthogonaliser: str, ns_steps: int, svd_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Polar factors of the concatenated bases U and Vᵀ (side by side), in their dtype."""
+    u_orth, vh_orth = map_side_by_side(
+        lambda basis: polar_factor(basis, orthogonaliser, ns_steps, svd_dtype).to(basis.dtype), (u_cat, vh_cat))
+    return u_orth, vh_orth
 
 
 # ------------------------------------------------------------------------------------------------------------- Iso-C
@@ -111,9 +120,10 @@ def iso_cts(
     u_cat = torch.zeros_like(u)
     s_cat = torch.zeros_like(s)
     vh_cat = torch.zeros_like(vh)
-    for t in range(n_tasks):
-        residual = task_vectors[t] - u_c @ (u_c.mT @ task_vectors[t])
-        u_t, s_t, vh_t = thin_svd(residual, svd_dtype)
+    def residual_svd(tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return thin_svd(tv - u_c @ (u_c.mT @ tv), svd_dtype)
+
+    for t, (u_t, s_t, vh_t) in enumerate(map_side_by_side(residual_svd, task_vectors)):
         slot = slice(t * per_task, (t + 1) * per_task)
         u_cat[:, slot] = u_t[:, :per_task]
         s_cat[slot] = s_t[:per_task]
@@ -122,8 +132,7 @@ def iso_cts(
     u_cat[:, start : start + common] = u_c
     s_cat[start : start + common] = s_c
     vh_cat[start : start + common] = vh_c
-    u_orth = polar_factor(u_cat, orthogonaliser, ns_steps, svd_dtype).to(u_cat.dtype)
-    vh_orth = polar_factor(vh_cat, orthogonaliser, ns_steps, svd_dtype).to(vh_cat.dtype)
+    u_orth, vh_orth = _polar_factors(u_cat, vh_cat, orthogonaliser, ns_steps, svd_dtype)
     return (u_orth * s_cat.mean()) @ vh_orth
 
 
@@ -155,15 +164,13 @@ def _tsv_merge(
     u_cat = torch.zeros(rows, width, dtype=dtype, device=device)
     s_cat = torch.zeros(width, dtype=dtype, device=device)
     vh_cat = torch.zeros(width, cols, dtype=dtype, device=device)
-    for t in range(n_tasks):
-        u, s, vh = thin_svd(task_vectors[t], svd_dtype)
+    for t, (u, s, vh) in enumerate(map_side_by_side(lambda tv: thin_svd(tv, svd_dtype), task_vectors)):
         kept = s[:k] if edit_spectrum is None else edit_spectrum(s[:k], s)
         slot = slice(t * k, (t + 1) * k)
         u_cat[:, slot] = u[:, :k]
         s_cat[slot] = kept
         vh_cat[slot] = vh[:k]
-    u_orth = polar_factor(u_cat, orthogonaliser, ns_steps, svd_dtype).to(dtype)
-    vh_orth = polar_factor(vh_cat, orthogonaliser, ns_steps, svd_dtype).to(dtype)
+    u_orth, vh_orth = _polar_factors(u_cat, vh_cat, orthogonaliser, ns_steps, svd_dtype)
     return (u_orth * s_cat) @ vh_orth
 
 
@@ -298,4 +305,4 @@ def star(
     """STAR: Spectral Truncation And Rescale (Lee et al., NAACL 2025): truncate each τ_t (`star_truncate`), average."""
     if not _is_matrix(task_vectors):
         return mean_task_vector(task_vectors)
-    return torch.stack([star_truncate(tv, eta, svd_dtype) for tv in task_vectors]).mean(dim=0)
+    return torch.stack(list(map_side_by_side(lambda tv: star_truncate(tv, eta, svd_dtype), task_vectors))).mean(dim=0)
