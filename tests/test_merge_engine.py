@@ -462,3 +462,21 @@ def test_whole_tensor_read_ahead_changes_nothing(tiny_whisper, tmp_path: Path, m
     mixed = _load(merge(base, finetuned=finetuned, method="tsv_m", out_path=tmp_path / "m.safetensors"))
     for name in ahead:
         assert torch.equal(mixed[name], ahead[name]), name
+
+
+@pytest.mark.parametrize("method,params", [("tsv_m", {}), ("iso_cts", {}), ("iso_c", {}), ("star", {})])
+def test_side_by_side_merges_equal_one_thread(tiny_whisper, tmp_path: Path, method, params) -> None:
+    """On CPU, SVD methods merge whole tensors side by side, one OpenMP thread each: the same bytes as a one-thread run,
+    whatever the number of threads."""
+    base, finetuned = tiny_whisper
+    threads = torch.get_num_threads()
+    side_by_side = _load(merge(base, finetuned=finetuned, method=method, params=params,
+                               out_path=tmp_path / "s.safetensors"))
+    torch.set_num_threads(1)
+    try:
+        sequential = _load(merge(base, finetuned=finetuned, method=method, params=params,
+                                 out_path=tmp_path / "q.safetensors"))
+    finally:
+        torch.set_num_threads(threads)
+    for name in sequential:
+        assert torch.equal(side_by_side[name], sequential[name]), name

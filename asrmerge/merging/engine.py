@@ -16,6 +16,7 @@ method leaves it at θ₀.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import hashlib
@@ -45,7 +46,7 @@ from asrmerge.merging.checkpoint import (
     open_checkpoint,
 )
 from asrmerge.merging.diagnostics import DiagnosticsCollector
-from asrmerge.merging.linalg import one_openmp_thread, record_orthogonality
+from asrmerge.merging.linalg import one_openmp_thread, record_orthogonality, side_by_side_pool
 from asrmerge.merging.registry import MergeMethod, TensorStream, get_method, resolve_params
 
 log = logging.getLogger(__name__)
@@ -408,21 +409,58 @@ def merge(
             mean_only = spec.matrix_only and (len(base_ckpt.shapes[name]) != 2 or excluded(name))
             return SLICE_ELEMENTS if elementwise or mean_only else None
 
+        def emit(name: str, theta0: torch.Tensor, merged: torch.Tensor, stack: torch.Tensor | None = None,
+                 ns_errors: Sequence[float] = ()) -> None:
+            """Check the merged τ of one tensor (or slice), hand it to the diagnostics and the writers."""
+            merged = merged.to(torch.float32)
+            if not all_finite(merged):
+                raise ValueError(f"method {spec.name!r} produced NaN/Inf for tensor {name!r}")
+            if collector is not None and stack is not None:
+                collector.add(name, stack, merged, list(ns_errors))
+            merged = merged.cpu()
+            for sink in sinks:
+                sink(name, theta0, merged)
+
+        # SVD methods merge whole tensors (up to PREFETCH_BYTES) side by side on CPU, one OpenMP thread each: such a
+        # merge is mostly LAPACK calls that scale poorly with threads (see linalg.map_side_by_side; for the other,
+        # memory-bound methods the copies cost more than they gain). Workers get copies (the reader reuses its
+        # buffers); the pieces merged here meanwhile (slices, large tensors) queue behind them, so that the writers
+        # still receive every tensor in order.
+        side_by_side = spec.uses_svd and dev.type == "cpu" and collector is None
+        workers = torch.get_num_threads() if side_by_side else 1
+        queue: collections.deque[tuple[str, torch.Tensor, Future[torch.Tensor], bool]] = collections.deque()
+
+        def emit_ready(wait: bool = False) -> None:
+            """Write the queue's head while it is done (or `wait` for it), while workers are busy, or all of it."""
+            while queue and (wait or queue[0][2].done() or sum(pooled for *_, pooled in queue) >= workers):
+                name, theta0, future, _ = queue.popleft()
+                emit(name, theta0, future.result())
+
         log.info("merging %d task vectors with %s %s on %s%s", len(inputs), spec.name, resolved, dev,
                  " (elementwise, in slices)" if elementwise else "")
         for name, theta0, stack in reader.stream([(n, base_ckpt.shapes[n], slice_limit(n)) for n in names]):
+            whole = slice_limit(name) is None
+            if workers > 1 and whole and (stack.numel() + theta0.numel()) * 4 <= PREFETCH_BYTES:
+                theta0 = theta0.clone()
+                future = side_by_side_pool(workers).submit(
+                    _merge_one, spec, name, stack.clone(), theta0, kwargs, seed, dev, svd_dtype, excluded)
+                queue.append((name, theta0, future, True))
+                emit_ready()
+                continue
+            if whole:
+                emit_ready(wait=True)  # a large tensor: no copies of it in the queue
             stack_dev, theta0_dev = stack.to(dev), theta0.to(dev)
             # The NS recorder costs one svdvals per factor: only active when diagnostics are wanted.
             with record_orthogonality() if collector is not None else contextlib.nullcontext([]) as ns_errors:
                 merged = _merge_one(spec, name, stack_dev, theta0_dev, kwargs, seed, dev, svd_dtype, excluded)
-            merged = merged.to(torch.float32)
-            if not all_finite(merged):
-                raise ValueError(f"method {spec.name!r} produced NaN/Inf for tensor {name!r}")
-            if collector is not None:
-                collector.add(name, stack_dev, merged, ns_errors)
-            merged = merged.cpu()
-            for sink in sinks:
-                sink(name, theta0, merged)
+            if not queue:
+                emit(name, theta0, merged, stack_dev, ns_errors)
+                continue
+            done: Future[torch.Tensor] = Future()
+            done.set_result(merged.clone() if reader.owns(merged) else merged)
+            queue.append((name, theta0.clone(), done, False))
+            emit_ready()
+        emit_ready(wait=True)
         if model_writer is not None:
             for name in others:
                 model_writer.write(name, base_ckpt.get(name))

@@ -71,6 +71,15 @@ def one_openmp_thread() -> None:
 _SIDE_BY_SIDE: dict[int, ThreadPoolExecutor] = {}
 
 
+def side_by_side_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of `workers` threads that run one OpenMP thread each (created once per size). Inside one
+    of its threads torch.get_num_threads() is 1, so work submitted from there never waits on the pool itself."""
+    pool = _SIDE_BY_SIDE.get(workers)
+    if pool is None:
+        pool = _SIDE_BY_SIDE[workers] = ThreadPoolExecutor(workers, "linalg", initializer=one_openmp_thread)
+    return pool
+
+
 def map_side_by_side(fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
     """fn(item) for each item, in order, lazily. On CPU, torch.get_num_threads() calls run at a time, each on one
     OpenMP thread: LAPACK's SVD scales poorly with threads (2 cores: 2 threads make one SVD 1.4× faster) while
@@ -81,9 +90,7 @@ def map_side_by_side(fn: Callable[[Item], Result], items: Iterable[Item]) -> Ite
     if workers < 2 or any(isinstance(item, torch.Tensor) and item.device.type != "cpu" for item in pending):
         yield from map(fn, pending)
         return
-    pool = _SIDE_BY_SIDE.get(workers)
-    if pool is None:
-        pool = _SIDE_BY_SIDE[workers] = ThreadPoolExecutor(workers, "linalg", initializer=one_openmp_thread)
+    pool = side_by_side_pool(workers)
     store = _NS_RECORDER.get()  # context variables do not reach the workers: each call records into its own list
 
     def call(item: Item) -> tuple[Result, list[float]]:
