@@ -780,3 +780,31 @@ def test_selection_paths_match_sorting_with_ties() -> None:
                 assert torch.equal(magnitude_outliers(values, density, gamma), values * keep)
         positions = [0, 17, 2000, 4000]
         assert torch.equal(order_statistics(values, positions), torch.sort(values).values[positions])
+
+
+def test_thin_svd_retries_in_float64_when_lapack_fails(monkeypatch) -> None:
+    """A float32 SVD that does not converge is computed again in float64 (results in the input's dtype)."""
+    from asrmerge.merging.linalg import thin_svd
+
+    real_svd = torch.linalg.svd
+    calls = []
+
+    def svd_failing_in_float32(a, full_matrices=True):
+        calls.append(a.dtype)
+        if a.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real_svd(a, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", svd_failing_in_float32)
+    x = torch.randn(6, 9, generator=torch.Generator().manual_seed(3))
+    u, s, vh = thin_svd(x)
+    assert calls == [torch.float32, torch.float64] and u.dtype == s.dtype == vh.dtype == torch.float32
+    assert u.shape == (6, 6) and vh.shape == (6, 9)
+    torch.testing.assert_close((u * s) @ vh, x, rtol=1e-5, atol=1e-5)
+
+    def svd_failing(a, full_matrices=True):
+        raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "svd", svd_failing)
+    with pytest.raises(torch.linalg.LinAlgError):  # already float64: nothing to retry in
+        thin_svd(x, torch.float64)

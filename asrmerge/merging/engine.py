@@ -8,6 +8,11 @@ scope="global", Consensus TA) go through each tensor in slices of SLICE_ELEMENTS
 a few MiB whatever the model, and the slices' arithmetic stays in the CPU caches; so do the tensors that subspace
 methods only average (non-matrices, embeddings).
 
+Speed (benchmarks/merge_speed.py): a background thread reads the next slice, or the next whole tensor up to
+PREFETCH_BYTES, while the current one is merged, with one OpenMP thread of its own; a background writer flushes the
+output as it goes; SVD methods merge whole tensors side by side on CPU, one LAPACK thread each (LAPACK's SVD gains
+little from a second thread, two SVDs side by side nearly twice as much), in the same bytes as a one-thread run.
+
 Whisper notes: DEFAULT_SVD_EXCLUDE keeps the token embeddings (tied to `proj_out`) and the positional tables out of
 the subspace methods' SVD (they are lookup tables, not linear maps): they get the mean of τ_t. The encoder's
 sinusoidal `model.encoder.embed_positions.weight` is frozen during fine-tuning, so its τ is 0 for every task and any

@@ -46,16 +46,25 @@ def record_orthogonality() -> Iterator[list[float]]:
 def thin_svd(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """torch.linalg.svd(x, full_matrices=False) computed in `dtype` (float32 or float64), results cast to x's dtype.
 
-    Half-precision inputs are computed in at least float32 (LAPACK/cuSOLVER have no half SVD).
+    Half-precision inputs are computed in at least float32 (LAPACK/cuSOLVER have no half SVD). A float32 SVD that
+    LAPACK cannot converge is computed again in float64: divide and conquer (gesdd) can fail on matrices whose
+    singular values cluster, such as the nearly orthonormal bases that TSV-M and Iso-CTS orthogonalise (seen at
+    Whisper-small scale with one LAPACK thread; FusionBench's iso_cts stops on the same error).
     """
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    if x.shape[-2] < x.shape[-1]:
-        # LAPACK is ~3x faster on the tall orientation (CPU, 1280x5120); svd(Xᵀ) = V S Uᵀ gives the same triplets
-        # up to a joint sign of each (u_i, v_i) pair, which every method here is invariant to.
-        v, s, uh = torch.linalg.svd(x.mT.to(work).contiguous(), full_matrices=False)
-        return uh.mT.to(out_dtype), s.to(out_dtype), v.mT.to(out_dtype)
-    u, s, vh = torch.linalg.svd(x.to(work), full_matrices=False)
+    # LAPACK is ~3x faster on the tall orientation (CPU, 1280x5120); svd(Xᵀ) = V S Uᵀ gives the same triplets up to a
+    # joint sign of each (u_i, v_i) pair, which every method here is invariant to.
+    wide = x.shape[-2] < x.shape[-1]
+    tall = x.mT if wide else x
+    try:
+        u, s, vh = torch.linalg.svd(tall.to(work).contiguous(), full_matrices=False)
+    except torch.linalg.LinAlgError:
+        if work == torch.float64:
+            raise
+        u, s, vh = torch.linalg.svd(tall.to(torch.float64).contiguous(), full_matrices=False)
+    if wide:
+        u, vh = vh.mT, u.mT
     return u.to(out_dtype), s.to(out_dtype), vh.to(out_dtype)
 
 

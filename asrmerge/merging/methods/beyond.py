@@ -205,6 +205,7 @@ def consensus_ta(
     """
     total = task_vectors.sum(dim=0)
     mtl = mtl_scale * total
-    masks = task_vectors.abs() > lambda_mask * (mtl.unsqueeze(0) - task_vectors).abs()
-    consensus = (masks.sum(dim=0) >= k).to(task_vectors.dtype)
-    return consensus * total
+    votes = torch.zeros_like(total)
+    for tv in task_vectors:  # task by task: the temporaries have one task's size
+        votes += tv.abs() > (mtl - tv).abs_().mul_(lambda_mask)
+    return torch.where(votes >= k, total, 0.0)
