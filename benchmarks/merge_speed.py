@@ -141,9 +141,11 @@ def rows(exclude_keys: list[str]) -> list[Row]:
             fusionbench=("ISO_CTS_Merge", {"scaling_factor": 1.0, "common_space_fraction": 0.8,
                                            "exclude_keys": exclude_keys}),
             failure_note={"fusionbench": "FusionBench's iso_cts stops at model.encoder.layers.4.fc2.weight (768 × 3072): "
-                                         "torch.linalg.svd of the concatenated Vᵀ basis, a wide 768 × 3072 matrix, "
-                                         "fails to converge (LAPACK gesdd, error 1). asrmerge orthogonalises the same "
-                                         "basis through the SVD of its tall transpose, which converges."}),
+                                         "torch.linalg.svd of the concatenated Vᵀ basis (nearly orthonormal rows, "
+                                         "clustered singular values) fails to converge (LAPACK gesdd, error 1). "
+                                         "asrmerge takes that SVD on the tall transpose and computes an SVD that "
+                                         "LAPACK cannot converge again in float64 (with one LAPACK thread per "
+                                         "tensor, the float32 SVD of a concatenated U basis failed the same way)."}),
         Row("tsv_m", fusionbench=("TaskSingularVectorMerging", {"alpha": 1.0, "exclude_keys": exclude_keys})),
         Row("boosted_tsv_m"),
         Row("dare", {"p": 0.9},
