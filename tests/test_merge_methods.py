@@ -661,6 +661,18 @@ def test_rank_below_task_count_keeps_one_component_each() -> None:
     assert torch.linalg.matrix_rank(default.double()) <= 3
 
 
+def test_karcher_resolves_small_angles_in_float32() -> None:
+    """Fine-tunes of a layer-norm weight (all near 1) are ~1e-4 rad apart: below what arccos resolves in float32.
+    The float32 merge still lands on the float64 Karcher mean (mergekit's formula drifts by ~1e-3 there)."""
+    gen = torch.Generator().manual_seed(2)
+    base = torch.ones(768)
+    tvs = torch.randn(10, 768, generator=gen) * 2e-4
+    tvs[:, ::97] += 1e-2
+    want = ref_karcher([(base + tv).double() for tv in tvs], max_iter=50, tol=1e-12)
+    got = base.double() + run("karcher", tvs, base).double()
+    assert float((got - want).abs().max()) < 1e-6
+
+
 def test_karcher_zero_inputs_match_reference() -> None:
     base = torch.randn(4, 4)
     out = run("karcher", torch.stack([-base, -base]), base)  # all θ_t = 0 → merged θ = 0
