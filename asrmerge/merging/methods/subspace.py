@@ -120,6 +120,7 @@ def iso_cts(
     u_cat = torch.zeros_like(u)
     s_cat = torch.zeros_like(s)
     vh_cat = torch.zeros_like(vh)
+
     def residual_svd(tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return thin_svd(tv - u_c @ (u_c.mT @ tv), svd_dtype)
 
