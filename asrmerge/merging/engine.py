@@ -187,7 +187,7 @@ class _Reader:
             ckpt.release(name, start, count)
 
     def _finish(self, name: str, start: int, count: int, which: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """τ_t = θ_t − θ₀ in place and the NaN/Inf checks, on buffer set `which`."""
+        """The NaN/Inf checks of θ₀ and of the τ_t that `_read` computed, on buffer set `which`."""
         theta0, stack = self._views(which, count)
         self.base.check_finite(name, theta0)
         if not all_finite(stack):
