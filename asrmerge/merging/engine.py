@@ -141,6 +141,11 @@ STATS_SLICE_ELEMENTS = 1 << 22
 PREFETCH_BYTES = 1 << 28
 
 
+def _small_enough(numel: int, num_tasks: int) -> bool:
+    """Whether θ₀ and the (T, numel) float32 stack of a tensor fit PREFETCH_BYTES (read ahead, copied to a worker)."""
+    return (num_tasks + 1) * numel * 4 <= PREFETCH_BYTES
+
+
 class _Reader:
     """Reads θ₀ and the stacked τ_t (T, n) of each tensor, or of slices of its flattened entries, into reused buffers.
 
@@ -213,7 +218,7 @@ class _Reader:
                 pieces.append((name, shape, 0, numel, False))
             else:
                 pieces += [(name, shape, start, min(limit, numel - start), True) for start in range(0, numel, limit)]
-        ahead = [sliced or (len(self.inputs) + 1) * count * 4 <= PREFETCH_BYTES for _, _, _, count, sliced in pieces]
+        ahead = [sliced or _small_enough(count, len(self.inputs)) for _, _, _, count, sliced in pieces]
         sets, previous = [], 1
         for prefetched in ahead:
             previous = 1 - previous if prefetched else 0
@@ -445,7 +450,7 @@ def merge(
                  " (elementwise, in slices)" if elementwise else "")
         for name, theta0, stack in reader.stream([(n, base_ckpt.shapes[n], slice_limit(n)) for n in names]):
             whole = slice_limit(name) is None
-            if workers > 1 and whole and (stack.numel() + theta0.numel()) * 4 <= PREFETCH_BYTES:
+            if workers > 1 and whole and _small_enough(theta0.numel(), len(inputs)):
                 theta0 = theta0.clone()
                 future = side_by_side_pool(workers).submit(
                     _merge_one, spec, name, stack.clone(), theta0, kwargs, seed, dev, svd_dtype, excluded)

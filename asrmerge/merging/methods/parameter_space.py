@@ -93,9 +93,11 @@ def _karcher_mean(points: torch.Tensor, alphas: list[float], max_iter: int, tol:
         tangent = torch.zeros_like(mean)
         along_mean = 0.0
         for unit, weight, is_valid in zip(units, weights.tolist(), valid.tolist()):  # task by task: one n-sized temporary
+            if not is_valid:
+                continue
             distance = float(torch.linalg.vector_norm(torch.sub(unit, mean, out=difference)))
             theta = 2 * math.asin(min(distance / 2, 1.0))
-            if not is_valid or theta < tol:
+            if theta < tol:
                 continue
             coef = weight * theta / math.sin(theta)
             tangent.add_(difference, alpha=coef)
