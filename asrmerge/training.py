@@ -3,7 +3,9 @@
 One loop serves the per-domain fine-tunes (ID-FT), the joint multi-domain fine-tune (Full-FT) and the demo's
 foundation pretraining. It supports gradient accumulation, linear warm-up then linear decay, bf16/fp16 autocast on
 GPU, gradient checkpointing, replay of general data inside each batch (to limit forgetting), and resumption: the
-state is checkpointed every `checkpoint_every` steps and a restarted run continues from it with the same batches.
+state is checkpointed every `checkpoint_every` steps and a restarted run continues from it with the same batches,
+provided it has the same inputs (options, starting weights, tokenizer, data: `training_fingerprint`); a state of other
+inputs is discarded with a warning.
 
 Pretraining a small Whisper from scratch on little data benefits from an auxiliary CTC loss on the encoder
 (`ctc_weight` > 0): without it the decoder learns a language model that ignores the audio. The CTC head is a linear
@@ -13,8 +15,11 @@ layer used only during training; the saved model is a plain Whisper.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import math
+import pickle
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -69,8 +74,13 @@ class FeatureCache:
         missing = [u for u in utterances if u.id not in self.features]
         fresh: dict[str, torch.Tensor] = {}
         if missing:
-            sr = self.whisper.feature_extractor.sampling_rate
-            computed = log_mel(self.whisper, [load_audio(u.audio, sr) for u in missing], torch.device("cpu"))
+            sr, window = self.whisper.feature_extractor.sampling_rate, self.whisper.feature_extractor.n_samples
+            audios = [load_audio(u.audio, sr) for u in missing]
+            for utterance, audio in zip(missing, audios):
+                if len(audio) > window:  # its transcript would be trained against a cut recording
+                    raise ValueError(f"utterance {utterance.id} ({utterance.audio}) lasts {len(audio) / sr:.1f} s, longer "
+                                     f"than the model's {window / sr:.0f} s window: split it, or leave it out of training")
+            computed = log_mel(self.whisper, audios, torch.device("cpu"))
             fresh = dict(zip((u.id for u in missing), computed.float()))
             for uid, feature in fresh.items():
                 size = feature.numel() * 2
@@ -173,10 +183,9 @@ def train(
         log.info("precision %s applies on a GPU; training on %s in float32", options.precision, device.type)
     curve: list[dict] = []
     start = 0
-    if (checkpoint_dir / "state.pt").is_file():
-        state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=False)
-        if state["options"] != asdict(options):
-            raise ValueError(f"{checkpoint_dir} was written with other training options; delete it to start over")
+    fingerprint = training_fingerprint(whisper, train_set, replay_set, options)
+    state = _load_state(checkpoint_dir, fingerprint, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         if ctc_head is not None:
             ctc_head.load_state_dict(state["ctc_head"])
@@ -212,7 +221,7 @@ def train(
         if (step + 1) % 10 == 0 or step + 1 == options.steps:
             log.info("step %d/%d loss %.4f", step + 1, options.steps, total)
         if (step + 1) % options.checkpoint_every == 0 and step + 1 < options.steps:
-            _save_state(checkpoint_dir, model, ctc_head, optimizer, scheduler, scaler, curve, step + 1, options)
+            _save_state(checkpoint_dir, model, ctc_head, optimizer, scheduler, scaler, curve, step + 1, fingerprint)
 
     model.eval()
     if options.gradient_checkpointing:
@@ -229,12 +238,48 @@ def resume_dir(out_dir: str | Path) -> Path:
     return out_dir.with_name(out_dir.name + ".resume")
 
 
-def _save_state(checkpoint_dir: Path, model, ctc_head, optimizer, scheduler, scaler, curve, step: int, options) -> None:
+def training_fingerprint(
+    whisper: LoadedWhisper, train_set: Sequence[Utterance], replay_set: Sequence[Utterance], options: TrainingOptions
+) -> str:
+    """What a run is made from: the options, the starting weights and tokenizer, and every training and replay
+    utterance (id, transcript, language, audio bytes). A resume state is used only by a run with the same one."""
+    digest = hashlib.sha256(json.dumps(asdict(options), sort_keys=True).encode())
+    digest.update(whisper.tokenizer.backend_tokenizer.to_str().encode())
+    for name, tensor in sorted(whisper.model.state_dict().items()):
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for role, utterances in (("train", train_set), ("replay", replay_set)):
+        for utterance in utterances:
+            digest.update(json.dumps([role, utterance.id, utterance.text, utterance.language]).encode())
+            digest.update(hashlib.sha256(Path(utterance.audio).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _load_state(checkpoint_dir: Path, fingerprint: str, device: torch.device) -> dict | None:
+    """The resume state in `checkpoint_dir` if it was written by a run of the same inputs, else None (a state of
+    other inputs, or one that is not a plain tensor file, is deleted: it would resume the wrong training)."""
+    path = checkpoint_dir / "state.pt"
+    if not path.is_file():
+        return None
+    try:
+        # weights_only: tensors and plain containers only; a planted pickle cannot run code here.
+        state = torch.load(path, map_location=device, weights_only=True)
+        reason = None if state.get("fingerprint") == fingerprint else "made from other inputs (options, starting weights or data)"
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as err:
+        state, reason = None, f"unreadable as a tensor file ({type(err).__name__})"
+    if reason is None:
+        return state
+    log.warning("resume state %s is %s: starting over", path, reason)
+    shutil.rmtree(checkpoint_dir)
+    return None
+
+
+def _save_state(checkpoint_dir: Path, model, ctc_head, optimizer, scheduler, scaler, curve, step: int, fingerprint: str) -> None:
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tmp = checkpoint_dir / "state.pt.tmp"
     torch.save(
         {"model": model.state_dict(), "ctc_head": ctc_head.state_dict() if ctc_head else None, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-         "scaler": scaler.state_dict(), "curve": curve, "step": step, "options": asdict(options)},
+         "scaler": scaler.state_dict(), "curve": curve, "step": step, "fingerprint": fingerprint},
         tmp,
     )
     tmp.replace(checkpoint_dir / "state.pt")

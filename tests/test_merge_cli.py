@@ -109,3 +109,29 @@ def test_merge_to_model_folder(tiny_whisper, tmp_path: Path, capsys) -> None:
     assert torch.equal(merged[ATTN], theta0[ATTN] + 0.5 * t[ATTN])
     assert main(argv[:-4]) == 2 and "--out-model" in capsys.readouterr().err
     assert main(argv[:-4] + ["--out", str(tau), "--lambda", "2"]) == 2 and "needs --out-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_lambda_is_refused_before_anything_is_written(tiny_whisper, tmp_path: Path, capsys, value) -> None:
+    base, finetuned = tiny_whisper
+    argv = ["merge", "--method", "task_arithmetic", "--base", str(base), "--finetuned", *map(str, finetuned),
+            "--out-model", str(tmp_path / "m"), f"--lambda={value}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "finite" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_output_model_folder_never_replaces_an_input_or_a_foreign_folder(tiny_whisper, tmp_path: Path, capsys) -> None:
+    base, finetuned = tiny_whisper
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("irreplaceable")
+    base_bytes = (base / "model.safetensors").read_bytes()
+    common = ["merge", "--method", "task_arithmetic", "--base", str(base), "--finetuned", *map(str, finetuned)]
+    for target in (mine, base, base.parent):
+        assert main([*common, "--out-model", str(target), "--lambda", "0.5"]) == 2
+        assert "output folder" in capsys.readouterr().err
+    assert (mine / "thesis.txt").read_text() == "irreplaceable" and (base / "model.safetensors").read_bytes() == base_bytes
+    ours = tmp_path / "merged"
+    assert main([*common, "--out-model", str(ours), "--lambda", "0.5"]) == 0
+    assert main([*common, "--out-model", str(ours), "--lambda", "0.3"]) == 0  # its own earlier output: replaced

@@ -1,5 +1,9 @@
 """Fine-tuning: the loss falls, runs are reproducible, a killed run resumes where it stopped."""
+import copy
+import dataclasses
+import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,34 +52,68 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path, monkeypatch):
     utterances = read_manifest(corpus, split="train")
     options = TrainingOptions(steps=6, learning_rate=1e-3, batch_size=4, checkpoint_every=3, seed=1)
     straight = train(build_tiny_whisper(corpus), utterances, options, tmp_path / "straight", CPU)
+    _kill_after_first_checkpoint(build_tiny_whisper(corpus), utterances, options, tmp_path / "resumed", monkeypatch)
+    shutil.rmtree(tmp_path / "resumed", ignore_errors=True)  # as a workflow manager does with unfinished outputs
+    resumed = train(build_tiny_whisper(corpus), utterances, options, tmp_path / "resumed", CPU)
+    assert [p["step"] for p in resumed] == list(range(1, 7))
+    assert [p["loss"] for p in resumed] == pytest.approx([p["loss"] for p in straight], rel=1e-5)
 
+
+def _kill_after_first_checkpoint(whisper, utterances, options, out_dir, monkeypatch):
+    """Train until the first checkpoint is written, then die inside the next step (as a killed job does)."""
     import asrmerge.training as training
 
     real_loss, calls = training.batch_loss, {"n": 0}
 
     def dying_loss(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # inside step 5, after the checkpoint of step 3
+        if calls["n"] > options.checkpoint_every:
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
     monkeypatch.setattr(training, "batch_loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
-        train(build_tiny_whisper(corpus), utterances, options, tmp_path / "resumed", CPU)
-    assert (resume_dir(tmp_path / "resumed") / "state.pt").is_file()
-    shutil.rmtree(tmp_path / "resumed", ignore_errors=True)  # as a workflow manager does with unfinished outputs
+        train(whisper, utterances, options, out_dir, CPU)
     monkeypatch.setattr(training, "batch_loss", real_loss)
-    resumed = train(build_tiny_whisper(corpus), utterances, options, tmp_path / "resumed", CPU)
-    assert [p["step"] for p in resumed] == list(range(1, 7))
-    assert [p["loss"] for p in resumed] == pytest.approx([p["loss"] for p in straight], rel=1e-5)
+    assert (resume_dir(out_dir) / "state.pt").is_file()
 
 
-def test_checkpoint_from_other_options_is_refused(corpus, tmp_path):
+@pytest.mark.parametrize("change", ["options", "base", "data"])
+def test_resume_state_of_other_inputs_is_discarded(corpus, tmp_path, monkeypatch, change):
+    """A state left by a run on other options, starting weights or data never resumes this run."""
     utterances = read_manifest(corpus, split="train")
+    options = TrainingOptions(steps=4, learning_rate=1e-3, batch_size=4, checkpoint_every=2, seed=1)
+    _kill_after_first_checkpoint(build_tiny_whisper(corpus), utterances, options, tmp_path / "m", monkeypatch)
+    whisper, now = build_tiny_whisper(corpus), list(utterances)
+    if change == "options":
+        options = TrainingOptions(steps=4, learning_rate=2e-3, batch_size=4, checkpoint_every=2, seed=1)
+    elif change == "base":
+        torch.nn.init.normal_(whisper.model.model.encoder.layer_norm.weight)
+    else:
+        audio = tmp_path / "changed.wav"
+        audio.write_bytes(bytearray(Path(now[0].audio).read_bytes())[:-2] + b"\x01\x00")  # one sample differs
+        now[0] = dataclasses.replace(now[0], audio=audio)
+    straight = train(copy.deepcopy(whisper), now, options, tmp_path / "straight", CPU)
+    rerun = train(whisper, now, options, tmp_path / "m", CPU)
+    assert rerun == straight  # from step 1, not from the stale checkpoint
+
+
+def test_planted_pickle_in_the_resume_state_is_not_run(corpus, tmp_path):
+    marker = tmp_path / "pwned"
     resume_dir(tmp_path / "m").mkdir(parents=True)
-    torch.save({"options": {"steps": 99}}, resume_dir(tmp_path / "m") / "state.pt")
-    with pytest.raises(ValueError, match="other training options"):
-        train(build_tiny_whisper(corpus), utterances, TrainingOptions(steps=1, learning_rate=1e-3), tmp_path / "m", CPU)
+    with open(resume_dir(tmp_path / "m") / "state.pt", "wb") as f:
+        pickle.dump(_Planted(str(marker)), f)
+    utterances = read_manifest(corpus, split="train")
+    curve = train(build_tiny_whisper(corpus), utterances, TrainingOptions(steps=1, learning_rate=1e-3), tmp_path / "m", CPU)
+    assert not marker.exists() and [p["step"] for p in curve] == [1]
+
+
+class _Planted:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 def test_batches_are_a_function_of_the_step():
@@ -96,3 +134,16 @@ def test_gpu_precision_trains_in_float32_on_cpu(corpus, tmp_path):
     curve = train(build_tiny_whisper(corpus), read_manifest(corpus, split="train"), options, tmp_path / "m", CPU)
     assert torch.isfinite(torch.tensor(curve[0]["loss"]))
     assert load_whisper(tmp_path / "m").model.dtype == torch.float32
+
+
+def test_recording_longer_than_the_window_is_an_error_naming_it(corpus, tmp_path):
+    import soundfile
+
+    whisper = build_tiny_whisper(corpus)
+    utterances = read_manifest(corpus, split="train")[:4]
+    sr, window = whisper.feature_extractor.sampling_rate, whisper.feature_extractor.n_samples
+    long_audio = tmp_path / "long.wav"
+    soundfile.write(long_audio, torch.zeros(window + sr).numpy(), sr)
+    utterances[2] = dataclasses.replace(utterances[2], audio=long_audio)
+    with pytest.raises(ValueError, match=rf"utterance {utterances[2].id} .* longer than the model's"):
+        train(whisper, utterances, TrainingOptions(steps=1, learning_rate=1e-3, batch_size=4), tmp_path / "m", CPU)

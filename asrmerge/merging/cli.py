@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any, Sequence
 
@@ -13,6 +14,14 @@ from asrmerge.merging.engine import DEFAULT_SVD_EXCLUDE, compute_task_vector, ex
 from asrmerge.merging.registry import MergeMethod, get_method, list_methods, resolve_params
 
 SVD_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def finite_float(text: str) -> float:
+    """argparse type of λ: a finite number (nan or inf would write a model of NaNs)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"needs a finite number, got {text!r}")
+    return value
 
 
 def parse_params(method: MergeMethod, items: Sequence[str]) -> dict[str, Any]:
@@ -123,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output .safetensors file with the merged task vector τ")
     p.add_argument("--out-model", dest="out_model",
                    help="output model folder θ_base + λ·τ (base dtypes and config files), written in the same pass")
-    p.add_argument("--lambda", type=float, dest="lam", default=None, help="λ for --out-model (default 1.0)")
+    p.add_argument("--lambda", type=finite_float, dest="lam", default=None, help="λ for --out-model (default 1.0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-tensor generators (random methods)")
     p.add_argument("--device", default="cpu", help="torch device for the per-tensor computation, e.g. cpu or cuda")
@@ -136,7 +145,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="write θ_base + λ·τ as a transformers model folder")
     p.add_argument("--base", required=True, help="base model folder")
     p.add_argument("--task-vector", required=True, dest="task_vector", help="(merged) task-vector file")
-    p.add_argument("--lambda", required=True, type=float, dest="lam", help="scaling coefficient λ")
+    p.add_argument("--lambda", required=True, type=finite_float, dest="lam", help="scaling coefficient λ")
     p.add_argument("--out", required=True, help="output model folder")
     p.set_defaults(func=_export)
 

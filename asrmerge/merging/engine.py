@@ -280,6 +280,19 @@ def _merge_one(
     return method.fn(stack, base_tensor, **call)
 
 
+def check_replaceable_model_folder(out_dir: Path, *inputs: str | os.PathLike[str]) -> None:
+    """An output model folder may replace only a folder this tool wrote (it holds merge_info.json), never an input
+    or a folder holding one, nor a folder of anything else."""
+    resolved = out_dir.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if resolved == source or resolved in source.parents:
+            raise ValueError(f"output folder {out_dir} is, or holds, the input {source}: choose another folder")
+    if out_dir.exists() and not (out_dir.is_dir() and (out_dir / "merge_info.json").is_file()):
+        raise ValueError(f"output folder {out_dir} exists and was not written by asrmerge (no merge_info.json): "
+                         "remove it or choose another folder")
+
+
 @contextlib.contextmanager
 def _model_folder(base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Iterator[Path]:
     """Build a transformers folder atomically: yields a temporary sibling of `out_dir` holding every non-weight file of
@@ -288,6 +301,7 @@ def _model_folder(base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not base_dir.is_dir():
         raise FileNotFoundError(f"base model folder not found: {base_dir}")
+    check_replaceable_model_folder(out_dir, base_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
