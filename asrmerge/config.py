@@ -6,6 +6,7 @@ All checks run before any job starts, and each failure is one `ConfigError` nami
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,11 +17,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from asrmerge.data.corpus import parse_spec
+from asrmerge.data.corpus import TEST_ROLES, default_sets, parse_spec, required_splits
 from asrmerge.merging.registry import get_method, resolve_params
 
 SCHEMA_PATH = Path(str(resources.files("asrmerge") / "schemas" / "config.schema.yaml"))
-TEST_ROLES = ("ood", "general_test", "english", "brazilian", "multilingual")
 SPLITS = ("train", "validation", "test")
 _PATH_SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
 
@@ -68,6 +68,38 @@ def _key(path) -> str:
     for p in path:
         parts.append(f"[{p}]" if isinstance(p, int) else f".{p}")
     return "".join(parts).lstrip(".") or "(top level)"
+
+
+WORLDS = {"demo": default_sets}
+
+
+def expand_world(config: dict) -> None:
+    """Put the sets of `corpus.world` under `corpus.sets`, with the config's own entries over them (see the schema)."""
+    corpus = config.get("corpus")
+    if not isinstance(corpus, dict) or corpus.get("world") is None:
+        return
+    world = corpus["world"]
+    if world not in WORLDS:
+        raise ConfigError(f"config key corpus.world: unknown world {world!r} (known: {', '.join(WORLDS)})")
+    given = corpus.get("sets") or {}
+    if not isinstance(given, dict):
+        raise ConfigError("config key corpus.sets: must be a mapping of set name -> set")
+    sizes = corpus.get("world_sizes") or {}
+    if not isinstance(sizes, dict) or not all(isinstance(value, dict) for value in sizes.values()):
+        raise ConfigError("config key corpus.world_sizes: must map a role to {split: size}")
+    sets = WORLDS[world]()
+    for spec in sets.values():
+        spec["sizes"] = dict(sizes.get(spec["role"], spec["sizes"]))
+    for name, spec in given.items():
+        if spec is None:
+            sets.pop(name, None)
+        elif name in sets and isinstance(spec, dict) and "manifest" not in spec:
+            sets[name] = {**sets[name], **spec}
+        else:
+            sets[name] = spec
+    corpus["sets"] = sets
+    # Expanded: what remains is a plain list of sets (validating it again changes nothing).
+    corpus["world"], corpus["world_sizes"] = None, {}
 
 
 def validate_schema(config: dict) -> dict:
@@ -152,12 +184,40 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).exists()
 
 
+def check_manifest_splits(name: str, role: str, path: Path) -> None:
+    """A user manifest must exist and hold rows in every split its role uses: a domain without test rows would
+    score 0 % WER, one without validation rows would choose λ on nothing."""
+    key = f"config key corpus.sets.{name}.manifest"
+    if not path.is_file():
+        raise ConfigError(f"{key}: file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{key}: {path} line {line} is not UTF-8 text") from None
+    counts: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            split = json.loads(line).get("split")
+        except (json.JSONDecodeError, AttributeError):
+            raise ConfigError(f"{key}: {path} line {number} is not a JSON object") from None
+        counts[split] = counts.get(split, 0) + 1
+    missing = [split for split in required_splits(role) if not counts.get(split)]
+    if missing:
+        raise ConfigError(f"{key}: {path} has no {missing[0]} rows, which a {role} set needs "
+                          f"(rows per split: {counts or 'none'})")
+
+
 def check_paths(config: Mapping, workdir: Path) -> None:
     """Every file the config names must exist now, not hours into a run."""
     for name, spec in config["corpus"]["sets"].items():
-        if "manifest" in spec and not (workdir / spec["manifest"]).is_file():
-            raise ConfigError(f"config key corpus.sets.{name}.manifest: file {spec['manifest']} does not exist")
+        if "manifest" in spec:
+            check_manifest_splits(name, spec["role"], workdir / spec["manifest"])
     base = config["base_model"]
+    if base["source"] == "pretrain" and base["init"] and not (workdir / base["init"]).is_dir():
+        raise ConfigError(f"config key base_model.init: folder {base['init']} does not exist")
     if base["source"] == "pretrained":
         if not base["path"]:
             raise ConfigError("config key base_model.path: required when base_model.source is pretrained")
@@ -185,14 +245,14 @@ def check_roles(config: Mapping) -> None:
         sizes = spec.get("sizes")
         if not sizes:
             raise ConfigError(f"config key corpus.sets.{name}: give either manifest or a generator spec with sizes")
-        needed = {"domain": ("train", "validation", "test"), "general": ("train",)}.get(spec["role"], ("test",))
-        missing = [s for s in needed if not sizes.get(s)]
+        missing = [s for s in required_splits(spec["role"]) if not sizes.get(s)]
         if missing:
             raise ConfigError(f"config key corpus.sets.{name}.sizes.{missing[0]}: a {spec['role']} set needs it > 0")
 
 
 def validate_config(config: dict, workdir: str | Path = ".") -> dict:
-    """Schema, roles, merge entries and paths; returns the config with defaults filled in (in place)."""
+    """World, schema, roles, merge entries and paths; returns the config with defaults filled in (in place)."""
+    expand_world(config)
     validate_schema(config)
     check_roles(config)
     merge_branches(config)

@@ -19,15 +19,32 @@ log = logging.getLogger(__name__)
 def pretrain_small_whisper(
     settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: Path, device: torch.device, seed: int
 ) -> None:
-    """Train a tokenizer on the general transcripts, build the small model and pretrain it on the general audio."""
+    """Pretrain the small model on the general audio: a new model with a tokenizer trained on the general
+    transcripts, or, with `init`, the model folder of an earlier stage (its tokenizer and weights)."""
+    whisper = continued_model(settings) if settings.get("init") else new_small_whisper(settings, general, seed)
+    n_params = sum(p.numel() for p in whisper.model.parameters())
+    log.info("small Whisper: %.2fM parameters, %d tokens", n_params / 1e6, len(whisper.tokenizer))
+    train(whisper, general, TrainingOptions(**settings["pretrain"], seed=seed), out_dir, device)
+
+
+def new_small_whisper(settings: Mapping[str, Any], general: Sequence[Utterance], seed: int) -> LoadedWhisper:
     languages = sorted({u.language for u in general})
     tokenizer = train_tokenizer((u.text for u in general), languages, settings["vocab_size"])
     architecture = settings["architecture"]
     model = build_small_whisper(tokenizer, architecture, settings["audio_seconds"], seed)
-    whisper = LoadedWhisper(model, feature_extractor_for(architecture["num_mel_bins"], settings["audio_seconds"]), tokenizer)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("small Whisper: %.2fM parameters, %d tokens, languages %s", n_params / 1e6, len(tokenizer), languages)
-    train(whisper, general, TrainingOptions(**settings["pretrain"], seed=seed), out_dir, device)
+    log.info("new model and tokenizer, languages %s", languages)
+    return LoadedWhisper(model, feature_extractor_for(architecture["num_mel_bins"], settings["audio_seconds"]), tokenizer)
+
+
+def continued_model(settings: Mapping[str, Any]) -> LoadedWhisper:
+    """The earlier stage's model in float32, checked to read the configured window."""
+    whisper = load_whisper(settings["init"], device="cpu")
+    window = whisper.feature_extractor.n_samples / whisper.feature_extractor.sampling_rate
+    if round(window) != settings["audio_seconds"]:
+        raise ValueError(f"base_model.init {settings['init']} reads {window:g} s windows, "
+                         f"base_model.audio_seconds is {settings['audio_seconds']}")
+    log.info("continuing from %s", settings["init"])
+    return whisper
 
 
 def copy_pretrained(settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: Path, device: torch.device, seed: int) -> None:

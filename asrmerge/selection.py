@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from asrmerge.data.manifest import Utterance, read_manifest
 from asrmerge.decoding import DecodingOptions, transcribe
+from asrmerge.merging.engine import theta_plus
 from asrmerge.models.whisper import LoadedWhisper, load_whisper
 from asrmerge.scoring import ErrorCounts, score_hypotheses
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class ScaledTaskVector:
-    """A model whose weights can be set to theta_0 + lambda * tau for any lambda, without reloading."""
+    """A model whose weights can be set to theta_0 + lambda * tau for any lambda, without reloading (the same sum as
+    an exported merged model: engine.theta_plus)."""
 
     def __init__(self, whisper: LoadedWhisper, task_vector_path: str | Path):
         self.whisper = whisper
@@ -39,7 +41,7 @@ class ScaledTaskVector:
     @torch.no_grad()
     def set_lambda(self, lam: float) -> LoadedWhisper:
         for name, target in self.targets.items():
-            target.copy_((self.base[name].float() + lam * self.tau[name].float()).to(target.dtype))
+            target.copy_(theta_plus(self.base[name].float(), self.tau[name].float(), lam).to(target.dtype))
         return self.whisper
 
 

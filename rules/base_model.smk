@@ -2,6 +2,7 @@ rule base_model:
     """The foundation: pretrain a small Whisper on the general sets, or load a released Whisper."""
     input:
         general=manifests(GENERAL_SETS) if config["base_model"]["source"] == "pretrain" else [],
+        init=config["base_model"]["init"] or [],
     output:
         directory(f"{RESULTS}/models/base"),
     params:

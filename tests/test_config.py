@@ -1,11 +1,15 @@
 """Configuration validation: defaults, schema errors, semantic errors, merge branch expansion."""
 import copy
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from asrmerge.config import ConfigError, load_schema, merge_branches, scored_sets, validate_config
+from asrmerge.data.corpus import ROLES, TEST_ROLES, default_sets
+from asrmerge.data.text import EP_DOMAINS
+from asrmerge.report.tables import GROUP_OF_ROLE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +47,11 @@ def test_every_schema_key_has_description_and_default():
         (lambda c: c["merge"]["methods"].insert(0, {"method": "no_such_method"}), "merge.methods[0].method"),
         (lambda c: c.update(unknown_key=1), "unknown_key"),
         (lambda c: c["finetune"]["domain"].update(steps=-1), "finetune.domain.steps"),
-        (lambda c: c["corpus"]["sets"]["weather"]["sizes"].update(train=-5), "corpus.sets.weather.sizes.train"),
-        (lambda c: c["corpus"]["sets"].update(extra={"role": "ood", "manifest": "missing/manifest.jsonl"}),
+        (lambda c: c["corpus"].update(sets={"weather": {"sizes": {"train": -5}}}), "corpus.sets.weather.sizes.train"),
+        (lambda c: c["corpus"].update(world="demo2"), "corpus.world"),
+        (lambda c: c["corpus"].update(world_sizes={"domain": 3}), "corpus.world_sizes"),
+        (lambda c: c["corpus"]["world_sizes"].update(general={"train": 0}), "corpus.sets.general: .*every split is empty"),
+        (lambda c: c["corpus"].setdefault("sets", {}).update(extra={"role": "ood", "manifest": "missing/manifest.jsonl"}),
          "missing/manifest.jsonl"),
         (lambda c: c["base_model"].update(source="pretrained", path="./no/such/folder"), "base_model.path"),
         (lambda c: c["finetune"].update(checkpoints={"weather": "./nowhere"}), "finetune.checkpoints.weather"),
@@ -55,6 +62,42 @@ def test_bad_config_names_the_culprit(demo_config, mutate, culprit):
     mutate(demo_config)
     with pytest.raises(ConfigError, match=culprit.replace("[", r"\[").replace("]", r"\]")):
         validate_config(demo_config, ROOT)
+
+
+def test_world_is_sized_and_overridden_by_the_config(demo_config):
+    demo_config["corpus"]["sets"] = {
+        "weather": {"sizes": {"train": 7, "validation": 2, "test": 3}},  # replaces only the keys given
+        "ood_tourism_hall": None,  # left out
+        "mine": {"role": "ood", "language": "pt", "text": "tourism", "sizes": {"test": 4}},  # added
+    }
+    sizes = demo_config["corpus"]["world_sizes"]
+    sets = validate_config(demo_config, ROOT)["corpus"]["sets"]
+    world = default_sets()
+    assert sets["weather"] == {**world["weather"], "sizes": {"train": 7, "validation": 2, "test": 3}}
+    assert sets["news"]["sizes"] == sizes["domain"]
+    assert "ood_tourism_hall" not in sets and sets["mine"]["sizes"] == {"test": 4}
+    assert list(sets)[: len(EP_DOMAINS)] == list(EP_DOMAINS)
+    assert validate_config(copy.deepcopy(demo_config), ROOT)["corpus"]["sets"] == sets  # expanding twice: same
+
+
+@pytest.mark.parametrize("role, splits, missing", [("domain", ["train", "validation"], "test"),
+                                                    ("domain", ["train", "test"], "validation"),
+                                                    ("ood", ["train"], "test")])
+def test_user_manifest_without_a_split_its_role_needs_is_refused(demo_config, tmp_path, role, splits, missing):
+    manifest = tmp_path / "mine.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"u{i}", "split": split}) + "\n" for i, split in enumerate(splits)))
+    demo_config["corpus"]["sets"] = {"mine": {"role": role, "manifest": str(manifest)}}
+    with pytest.raises(ConfigError, match=rf"corpus.sets.mine.manifest: .*mine.jsonl has no {missing} rows"):
+        validate_config(demo_config, ROOT)
+
+
+def test_roles_have_one_home():
+    """The schema's role enums and the report's column groups follow asrmerge.data.corpus.ROLES."""
+    set_schema = load_schema()["properties"]["corpus"]["properties"]
+    assert set_schema["sets"]["additionalProperties"]["properties"]["role"]["enum"] == list(ROLES)
+    assert set(set_schema["world_sizes"]["propertyNames"]["enum"]) == set(ROLES)
+    assert set(GROUP_OF_ROLE) == set(ROLES) - {"general"}
+    assert set(TEST_ROLES) == set(ROLES) - {"domain", "general"}
 
 
 def test_grid_expands_to_readable_unique_paths(demo_config):

@@ -172,7 +172,12 @@ def test_default_sets_describe_the_demo_world() -> None:
                 assert (p.texts, json.dumps(p.channel, sort_keys=True)) != (domain.texts, json.dumps(domain.channel, sort_keys=True))
     general = parsed["general"]
     assert {"pt", "en"} <= set(general.languages) and len(general.languages) >= 5
-    assert set(general.sizes) == {"train", "validation"}
+    assert set(general.sizes) == {"train", "validation"} and set(general.texts) == {"general", "words"}
+    assert parsed["general_pt"].languages == ("pt",) and parsed["ep_random_words"].texts == ("words",)
+    # The foundation never hears a voice that a domain or a test set uses.
+    pretraining_voices = {v for p in parsed.values() if p.role == "general" for vs in p.voices.values() for v in vs}
+    other_voices = {v for p in parsed.values() if p.role != "general" for vs in p.voices.values() for v in vs}
+    assert pretraining_voices and not pretraining_voices & other_voices
     assert parsed["brazilian"].languages == ("pt-BR",)
     assert set(parsed["multilingual"].languages) == {"es", "fr", "it", "de"}
     assert yaml.safe_load(yaml.safe_dump(sets)) == sets
@@ -225,6 +230,14 @@ def test_a_grammar_too_small_for_the_sizes_is_a_clear_error(tmp_path: Path, monk
     monkeypatch.setitem(text.TEXT_GENERATORS, "tiny", text.GrammarGenerator(name="tiny", grammars={"pt": grammar}))
     with pytest.raises(ValueError, match=r"corpus set 'tiny'.*test utterance 2.*too small"):
         build_set("tiny", _spec(text="tiny", sizes={"test": 3}), tmp_path, seed=0)
+
+
+def test_spec_file_may_be_a_workflow_config_with_a_world(tmp_path: Path) -> None:
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump({"corpus": {"world": "demo", "world_sizes": {"domain": {"train": 3, "test": 2}},
+                                                 "sets": {"english": None}}}))
+    specs = load_spec_file(config)
+    assert specs["weather"]["sizes"] == {"train": 3, "test": 2} and "english" not in specs and "general" in specs
 
 
 def test_extends_starts_from_a_default_set() -> None:

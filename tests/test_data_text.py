@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 import numpy as np
@@ -15,7 +16,9 @@ from asrmerge.data.text import (
     is_transcript_word,
     number_to_words,
     parse_grammar,
+    WORDS_GENERATOR,
 )
+from asrmerge.data.wordlists import FUNCTION_WORD_RANKS, VOCABULARY_SIZE, word_list
 
 
 @pytest.mark.parametrize(
@@ -129,12 +132,12 @@ def test_domain_test_sentences_are_new_but_share_vocabulary_with_train() -> None
 def test_general_covers_the_languages_and_brazilian_phrasing() -> None:
     general = get_generator("general")
     assert {"pt", "pt-BR", "en", "es", "fr", "it", "de"} <= general.languages
-    brazil = general.vocabulary("pt-BR")
-    portugal = general.vocabulary("pt")
+    brazil = general.grammar("pt-BR").content_words()  # the grammars' own words ({@lex} slots aside)
+    portugal = general.grammar("pt").content_words()
     assert {"você", "ônibus", "trem", "celular"} <= brazil
     assert {"autocarro", "comboio", "telemóvel"} <= portugal
     assert not {"você", "ônibus", "celular"} & portugal
-    assert "o'clock" in general.vocabulary("en")
+    assert "o'clock" in general.grammar("en").content_words()
 
 
 def test_unknown_generator_and_unsupported_language() -> None:
@@ -160,3 +163,44 @@ def test_parse_grammar_tokens_and_errors() -> None:
         parse_grammar("@templates\n{#5-2} gatos\n", name="toy", language="pt")
     with pytest.raises(ValueError, match="text before"):
         parse_grammar("gato\n", name="toy", language="pt")
+
+
+def test_word_lists_are_large_clean_and_frequency_ordered() -> None:
+    for language in ("pt", "pt-BR", "en", "es", "fr", "it", "de"):
+        words = word_list(language)
+        assert len(words.words) == VOCABULARY_SIZE and len(set(words.words)) == VOCABULARY_SIZE
+        assert all(is_transcript_word(w) and w.isalpha() for w in words.words), language
+        assert np.all(np.diff(words.frequencies) <= 0)  # most frequent first
+    assert "frozen" not in word_list("pt").words  # more frequent in English than in Portuguese
+    assert {"casa", "hospital", "tribunal"} <= set(word_list("pt").words)
+
+
+def test_random_word_sequences_follow_the_flattened_frequencies() -> None:
+    rng = np.random.default_rng(0)
+    sentences = [generate_text("words", rng, "pt") for _ in range(3000)]
+    lengths = [len(s.split()) for s in sentences]
+    assert min(lengths) == WORDS_GENERATOR.min_words and max(lengths) == WORDS_GENERATOR.max_words
+    counts = collections.Counter(w for s in sentences for w in s.split())
+    words = word_list("pt")
+    assert set(counts) <= set(words.words) and len(counts) > 5000  # broad: most of the list within a few thousand
+    weights = words.frequencies**WORDS_GENERATOR.exponent
+    head, band = slice(0, 10), slice(1000, 2000)
+    expected = weights[head].sum() / weights[band].sum()
+    observed = sum(counts[w] for w in words.words[head]) / sum(counts[w] for w in words.words[band])
+    assert 0.8 * expected < observed < 1.25 * expected
+    assert [generate_text("words", np.random.default_rng(5), "en") for _ in range(2)] == [
+        generate_text("words", np.random.default_rng(5), "en") for _ in range(2)
+    ]
+
+
+def test_lexicon_slot_draws_content_words() -> None:
+    grammar = parse_grammar("@templates\nthe word {@lex} again\n", name="t", language="en")
+    rng = np.random.default_rng(1)
+    drawn = [grammar.generate(rng).split()[2] for _ in range(500)]
+    content = set(word_list("en").words[FUNCTION_WORD_RANKS:])
+    assert set(drawn) <= content and len(set(drawn)) > 200
+    assert content <= grammar.vocabulary() and "@lex" not in grammar.vocabulary()
+    closed = TEXT_GENERATORS["general"].grammar("pt").content_words()
+    open_words = set(word_list("pt").words[FUNCTION_WORD_RANKS:]) - closed
+    general = [generate_text("general", rng, "pt") for _ in range(400)]
+    assert sum(bool(set(s.split()) & open_words) for s in general) > 40  # open-vocabulary slots

@@ -23,7 +23,8 @@ def load_spec_file(path: Path) -> dict[str, Any]:
     """Read a YAML document and return its set specs (name -> spec).
 
     The specs may sit at the top level or under ``sets:``, ``corpus:`` or ``corpus: sets:``; each needs a
-    ``role`` or an ``extends`` (see asrmerge.data.corpus).
+    ``role`` or an ``extends`` (see asrmerge.data.corpus). A workflow config with ``corpus.world`` gives its world's
+    sets as the workflow sees them.
     """
     spec_path = Path(path)
     if not spec_path.is_file():
@@ -34,6 +35,10 @@ def load_spec_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"spec file {spec_path} is not valid YAML: {err}") from None
     if not isinstance(document, Mapping):
         raise ValueError(f"spec file {spec_path}: expected a mapping of set names to specs")
+    if isinstance(document.get("corpus"), Mapping) and document["corpus"].get("world"):
+        from asrmerge.config import expand_world  # a workflow config: its world's sets, sized and overridden
+
+        expand_world(document)
     for location in _SPEC_LOCATIONS:
         node: Any = document
         for key in location:

@@ -57,7 +57,20 @@ from asrmerge.data.text import EP_DOMAINS, TEXT_GENERATORS, get_generator
 
 logger = logging.getLogger(__name__)
 
-ROLES: tuple[str, ...] = ("domain", "ood", "general_test", "english", "brazilian", "multilingual", "general")
+# The one list of set roles (the config schema's enums and the report's column groups follow it; tests check).
+ROLES: tuple[str, ...] = (
+    "domain", "ood", "general_test", "words_test", "english", "brazilian", "multilingual", "general",
+)
+#: Roles whose sets are scored in the tables besides the domains' test splits.
+TEST_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role not in ("domain", "general"))
+
+
+def required_splits(role: str) -> tuple[str, ...]:
+    """The splits a set of `role` must have rows in: a domain is fine-tuned, validated and tested; the general mix is
+    trained on; every other role is only tested."""
+    return {"domain": ("train", "validation", "test"), "general": ("train",)}.get(role, ("test",))
+
+
 REQUIRED_KEYS: tuple[str, ...] = ("role", "language", "text", "sizes")
 OPTIONAL_KEYS: tuple[str, ...] = (
     "voices", "rate", "pitch", "channel", "max_duration", "padding", "description", "extends",
@@ -72,7 +85,7 @@ DEFAULT_PADDING = 0.1
 MAX_ATTEMPTS = 400  # sentence draws per utterance before giving up (duplicates, wrong slice or too long)
 HELDOUT_MODULUS = 8
 PRETRAINING_ROLES: frozenset[str] = frozenset({"general"})
-HELDOUT_ROLES: frozenset[str] = frozenset({"ood", "general_test", "english", "brazilian", "multilingual"})
+HELDOUT_ROLES: frozenset[str] = frozenset(TEST_ROLES)
 PEAK_LIMIT = 0.99
 
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -454,7 +467,10 @@ def build_sets(
 
 DOMAIN_SIZES = {"train": 120, "validation": 20, "test": 30}
 TEST_SIZES = {"test": 30}
-GENERAL_SIZES = {"train": 700, "validation": 70}
+# The pretraining mix: half template sentences (some with open-vocabulary slots), half random word sequences.
+GENERAL_SIZES = {"train": 10_000, "validation": 140}
+GENERAL_PT_SIZES = {"train": 8_000, "validation": 60}
+GENERAL_TEXTS = ["general", "words"]
 
 # Per-domain speakers and recording conditions: each domain has its own voices, speaking rate and pitch, and its
 # own channel, so that a fine-tune on one domain learns something the others do not share.
@@ -567,15 +583,26 @@ _OOD_SETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Pretraining voices: named espeak variants that no domain or test set uses (those use m1..m8, f1..f5, klatt and
+# Henrique), so every domain and test voice is new to the foundation.
 _GENERAL_VOICES: dict[str, list[str]] = {
-    "pt": ["pt+m1", "pt+f1", "pt+m3", "pt+f3"],
-    "pt-BR": ["pt-br+m1", "pt-br+f2", "pt-br+m4"],
-    "en": ["en+m3", "en+f2", "en-us+m1", "en-us+f3"],
-    "es": ["es+m1", "es+f2", "es+m4"],
-    "fr": ["fr+m2", "fr+f1", "fr+m5"],
-    "it": ["it+m3", "it+f3", "it+m1"],
-    "de": ["de+m1", "de+f2", "de+m6"],
+    "pt": ["pt+Alex", "pt+Andrea", "pt+Diogo", "pt+Hugo", "pt+Mario", "pt+Annie", "pt+benjamin", "pt+linda",
+           "pt+marcelo", "pt+pedro", "pt+steph", "pt+antonio"],
+    "pt-BR": ["pt-br+Alex", "pt-br+Andrea", "pt-br+marcelo", "pt-br+linda"],
+    "en": ["en+Alex", "en+Annie", "en-us+david", "en-us+belinda"],
+    "es": ["es+Diogo", "es+linda", "es+miguel"],
+    "fr": ["fr+Andrea", "fr+michel", "fr+steph"],
+    "it": ["it+Mario", "it+Annie", "it+sandro"],
+    "de": ["de+boris", "de+anika", "de+norbert"],
 }
+# Everyday variety of the pretraining mix; telephone lines, babble and rumble stay domain conditions.
+_GENERAL_CHANNEL: list[dict[str, Any]] = [
+    {"type": "noise", "snr_db": [18.0, 40.0], "color": ["white", "pink"], "p": 0.35},
+    {"type": "reverb", "rt60": [0.2, 0.6], "drr_db": [2.0, 10.0], "p": 0.25},
+]
+_GENERAL_RATE, _GENERAL_PITCH = [130, 230], [20, 85]
+# Held-out EP test voices for the general sets (plain m/f variants, like the domains, clean channel).
+_GENERAL_TEST_VOICES = ["pt+m2", "pt+f4", "pt+m6", "pt+f1"]
 
 
 def default_sets() -> dict[str, dict[str, Any]]:
@@ -585,7 +612,10 @@ def default_sets() -> dict[str, dict[str, Any]]:
       pitch and channel;
     * five EP out-of-domain test sets (role ``ood``; test only);
     * ``brazilian`` (pt-BR), ``english`` and ``multilingual`` (es, fr, it, de) test sets;
-    * ``general``: the multilingual pretraining mix (train/validation), mostly clean with mild variety.
+    * ``general_ep`` (everyday EP sentences) and ``ep_random_words`` (random EP word sequences, role
+      ``words_test``: listening measured apart from recall), clean, voices no domain trains on;
+    * ``general`` and ``general_pt``: the pretraining mix (train/validation; seven languages, then EP alone),
+      template sentences and random word sequences, named voices no other set uses, mostly clean.
     """
     sets: dict[str, dict[str, Any]] = {}
     for domain in EP_DOMAINS:
@@ -626,15 +656,31 @@ def default_sets() -> dict[str, dict[str, Any]]:
         },
         "rate": [150, 190], "pitch": [35, 60], "channel": [], "sizes": dict(TEST_SIZES),
     }
+    sets["general_ep"] = {
+        "role": "general_test", "language": "pt", "text": "general",
+        "description": "everyday EP sentences (with open-vocabulary slots), clean",
+        "voices": list(_GENERAL_TEST_VOICES), "rate": [150, 190], "pitch": [35, 60], "channel": [],
+        "sizes": dict(TEST_SIZES),
+    }
+    sets["ep_random_words"] = {
+        "role": "words_test", "language": "pt", "text": "words",
+        "description": "random EP word sequences, clean: listening measured apart from recall",
+        "voices": list(_GENERAL_TEST_VOICES), "rate": [150, 190], "pitch": [35, 60], "channel": [],
+        "sizes": dict(TEST_SIZES),
+    }
     sets["general"] = {
-        "role": "general", "language": list(_GENERAL_VOICES), "text": "general",
+        "role": "general", "language": list(_GENERAL_VOICES), "text": list(GENERAL_TEXTS),
         "description": "multilingual pretraining mix: mostly clean, some noise and reverberation",
         "voices": {language: list(voices) for language, voices in _GENERAL_VOICES.items()},
-        "rate": [140, 200], "pitch": [30, 70],
-        "channel": [
-            {"type": "noise", "snr_db": [20.0, 40.0], "color": ["white", "pink"], "p": 0.3},
-            {"type": "reverb", "rt60": [0.2, 0.5], "drr_db": [3.0, 10.0], "p": 0.2},
-        ],
+        "rate": list(_GENERAL_RATE), "pitch": list(_GENERAL_PITCH),
+        "channel": [dict(step) for step in _GENERAL_CHANNEL],
         "sizes": dict(GENERAL_SIZES),
+    }
+    sets["general_pt"] = {
+        "role": "general", "language": "pt", "text": list(GENERAL_TEXTS),
+        "description": "European Portuguese share of the pretraining mix",
+        "voices": list(_GENERAL_VOICES["pt"]), "rate": list(_GENERAL_RATE), "pitch": list(_GENERAL_PITCH),
+        "channel": [dict(step) for step in _GENERAL_CHANNEL],
+        "sizes": dict(GENERAL_PT_SIZES),
     }
     return sets

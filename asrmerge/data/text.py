@@ -21,7 +21,9 @@ Lexicon file format (UTF-8)::
 * ``[ ... ]``: an optional part, kept with probability 1/2 (no nesting; may hold tokens);
 * ``{#a-b}``: an integer drawn uniformly from a..b, in words; ``{#f:a-b}`` the feminine form
   (Portuguese ``uma``/``duas``/``duzentas``; Spanish ``una``; French ``une``);
-* ``{#digits:n}``: n digits read one by one (telephone numbers, postcodes).
+* ``{#digits:n}``: n digits read one by one (telephone numbers, postcodes);
+* ``{@lex}``: one content word of the language at its natural frequency, from the wordfreq lists
+  (`asrmerge.data.wordlists`): open vocabulary that a model can only transcribe by listening.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from asrmerge.data.languages import canonical_language
+from asrmerge.data.wordlists import WordSequenceGenerator, content_word_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -347,6 +350,7 @@ _TOKEN = re.compile(r"\{([^{}\[\]]+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _NUMBER_TOKEN = re.compile(r"^#(?:(f):)?(\d+)-(\d+)$")
 _DIGITS_TOKEN = re.compile(r"^#digits:(\d+)$")
+LEXICON_TOKEN = "@lex"
 _SLOT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _MAX_DEPTH = 8
 
@@ -388,11 +392,13 @@ class Grammar:
         if digits:
             count = int(digits.group(1))
             return " ".join(number_to_words(int(d), self.language) for d in rng.integers(0, 10, size=count))
+        if token == LEXICON_TOKEN:
+            return content_word_sampler(self.language).draw(rng, 1)[0]
         options = self.slots[token]
         return self._expand(options[int(rng.integers(len(options)))], rng, depth + 1)
 
     def vocabulary(self) -> frozenset[str]:
-        """Every word the grammar can produce (number words included)."""
+        """Every word the grammar can produce (number words and, with ``{@lex}`` slots, the word list included)."""
         words: set[str] = set()
         for line in self._lines():
             for token in _TOKEN.findall(line):
@@ -420,6 +426,8 @@ class Grammar:
             return set(_number_words(self.language, low, high, number.group(1) == "f"))
         if _DIGITS_TOKEN.match(token):
             return set(_number_words(self.language, 0, 9, False))
+        if token == LEXICON_TOKEN:
+            return set(content_word_sampler(self.language).words)
         return set()
 
     def check(self) -> None:
@@ -435,7 +443,7 @@ class Grammar:
                             raise ValueError(f"{self.source}: bad number range {{{token}}} in {line!r}")
                     elif not _DIGITS_TOKEN.match(token):
                         raise ValueError(f"{self.source}: bad number token {{{token}}} in {line!r}")
-                elif token not in self.slots:
+                elif token != LEXICON_TOKEN and token not in self.slots:
                     raise ValueError(f"{self.source}: slot {{{token}}} used in {line!r} is not defined")
             plain = _TOKEN.sub(" ", line)
             if "{" in plain or "}" in plain or plain.count("[") != plain.count("]"):
@@ -558,6 +566,9 @@ DESCRIPTIONS: dict[str, str] = {
     "general": "everyday sentences in several languages (pretraining mix and non-EP test sets)",
 }
 
+# A text generator that is not a grammar: random word sequences for the open-vocabulary pretraining mix.
+WORDS_GENERATOR = WordSequenceGenerator()
+
 
 def load_builtin_generators() -> dict[str, GrammarGenerator]:
     """Read every ``lexicon/<name>.<language>.txt`` shipped with the package."""
@@ -581,7 +592,7 @@ def load_builtin_generators() -> dict[str, GrammarGenerator]:
 
 
 # name -> generator(rng, language) -> str. Other modules may add entries (anything satisfying TextGenerator).
-TEXT_GENERATORS: dict[str, TextGenerator] = dict(load_builtin_generators())
+TEXT_GENERATORS: dict[str, TextGenerator] = {**load_builtin_generators(), WORDS_GENERATOR.name: WORDS_GENERATOR}
 
 # The ten European Portuguese domains of the demo world, in a fixed order.
 EP_DOMAINS: tuple[str, ...] = (

@@ -35,8 +35,8 @@ PAPER_STYLE = {
     "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
     "pdf.fonttype": 42,
 }
-GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "English": "#2ca02c", "Brazilian": "#d62728",
-                 "Multilingual": "#9467bd"}
+GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "EP words": "#e377c2", "English": "#2ca02c",
+                 "Brazilian": "#d62728", "Multilingual": "#9467bd"}
 FAMILY_STYLE = {  # colour, marker
     "baseline": ("#444444", "s"), "ID-FT": ("#8c8c8c", "^"), "parameter": ("#2ca02c", "o"),
     "task_vector": ("#1f77b4", "o"), "subspace": ("#d62728", "D"), "data_aware": ("#9467bd", "o"),

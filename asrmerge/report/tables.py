@@ -29,16 +29,16 @@ from asrmerge.report.naming import (
 from asrmerge.scoring import counts_from_dict, mapsswe
 
 #: Test-set role (config) -> group (a column of the paper layout); general_test = general speech in the main language.
-GROUP_OF_ROLE = {"domain": "ID", "ood": "OOD", "general_test": "EP general", "english": "English",
-                 "brazilian": "Brazilian", "multilingual": "Multilingual"}
+GROUP_OF_ROLE = {"domain": "ID", "ood": "OOD", "general_test": "EP general", "words_test": "EP words",
+                 "english": "English", "brazilian": "Brazilian", "multilingual": "Multilingual"}
 EP_AVERAGE = "EP avg"
-GROUP_ORDER = ("ID", "OOD", EP_AVERAGE, "EP general", "English", "Brazilian", "Multilingual")
+GROUP_ORDER = ("ID", "OOD", EP_AVERAGE, "EP general", "EP words", "English", "Brazilian", "Multilingual")
 #: Column headings of the paper-layout table.
-COLUMN_NAMES = {"ID": "EP ID", "OOD": "EP OOD", EP_AVERAGE: "EP avg", "EP general": "EP general", "English": "English",
-                "Brazilian": "PT-BR", "Multilingual": "Multilingual avg"}
+COLUMN_NAMES = {"ID": "EP ID", "OOD": "EP OOD", EP_AVERAGE: "EP avg", "EP general": "EP general", "EP words": "EP words",
+                "English": "English", "Brazilian": "PT-BR", "Multilingual": "Multilingual avg"}
 #: Column-group headings of the per-set table.
-SET_GROUP_NAMES = {"ID": "EP in-domain", "OOD": "EP out-of-domain", "EP general": "EP general", "English": "English",
-                   "Brazilian": "PT-BR", "Multilingual": "multilingual"}
+SET_GROUP_NAMES = {"ID": "EP in-domain", "OOD": "EP out-of-domain", "EP general": "EP general", "EP words": "EP words",
+                   "English": "English", "Brazilian": "PT-BR", "Multilingual": "multilingual"}
 ID_FT = "ID-FT (own domain)"
 SIGNIFICANCE_LEVEL = 0.05
 #: Languages written without spaces between words: scored by CER (Whisper's and FLEURS' convention).
