@@ -256,7 +256,7 @@ def training_fingerprint(
 
 
 def _load_state(checkpoint_dir: Path, fingerprint: str, device: torch.device) -> dict | None:
-    """The resume state in `checkpoint_dir` if it was written by a run of the same inputs, else None (a state of
+    """The resume state in `checkpoint_dir` if it was written by a run of the same inputs, else None (a state file of
     other inputs, or one that is not a plain tensor file, is deleted: it would resume the wrong training)."""
     path = checkpoint_dir / "state.pt"
     if not path.is_file():
@@ -270,7 +270,7 @@ def _load_state(checkpoint_dir: Path, fingerprint: str, device: torch.device) ->
     if reason is None:
         return state
     log.warning("resume state %s is %s: starting over", path, reason)
-    shutil.rmtree(checkpoint_dir)
+    path.unlink()  # only the file this loop writes; the folder goes once training ends
     return None
 
 
