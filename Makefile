@@ -7,7 +7,7 @@ CORES  ?= 2
 # CPU wheel by default. Cluster users: make venv TORCH_SPEC="torch==2.13.0 --index-url <PyTorch CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test lint dry-run report clean bench-merge whisper-base
+.PHONY: venv demo test test-fast lint dry-run report clean bench-merge whisper-base
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# Daily work: everything but the end-to-end workflow and SLURM runs (marked slow).
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: venv
 	$(BIN)/snakemake --lint

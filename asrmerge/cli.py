@@ -1,4 +1,4 @@
-"""The `asrmerge` command line: one subcommand per stage, usable without Snakemake.
+"""The `asrmerge` command line: the data, task-vector, merge, export and model-import stages, usable without Snakemake.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand(s) and sets
 `func` on the parser to a callable taking the parsed namespace.
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, OSError, KeyError) as err:
         # Input errors: one clear line, no traceback.
         print(f"asrmerge {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ All checks run before any job starts, and each failure is one `ConfigError` nami
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import json
 import re
@@ -18,6 +20,7 @@ import jsonschema
 import yaml
 
 from asrmerge.data.corpus import TEST_ROLES, default_sets, parse_spec, required_splits
+from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.merging.registry import get_method, resolve_params
 
 SCHEMA_PATH = Path(str(resources.files("asrmerge") / "schemas" / "config.schema.yaml"))
@@ -29,8 +32,37 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key or file."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_config_file(path: str | Path) -> None:
+    """A config file must be YAML with every key given once: a repeated key would silently override the first."""
+    try:
+        yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed_schema() -> dict:
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema (a fresh copy: callers may modify it)."""
+    return copy.deepcopy(_parsed_schema())
 
 
 def _resolve(schema: Mapping, root: Mapping) -> Mapping:
@@ -50,7 +82,7 @@ def fill_defaults(instance: Any, schema: Mapping, root: Mapping) -> None:
         for key, sub in schema.get("properties", {}).items():
             sub = _resolve(sub, root)
             if key not in instance and "default" in sub:
-                instance[key] = yaml.safe_load(yaml.safe_dump(sub["default"]))  # a copy, never shared
+                instance[key] = copy.deepcopy(sub["default"])  # a copy, never shared
             if key in instance:
                 fill_defaults(instance[key], sub, root)
         extra = schema.get("additionalProperties")
@@ -79,7 +111,7 @@ def expand_world(config: dict) -> None:
     if not isinstance(corpus, dict) or corpus.get("world") is None:
         return
     world = corpus["world"]
-    if world not in WORLDS:
+    if not isinstance(world, str) or world not in WORLDS:
         raise ConfigError(f"config key corpus.world: unknown world {world!r} (known: {', '.join(WORLDS)})")
     given = corpus.get("sets") or {}
     if not isinstance(given, dict):
@@ -89,10 +121,15 @@ def expand_world(config: dict) -> None:
         raise ConfigError("config key corpus.world_sizes: must map a role to {split: size}")
     sets = WORLDS[world]()
     for spec in sets.values():
-        spec["sizes"] = dict(sizes.get(spec["role"], spec["sizes"]))
+        if "sizes" in spec:
+            spec["sizes"] = dict(sizes.get(spec["role"], spec["sizes"]))
     for name, spec in given.items():
         if spec is None:
             sets.pop(name, None)
+            # the world's long-form set made of it goes too (it would have nothing to join)
+            for derived in [n for n, s in sets.items() if is_recordings_spec(s) and s["recordings_of"] == name]:
+                if derived not in given:
+                    sets.pop(derived)
         elif name in sets and isinstance(spec, dict) and "manifest" not in spec:
             sets[name] = {**sets[name], **spec}
         else:
@@ -148,6 +185,11 @@ def merge_branches(config: Mapping) -> list[MergeBranch]:
         explicit = entry.get("params", {})
         names = sorted(explicit)
         grids = [v if isinstance(v, list) else [v] for v in (explicit[n] for n in names)]
+        empty = next((n for n, grid in zip(names, grids) if not grid), None)
+        if empty is not None:
+            raise ConfigError(f"config key {where}.params.{empty}: an empty list sweeps nothing (the merge would vanish)")
+        lambdas = tuple(float(x) for x in entry.get("lambdas", method.default_lambdas))
+        check_lambdas(lambdas, f"{where}.lambdas")
         for combination in itertools.product(*grids):
             chosen = dict(zip(names, combination))
             try:
@@ -158,13 +200,25 @@ def merge_branches(config: Mapping) -> list[MergeBranch]:
             bad = [part for part in label.split(",") if not _PATH_SAFE.match(part.replace("=", "", 1))]
             if bad:
                 raise ConfigError(f"config key {where}.params: value {bad[0]!r} cannot be part of a path")
-            lambdas = tuple(float(x) for x in entry.get("lambdas", method.default_lambdas))
             branches.append(MergeBranch(method.name, params, label, lambdas))
     ids = [b.id for b in branches]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate:
         raise ConfigError(f"config key merge.methods: the merge {duplicate} is listed twice")
     return branches
+
+
+#: The λ values a grid may hold: a merged task vector scaled by more than this is a different model, not a merge.
+LAMBDA_RANGE = (0.0, 10.0)
+
+
+def check_lambdas(lambdas: tuple[float, ...], key: str) -> None:
+    low, high = LAMBDA_RANGE
+    bad = next((x for x in lambdas if not (low < x <= high)), None)  # NaN fails every comparison
+    if bad is not None:
+        raise ConfigError(f"config key {key}: λ {bad!r} is outside ({low:g}, {high:g}]")
+    if len(set(lambdas)) != len(lambdas):
+        raise ConfigError(f"config key {key}: a λ value is listed twice")
 
 
 def sets_with_role(config: Mapping, *roles: str) -> list[str]:
@@ -212,9 +266,15 @@ def check_manifest_splits(name: str, role: str, path: Path) -> None:
 
 def check_paths(config: Mapping, workdir: Path) -> None:
     """Every file the config names must exist now, not hours into a run."""
+    manifests: dict[Path, str] = {}
     for name, spec in config["corpus"]["sets"].items():
         if "manifest" in spec:
-            check_manifest_splits(name, spec["role"], workdir / spec["manifest"])
+            path = (workdir / spec["manifest"]).resolve()
+            if path in manifests:
+                raise ConfigError(f"config key corpus.sets.{name}.manifest: {spec['manifest']} is already the "
+                                  f"manifest of set {manifests[path]} (one recording set, two roles)")
+            manifests[path] = name
+            check_manifest_splits(name, spec["role"], path)
     base = config["base_model"]
     if base["source"] == "pretrain" and base["init"] and not (workdir / base["init"]).is_dir():
         raise ConfigError(f"config key base_model.init: folder {base['init']} does not exist")
@@ -223,20 +283,87 @@ def check_paths(config: Mapping, workdir: Path) -> None:
             raise ConfigError("config key base_model.path: required when base_model.source is pretrained")
         if _looks_local(base["path"]) and not (workdir / base["path"]).is_dir():
             raise ConfigError(f"config key base_model.path: folder {base['path']} does not exist")
-    for domain, path in config["finetune"]["checkpoints"].items():
-        if domain not in domains(config):
-            raise ConfigError(f"config key finetune.checkpoints.{domain}: no domain set of that name")
-        if _looks_local(path) and not (workdir / path).is_dir():
-            raise ConfigError(f"config key finetune.checkpoints.{domain}: folder {path} does not exist")
+    for model, path in config["finetune"]["checkpoints"].items():
+        key = f"config key finetune.checkpoints.{model}"
+        if model != "joint" and model not in domains(config):
+            raise ConfigError(f"{key}: no domain set of that name (nor joint)")
+        if _looks_local(path):
+            check_checkpoint_folder(key, workdir / path, base_geometry(config, workdir))
+
+
+#: config.json fields two Whisper checkpoints must share to be fine-tunes of one another.
+GEOMETRY_KEYS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+                 "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins", "vocab_size")
+
+
+def base_geometry(config: Mapping, workdir: Path) -> dict[str, Any]:
+    """What is known before any job of the base model's shape: its config.json when the base is a local folder
+    (a released model, or the stage a pretraining continues), else the architecture it will be pretrained with;
+    and `max_source_positions`, the encoder positions the window needs."""
+    base = config["base_model"]
+    folder = base["path"] if base["source"] == "pretrained" else base["init"]
+    if folder and (workdir / folder / "config.json").is_file():
+        known = json.loads((workdir / folder / "config.json").read_text())
+        geometry = {key: known[key] for key in GEOMETRY_KEYS if key in known}
+    elif base["source"] == "pretrain":
+        arch = base["architecture"]
+        geometry = {"d_model": arch["d_model"], "encoder_layers": arch["encoder_layers"],
+                    "decoder_layers": arch["decoder_layers"], "encoder_attention_heads": arch["attention_heads"],
+                    "decoder_attention_heads": arch["attention_heads"], "encoder_ffn_dim": arch["ffn_dim"],
+                    "decoder_ffn_dim": arch["ffn_dim"], "num_mel_bins": arch["num_mel_bins"]}
+    else:
+        geometry = {}  # a hub id: checked when the fine-tune job loads both
+    return geometry | {"max_source_positions": int(round(base["audio_seconds"] * 50))}
+
+
+def check_checkpoint_folder(key: str, folder: Path, geometry: Mapping[str, Any]) -> None:
+    """A bring-your-own fine-tune must be a Whisper folder of the base's shape reading at least its window."""
+    if not folder.is_dir():
+        raise ConfigError(f"{key}: folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{key}: {folder} is not a transformers model folder (no config.json)")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ConfigError(f"{key}: {folder} holds no weights (*.safetensors)")
+    found = json.loads((folder / "config.json").read_text())
+    for name, value in geometry.items():
+        if name == "max_source_positions":
+            if found.get(name, value) < value:
+                raise ConfigError(f"{key}: {folder} reads {found[name] / 50:g} s windows, base_model.audio_seconds "
+                                  f"needs {value / 50:g} s")
+        elif found.get(name) != value:
+            raise ConfigError(f"{key}: {folder} is not a fine-tune of this base model ({name} {found.get(name)!r}, "
+                              f"the base has {value!r})")
 
 
 def check_roles(config: Mapping) -> None:
     if not domains(config):
         raise ConfigError("config key corpus.sets: no set has role domain; at least one domain is needed")
+    if config["merge"]["methods"] and len(domains(config)) < 2:
+        raise ConfigError("config key merge.methods: merging needs at least two domains (task vectors); "
+                          f"the config has {len(domains(config))}")
+    if not sets_with_role(config, "general"):
+        for stage in ("domain", "joint"):
+            if config["finetune"][stage]["replay_fraction"] > 0:
+                raise ConfigError(f"config key finetune.{stage}.replay_fraction: replay needs a set with role general "
+                                  "(none is configured); set it to 0")
+    for stage in ("domain", "joint"):
+        options = config["finetune"][stage]
+        if round(options["batch_size"] * options["replay_fraction"]) >= options["batch_size"]:
+            raise ConfigError(f"config key finetune.{stage}.replay_fraction: {options['replay_fraction']} of a batch of "
+                              f"{options['batch_size']} leaves no domain utterance in it")
     if config["base_model"]["source"] == "pretrain" and not sets_with_role(config, "general"):
         raise ConfigError("config key corpus.sets: base_model.source pretrain needs a set with role general")
     for name, spec in config["corpus"]["sets"].items():
         if "manifest" in spec:
+            continue
+        if is_recordings_spec(spec):
+            try:
+                parse_recordings_spec(name, spec, config["corpus"]["sets"])
+            except ValueError as err:
+                raise ConfigError(f"config key corpus.sets.{name}: {err}") from None
+            if config["evaluation"]["long_form"] == "reject":
+                raise ConfigError(f"config key evaluation.long_form: set {name} holds recordings longer than the "
+                                  "window, which the default mode reject refuses; set it to vad")
             continue
         try:
             parse_spec(name, spec)  # voices, languages, text generators, channel effects

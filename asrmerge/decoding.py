@@ -17,18 +17,20 @@ from tqdm import tqdm
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from asrmerge.data.manifest import Utterance, load_audio
+from asrmerge.longform import Piece, check_lengths, vad_pieces
 from asrmerge.models.whisper import LoadedWhisper
 
 log = logging.getLogger(__name__)
 
 
 def log_mel(whisper: LoadedWhisper, audios: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Whisper log-mel features, each clip padded (or cut) to the model's input window."""
+    """Whisper log-mel features, each clip padded to the model's input window (a longer clip is an error: long
+    recordings are split by asrmerge.longform before they get here)."""
     fe = whisper.feature_extractor
-    window = fe.n_samples
-    too_long = sum(len(a) > window for a in audios)
-    if too_long:
-        log.warning("%d clip(s) longer than the %.1f s window are cut", too_long, window / fe.sampling_rate)
+    longest = max((len(a) for a in audios), default=0)
+    if longest > fe.n_samples:
+        raise ValueError(f"a clip of {longest / fe.sampling_rate:.2f} s is longer than the model's "
+                         f"{fe.n_samples / fe.sampling_rate:g} s window")
     features = fe(list(audios), sampling_rate=fe.sampling_rate, return_tensors="pt").input_features
     return features.to(device=device, dtype=whisper.model.dtype)
 
@@ -38,6 +40,7 @@ class DecodingOptions:
     batch_size: int = 16
     max_new_tokens: int = 64
     num_beams: int = 1
+    long_form: str = "reject"  # recordings longer than the window: asrmerge.longform.LONG_FORM_MODES
 
 
 def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
@@ -188,21 +191,43 @@ def transcribe(
     whisper: LoadedWhisper, utterances: Sequence[Utterance], options: DecodingOptions, device: torch.device,
     progress: bool = True,
 ) -> list[dict]:
-    """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis}, in input order."""
-    order = sorted(range(len(utterances)), key=lambda i: (utterances[i].language, -utterances[i].duration, utterances[i].id))
-    hypotheses: dict[int, str] = {}
+    """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis}, in input order.
+
+    Recordings longer than the model's window follow `options.long_form` (asrmerge.longform): refused before any
+    decoding, or decoded in voice-activity chunks (the long recordings of the call are then held in memory).
+    """
+    sr, window = whisper.feature_extractor.sampling_rate, whisper.feature_extractor.n_samples
+    check_lengths(utterances, window / sr, options.long_form)
+    long_audio = {i: load_audio(u.audio, sr) for i, u in enumerate(utterances) if u.duration > window / sr}
+    pieces = [piece for i in range(len(utterances)) for piece in
+              (vad_pieces(i, long_audio[i], window) if i in long_audio else [Piece(i)])]
+
+    def audio(piece: Piece) -> np.ndarray:
+        if piece.end is None:
+            return load_audio(utterances[piece.index].audio, sr)
+        return long_audio[piece.index][piece.start : piece.end]
+
+    def seconds(piece: Piece) -> float:
+        return utterances[piece.index].duration if piece.end is None else (piece.end - piece.start) / sr
+
+    order = sorted(range(len(pieces)), key=lambda p: (utterances[pieces[p].index].language, -seconds(pieces[p]),
+                                                      utterances[pieces[p].index].id, pieces[p].start))
+    texts: dict[int, str] = {}
     batches = [order[i : i + options.batch_size] for i in range(0, len(order), options.batch_size)]
     for batch in tqdm(batches, desc="decode", unit="batch", disable=not progress, mininterval=5):
         by_language: dict[str, list[int]] = {}
-        for i in batch:
-            by_language.setdefault(utterances[i].language, []).append(i)
+        for p in batch:
+            by_language.setdefault(utterances[pieces[p].index].language, []).append(p)
         for language, members in by_language.items():
-            sr = whisper.feature_extractor.sampling_rate
-            features = log_mel(whisper, [load_audio(utterances[i].audio, sr) for i in members], device)
+            features = log_mel(whisper, [audio(pieces[p]) for p in members], device)
             token_ids = search(whisper, features, whisper.prompt_ids(language), options)
-            for i, ids in zip(members, token_ids):
-                hypotheses[i] = whisper.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            for p, ids in zip(members, token_ids):
+                texts[p] = whisper.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    hypotheses: dict[int, list[str]] = {i: [] for i in range(len(utterances))}
+    for p, piece in enumerate(pieces):  # pieces of a recording are in time order
+        hypotheses[piece.index].append(texts[p])
     return [
-        {"id": u.id, "language": u.language, "reference": u.text, "hypothesis": hypotheses[i]}
+        {"id": u.id, "language": u.language, "reference": u.text,
+         "hypothesis": " ".join(text for text in hypotheses[i] if text)}
         for i, u in enumerate(utterances)
     ]

@@ -72,6 +72,24 @@ def shorten_window(whisper: LoadedWhisper, audio_seconds: int) -> LoadedWhisper:
     return LoadedWhisper(whisper.model, extractor, whisper.tokenizer)
 
 
+def adopt_finetune(checkpoint: str | Path, base_dir: str | Path) -> LoadedWhisper:
+    """A user's fine-tune (folder or hub id) made to read the base model's window: a longer positional table (a
+    released 30 s Whisper fine-tuned as released) is sliced as the base's was; any other difference from the base
+    is an error naming both folders."""
+    whisper, base = load_whisper(checkpoint, device="cpu"), load_whisper(base_dir, device="cpu")
+    if whisper.model.config.max_source_positions > base.model.config.max_source_positions:
+        window = base.feature_extractor.n_samples / base.feature_extractor.sampling_rate
+        log.info("fine-tune %s: window cut to the base's %.0f s", checkpoint, window)
+        whisper = shorten_window(whisper, round(window))
+    shapes = {name: list(t.shape) for name, t in whisper.model.state_dict().items()}
+    base_shapes = {name: list(t.shape) for name, t in base.model.state_dict().items()}
+    for name in sorted(shapes.keys() | base_shapes.keys()):
+        if shapes.get(name) != base_shapes.get(name):
+            raise ValueError(f"fine-tune {checkpoint} does not fit the base model {base_dir}: tensor {name} is "
+                             f"{shapes.get(name, 'absent')} there, {base_shapes.get(name, 'absent')} in the base")
+    return whisper
+
+
 BASE_SOURCES = {"pretrain": pretrain_small_whisper, "pretrained": copy_pretrained}
 
 

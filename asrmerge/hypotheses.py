@@ -9,16 +9,14 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from asrmerge.atomic import staged_file
+
 
 def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:
-    """Write rows atomically (temporary name, then rename) so no half-written file is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    """Write rows atomically (asrmerge.atomic): no half-written file is ever left."""
+    with staged_file(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

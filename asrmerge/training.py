@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asrmerge.atomic import staged_path
 from asrmerge.data.manifest import Utterance, load_audio
 from asrmerge.decoding import log_mel
 from asrmerge.models.whisper import LoadedWhisper
@@ -226,8 +228,7 @@ def train(
     model.eval()
     if options.gradient_checkpointing:
         model.gradient_checkpointing_disable()
-    whisper.save(out_dir)
-    write_curve(curve, out_dir / "loss.csv")
+    whisper.save(out_dir, extra_files={"loss.csv": curve_csv(curve)})
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return curve
 
@@ -275,18 +276,19 @@ def _load_state(checkpoint_dir: Path, fingerprint: str, device: torch.device) ->
 
 
 def _save_state(checkpoint_dir: Path, model, ctc_head, optimizer, scheduler, scaler, curve, step: int, fingerprint: str) -> None:
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    tmp = checkpoint_dir / "state.pt.tmp"
-    torch.save(
-        {"model": model.state_dict(), "ctc_head": ctc_head.state_dict() if ctc_head else None, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-         "scaler": scaler.state_dict(), "curve": curve, "step": step, "fingerprint": fingerprint},
-        tmp,
-    )
-    tmp.replace(checkpoint_dir / "state.pt")
+    with staged_path(checkpoint_dir / "state.pt") as staged:
+        torch.save(
+            {"model": model.state_dict(), "ctc_head": ctc_head.state_dict() if ctc_head else None,
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+             "curve": curve, "step": step, "fingerprint": fingerprint},
+            staged,
+        )
 
 
-def write_curve(curve: Sequence[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "loss", "learning_rate"])
-        writer.writeheader()
-        writer.writerows(curve)
+def curve_csv(curve: Sequence[dict]) -> str:
+    """The loss curve as CSV text (step, loss, learning_rate)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["step", "loss", "learning_rate"])
+    writer.writeheader()
+    writer.writerows(curve)
+    return text.getvalue()

@@ -193,6 +193,23 @@ def findings(results: Path, frame: pd.DataFrame) -> None:
         shown = [(s, r) for s, r in ranks.items() if s.startswith(f"merged/{method}/")]
         for system, (merged_rank, task_rank) in shown[:1]:
             print(f"- effective rank of the merged τ, {system}: {merged_rank:.1f} (tasks' mean {task_rank:.1f})")
+    long_form(results, frame, merged)
+
+
+def long_form(results: Path, frame: pd.DataFrame, merged: list[str]) -> None:
+    """The same sentences scored short-form (the source set) and long-form (its recordings, VAD-chunked)."""
+    pairs = []
+    for long_set in sorted(frame[frame.group == "Long-form"].test_set.unique()):
+        with (results / "data" / long_set / "manifest.jsonl").open(encoding="utf-8") as rows:
+            pairs.append((long_set, json.loads(rows.readline()).get("recordings_of")))
+    best = sorted(merged, key=lambda s: group_mean(frame, s, "ID"))[:2]
+    for long_set, short_set in pairs:
+        cells = []
+        for system in ["base", "joint", *best]:
+            wer = frame[(frame.system == system) & (frame.test_set.isin([long_set, short_set]))].set_index("test_set").wer
+            if long_set in wer and short_set in wer:
+                cells.append(f"{system} {pct(wer[short_set])} -> {pct(wer[long_set])}")
+        print(f"- short-form {short_set} vs long-form {long_set} (same sentences): " + "; ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:

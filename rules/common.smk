@@ -3,9 +3,19 @@ import sys
 from pathlib import Path
 
 from asrmerge.workflow import share_package_with_jobs
-from asrmerge.config import ConfigError, domains, merge_branches, sets_with_role, scored_sets, validate_config
+from asrmerge.config import (
+    ConfigError,
+    check_config_file,
+    domains,
+    merge_branches,
+    sets_with_role,
+    scored_sets,
+    validate_config,
+)
 
 try:
+    for config_path in workflow.configfiles:
+        check_config_file(config_path)
     validate_config(config, workdir=Path.cwd())  # jobs resolve relative paths from the working directory
 except ConfigError as err:
     sys.exit(f"asrmerge: invalid configuration: {err}")
@@ -43,6 +53,25 @@ def manifest(set_name):
 
 def manifests(set_names):
     return [manifest(s) for s in set_names]
+
+
+def corpus_inputs(wildcards):
+    """What a set is made from: a user manifest file, or the set whose test utterances its recordings join."""
+    spec = config["corpus"]["sets"][wildcards.set]
+    if "manifest" in spec:
+        return [spec["manifest"]]
+    if "recordings_of" in spec:
+        return [manifest(spec["recordings_of"])]
+    return []
+
+
+def finetune_inputs(model, train):
+    """A fine-tune's inputs: the base and its data, or the base and the user's own fine-tune of `model` (a domain,
+    or joint) when the config gives one (a local folder is tracked as an input; a hub id cannot be)."""
+    given = config["finetune"]["checkpoints"].get(model)
+    if given is None:
+        return {"base": f"{RESULTS}/models/base", "train": train, "replay": manifests(GENERAL_SETS)}
+    return {"base": f"{RESULTS}/models/base", "checkpoint": [given] if Path(given).is_dir() else []}
 
 
 def branch(wildcards):

@@ -1,5 +1,8 @@
 rule corpus_set:
-    """Synthesise a set from its generator spec, or import and validate a user manifest."""
+    """Synthesise a set from its generator spec, join another set's test utterances into long recordings, or import
+    and validate a user manifest (an input: editing it rebuilds the set and what depends on it)."""
+    input:
+        corpus_inputs,
     output:
         manifest=f"{RESULTS}/data/{{set}}/manifest.jsonl",
     params:

@@ -1,9 +1,7 @@
 rule finetune_domain:
     """ID-FT: full fine-tuning on one domain (or import the user's own fine-tune of it)."""
     input:
-        base=f"{RESULTS}/models/base",
-        train=lambda wc: [manifest(wc.domain)],
-        replay=manifests(GENERAL_SETS),
+        unpack(lambda wc: finetune_inputs(wc.domain, [manifest(wc.domain)])),
     output:
         directory(f"{RESULTS}/models/finetuned/{{domain}}"),
     params:
@@ -21,16 +19,14 @@ rule finetune_domain:
 
 
 rule finetune_joint:
-    """Full-FT: one fine-tune on the union of all domains' training splits."""
+    """Full-FT: one fine-tune on the union of all domains' training splits (or import the user's own)."""
     input:
-        base=f"{RESULTS}/models/base",
-        train=manifests(DOMAINS),
-        replay=manifests(GENERAL_SETS),
+        unpack(lambda wc: finetune_inputs("joint", manifests(DOMAINS))),
     output:
         directory(f"{RESULTS}/models/joint"),
     params:
         options=config["finetune"]["joint"],
-        checkpoint=None,
+        checkpoint=config["finetune"]["checkpoints"].get("joint"),
         device=config["device"],
         seed=config["seed"],
     log:

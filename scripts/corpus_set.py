@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from asrmerge.data.corpus import build_set
+from asrmerge.data.recordings import build_recordings, is_recordings_spec, parse_recordings_spec
 from asrmerge.data.user_manifest import import_manifest
 from asrmerge.workflow import job_logging
 
@@ -10,5 +11,8 @@ with job_logging(snakemake.log[0]):
     out_dir = Path(snakemake.output.manifest).parent
     if "manifest" in spec:
         import_manifest(spec["manifest"], snakemake.wildcards.set, snakemake.output.manifest, snakemake.params.sample_rate)
+    elif is_recordings_spec(spec):
+        build_recordings(snakemake.wildcards.set, parse_recordings_spec(snakemake.wildcards.set, spec, snakemake.config["corpus"]["sets"]),
+                         snakemake.input[0], out_dir, seed=snakemake.params.seed, sample_rate=snakemake.params.sample_rate)
     else:
         build_set(snakemake.wildcards.set, spec, out_dir, seed=snakemake.params.seed, sample_rate=snakemake.params.sample_rate)

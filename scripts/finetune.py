@@ -1,4 +1,5 @@
 """Rules finetune_domain and finetune_joint: full fine-tuning, or import of a user's fine-tune."""
+from asrmerge.foundation import adopt_finetune
 from asrmerge.models.whisper import load_whisper, resolve_device
 from asrmerge.training import TrainingOptions, train
 from asrmerge.workflow import job_logging, utterances
@@ -6,7 +7,7 @@ from asrmerge.workflow import job_logging, utterances
 with job_logging(snakemake.log[0], snakemake.threads) as log:
     if snakemake.params.checkpoint:
         log.info("using the given fine-tune %s", snakemake.params.checkpoint)
-        load_whisper(snakemake.params.checkpoint).save(snakemake.output[0])
+        adopt_finetune(snakemake.params.checkpoint, snakemake.input.base).save(snakemake.output[0])
     else:
         device = resolve_device(snakemake.params.device)
         train(

@@ -1,8 +1,7 @@
 """Rule merge: one merged task vector, with its diagnostics."""
-import json
-
 import torch
 
+from asrmerge.atomic import write_json
 from asrmerge.merging.engine import merge
 from asrmerge.models.whisper import resolve_device
 from asrmerge.workflow import job_logging
@@ -22,5 +21,4 @@ with job_logging(snakemake.log[0], snakemake.threads):
         diagnostics_path=diagnostics,
     )
     if diagnostics is None:
-        with open(snakemake.output.diagnostics, "w") as f:
-            json.dump({"disabled": True}, f)
+        write_json(snakemake.output.diagnostics, {"disabled": True}, indent=None)

@@ -1,7 +1,5 @@
 """Rule score: error counts of one system on every test set."""
-import json
-from pathlib import Path
-
+from asrmerge.atomic import write_json
 from asrmerge.hypotheses import read_jsonl
 from asrmerge.scoring import counts_to_dict, score_hypotheses
 from asrmerge.workflow import job_logging
@@ -15,6 +13,4 @@ with job_logging(snakemake.log[0]):
             "total": counts_to_dict(total),
             "utterances": {row["id"]: counts_to_dict(c) for row, c in zip(rows, per_utterance)},
         }
-    tmp = Path(snakemake.output[0] + ".tmp")
-    tmp.write_text(json.dumps(scores, indent=1))
-    tmp.replace(snakemake.output[0])
+    write_json(snakemake.output[0], scores)

@@ -1,6 +1,5 @@
 """Rule select_lambda: validation sweep over lambda for one merged task vector."""
-import json
-
+from asrmerge.atomic import write_json
 from asrmerge.decoding import DecodingOptions
 from asrmerge.models.whisper import resolve_device
 from asrmerge.selection import select_lambda
@@ -13,5 +12,4 @@ with job_logging(snakemake.log[0], snakemake.threads):
         DecodingOptions(**snakemake.params.evaluation), resolve_device(snakemake.params.device),
         metric=selection["metric"], tie_break=selection["tie_break"],
     )
-    with open(snakemake.output[0], "w") as f:
-        json.dump({"method": snakemake.wildcards.method, "params": snakemake.wildcards.params, **result}, f, indent=2)
+    write_json(snakemake.output[0], {"method": snakemake.wildcards.method, "params": snakemake.wildcards.params, **result}, indent=2)

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrmerge.config import ConfigError, load_schema, merge_branches, scored_sets, validate_config
+from asrmerge.config import ConfigError, check_config_file, load_schema, merge_branches, scored_sets, validate_config
 from asrmerge.data.corpus import ROLES, TEST_ROLES, default_sets
+from asrmerge.data.manifest import SPLITS
 from asrmerge.data.text import EP_DOMAINS
 from asrmerge.report.tables import GROUP_OF_ROLE
 
@@ -56,6 +57,17 @@ def test_every_schema_key_has_description_and_default():
         (lambda c: c["base_model"].update(source="pretrained", path="./no/such/folder"), "base_model.path"),
         (lambda c: c["finetune"].update(checkpoints={"weather": "./nowhere"}), "finetune.checkpoints.weather"),
         (lambda c: c["merge"]["methods"].append({"method": "ties", "params": {"density": 1.5}}), "density"),
+        (lambda c: c["merge"]["methods"].append({"method": "ties", "params": {"density": []}}),
+         r"params.density: an empty list"),
+        (lambda c: c["merge"]["methods"].append({"method": "ties", "lambdas": [0.5, 25.0]}), r"lambdas: λ 25.0 is outside"),
+        (lambda c: c["merge"]["methods"].append({"method": "ties", "lambdas": [0.0]}), r"lambdas: λ 0.0 is outside"),
+        (lambda c: c["merge"]["methods"].append({"method": "ties", "lambdas": [0.5, 0.5]}), "listed twice"),
+        (lambda c: c["corpus"].setdefault("sets", {}).update({d: None for d in EP_DOMAINS[1:]}),
+         "merge.methods: merging needs at least two domains"),
+        (lambda c: c["corpus"].setdefault("sets", {}).update(general=None, general_pt=None),
+         "finetune.domain.replay_fraction: replay needs a set with role general"),
+        (lambda c: c["finetune"]["joint"].update(replay_fraction=0.97), "finetune.joint.replay_fraction: 0.97 of a batch"),
+        (lambda c: c["finetune"]["domain"].update(replay_fraction=1.0), "finetune.domain.replay_fraction"),
     ],
 )
 def test_bad_config_names_the_culprit(demo_config, mutate, culprit):
@@ -95,7 +107,8 @@ def test_roles_have_one_home():
     """The schema's role enums and the report's column groups follow asrmerge.data.corpus.ROLES."""
     set_schema = load_schema()["properties"]["corpus"]["properties"]
     assert set_schema["sets"]["additionalProperties"]["properties"]["role"]["enum"] == list(ROLES)
-    assert set(set_schema["world_sizes"]["propertyNames"]["enum"]) == set(ROLES)
+    # long_form sets are made of another set's test split: they have no sizes
+    assert set(set_schema["world_sizes"]["propertyNames"]["enum"]) == set(ROLES) - {"long_form"}
     assert set(GROUP_OF_ROLE) == set(ROLES) - {"general"}
     assert set(TEST_ROLES) == set(ROLES) - {"domain", "general"}
 
@@ -114,3 +127,49 @@ def test_duplicate_merge_is_rejected(demo_config):
     demo_config["merge"]["methods"] = [{"method": "task_arithmetic"}, {"method": "task_arithmetic"}]
     with pytest.raises(ConfigError, match="listed twice"):
         validate_config(copy.deepcopy(demo_config), ROOT)
+
+
+def test_one_manifest_for_two_sets_is_refused(demo_config, tmp_path):
+    manifest = tmp_path / "mine.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"u{i}", "split": s}) + "\n" for i, s in enumerate(SPLITS)))
+    demo_config["corpus"]["sets"] = {"mine": {"role": "domain", "manifest": str(manifest)},
+                                     "again": {"role": "ood", "manifest": str(manifest)}}
+    with pytest.raises(ConfigError, match="corpus.sets.again.manifest: .* already the manifest of set mine"):
+        validate_config(demo_config, ROOT)
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("results: a\nfinetune:\n  domain: {steps: 3}\n  domain: {steps: 4}\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: key 'domain' is given twice \(lines 3 and 4\)"):
+        check_config_file(path)
+    path.write_text("results: [a\n")
+    with pytest.raises(ConfigError, match="config.yaml: not valid YAML"):
+        check_config_file(path)
+    check_config_file(ROOT / "config.yaml")
+
+
+def test_a_given_fine_tune_is_checked_against_the_base_before_any_job(demo_config, tmp_path):
+    """Shape and window of a bring-your-own fine-tune (and of a joint one) are read from its config.json."""
+    base = json.loads((ROOT / "assets" / "foundation" / "config.json").read_text())
+    cases = {
+        "empty": (None, "not a transformers model folder"),
+        "deeper": ({**base, "decoder_layers": base["decoder_layers"] + 1}, "decoder_layers 4"),
+        "shorter": ({**base, "max_source_positions": 150}, "reads 3 s windows, base_model.audio_seconds needs 6 s"),
+    }
+    for name, (model_config, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        if model_config is not None:
+            (folder / "config.json").write_text(json.dumps(model_config))
+            (folder / "model.safetensors").write_bytes(b"")
+        config = copy.deepcopy(demo_config)
+        config["finetune"]["checkpoints"] = {"joint": str(folder)}
+        with pytest.raises(ConfigError, match=f"finetune.checkpoints.joint: .*{message}"):
+            validate_config(config, ROOT)
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    (longer / "config.json").write_text(json.dumps({**base, "max_source_positions": 1500}))
+    (longer / "model.safetensors").write_bytes(b"")
+    demo_config["finetune"]["checkpoints"] = {"weather": str(longer), "joint": str(longer)}
+    validate_config(demo_config, ROOT)  # a longer window is sliced like the base's

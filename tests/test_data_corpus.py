@@ -16,6 +16,7 @@ import yaml
 from asrmerge.data.cli import load_spec_file, register, run_corpus, run_validate_manifest
 from asrmerge.data.corpus import build_set, default_sets, is_heldout_text, parse_spec
 from asrmerge.data.manifest import read_manifest, validate_manifest
+from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.data.text import EP_DOMAINS
 
 SMALL = {"train": 6, "validation": 2, "test": 4}
@@ -148,7 +149,10 @@ def test_missing_required_key_and_bad_seed(tmp_path: Path) -> None:
 
 def test_default_sets_describe_the_demo_world() -> None:
     sets = default_sets()
-    parsed = {name: parse_spec(name, spec) for name, spec in sets.items()}
+    long_form = {name: parse_recordings_spec(name, spec, sets) for name, spec in sets.items() if is_recordings_spec(spec)}
+    assert {spec["source"] for spec in long_form.values()} == {"banking", "ood_tourism_hall"}  # one ID, one OOD
+    assert all(spec["recording_seconds"][0] >= 60 for spec in long_form.values())  # 1-3 min recordings
+    parsed = {name: parse_spec(name, spec) for name, spec in sets.items() if name not in long_form}
     roles = [p.role for p in parsed.values()]
     assert roles.count("domain") == 10 and roles.count("ood") == 5
     assert {"brazilian", "english", "multilingual", "general"} <= set(roles)

@@ -163,3 +163,15 @@ def test_utterance_is_frozen() -> None:
     utt = Utterance(id="a", audio=Path("/x.wav"), text="t", duration=1.0, set="s", split="test", language="pt")
     with pytest.raises(AttributeError):
         utt.text = "other"  # type: ignore[misc]
+
+
+def test_audio_paths_leading_out_of_the_manifest_folder_are_refused(tmp_path: Path) -> None:
+    outside = _wav(tmp_path / "elsewhere" / "a.wav")
+    folder = tmp_path / "set"
+    folder.mkdir()
+    _write_lines(folder / "manifest.jsonl", [_row(0, audio="../elsewhere/a.wav")])
+    with pytest.raises(ValueError, match=r"line 1.*'../elsewhere/a.wav' leads out of the manifest's folder"):
+        read_manifest(folder / "manifest.jsonl")
+    _write_lines(folder / "manifest.jsonl", [_row(0, audio=str(outside)), _row(1, audio="audio/../audio/b.wav")])
+    rows = read_manifest(folder / "manifest.jsonl")  # absolute paths and tidy relative ones stay allowed
+    assert rows[0].audio == outside and rows[1].audio == folder.resolve() / "audio" / "b.wav"

@@ -1,10 +1,13 @@
 """Pretraining the demo's foundation in stages: a later stage continues an earlier stage's model and tokenizer."""
+import copy
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from asrmerge.data.manifest import read_manifest
 from asrmerge.foundation import prepare_base_model
+from asrmerge.models.whisper import LoadedWhisper, build_small_whisper, feature_extractor_for, load_whisper, train_tokenizer
 from speech_world import ARCHITECTURE, build_tiny_corpus, build_tiny_whisper
 
 CPU = torch.device("cpu")
@@ -34,3 +37,41 @@ def test_a_stage_with_another_window_is_refused(corpus, tmp_path):
                 "architecture": ARCHITECTURE, "pretrain": {"steps": 1, "learning_rate": 1e-4}}
     with pytest.raises(ValueError, match="reads 6 s windows, base_model.audio_seconds is 10"):
         prepare_base_model(settings, read_manifest(corpus, split="train"), tmp_path / "stage2", CPU, seed=0)
+
+
+def test_a_longer_window_fine_tune_is_cut_to_the_base_window(corpus, tmp_path):
+    """A user's fine-tune that reads 10 s (like a released 30 s Whisper next to a shortened base) is sliced as the
+    base was; its other weights are kept exactly."""
+    from asrmerge.foundation import adopt_finetune
+
+    short = build_tiny_whisper(corpus)
+    short.save(tmp_path / "base")
+    texts = [u.text for u in read_manifest(corpus)]
+    tokenizer = train_tokenizer(texts * 4, ["pt", "en"], vocab_size=300)
+    long = LoadedWhisper(build_small_whisper(tokenizer, ARCHITECTURE, audio_seconds=10, seed=1),
+                         feature_extractor_for(80, 10), tokenizer)
+    long.save(tmp_path / "long")
+    adopted = adopt_finetune(tmp_path / "long", tmp_path / "base")
+    assert adopted.model.config.max_source_positions == short.model.config.max_source_positions == 300
+    positions = adopted.model.model.encoder.embed_positions.weight
+    assert torch.equal(positions, long.model.model.encoder.embed_positions.weight[:300])
+    assert adopted.feature_extractor.n_samples == short.feature_extractor.n_samples
+
+
+def test_a_fine_tune_of_another_shape_or_with_a_missing_tensor_is_refused(corpus, tmp_path):
+    from asrmerge.foundation import adopt_finetune
+    from asrmerge.merging.checkpoint import save_tensors
+
+    build_tiny_whisper(corpus).save(tmp_path / "base")
+    other = build_tiny_whisper(corpus)
+    other.model.model.decoder.layers.append(copy.deepcopy(other.model.model.decoder.layers[0]))
+    other.model.config.decoder_layers = 2
+    other.save(tmp_path / "deeper")
+    with pytest.raises(ValueError, match="fine-tune .*deeper does not fit the base model"):
+        adopt_finetune(tmp_path / "deeper", tmp_path / "base")
+    build_tiny_whisper(corpus).save(tmp_path / "partial")
+    weights = load_file(tmp_path / "partial" / "model.safetensors")
+    weights.pop("model.encoder.layers.0.fc1.weight")
+    save_tensors(tmp_path / "partial" / "model.safetensors", weights, {"format": "pt"})
+    with pytest.raises(ValueError, match="partial: missing keys in its weights, e.g. model.encoder.layers.0.fc1.weight"):
+        load_whisper(tmp_path / "partial")

@@ -480,3 +480,30 @@ def test_side_by_side_merges_equal_one_thread(tiny_whisper, tmp_path: Path, meth
         torch.set_num_threads(threads)
     for name in sequential:
         assert torch.equal(side_by_side[name], sequential[name]), name
+
+
+def test_mixed_dtype_model_is_stored_aligned(tmp_path: Path) -> None:
+    """float16, float32 and int64 tensors of odd sizes: every tensor of the merged model starts at a multiple of its
+    element size (safetensors' own order), and holds θ₀ + λ·merged τ or the base's copy."""
+    generator = torch.Generator().manual_seed(0)
+    base = {"a.weight": torch.randn(3, generator=generator).half(), "b.weight": torch.randn(3, 3, generator=generator),
+            "c.index": torch.arange(3), "d.bias": torch.randn(5, generator=generator).half()}
+    folders = []
+    for index, scale in enumerate((0.0, 0.1, -0.2)):
+        folder = tmp_path / f"m{index}"
+        folder.mkdir()
+        shifted = {n: t + scale if t.is_floating_point() else t for n, t in base.items()}
+        save_tensors(folder / "model.safetensors", shifted)
+        folders.append(folder)
+    out = merge(folders[0], finetuned=folders[1:], method="task_arithmetic", out_model=tmp_path / "merged", lam=1.0)
+    path = out / "model.safetensors"
+    header_length = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8 : 8 + header_length])
+    sizes = {"F16": 2, "F32": 4, "I64": 8}
+    for name in base:
+        start = header[name]["data_offsets"][0]
+        assert start % sizes[header[name]["dtype"]] == 0, name
+    merged = _load(path)
+    assert torch.equal(merged["c.index"], base["c.index"])
+    torch.testing.assert_close(merged["b.weight"], base["b.weight"] - 0.1, rtol=0, atol=1e-6)
+    torch.testing.assert_close(merged["a.weight"].float(), (base["a.weight"].float() - 0.1), rtol=0, atol=5e-3)

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from asrmerge.atomic import write_text
+
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ def run_corpus(args: argparse.Namespace) -> int:
     else:
         specs, source = load_spec_file(args.spec), str(args.spec)
     spec = select_spec(specs, args.set_name, source)
+    if "recordings_of" in spec:
+        raise ValueError(f"set {args.set_name!r} joins the test utterances of set {spec['recordings_of']!r} into long "
+                         "recordings: the workflow builds it (rule corpus_set) once that set exists")
     manifest = build_set(args.set_name, spec, args.out, seed=args.seed, sample_rate=args.sample_rate)
     logger.info("wrote %s", manifest)
     return 0
@@ -79,9 +84,8 @@ def run_corpus_defaults(args: argparse.Namespace) -> int:
     from asrmerge.data.corpus import default_sets
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({"sets": default_sets()}, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)
-    out.write_text(text, encoding="utf-8")
+    write_text(out, text)
     logger.info("wrote the default corpus specs to %s", out)
     return 0
 

@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 # The one list of set roles (the config schema's enums and the report's column groups follow it; tests check).
 ROLES: tuple[str, ...] = (
-    "domain", "ood", "general_test", "words_test", "english", "brazilian", "multilingual", "general",
+    "domain", "ood", "general_test", "words_test", "long_form", "english", "brazilian", "multilingual", "general",
 )
 #: Roles whose sets are scored in the tables besides the domains' test splits.
 TEST_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role not in ("domain", "general"))
@@ -355,7 +355,7 @@ class _SetBuilder:
             audio = audio * np.float32(PEAK_LIMIT / peak)
         utt_id = f"{spec.name}-{split}-{index:05d}"
         path = self.out_dir / "audio" / split / f"{utt_id}.wav"
-        _write_wav(path, audio, self.sample_rate)
+        write_wav(path, audio, self.sample_rate)
         return Utterance(
             id=utt_id,
             audio=path.resolve(),
@@ -401,7 +401,7 @@ class _SetBuilder:
         )
 
 
-def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM WAV, encoded in memory and written in one go (libsndfile would fsync a real file on close)."""
     buffer = io.BytesIO()
     sf.write(buffer, audio, sample_rate, subtype="PCM_16", format="WAV")
@@ -605,6 +605,11 @@ _GENERAL_RATE, _GENERAL_PITCH = [130, 230], [20, 85]
 _GENERAL_TEST_VOICES = ["pt+m2", "pt+f4", "pt+m6", "pt+f1"]
 
 
+# Long-form sets: one in-domain and one out-of-domain set's test sentences, joined into recordings longer than the
+# window, so that the same sentences are scored short-form and long-form.
+LONG_FORM_SOURCES = {"banking_long": "banking", "ood_tourism_long": "ood_tourism_hall"}
+
+
 def default_sets() -> dict[str, dict[str, Any]]:
     """A complete spec dict for the demo world (plain data, ready for YAML):
 
@@ -614,6 +619,8 @@ def default_sets() -> dict[str, dict[str, Any]]:
     * ``brazilian`` (pt-BR), ``english`` and ``multilingual`` (es, fr, it, de) test sets;
     * ``general_ep`` (everyday EP sentences) and ``ep_random_words`` (random EP word sequences, role
       ``words_test``: listening measured apart from recall), clean, voices no domain trains on;
+    * ``banking_long`` and ``ood_tourism_long`` (role ``long_form``): the test sentences of banking and of
+      ood_tourism_hall joined into recordings of 60-90 s;
     * ``general`` and ``general_pt``: the pretraining mix (train/validation; seven languages, then EP alone),
       template sentences and random word sequences, named voices no other set uses, mostly clean.
     """
@@ -668,6 +675,12 @@ def default_sets() -> dict[str, dict[str, Any]]:
         "voices": list(_GENERAL_TEST_VOICES), "rate": [150, 190], "pitch": [35, 60], "channel": [],
         "sizes": dict(TEST_SIZES),
     }
+    for name, source in LONG_FORM_SOURCES.items():
+        sets[name] = {
+            "role": "long_form", "recordings_of": source,
+            "description": f"the test utterances of {source} joined into recordings of 60-90 s (asrmerge.data.recordings)",
+            "recording_seconds": [60, 90], "pause_seconds": [0.4, 1.2],
+        }
     sets["general"] = {
         "role": "general", "language": list(_GENERAL_VOICES), "text": list(GENERAL_TEXTS),
         "description": "multilingual pretraining mix: mostly clean, some noise and reverberation",

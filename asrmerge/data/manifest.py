@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from asrmerge.atomic import write_text
 from asrmerge.data.channel import resample
 from asrmerge.data.languages import WHISPER_LANGUAGES, canonical_language
 
@@ -127,7 +127,11 @@ def _parse_row(manifest: Path, line: int, raw: str) -> Utterance:
             raise _row_error(manifest, line, row_id, f"variant {variant!r} does not belong to language {language!r}")
     path = Path(audio)
     if not path.is_absolute():
-        path = manifest.resolve().parent / path
+        folder = manifest.resolve().parent
+        path = Path(os.path.normpath(folder / path))
+        if not path.is_relative_to(folder):
+            raise _row_error(manifest, line, row_id, f"audio path {audio!r} leads out of the manifest's folder "
+                             f"{folder} (write an absolute path for audio kept elsewhere)")
     extra = {key: value for key, value in row.items() if key not in REQUIRED_FIELDS + OPTIONAL_FIELDS}
     return Utterance(
         id=row_id, audio=path, text=text, duration=float(duration), set=row["set"], split=row["split"],
@@ -167,7 +171,7 @@ def read_manifest(path: str | os.PathLike[str], split: str | None = None) -> lis
 
 
 def write_manifest(path: str | os.PathLike[str], rows: Iterable[Utterance | Mapping[str, Any]]) -> Path:
-    """Write ``rows`` as JSON Lines, atomically (temporary file in the same folder, then os.replace).
+    """Write ``rows`` as JSON Lines, atomically (asrmerge.atomic).
 
     Utterance audio paths inside the manifest's folder are written relative to it.
     """
@@ -178,16 +182,7 @@ def write_manifest(path: str | os.PathLike[str], rows: Iterable[Utterance | Mapp
     for row in rows:
         obj = row.to_json(base_dir) if isinstance(row, Utterance) else dict(row)
         lines.append(json.dumps(obj, ensure_ascii=False, allow_nan=False))
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write("".join(line + "\n" for line in lines))
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    write_text(target, "".join(line + "\n" for line in lines))
     return target
 
 

@@ -15,6 +15,7 @@ a temporary file in the destination folder, which replaces the destination only 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,6 +33,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from safetensors import safe_open
+
+from asrmerge.atomic import FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,9 @@ class Checkpoint:
 
     @property
     def names(self) -> list[str]:
-        """All tensor names, sorted (a stable iteration order)."""
-        return sorted(self.files)
+        """All tensor names in storage order (`storage_order`): a stable iteration order, and the order in which
+        a file of these tensors keeps every one aligned."""
+        return storage_order(self.files, self.dtypes)
 
     @property
     def float_names(self) -> list[str]:
@@ -359,8 +363,15 @@ class TensorEntry:
         return math.prod(self.shape) * ELEMENT_SIZES[self.dtype]
 
 
+def storage_order(names: Iterable[str], dtypes: Mapping[str, torch.dtype]) -> list[str]:
+    """Names ordered as safetensors stores tensors: larger element size first, then by name. Written in this
+    order, every tensor starts at a multiple of its element size (an aligned view for a memory map)."""
+    return sorted(names, key=lambda name: (-dtypes[name].itemsize, name))
+
+
 def build_header(entries: Sequence[TensorEntry], metadata: Mapping[str, str] | None = None) -> bytes:
-    """Serialized safetensors header (length prefix included), padded with spaces to a multiple of 8 bytes."""
+    """Serialized safetensors header (length prefix included), padded with spaces to a multiple of 8 bytes.
+    Entries must come in an aligned order (`storage_order`): a misaligned tensor is refused."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -368,6 +379,9 @@ def build_header(entries: Sequence[TensorEntry], metadata: Mapping[str, str] | N
     for entry in entries:
         if entry.dtype not in DTYPE_TO_ST:
             raise ValueError(f"tensor {entry.name!r}: dtype {entry.dtype} cannot be stored")
+        if offset % entry.dtype.itemsize:
+            raise ValueError(f"tensor {entry.name!r} ({entry.dtype}) would start at byte {offset}, not a multiple of "
+                             f"its element size: write the tensors in storage_order")
         header[entry.name] = {"dtype": DTYPE_TO_ST[entry.dtype], "shape": list(entry.shape),
                               "data_offsets": [offset, offset + entry.nbytes]}
         offset += entry.nbytes
@@ -514,19 +528,21 @@ class SafetensorsWriter:
                 os.fsync(self._fh.fileno())
             self._fh.close()
             if exc_type is None:
+                os.chmod(self._tmp, FILE_MODE)
                 os.replace(self._tmp, self.path)
                 log.debug("wrote %s (%d tensors)", self.path, len(self.entries))
         finally:
-            if not self._fh.closed:
+            # A full disk can make close() fail again here; the temporary file must go all the same.
+            with contextlib.suppress(OSError):
                 self._fh.close()
-            if self._tmp.exists():
-                self._tmp.unlink()
+            self._tmp.unlink(missing_ok=True)
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
                  metadata: Mapping[str, str] | None = None) -> Path:
-    """Write an in-memory mapping with `SafetensorsWriter` (small files, tests)."""
-    items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
+    """Write an in-memory mapping with `SafetensorsWriter` (small files, tests), in storage order."""
+    by_name = dict(tensors.items() if isinstance(tensors, Mapping) else tensors)
+    items = [(n, by_name[n]) for n in storage_order(by_name, {n: t.dtype for n, t in by_name.items()})]
     entries = [TensorEntry(n, t.dtype, tuple(t.shape)) for n, t in items]
     with SafetensorsWriter(path, entries, metadata) as writer:
         for name, tensor in items:

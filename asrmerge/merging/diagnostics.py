@@ -15,7 +15,6 @@ large-v3 on CPU that is on the order of an hour, on a GPU minutes. Pass no diagn
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
+from asrmerge.atomic import write_json
 from asrmerge.merging.linalg import effective_rank, singular_values
 
 TOP_SINGULAR_VALUES = 32
@@ -90,11 +90,5 @@ class DiagnosticsCollector:
         return summary
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        """Write {header..., "summary", "tensors"} atomically (temporary file + os.replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {**self.header, "summary": self.summary(), "tensors": self.tensors}
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, path)
-        return path
+        """Write {header..., "summary", "tensors"} atomically."""
+        return write_json(path, {**self.header, "summary": self.summary(), "tensors": self.tensors})

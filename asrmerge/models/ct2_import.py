@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from asrmerge.atomic import staged_folder
+
 log = logging.getLogger(__name__)
 
 MAX_BINARY_VERSION = 6
@@ -607,8 +609,11 @@ def ct2_to_transformers(
     *,
     base_config: dict | None = None,
     dtype: str = "float32",
+    replace: bool = False,
 ) -> Path:
     """Convert a CTranslate2 Whisper folder into a transformers Whisper folder; returns `out_dir`.
+
+    The folder is written atomically; an existing non-empty `out_dir` is replaced only with `replace`.
 
     `ct2_dir` holds `model.bin` and `tokenizer.json` (optionally CTranslate2's `config.json` with suppressed and
     language token ids and alignment heads, and `vocabulary.txt`, checked against the tokenizer). `out_dir`
@@ -657,10 +662,10 @@ def ct2_to_transformers(
     model.to(_TORCH_DTYPES[dtype])
     model.generation_config = whisper_generation_config(config, tokenizer, special_ids, ct2_config)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
     feature_extractor = feature_extractor_for_positions(geometry["num_mel_bins"], geometry["max_source_positions"])
-    WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out_dir)
+    with staged_folder(out_dir, replace=replace) as staging:
+        model.save_pretrained(staging)
+        WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(staging)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("wrote %s: %.1fM parameters (%s), %d tokens", out_dir, n_params / 1e6, dtype, len(tokenizer))
     return out_dir

@@ -27,6 +27,8 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from asrmerge.atomic import staged_folder
+
 log = logging.getLogger(__name__)
 
 END_OF_TEXT = "<|endoftext|>"
@@ -129,11 +131,15 @@ class LoadedWhisper:
     def eot_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(END_OF_TEXT)
 
-    def save(self, out_dir: str | Path) -> None:
-        out_dir = Path(out_dir)
-        self.model.save_pretrained(out_dir, safe_serialization=True)
-        self.feature_extractor.save_pretrained(out_dir)
-        self.tokenizer.save_pretrained(out_dir)
+    def save(self, out_dir: str | Path, extra_files: Mapping[str, str] | None = None, replace: bool = False) -> None:
+        """Write the model folder atomically (asrmerge.atomic.staged_folder), with `extra_files` (name -> text)
+        beside the model files; an existing non-empty folder is replaced only with `replace`."""
+        with staged_folder(out_dir, replace=replace) as staging:
+            self.model.save_pretrained(staging, safe_serialization=True)
+            self.feature_extractor.save_pretrained(staging)
+            self.tokenizer.save_pretrained(staging)
+            for name, text in (extra_files or {}).items():
+                (staging / name).write_text(text, encoding="utf-8")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -154,7 +160,13 @@ def load_whisper(source: str | Path, device: str | torch.device = "cpu", dtype: 
         raise FileNotFoundError(f"{source} is not a transformers model folder (no config.json)")
     if local and json.loads(config_path.read_text()).get("model_type") != "whisper":
         raise ValueError(f"{source} is not a Whisper model (config.json model_type is not 'whisper')")
-    model = WhisperForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    model, loading = WhisperForConditionalGeneration.from_pretrained(source, dtype=dtype, output_loading_info=True)
+    # transformers fills a missing or mis-shaped tensor with random values and carries on: that model is not the
+    # checkpoint, and its task vector would be noise there.
+    for problem in ("missing_keys", "mismatched_keys", "unexpected_keys"):
+        if loading.get(problem):
+            raise ValueError(f"model folder {source}: {problem.replace('_', ' ')} in its weights, e.g. "
+                             f"{sorted(loading[problem])[0]} (a Whisper of another size, or an incomplete file)")
     model.to(torch.device(device)).eval()
     return LoadedWhisper(
         model=model,

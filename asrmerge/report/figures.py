@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from asrmerge.atomic import staged_path  # noqa: E402
 from asrmerge.report.naming import (  # noqa: E402
     FAMILY_NAMES, METHOD_NAMES, OWN_DOMAIN, method_label, parse_params, system_label,
 )
@@ -35,8 +36,8 @@ PAPER_STYLE = {
     "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
     "pdf.fonttype": 42,
 }
-GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "EP words": "#e377c2", "English": "#2ca02c",
-                 "Brazilian": "#d62728", "Multilingual": "#9467bd"}
+GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "EP words": "#e377c2", "Long-form": "#7f7f7f",
+                 "English": "#2ca02c", "Brazilian": "#d62728", "Multilingual": "#9467bd"}
 FAMILY_STYLE = {  # colour, marker
     "baseline": ("#444444", "s"), "ID-FT": ("#8c8c8c", "^"), "parameter": ("#2ca02c", "o"),
     "task_vector": ("#1f77b4", "o"), "subspace": ("#d62728", "D"), "data_aware": ("#9467bd", "o"),
@@ -48,7 +49,8 @@ _LAYER = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)$")
 
 def _save(fig, paths) -> None:
     for path in paths:
-        fig.savefig(path, dpi=300)
+        with staged_path(path) as staged:
+            fig.savefig(staged, dpi=300, format=Path(path).suffix.lstrip("."))
     plt.close(fig)
 
 

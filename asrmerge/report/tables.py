@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from asrmerge.atomic import write_text
 from asrmerge.report.naming import (
     OWN_DOMAIN, chosen_lambda, ordered_systems, split_system, system_family, system_label,
 )
@@ -30,15 +31,15 @@ from asrmerge.scoring import counts_from_dict, mapsswe
 
 #: Test-set role (config) -> group (a column of the paper layout); general_test = general speech in the main language.
 GROUP_OF_ROLE = {"domain": "ID", "ood": "OOD", "general_test": "EP general", "words_test": "EP words",
-                 "english": "English", "brazilian": "Brazilian", "multilingual": "Multilingual"}
+                 "long_form": "Long-form", "english": "English", "brazilian": "Brazilian", "multilingual": "Multilingual"}
 EP_AVERAGE = "EP avg"
-GROUP_ORDER = ("ID", "OOD", EP_AVERAGE, "EP general", "EP words", "English", "Brazilian", "Multilingual")
+GROUP_ORDER = ("ID", "OOD", EP_AVERAGE, "EP general", "EP words", "Long-form", "English", "Brazilian", "Multilingual")
 #: Column headings of the paper-layout table.
 COLUMN_NAMES = {"ID": "EP ID", "OOD": "EP OOD", EP_AVERAGE: "EP avg", "EP general": "EP general", "EP words": "EP words",
-                "English": "English", "Brazilian": "PT-BR", "Multilingual": "Multilingual avg"}
+                "Long-form": "EP long-form", "English": "English", "Brazilian": "PT-BR", "Multilingual": "Multilingual avg"}
 #: Column-group headings of the per-set table.
 SET_GROUP_NAMES = {"ID": "EP in-domain", "OOD": "EP out-of-domain", "EP general": "EP general", "EP words": "EP words",
-                   "English": "English", "Brazilian": "PT-BR", "Multilingual": "multilingual"}
+                   "Long-form": "EP long-form", "English": "English", "Brazilian": "PT-BR", "Multilingual": "multilingual"}
 ID_FT = "ID-FT (own domain)"
 SIGNIFICANCE_LEVEL = 0.05
 #: Languages written without spaces between words: scored by CER (Whisper's and FLEURS' convention).
@@ -398,7 +399,7 @@ def write_tables(
 ) -> None:
     """The per-test-set table: long CSV with every count (`csv_path`), and error rates (%) per system and set as
     Markdown, LaTeX, wide CSV (with p-values) and HTML."""
-    frame.to_csv(csv_path, index=False, float_format="%.6f")
+    write_text(csv_path, frame.to_csv(index=False, float_format="%.6f"))
     table, pvalues = per_set_table(frame, errors, reference)
     cer = set(frame.loc[frame.metric == "cer", "test_set"]) if "metric" in frame.columns else set()
     shown = {s: f"{s} (CER)" if s in cer else s for s in table.columns}
@@ -410,18 +411,18 @@ def write_tables(
             + _significance_note(reference, bool(pvalues.notna().any().any())))
     title = "WER (%) per test set" + (" (CER (%) for the sets marked CER)" if cer else "")
     cells = {style: marked_cells(table, pvalues, style).rename(columns=shown) for style in _STYLES}
-    Path(markdown_path).write_text(render_markdown(cells["markdown"], labels, title, note))
+    write_text(markdown_path, render_markdown(cells["markdown"], labels, title, note))
     blocks = _blocks(list(table.index), families)
     if latex_path is not None:
-        Path(latex_path).write_text("% wide: wrap in \\resizebox{\\textwidth}{!}{...} (graphicx) if needed\n"
-                                    + render_latex(cells["latex"], labels, note, blocks, column_groups))
+        write_text(latex_path, "% wide: wrap in \\resizebox{\\textwidth}{!}{...} (graphicx) if needed\n"
+                   + render_latex(cells["latex"], labels, note, blocks, column_groups))
     if wide_csv_path is not None:
         wide = table.join(pvalues.add_suffix(" p"))
         wide.insert(0, "label", [labels[s] for s in wide.index])
         wide.index.name = "system"
-        wide.to_csv(wide_csv_path, float_format="%.6f")
+        write_text(wide_csv_path, wide.to_csv(float_format="%.6f"))
     if html_path is not None:
-        Path(html_path).write_text(render_html(cells["html"], labels, title, note, blocks, column_groups))
+        write_text(html_path, render_html(cells["html"], labels, title, note, blocks, column_groups))
 
 
 def paper_note(frame: pd.DataFrame, reference: str | None, has_pvalues: bool) -> str:
@@ -459,13 +460,13 @@ def write_paper_tables(
     combined.insert(0, "label", [labels.get(s, s) for s in combined.index])
     combined.insert(1, "family", [families.get(s, "") for s in combined.index])
     combined.index.name = "system"
-    combined.to_csv(csv_path, float_format="%.6f")
+    write_text(csv_path, combined.to_csv(float_format="%.6f"))
 
     has_cer = frame is not None and "metric" in frame.columns and (frame.metric == "cer").any()
     title = "WER (%) in the paper's layout" + (" (CER for unsegmented languages)" if has_cer else "")
     cells = {style: marked_cells(table, pvalues, style, ranked).rename(columns=headings) for style in _STYLES}
     blocks = _blocks(list(table.index), families)
-    markdown_path.write_text(render_markdown(cells["markdown"], labels, title, note))
-    latex_path.write_text(render_latex(cells["latex"], labels, note, blocks))
+    write_text(markdown_path, render_markdown(cells["markdown"], labels, title, note))
+    write_text(latex_path, render_latex(cells["latex"], labels, note, blocks))
     if len(paths) > 3:
-        paths[3].write_text(render_html(cells["html"], labels, title, note, blocks))
+        write_text(paths[3], render_html(cells["html"], labels, title, note, blocks))

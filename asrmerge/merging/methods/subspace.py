@@ -240,7 +240,7 @@ def boost_spectrum(kept: torch.Tensor, full: torch.Tensor, beta: float, energy: 
         "ns_steps": NS_STEPS,
         "min_rank_per_task": MIN_RANK,
     },
-    reference="the seed paper's BoostedTSV-M (reconstruction, algorithms.md); TSV-M core as tsv_m",
+    reference="the seed paper's BoostedTSV-M (reconstruction, docs/methods.md); TSV-M core as tsv_m",
 )
 def boosted_tsv_m(
     task_vectors: torch.Tensor,

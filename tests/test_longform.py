@@ -1,0 +1,72 @@
+"""Long recordings are never cut: refused by default, decoded in voice-activity chunks with `long_form: vad`."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asrmerge.data.espeak import EspeakSynthesizer
+from asrmerge.data.manifest import Utterance
+from asrmerge.decoding import DecodingOptions, log_mel, transcribe
+from asrmerge.longform import merge_segments, vad_pieces
+from asrmerge.models.whisper import load_whisper
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+SENTENCES = [
+    "o tempo amanhã vai estar nublado com aguaceiros fracos", "a reunião foi adiada para a próxima semana",
+    "quero saber o saldo da minha conta", "o comboio para o porto parte às nove horas",
+    "a equipa da casa marcou dois golos na segunda parte", "o médico receitou um antibiótico durante sete dias",
+]
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory) -> Utterance:
+    """About 90 s: the sentences spoken twice over, each followed by 0.6–1.6 s of silence."""
+    synthesizer = EspeakSynthesizer(SR)
+    rng = np.random.default_rng(0)
+    parts, words = [], []
+    for repeat in range(6):
+        for sentence in SENTENCES:
+            parts.append(synthesizer.synthesize(sentence, voice="pt", rate=150, pitch=50))
+            parts.append(np.zeros(int(rng.uniform(0.6, 1.6) * SR), dtype=np.float32))
+            words.append(sentence)
+    audio = np.concatenate(parts)
+    path = tmp_path_factory.mktemp("long") / "long.wav"
+    sf.write(path, audio, SR, subtype="PCM_16")
+    return Utterance(id="long-0", audio=path, text=" ".join(words), duration=audio.size / SR, set="long",
+                     split="test", language="pt")
+
+
+def test_chunks_follow_whisperx_merging():
+    assert merge_segments([(0, 10), (12, 20), (25, 40), (41, 45)], max_samples=20) == [(0, 20), (25, 45)]
+    assert merge_segments([(0, 50)], max_samples=20) == [(0, 20)]  # the VAD splits first; never longer than allowed
+
+
+def test_reject_is_the_default_and_names_the_recording(long_recording):
+    whisper = load_whisper(ROOT / "assets" / "foundation")
+    assert long_recording.duration > 80
+    with pytest.raises(ValueError, match=r"recording long-0 .* lasts \d+\.\d s, longer than the model's 6 s window"):
+        transcribe(whisper, [long_recording], DecodingOptions(), torch.device("cpu"), progress=False)
+    with pytest.raises(ValueError, match="longer than the model's 6 s window"):
+        log_mel(whisper, [np.zeros(7 * SR, dtype=np.float32)], torch.device("cpu"))  # no code path cuts
+
+
+def test_vad_chunks_cover_the_speech_within_the_window(long_recording):
+    audio, _ = sf.read(long_recording.audio, dtype="float32")
+    pieces = vad_pieces(0, audio, 6 * SR)
+    assert all(0 < p.end - p.start <= 6 * SR for p in pieces)
+    assert all(a.end <= b.start for a, b in zip(pieces, pieces[1:]))  # in time order, no overlap
+    covered = sum(p.end - p.start for p in pieces)
+    assert covered > 0.6 * audio.size  # speech is about 70 % of the recording; chunks hold it and the pauses within
+
+
+def test_vad_mode_decodes_the_whole_recording(long_recording):
+    whisper = load_whisper(ROOT / "assets" / "foundation")
+    options = DecodingOptions(batch_size=8, max_new_tokens=150, long_form="vad")
+    row, = transcribe(whisper, [long_recording], options, torch.device("cpu"), progress=False)
+    reference, hypothesis = row["reference"].split(), row["hypothesis"].split()
+    # A transcript cut at the window would hold ~7 % of the words; chunked decoding keeps the count near the reference.
+    assert 0.6 * len(reference) < len(hypothesis) < 1.4 * len(reference)
