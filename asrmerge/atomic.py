@@ -89,6 +89,12 @@ def staged_folder(path: str | os.PathLike[str], replace: bool = False) -> Iterat
     staged = Path(tempfile.mkdtemp(prefix=_staging_name(target), dir=target.parent))
     try:
         yield staged
+        # Libraries that wrote into it may have used private temporary files (transformers' weights come out 0600).
+        for root, folders, files in os.walk(staged):
+            for name in folders:
+                os.chmod(os.path.join(root, name), FOLDER_MODE)
+            for name in files:
+                os.chmod(os.path.join(root, name), FILE_MODE)
         os.chmod(staged, FOLDER_MODE)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)

@@ -21,7 +21,8 @@ def test_files_and_folders_get_the_umask_modes_not_private_ones(tmp_path):
     save_tensors(tmp_path / "c.safetensors", {"w": torch.zeros(2)})
     with staged_folder(tmp_path / "model") as folder:
         (folder / "config.json").write_text("{}")
-    for name in ("a.txt", "b.json", "c.safetensors"):
+        (folder / "model.safetensors").touch(mode=0o600)  # as transformers leaves its weights
+    for name in ("a.txt", "b.json", "c.safetensors", "model/config.json", "model/model.safetensors"):
         assert _mode(tmp_path / name) == FILE_MODE, name
     assert _mode(tmp_path / "model") == FOLDER_MODE
     if UMASK & 0o044 == 0:
