@@ -154,7 +154,7 @@ def test_a_given_fine_tune_is_checked_against_the_base_before_any_job(demo_confi
     base = json.loads((ROOT / "assets" / "foundation" / "config.json").read_text())
     cases = {
         "empty": (None, "not a transformers model folder"),
-        "deeper": ({**base, "decoder_layers": base["decoder_layers"] + 1}, "decoder_layers 4"),
+        "deeper": ({**base, "decoder_layers": base["decoder_layers"] + 1}, f"decoder_layers {base['decoder_layers'] + 1}"),
         "shorter": ({**base, "max_source_positions": 150}, "reads 3 s windows, base_model.audio_seconds needs 6 s"),
     }
     for name, (model_config, message) in cases.items():
