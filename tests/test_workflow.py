@@ -47,7 +47,8 @@ def test_table_has_every_system_and_test_set(finished):
     systems = {"base", "joint", "finetuned/weather", "finetuned/medical",
                "merged/task_arithmetic/default", "merged/ties/density=0.2", "merged/tsv_m/default"}
     assert set(table.system) == systems
-    assert len(table) == len(systems) * 3  # weather, medical, english test sets
+    assert len(table) == len(systems) * 4  # weather, medical, weather_long (long-form), english test sets
+    assert set(table[table.group == "Long-form"].test_set) == {"weather_long"}
     assert (table.reference_words > 0).all()
     recomputed = (table.substitutions + table.deletions + table.insertions) / table.reference_words
     assert recomputed.round(6).tolist() == table.wer.round(6).tolist()
