@@ -9,7 +9,8 @@ inputs is discarded with a warning.
 
 Pretraining a small Whisper from scratch on little data benefits from an auxiliary CTC loss on the encoder
 (`ctc_weight` > 0): without it the decoder learns a language model that ignores the audio. The CTC head is a linear
-layer used only during training; the saved model is a plain Whisper.
+layer used only during training; the saved model is a plain Whisper, with the head beside it (CTC_HEAD_FILE) so that
+a later pretraining stage continues it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import logging
 import math
 import pickle
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 
 from asrmerge.atomic import staged_path
@@ -37,6 +39,8 @@ from asrmerge.models.whisper import LoadedWhisper
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The encoder's CTC head in a model folder (safetensors: weight, bias), written when training used one.
+CTC_HEAD_FILE = "ctc_head.safetensors"
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,26 @@ def batch_loss(
     loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets.to(device), ignore_index=-100)
     if ctc_head is None:
         return loss
-    transcripts = [seq[len(whisper.prompt_ids(u.language)) : -1] for u, seq in zip(utterances, sequences)]
+    return (1 - ctc_weight) * loss + ctc_weight * ctc_loss(whisper, ctc_head, encoder_states, utterances)
+
+
+def new_ctc_head(whisper: LoadedWhisper, device: torch.device, weights: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Linear:
+    """The encoder's CTC head: one class per token plus the blank (the last class); `weights` continue an earlier
+    head (a model folder's CTC_HEAD_FILE), else it is drawn from the torch seed."""
+    config = whisper.model.config
+    head = torch.nn.Linear(config.d_model, config.vocab_size + 1)
+    if weights is not None:
+        head.load_state_dict(weights)
+    return head.to(device)
+
+
+def ctc_loss(
+    whisper: LoadedWhisper, ctc_head: torch.nn.Linear, encoder_states: torch.Tensor, utterances: Sequence[Utterance]
+) -> torch.Tensor:
+    """CTC loss of the encoder states against the transcript tokens (without prompt and end-of-text)."""
+    transcripts = [label_sequence(whisper, u)[len(whisper.prompt_ids(u.language)) : -1] for u in utterances]
     log_probs = ctc_head(encoder_states).float().log_softmax(-1).transpose(0, 1)  # (frames, batch, classes)
-    ctc = torch.nn.functional.ctc_loss(
+    return torch.nn.functional.ctc_loss(
         log_probs,
         torch.tensor([t for seq in transcripts for t in seq], dtype=torch.long),
         input_lengths=torch.full((len(transcripts),), log_probs.shape[0], dtype=torch.long),
@@ -129,7 +150,31 @@ def batch_loss(
         blank=ctc_head.out_features - 1,
         zero_infinity=True,
     )
-    return (1 - ctc_weight) * loss + ctc_weight * ctc
+
+
+def fit_ctc_head(
+    whisper: LoadedWhisper, utterances: Sequence[Utterance], options: TrainingOptions, steps: int, learning_rate: float,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """A new CTC head fitted on the frozen encoder (batches of `options`): for continuing a model saved without its
+    head, so that the continued training does not start by pushing a random head's gradients through a trained
+    encoder."""
+    torch.manual_seed(options.seed)
+    head = new_ctc_head(whisper, device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate)
+    cache = FeatureCache(whisper)
+    whisper.model.to(device).eval()
+    for step in range(steps):
+        batch = [utterances[i] for i in batch_indices(len(utterances), options.batch_size, step, options.seed + 2)]
+        with torch.no_grad():
+            states = whisper.model.model.encoder(cache(batch, device)).last_hidden_state
+        loss = ctc_loss(whisper, head, states, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            log.info("CTC head on the frozen encoder: step %d/%d loss %.4f", step + 1, steps, float(loss))
+    return {name: tensor.detach().cpu() for name, tensor in head.state_dict().items()}
 
 
 def batch_indices(n_items: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -155,8 +200,11 @@ def train(
     out_dir: str | Path,
     device: torch.device,
     replay_set: Sequence[Utterance] = (),
+    ctc_head: Mapping[str, torch.Tensor] | None = None,
 ) -> list[dict]:
     """Train in place and save the final model to `out_dir`; returns the loss curve (also in `out_dir/loss.csv`).
+    With `ctc_weight` > 0 the encoder's CTC head (`ctc_head`: the weights to start from, else a new one) is trained
+    too and saved beside the model as CTC_HEAD_FILE.
 
     The resumable state lives beside the output, in `<out_dir>.resume/`, while training runs (a workflow manager may
     delete an unfinished `out_dir` before rerunning the job, so the state must not be inside it); it is removed once
@@ -170,10 +218,11 @@ def train(
     model.train()
     if options.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    head_start = ctc_head
     ctc_head = None
     if options.ctc_weight > 0:
         torch.manual_seed(options.seed)
-        ctc_head = torch.nn.Linear(model.config.d_model, model.config.vocab_size + 1).to(device)
+        ctc_head = new_ctc_head(whisper, device, head_start)
     trained = list(model.parameters()) + (list(ctc_head.parameters()) if ctc_head else [])
     optimizer = torch.optim.AdamW(trained, lr=options.learning_rate, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, options))
@@ -185,7 +234,7 @@ def train(
         log.info("precision %s applies on a GPU; training on %s in float32", options.precision, device.type)
     curve: list[dict] = []
     start = 0
-    fingerprint = training_fingerprint(whisper, train_set, replay_set, options)
+    fingerprint = training_fingerprint(whisper, train_set, replay_set, options, head_start)
     state = _load_state(checkpoint_dir, fingerprint, device)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -228,7 +277,10 @@ def train(
     model.eval()
     if options.gradient_checkpointing:
         model.gradient_checkpointing_disable()
-    whisper.save(out_dir, extra_files={"loss.csv": curve_csv(curve)})
+    extra_files: dict[str, str | bytes] = {"loss.csv": curve_csv(curve)}
+    if ctc_head is not None:
+        extra_files[CTC_HEAD_FILE] = safetensors.torch.save({k: v.contiguous() for k, v in ctc_head.state_dict().items()})
+    whisper.save(out_dir, extra_files=extra_files)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return curve
 
@@ -240,13 +292,16 @@ def resume_dir(out_dir: str | Path) -> Path:
 
 
 def training_fingerprint(
-    whisper: LoadedWhisper, train_set: Sequence[Utterance], replay_set: Sequence[Utterance], options: TrainingOptions
+    whisper: LoadedWhisper, train_set: Sequence[Utterance], replay_set: Sequence[Utterance], options: TrainingOptions,
+    ctc_head: Mapping[str, torch.Tensor] | None = None,
 ) -> str:
-    """What a run is made from: the options, the starting weights and tokenizer, and every training and replay
-    utterance (id, transcript, language, audio bytes). A resume state is used only by a run with the same one."""
+    """What a run is made from: the options, the starting weights (CTC head included) and tokenizer, and every
+    training and replay utterance (id, transcript, language, audio bytes). A resume state is used only by a run with
+    the same one."""
     digest = hashlib.sha256(json.dumps(asdict(options), sort_keys=True).encode())
     digest.update(whisper.tokenizer.backend_tokenizer.to_str().encode())
-    for name, tensor in sorted(whisper.model.state_dict().items()):
+    starting = {**whisper.model.state_dict(), **{f"ctc_head.{k}": v for k, v in (ctc_head or {}).items()}}
+    for name, tensor in sorted(starting.items()):
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     for role, utterances in (("train", train_set), ("replay", replay_set)):

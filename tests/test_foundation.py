@@ -31,6 +31,33 @@ def test_a_stage_continues_the_earlier_model_and_keeps_its_tokenizer(corpus, tmp
     assert 0 < max(changes) < 0.01  # trained on, from the earlier weights (a new model would differ by O(1))
 
 
+def test_a_stage_continues_the_ctc_head_saved_beside_the_earlier_model(corpus, tmp_path, caplog):
+    """The CTC head is saved with a model trained with it and continued by the next stage; a stage whose folder
+    lacks it first fits a new head on the frozen encoder (the model's weights do not move during that fit)."""
+    from asrmerge.foundation import CTC_HEAD_FILE, continued_ctc_head
+    from asrmerge.training import TrainingOptions
+
+    utterances = read_manifest(corpus, split="train")
+    pretrain = {"steps": 2, "learning_rate": 1e-3, "batch_size": 4, "ctc_weight": 0.3}
+    build_tiny_whisper(corpus, seed=3).save(tmp_path / "stage0")
+    settings = {"source": "pretrain", "audio_seconds": 6, "pretrain": pretrain}
+    prepare_base_model({**settings, "init": str(tmp_path / "stage0")}, utterances, tmp_path / "stage1", CPU, seed=0)
+    assert "holds no CTC head" in caplog.text
+    head1 = load_file(tmp_path / "stage1" / CTC_HEAD_FILE)
+    stage1 = load_whisper(tmp_path / "stage1")
+    assert head1["weight"].shape == (stage1.model.config.vocab_size + 1, stage1.model.config.d_model)
+    options = TrainingOptions(**pretrain)
+    assert continued_ctc_head(tmp_path / "stage1", stage1, utterances, options, CPU).keys() == head1.keys()
+    assert all(torch.equal(continued_ctc_head(tmp_path / "stage1", stage1, utterances, options, CPU)[k], head1[k])
+               for k in head1)
+    caplog.clear()
+    prepare_base_model({**settings, "init": str(tmp_path / "stage1")}, utterances, tmp_path / "stage2", CPU, seed=0)
+    assert "holds no CTC head" not in caplog.text
+    head2 = load_file(tmp_path / "stage2" / CTC_HEAD_FILE)
+    change = max(float((head2[k] - head1[k]).abs().max()) for k in head1)
+    assert 0 < change < 0.01  # the stage-1 head, trained on for two steps
+
+
 def test_a_stage_with_another_window_is_refused(corpus, tmp_path):
     build_tiny_whisper(corpus).save(tmp_path / "stage1")
     settings = {"source": "pretrain", "init": str(tmp_path / "stage1"), "audio_seconds": 10,
@@ -75,3 +102,23 @@ def test_a_fine_tune_of_another_shape_or_with_a_missing_tensor_is_refused(corpus
     save_tensors(tmp_path / "partial" / "model.safetensors", weights, {"format": "pt"})
     with pytest.raises(ValueError, match="partial: missing keys in its weights, e.g. model.encoder.layers.0.fc1.weight"):
         load_whisper(tmp_path / "partial")
+
+
+def test_ship_foundation_halves_the_weights_keeps_the_ctc_head_and_never_overwrites_silently(corpus, tmp_path, capsys):
+    from asrmerge.cli import main
+    from asrmerge.training import CTC_HEAD_FILE
+
+    source = tmp_path / "trained"
+    build_tiny_whisper(corpus, seed=1).save(source, extra_files={CTC_HEAD_FILE: b"head bytes"})
+    out = tmp_path / "shipped"
+    assert main(["ship-foundation", str(source), str(out)]) == 0
+    weights = load_file(out / "model.safetensors")
+    original = load_file(source / "model.safetensors")
+    assert all(weights[name].dtype == torch.float16 for name in weights)
+    assert all(torch.equal(weights[name], original[name].half()) for name in original)
+    assert (out / CTC_HEAD_FILE).read_bytes() == b"head bytes"
+    assert main(["ship-foundation", str(source), str(out)]) == 2
+    assert "already holds a model (use --overwrite" in capsys.readouterr().err
+    assert main(["ship-foundation", str(source), str(source), "--overwrite"]) == 2
+    assert "is the source model" in capsys.readouterr().err
+    assert main(["ship-foundation", str(source), str(out), "--overwrite"]) == 0

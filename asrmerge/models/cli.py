@@ -54,13 +54,15 @@ def run_ship_foundation(args: argparse.Namespace) -> int:
     import torch
 
     from asrmerge.models.whisper import load_whisper
+    from asrmerge.training import CTC_HEAD_FILE
 
     out = Path(args.out)
     replace = check_model_out(out, args.overwrite)
     if out.resolve() == Path(args.source).resolve():
         raise ValueError(f"the output folder {out} is the source model")
     whisper = load_whisper(args.source, dtype=torch.float16)
-    whisper.save(out, replace=replace)
+    head = Path(args.source) / CTC_HEAD_FILE  # kept (float32, small) so that a later pretraining stage continues it
+    whisper.save(out, extra_files={CTC_HEAD_FILE: head.read_bytes()} if head.is_file() else None, replace=replace)
     size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
     log.info("%s: %.1f MB", args.out, size / 1e6)
     return 0

@@ -131,15 +131,18 @@ class LoadedWhisper:
     def eot_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(END_OF_TEXT)
 
-    def save(self, out_dir: str | Path, extra_files: Mapping[str, str] | None = None, replace: bool = False) -> None:
-        """Write the model folder atomically (asrmerge.atomic.staged_folder), with `extra_files` (name -> text)
-        beside the model files; an existing non-empty folder is replaced only with `replace`."""
+    def save(self, out_dir: str | Path, extra_files: Mapping[str, str | bytes] | None = None, replace: bool = False) -> None:
+        """Write the model folder atomically (asrmerge.atomic.staged_folder), with `extra_files` (name -> text or
+        bytes) beside the model files; an existing non-empty folder is replaced only with `replace`."""
         with staged_folder(out_dir, replace=replace) as staging:
             self.model.save_pretrained(staging, safe_serialization=True)
             self.feature_extractor.save_pretrained(staging)
             self.tokenizer.save_pretrained(staging)
-            for name, text in (extra_files or {}).items():
-                (staging / name).write_text(text, encoding="utf-8")
+            for name, content in (extra_files or {}).items():
+                if isinstance(content, bytes):
+                    (staging / name).write_bytes(content)
+                else:
+                    (staging / name).write_text(content, encoding="utf-8")
 
 
 def resolve_device(device: str) -> torch.device:
