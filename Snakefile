@@ -20,6 +20,7 @@
 # {system} is base, joint, finetuned/{domain} or merged/{method}/{params};
 # {params} is "default" or the hyperparameters the config sets, e.g. "density=0.2,scope=tensor".
 #   logs/...                                     one log file per job, mirroring the paths above
+#   benchmarks/...                               one .tsv per job (wall clock, CPU time, peak memory), same paths
 
 from snakemake.utils import min_version
 

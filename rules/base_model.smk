@@ -11,6 +11,8 @@ rule base_model:
         seed=config["seed"],
     log:
         f"{LOGS}/models/base.log",
+    benchmark:
+        f"{BENCHMARKS}/models/base.tsv",
     threads: 2
     conda:
         "../envs/asrmerge.yaml"

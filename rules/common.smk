@@ -1,4 +1,5 @@
 # Configuration checks (before any job starts), derived lists, and input functions.
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ share_package_with_jobs()
 
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"  # one Snakemake benchmark file (wall clock, memory) per job
 DOMAINS = domains(config)
 TEST_SETS = scored_sets(config)
 GENERAL_SETS = sets_with_role(config, "general")
@@ -65,13 +67,27 @@ def corpus_inputs(wildcards):
     return []
 
 
-def finetune_inputs(model, train):
-    """A fine-tune's inputs: the base and its data, or the base and the user's own fine-tune of `model` (a domain,
-    or joint) when the config gives one (a local folder is tracked as an input; a hub id cannot be)."""
-    given = config["finetune"]["checkpoints"].get(model)
-    if given is None:
-        return {"base": f"{RESULTS}/models/base", "train": train, "replay": manifests(GENERAL_SETS)}
+# The fine-tunes the user supplies (finetune.checkpoints), by model folder ("joint", "finetuned/<domain>"): rule
+# import_finetune adopts them, finetune_domain and finetune_joint train the others.
+SUPPLIED = {
+    (name if name == "joint" else f"finetuned/{name}"): path
+    for name, path in config["finetune"]["checkpoints"].items()
+}
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly `names` (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def supplied_inputs(wildcards):
+    """The base, and the supplied fine-tune when it is a local folder (tracked; a hub id cannot be)."""
+    given = SUPPLIED[wildcards.model]
     return {"base": f"{RESULTS}/models/base", "checkpoint": [given] if Path(given).is_dir() else []}
+
+
+def training_inputs(train):
+    return {"base": f"{RESULTS}/models/base", "train": train, "replay": manifests(GENERAL_SETS)}
 
 
 def branch(wildcards):

@@ -11,6 +11,8 @@ rule corpus_set:
         seed=config["seed"],
     log:
         f"{LOGS}/data/{{set}}.log",
+    benchmark:
+        f"{BENCHMARKS}/data/{{set}}.tsv",
     conda:
         "../envs/asrmerge.yaml"
     script:

@@ -13,6 +13,8 @@ rule select_lambda:
         device=config["device"],
     log:
         f"{LOGS}/selection/{{method}}/{{params}}.log",
+    benchmark:
+        f"{BENCHMARKS}/selection/{{method}}/{{params}}.tsv",
     threads: 2
     conda:
         "../envs/asrmerge.yaml"
@@ -32,6 +34,8 @@ rule decode_model:
         device=config["device"],
     log:
         f"{LOGS}/hypotheses/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/hypotheses/{{model}}.tsv",
     threads: 2
     conda:
         "../envs/asrmerge.yaml"
@@ -53,6 +57,8 @@ rule decode_merged:
         device=config["device"],
     log:
         f"{LOGS}/hypotheses/merged/{{method}}/{{params}}.log",
+    benchmark:
+        f"{BENCHMARKS}/hypotheses/merged/{{method}}/{{params}}.tsv",
     threads: 2
     conda:
         "../envs/asrmerge.yaml"
@@ -70,6 +76,8 @@ rule score:
         test_sets=TEST_SETS,
     log:
         f"{LOGS}/scores/{{system}}.log",
+    benchmark:
+        f"{BENCHMARKS}/scores/{{system}}.tsv",
     conda:
         "../envs/asrmerge.yaml"
     script:

@@ -1,16 +1,19 @@
 rule finetune_domain:
-    """ID-FT: full fine-tuning on one domain (or import the user's own fine-tune of it)."""
+    """ID-FT: full fine-tuning on one domain."""
     input:
-        unpack(lambda wc: finetune_inputs(wc.domain, [manifest(wc.domain)])),
+        unpack(lambda wc: training_inputs([manifest(wc.domain)])),
     output:
         directory(f"{RESULTS}/models/finetuned/{{domain}}"),
+    wildcard_constraints:
+        domain=rf"(?!(?:{one_of(d for d in DOMAINS if f'finetuned/{d}' in SUPPLIED)})$)[A-Za-z0-9][A-Za-z0-9_-]*",
     params:
         options=config["finetune"]["domain"],
-        checkpoint=lambda wc: config["finetune"]["checkpoints"].get(wc.domain),
         device=config["device"],
         seed=config["seed"],
     log:
         f"{LOGS}/models/finetuned/{{domain}}.log",
+    benchmark:
+        f"{BENCHMARKS}/models/finetuned/{{domain}}.tsv",
     threads: 2
     conda:
         "../envs/asrmerge.yaml"
@@ -19,20 +22,44 @@ rule finetune_domain:
 
 
 rule finetune_joint:
-    """Full-FT: one fine-tune on the union of all domains' training splits (or import the user's own)."""
+    """Full-FT: one fine-tune on the union of all domains' training splits."""
     input:
-        unpack(lambda wc: finetune_inputs("joint", manifests(DOMAINS))),
+        unpack(lambda wc: training_inputs(manifests(DOMAINS))),
     output:
         directory(f"{RESULTS}/models/joint"),
     params:
         options=config["finetune"]["joint"],
-        checkpoint=config["finetune"]["checkpoints"].get("joint"),
         device=config["device"],
         seed=config["seed"],
     log:
         f"{LOGS}/models/joint.log",
+    benchmark:
+        f"{BENCHMARKS}/models/joint.tsv",
     threads: 2
     conda:
         "../envs/asrmerge.yaml"
     script:
         "../scripts/finetune.py"
+
+
+ruleorder: import_finetune > finetune_joint
+
+
+rule import_finetune:
+    """A fine-tune the user supplies (finetune.checkpoints), checked against the base and adapted to its window."""
+    input:
+        unpack(supplied_inputs),
+    output:
+        directory(f"{RESULTS}/models/{{model}}"),
+    wildcard_constraints:
+        model=one_of(SUPPLIED),
+    params:
+        checkpoint=lambda wc: SUPPLIED[wc.model],
+    log:
+        f"{LOGS}/models/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/models/{{model}}.tsv",
+    conda:
+        "../envs/asrmerge.yaml"
+    script:
+        "../scripts/import_finetune.py"

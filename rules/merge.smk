@@ -16,6 +16,8 @@ rule merge:
         diagnostics=config["merge"]["diagnostics"],
     log:
         f"{LOGS}/merges/{{method}}/{{params}}.log",
+    benchmark:
+        f"{BENCHMARKS}/merges/{{method}}/{{params}}.tsv",
     threads: 2
     conda:
         "../envs/asrmerge.yaml"

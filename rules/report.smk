@@ -39,6 +39,8 @@ rule table:
         reference="joint",
     log:
         f"{LOGS}/tables/wer.log",
+    benchmark:
+        f"{BENCHMARKS}/tables/wer.tsv",
     conda:
         "../envs/asrmerge.yaml"
     script:
@@ -58,6 +60,8 @@ rule figure:
         layer=lambda wc: SPECTRUM_LAYER if wc.figure in DIAGNOSTICS_FIGURES else None,
     log:
         f"{LOGS}/figures/{{figure}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/{{figure}}.tsv",
     conda:
         "../envs/asrmerge.yaml"
     script:

@@ -7,6 +7,8 @@ rule task_vector:
         f"{RESULTS}/task_vectors/{{domain}}.safetensors",
     log:
         f"{LOGS}/task_vectors/{{domain}}.log",
+    benchmark:
+        f"{BENCHMARKS}/task_vectors/{{domain}}.tsv",
     conda:
         "../envs/asrmerge.yaml"
     script:

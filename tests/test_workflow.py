@@ -109,6 +109,20 @@ def test_changing_one_hyperparameter_reruns_only_its_branch(finished):
     }
 
 
+def test_supplied_fine_tunes_are_imported_not_trained(tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["results"] = str(tmp_path / "results")
+    config["base_model"] = {"source": "pretrained", "path": "assets/foundation", "audio_seconds": 6}
+    config["finetune"]["checkpoints"] = {"weather": str(ROOT / "assets" / "foundation"),
+                                         "joint": str(ROOT / "assets" / "foundation")}
+    path = tmp_path / "supplied.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(path)
+    assert jobs["import_finetune"] == 2
+    assert jobs["finetune_domain"] == 1  # medical
+    assert "finetune_joint" not in jobs
+
+
 def test_lint_is_clean():
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
                              "--directory", str(ROOT)], capture_output=True, text=True, timeout=300)

@@ -1,0 +1,7 @@
+"""Rule import_finetune: a user's own fine-tune, checked against the base, its window adapted, saved as a model."""
+from asrmerge.foundation import adopt_finetune
+from asrmerge.workflow import job_logging
+
+with job_logging(snakemake.log[0]) as log:
+    log.info("using the given fine-tune %s", snakemake.params.checkpoint)
+    adopt_finetune(snakemake.params.checkpoint, snakemake.input.base).save(snakemake.output[0])
