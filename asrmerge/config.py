@@ -9,6 +9,7 @@ import copy
 import functools
 import itertools
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -238,6 +239,19 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).exists()
 
 
+def model_folder(path: str | None, workdir: Path) -> Path | None:
+    """Where a model named in the config can be read before any job: a local folder (relative to `workdir`), or
+    the local model-hub cache's snapshot of a hub id that was downloaded before; None for a hub id not cached."""
+    if not path:
+        return None
+    if _looks_local(path):
+        return workdir / Path(path).expanduser()
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(path, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
 def check_manifest_splits(name: str, role: str, path: Path) -> None:
     """A user manifest must exist and hold rows in every split its role uses: a domain without test rows would
     score 0 % WER, one without validation rows would choose λ on nothing."""
@@ -287,8 +301,12 @@ def check_paths(config: Mapping, workdir: Path) -> None:
         key = f"config key finetune.checkpoints.{model}"
         if model != "joint" and model not in domains(config):
             raise ConfigError(f"{key}: no domain set of that name (nor joint)")
-        if _looks_local(path):
-            check_checkpoint_folder(key, workdir / path, base_geometry(config, workdir))
+        folder = model_folder(path, workdir)
+        if folder is not None:
+            check_checkpoint_folder(key, folder, base_geometry(config, workdir))
+        elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            raise ConfigError(f"{key}: {path} is neither a local folder nor in the local model-hub cache, and the hub "
+                              "is offline (HF_HUB_OFFLINE)")
 
 
 #: config.json fields two Whisper checkpoints must share to be fine-tunes of one another.
@@ -301,9 +319,9 @@ def base_geometry(config: Mapping, workdir: Path) -> dict[str, Any]:
     (a released model, or the stage a pretraining continues), else the architecture it will be pretrained with;
     and `max_source_positions`, the encoder positions the window needs."""
     base = config["base_model"]
-    folder = base["path"] if base["source"] == "pretrained" else base["init"]
-    if folder and (workdir / folder / "config.json").is_file():
-        known = json.loads((workdir / folder / "config.json").read_text())
+    folder = model_folder(base["path"] if base["source"] == "pretrained" else base["init"], workdir)
+    if folder is not None and (folder / "config.json").is_file():
+        known = json.loads((folder / "config.json").read_text())
         geometry = {key: known[key] for key in GEOMETRY_KEYS if key in known}
     elif base["source"] == "pretrain":
         arch = base["architecture"]
@@ -312,7 +330,7 @@ def base_geometry(config: Mapping, workdir: Path) -> dict[str, Any]:
                     "decoder_attention_heads": arch["attention_heads"], "encoder_ffn_dim": arch["ffn_dim"],
                     "decoder_ffn_dim": arch["ffn_dim"], "num_mel_bins": arch["num_mel_bins"]}
     else:
-        geometry = {}  # a hub id: checked when the fine-tune job loads both
+        geometry = {}  # a hub id not yet downloaded: checked when the import job loads both
     return geometry | {"max_source_positions": int(round(base["audio_seconds"] * 50))}
 
 

@@ -149,6 +149,28 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
     check_config_file(ROOT / "config.yaml")
 
 
+def test_a_hub_id_fine_tune_is_checked_from_the_local_cache_or_refused_offline(demo_config, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    demo_config["finetune"]["checkpoints"] = {"weather": "someone/whisper-weather"}
+    with pytest.raises(ConfigError, match="finetune.checkpoints.weather: someone/whisper-weather is neither a local "
+                                          "folder nor in the local model-hub cache"):
+        validate_config(demo_config, ROOT)
+    snapshot = tmp_path / "hub" / "models--someone--whisper-weather" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    base = json.loads((ROOT / "assets" / "foundation" / "config.json").read_text())
+    (snapshot / "config.json").write_text(json.dumps({**base, "d_model": 64}))
+    (snapshot / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="finetune.checkpoints.weather: .* is not a fine-tune of this base model"):
+        validate_config(demo_config, ROOT)
+    (snapshot / "config.json").write_text(json.dumps(base))
+    validate_config(demo_config, ROOT)
+
+
 def test_a_given_fine_tune_is_checked_against_the_base_before_any_job(demo_config, tmp_path):
     """Shape and window of a bring-your-own fine-tune (and of a joint one) are read from its config.json."""
     base = json.loads((ROOT / "assets" / "foundation" / "config.json").read_text())

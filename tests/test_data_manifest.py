@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from asrmerge.data.manifest import Utterance, load_audio, read_manifest, validate_manifest, write_manifest
+from asrmerge.data.user_manifest import import_manifest
 
 
 def _wav(path: Path, seconds: float = 0.5, rate: int = 16000) -> Path:
@@ -102,7 +103,8 @@ def test_wrong_duration_names_row_and_file(tmp_path: Path) -> None:
         ({"text": "   "}, ("'utt-1'", "'text'")),
         ({"text": 42}, ("'utt-1'", "'text'")),
         ({"language": "klingon"}, ("'utt-1'", "language 'klingon'", "utt-1.wav")),
-        ({"language": "pt-BR"}, ("'utt-1'", "language 'pt-BR'")),
+        ({"language": "pt-BR", "variant": "pt-PT"}, ("'utt-1'", "language 'pt-BR' and variant 'pt-PT' disagree")),
+        ({"language": "xx-BR"}, ("'utt-1'", "language 'xx'")),
         ({"split": "dev"}, ("'utt-1'", "unknown split 'dev'")),
         ({"duration": -1}, ("'utt-1'", "'duration'")),
         ({"variant": "en-US"}, ("'utt-1'", "variant 'en-US'")),
@@ -114,6 +116,25 @@ def test_bad_rows_name_the_line_id_and_manifest(tmp_path: Path, bad: dict, fragm
         _wav(tmp_path / "audio" / f"utt-{index}.wav")
     path = _write_lines(tmp_path / "m.jsonl", [_row(0), _row(1, **bad)])
     _expect_error(path, "line 2", *fragments)
+
+
+def test_a_regional_language_code_is_read_as_language_and_variant(tmp_path: Path) -> None:
+    _wav(tmp_path / "audio" / "utt-0.wav")
+    path = _write_lines(tmp_path / "m.jsonl", [_row(0, language="pt-br")])
+    (row,) = validate_manifest(path)
+    assert (row.language, row.variant) == ("pt", "pt-BR")
+
+
+def test_an_imported_manifest_keeps_each_row_s_own_set_name(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for index in range(2):
+        _wav(tmp_path / "audio" / f"utt-{index}.wav")
+    source = _write_lines(tmp_path / "m.jsonl", [_row(0, set="cv_pt"), _row(1, set="weather")])
+    with caplog.at_level(logging.INFO):
+        out = import_manifest(source, "weather", tmp_path / "out" / "manifest.jsonl")
+    rows = read_manifest(out)
+    assert [row.set for row in rows] == ["weather", "weather"]
+    assert [row.extra.get("source_set") for row in rows] == ["cv_pt", None]
+    assert "cv_pt" in caplog.text and "imported as set weather" in caplog.text
 
 
 def test_missing_field_and_bad_json(tmp_path: Path) -> None:

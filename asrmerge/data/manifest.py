@@ -8,7 +8,8 @@ Required fields::
      "duration": 2.415,                      # seconds
      "set": "weather",
      "split": "test",                        # train | validation | test
-     "language": "pt"}                       # Whisper language code
+     "language": "pt"}                       # Whisper language code (a regional code such as "pt-BR" is
+                                             # read as language "pt" with variant "pt-BR")
 
 Optional: ``"variant"`` (regional variant such as ``"pt-BR"``, whose base must equal ``language``) and any
 further keys (the corpus builder writes ``voice``, ``rate``, ``pitch``, ``generator``, ``channel``), which
@@ -79,6 +80,15 @@ class Utterance:
         return row
 
 
+def _regional_code(code: Any) -> str | None:
+    """`code` as a canonical regional code ("pt-br" -> "pt-BR") when it is one, else None."""
+    try:
+        canonical = canonical_language(code)
+    except ValueError:
+        return None
+    return canonical if "-" in canonical else None
+
+
 def _row_error(manifest: Path, line: int, row_id: str | None, message: str) -> ValueError:
     who = f" (id {row_id!r})" if row_id is not None else ""
     return ValueError(f"manifest {manifest}, line {line}{who}: {message}")
@@ -111,13 +121,18 @@ def _parse_row(manifest: Path, line: int, raw: str) -> Utterance:
         raise _row_error(manifest, line, row_id, f"'set' must be a non-empty string, got {row['set']!r}")
     if row["split"] not in SPLITS:
         raise _row_error(manifest, line, row_id, f"unknown split {row['split']!r} (expected one of {', '.join(SPLITS)})")
-    language = row["language"]
+    language, variant = row["language"], row.get("variant")
+    regional = _regional_code(language)
+    if regional is not None:  # "pt-BR" as a language: Whisper's code "pt", region kept as the variant
+        if variant is not None and _regional_code(variant) != regional:
+            raise _row_error(manifest, line, row_id, f"language {language!r} and variant {variant!r} disagree")
+        language, variant = regional.split("-", 1)[0], regional
     if language not in WHISPER_LANGUAGES:
         raise _row_error(
             manifest, line, row_id,
-            f"language {language!r} is not a Whisper language code (e.g. pt, en, es, fr, it, de; audio {audio!r})",
+            f"language {language!r} is not a Whisper language code (e.g. pt, en, es, fr, it, de, or a regional "
+            f"code such as pt-BR; audio {audio!r})",
         )
-    variant = row.get("variant")
     if variant is not None:
         try:
             base = canonical_language(variant).split("-", 1)[0]

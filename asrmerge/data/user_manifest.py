@@ -15,10 +15,18 @@ logger = logging.getLogger(__name__)
 def import_manifest(
     source: str | os.PathLike[str], set_name: str, out_path: str | os.PathLike[str], sample_rate: int = 16000
 ) -> Path:
-    """Validate `source` (rows and audio) and write it to `out_path` with absolute audio paths and `set` = set_name."""
+    """Validate `source` (rows and audio) and write it to `out_path` with absolute audio paths and `set` = set_name;
+    a row whose own `set` differs keeps it as `source_set` (and the log says so)."""
     rows = validate_manifest(source, expected_sample_rate=sample_rate, check_audio=True)
     if not rows:
         raise ValueError(f"manifest {source} has no rows")
-    renamed = [dataclasses.replace(row, set=set_name) for row in rows]
+    renamed = [
+        row if row.set == set_name else dataclasses.replace(row, set=set_name, extra={**row.extra, "source_set": row.set})
+        for row in rows
+    ]
+    others = sorted({row.set for row in rows} - {set_name})
+    if others:
+        logger.info("%s: rows of set(s) %s are imported as set %s (their own name kept as source_set)",
+                    source, ", ".join(others), set_name)
     logger.info("%s: %d utterances imported as set %s", source, len(rows), set_name)
     return write_manifest(out_path, renamed)
