@@ -151,6 +151,25 @@ def targets(results: Path, frame: pd.DataFrame, demo_seconds: float | None, same
         print(f"W8 {'; '.join(parts)} {verdict(ok)}")
     else:
         print("W8 not measured here: pass --demo-seconds and --same-as")
+    stages = job_seconds(results)
+    if stages:
+        total = sum(seconds for _, seconds in stages.values())
+        listing = ", ".join(f"{stage} {seconds / 60:.1f} min ({jobs} jobs)" for stage, (jobs, seconds) in stages.items())
+        print(f"   job time by stage (benchmarks/, {total / 60:.1f} min in all; jobs run side by side): {listing}")
+
+
+def job_seconds(results: Path) -> dict[str, tuple[int, float]]:
+    """Stage ("models/finetuned", "hypotheses/merged", ...) -> (jobs, wall-clock seconds summed over its jobs), from
+    the per-job Snakemake benchmark files, largest first."""
+    root = results / "benchmarks"
+    stages: dict[str, list[float]] = {}
+    for path in root.rglob("*.tsv"):
+        parts = path.relative_to(root).parts
+        stage = parts[0]
+        if stage in ("models", "hypotheses"):  # models/base, models/finetuned, hypotheses/merged, ...
+            stage = "/".join(parts[:2]) if len(parts) > 2 else f"{stage}/{path.stem}"
+        stages.setdefault(stage, []).append(float(pd.read_csv(path, sep="\t")["s"].iloc[0]))
+    return {stage: (len(times), sum(times)) for stage, times in sorted(stages.items(), key=lambda kv: -sum(kv[1]))}
 
 
 def findings(results: Path, frame: pd.DataFrame) -> None:
