@@ -309,6 +309,17 @@ def test_every_figure_draws_from_synthetic_files(world, tmp_path):
         _check_figure(tmp_path, name)
 
 
+def test_every_method_has_its_own_colour_in_every_figure():
+    from asrmerge.merging.registry import list_methods
+    from asrmerge.report.naming import BASELINE_COLOURS, METHOD_COLOURS, system_colour
+
+    methods = [m.name for m in list_methods()]
+    assert set(METHOD_COLOURS) == set(methods)
+    assert len(set(METHOD_COLOURS.values()) | set(BASELINE_COLOURS.values())) == len(METHOD_COLOURS) + len(BASELINE_COLOURS)
+    assert system_colour("merged/tsv_m/orthogonaliser=newton_schulz") == system_colour("tsv_m") == METHOD_COLOURS["tsv_m"]
+    assert system_colour("finetuned/weather") == BASELINE_COLOURS["finetuned"]
+
+
 def test_choose_layer():
     names = [f"model.{s}.layers.{i}.{k}" for s in ("encoder", "decoder") for i in range(32)
              for k in ("fc1.weight", "fc2.weight")]

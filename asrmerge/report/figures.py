@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from asrmerge.atomic import staged_path  # noqa: E402
 from asrmerge.report.naming import (  # noqa: E402
-    FAMILY_NAMES, METHOD_NAMES, OWN_DOMAIN, method_label, parse_params, system_label,
+    FAMILY_NAMES, METHOD_NAMES, OWN_DOMAIN, method_label, parse_params, system_colour, system_label,
 )
 from asrmerge.report.plan import DEFAULT_SPECTRUM_LAYER, HIGHLIGHTED_BETA, SWEEP_PARAM  # noqa: E402
 from asrmerge.report.tables import COLUMN_NAMES, group_averages, own_domain_row  # noqa: E402
@@ -38,12 +39,11 @@ PAPER_STYLE = {
 }
 GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "EP words": "#e377c2", "Long-form": "#7f7f7f",
                  "English": "#2ca02c", "Brazilian": "#d62728", "Multilingual": "#9467bd"}
-FAMILY_STYLE = {  # colour, marker
-    "baseline": ("#444444", "s"), "ID-FT": ("#8c8c8c", "^"), "parameter": ("#2ca02c", "o"),
-    "task_vector": ("#1f77b4", "o"), "subspace": ("#d62728", "D"), "data_aware": ("#9467bd", "o"),
-    "other": ("#7f7f7f", "o"),
-}
-SPECTRUM_COLOURS = {"task_arithmetic": "#1f77b4", "tsv_m": "#2ca02c", "boosted_tsv_m": "#d62728", "iso_c": "#9467bd"}
+# Colours are the methods' (naming.system_colour); markers tell the families apart, line styles the branches of one
+# method (its hyperparameter settings).
+FAMILY_MARKERS = {"baseline": "s", "ID-FT": "^", "parameter": "o", "task_vector": "P", "subspace": "D",
+                  "data_aware": "X", "other": "o"}
+BRANCH_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "v"), ((0, (5, 1, 1, 1)), "D")]
 _LAYER = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)$")
 
 
@@ -134,28 +134,32 @@ def _pareto(points: np.ndarray) -> np.ndarray:
 
 
 def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
-    """Trade-off scatter: in-domain against out-of-domain error, one point per system, coloured by family; the
-    lower-left Pareto front of the one-model systems dashed. Without OOD sets the y axis is the next held-out group."""
+    """Trade-off scatter: in-domain against out-of-domain error, one point per system in its method's colour with its
+    family's marker, names placed clear of each other (adjustText); the lower-left Pareto front of the one-model
+    systems dashed. Without OOD sets the y axis is the next held-out group, and its label says which."""
+    from adjustText import adjust_text
+
     averages = system_averages(frame, per_domain=True)
     other = next((g for g in ("OOD", "EP general", "English", "Brazilian", "Multilingual") if g in averages.columns), "ID")
     labels, families = _labels(frame, "short_label"), _families(frame)
     with plt.rc_context(PAPER_STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.35, COLUMN_WIDTH * 1.05))
-        seen = set()
+        seen, texts, xs, ys = set(), [], [], []
         for system, row in averages.iterrows():
             family = families.get(system, "other")
-            colour, marker = FAMILY_STYLE.get(family, FAMILY_STYLE["other"])
-            if system == OWN_DOMAIN:  # the one-model-per-domain oracle: a star of its own
-                ax.scatter(row["ID"], row[other], marker="*", s=70, color=colour, zorder=3, edgecolor="white",
-                           linewidth=0.4, label=labels[OWN_DOMAIN])
-            else:
-                label = None if family in seen else FAMILY_NAMES.get(family, family)
+            marker = "*" if system == OWN_DOMAIN else FAMILY_MARKERS.get(family, "o")
+            size = 70 if system == OWN_DOMAIN else 12 if system.startswith("finetuned/") else 26
+            ax.scatter(row["ID"], row[other], marker=marker, s=size, color=system_colour(system), zorder=3,
+                       edgecolor="white", linewidth=0.4)
+            xs.append(row["ID"])
+            ys.append(row[other])
+            if family not in seen:  # the legend explains the markers; the names sit next to the points
                 seen.add(family)
-                ax.scatter(row["ID"], row[other], marker=marker, s=22, color=colour, label=label, zorder=3,
-                           edgecolor="white", linewidth=0.4)
+                ax.scatter([], [], marker=marker, s=26, color="#777777",
+                           label=labels[OWN_DOMAIN] if system == OWN_DOMAIN else FAMILY_NAMES.get(family, family))
             if not system.startswith("finetuned/") or system == OWN_DOMAIN:
-                ax.annotate(labels.get(system, system), (row["ID"], row[other]), fontsize=5.5, xytext=(3, 2),
-                            textcoords="offset points")
+                texts.append(ax.text(row["ID"], row[other], labels.get(system, system), fontsize=5.5,
+                                     color=_text_colour(system)))
         # the front of the systems that serve every domain with one model (not the single-domain fine-tunes)
         single = averages.loc[[s for s in averages.index if not s.startswith("finetuned/")], ["ID", other]]
         single = single.dropna().to_numpy(dtype=float).round(6)
@@ -167,7 +171,16 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
         ax.set_ylabel(f"{_axis_name(other)} error rate (%)")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", frameon=False)
+        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.15, 1.4),
+                    arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.4})
         _save(fig, paths)
+
+
+def _text_colour(system: str) -> str:
+    """A label in its point's colour, darkened where the colour is too light to read on white (yellow)."""
+    red, green, blue = matplotlib.colors.to_rgb(system_colour(system))
+    light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.7
+    return matplotlib.colors.to_hex((red * 0.6, green * 0.6, blue * 0.6)) if light else system_colour(system)
 
 
 def heatmap(frame: pd.DataFrame, *paths: str | Path) -> None:
@@ -290,14 +303,15 @@ def lambda_curves(selections: Mapping[str, str | Path], *paths: str | Path) -> N
         fig, axes = plt.subplots(rows, columns, figsize=(FULL_WIDTH if columns > 1 else COLUMN_WIDTH * 1.2,
                                                           1.75 * rows + 0.3), squeeze=False)
         for ax, (method, entries) in zip(axes.flat, by_method.items()):
-            cmap = plt.get_cmap("viridis" if len(entries) > 4 else "tab10")
+            colour = system_colour(method)
             for k, (params, data) in enumerate(entries):
-                colour = cmap(k / max(len(entries) - 1, 1)) if len(entries) > 4 else cmap(k)
+                linestyle, marker = BRANCH_STYLES[k % len(BRANCH_STYLES)]
                 lambdas = [p["lambda"] for p in data["curve"]]
                 wers = [100 * p["wer"] for p in data["curve"]]
                 label = method_label(method, params).removeprefix(METHOD_NAMES.get(method, method)).strip()
                 label = (label[1:-1] if label.startswith("(") and label.endswith(")") else label) or "default"
-                ax.plot(lambdas, wers, marker=".", markersize=3, linewidth=1, color=colour, label=label)
+                ax.plot(lambdas, wers, marker=marker, markersize=2.5, linewidth=1, linestyle=linestyle, color=colour,
+                        label=label)
                 chosen = data["chosen_lambda"]
                 if chosen in lambdas:
                     ax.scatter([chosen], [wers[lambdas.index(chosen)]], s=45, facecolors="none", edgecolors=colour,
@@ -358,6 +372,14 @@ def _branch_label(branch_id: str) -> str:
     return method_label(method, params)
 
 
+def _branch_style(branch_id: str, branches: Iterable[str]) -> dict[str, Any]:
+    """Its method's colour; a line style and marker per branch among the branches of the same method."""
+    method = branch_id.split("/", 1)[0]
+    siblings = [b for b in branches if b.split("/", 1)[0] == method]
+    linestyle, marker = BRANCH_STYLES[siblings.index(branch_id) % len(BRANCH_STYLES)]
+    return {"color": system_colour(method), "linestyle": linestyle, "marker": marker}
+
+
 def spectra(diagnostics: Mapping[str, str | Path], layer: str, *paths: str | Path) -> None:
     """Singular values of one layer's merged task vector per merge (left: σ_i; right: σ_i / σ_1), with the domains'
     own task vectors in grey: a fast decay (low effective rank) is the rank collapse; Iso-C is flat by design."""
@@ -379,11 +401,8 @@ def spectra(diagnostics: Mapping[str, str | Path], layer: str, *paths: str | Pat
             record = tensors[name]
             s = np.asarray(record["merged_singular_values"], dtype=float)
             i = np.arange(1, len(s) + 1)
-            method = branch_id.split("/", 1)[0]
             label = f"{_branch_label(branch_id)} (erank {record['merged_effective_rank']:.0f})"
-            style = dict(color=SPECTRUM_COLOURS.get(method), linewidth=1.3, marker=".", markersize=2.5, label=label)
-            if sum(b.split("/", 1)[0] == method for b in data) > 1:
-                style.pop("color")
+            style = _branch_style(branch_id, data) | {"linewidth": 1.3, "markersize": 2.5, "label": label}
             left.plot(i, s, **style)
             right.plot(i, s / s[0] if s[0] > 0 else s, **style)
         left.set_ylabel("singular value σ_i")
@@ -420,11 +439,10 @@ def effective_rank(diagnostics: Mapping[str, str | Path], layer: str, *paths: st
             ax.plot(x, task_mean, color="#999999", linestyle="--", linewidth=1, marker="x", markersize=3,
                     label="domain task vectors (mean)")
             for branch_id, tensors in data.items():
-                method = branch_id.split("/", 1)[0]
                 values = [np.mean([tensors[n]["merged_effective_rank"] for i, n in layers if i == j and n in tensors])
                           for j in x]
-                colour = SPECTRUM_COLOURS.get(method) if sum(b.split("/", 1)[0] == method for b in data) == 1 else None
-                ax.plot(x, values, marker="o", markersize=2.5, linewidth=1.1, color=colour, label=_branch_label(branch_id))
+                ax.plot(x, values, markersize=2.5, linewidth=1.1, label=_branch_label(branch_id),
+                        **_branch_style(branch_id, data))
             ax.set_title(f"{stack}: {kind or 'all matrices (mean)'}")
             ax.set_xlabel("layer")
             ax.grid(alpha=0.3)

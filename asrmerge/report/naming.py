@@ -32,6 +32,28 @@ METHOD_NAMES = {
     "boosted_tsv_m": "BoostedTSV-M",
     "star": "STAR",
 }
+#: One colour per method in every figure. The methods of the paper's main table take the eight colours of the
+#: Okabe–Ito palette (safe for the common colour-vision deficiencies, black left to the zero-shot model); the others
+#: Paul Tol's muted palette. Baselines are greys.
+METHOD_COLOURS = {
+    "task_arithmetic": "#0072B2", "ties": "#56B4E9", "model_soup": "#009E73", "model_stock": "#E69F00",
+    "tsv_m": "#CC79A7", "boosted_tsv_m": "#D55E00", "iso_c": "#F0E442", "karcher": "#882255",
+    "iso_cts": "#117733", "pcb": "#44AA99", "sce": "#88CCEE", "dare": "#999933", "breadcrumbs": "#DDCC77",
+    "della": "#AA4499", "consensus_ta": "#332288", "multislerp": "#CC6677", "star": "#661100",
+}
+BASELINE_COLOURS = {"base": "#000000", "joint": "#555555", OWN_DOMAIN: "#8c8c8c", "finetuned": "#bbbbbb"}
+
+
+def system_colour(system: str) -> str:
+    """The colour of a system id (or of a bare method name) in every figure."""
+    if system in METHOD_COLOURS:
+        return METHOD_COLOURS[system]
+    kind, name, _ = split_system(system)
+    if kind == "merged":
+        return METHOD_COLOURS.get(name, "#7f7f7f")
+    return BASELINE_COLOURS.get(system, BASELINE_COLOURS["finetuned"])
+
+
 PARAM_NAMES = {"beta": "β", "common_space_fraction": "common", "pcb_ratio": "ratio"}
 ORTHOGONALISERS = {"newton_schulz": "w/ NS", "svd": "w/ SVD"}
 
