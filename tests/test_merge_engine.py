@@ -160,6 +160,18 @@ def test_half_precision_checkpoints(tiny_whisper_factory, tmp_path: Path) -> Non
         assert exported[ATTN].dtype == dtype
 
 
+def test_float64_checkpoints_are_announced_as_merged_in_float32(tmp_path: Path, caplog) -> None:
+    from safetensors.torch import save_file
+
+    from asrmerge.merging.checkpoint import open_checkpoint
+
+    save_file({"w": torch.zeros(2, 2, dtype=torch.float64), "b": torch.zeros(2)}, tmp_path / "wide.safetensors")
+    with caplog.at_level("WARNING"):
+        ckpt = open_checkpoint(tmp_path / "wide.safetensors")
+    assert ckpt.dtypes["w"] == torch.float64
+    assert "1 float64 tensor(s) (e.g. w) are read in float32" in caplog.text
+
+
 def test_seeded_merge_is_bitwise_reproducible(tiny_whisper, task_vector_files, tmp_path: Path) -> None:
     base, _ = tiny_whisper
     paths = [

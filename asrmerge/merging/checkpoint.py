@@ -324,6 +324,10 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             shapes[name] = tuple(info["shape"])
             dtypes[name] = ST_TO_DTYPE[info["dtype"]]
             offsets[name] = data_start + int(info["data_offsets"][0])
+    wide = [name for name, dtype in dtypes.items() if dtype == torch.float64]
+    if wide:  # task vectors and merges are computed in float32: say so rather than drop the last bits unannounced
+        log.warning("%s: %d float64 tensor(s) (e.g. %s) are read in float32, the engine's working precision; task "
+                    "vectors and merged models keep float32 precision", path, len(wide), wide[0])
     return Checkpoint(path=path, files=names, shapes=shapes, dtypes=dtypes, model_type=model_type, metadata=metadata,
                       offsets=offsets)
 
