@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from asrmerge.data.manifest import Utterance
 
@@ -58,6 +57,27 @@ def check_lengths(utterances: Sequence[Utterance], window_seconds: float, mode: 
         )
 
 
+def length_report(utterances: Sequence[Utterance], window_seconds: float, mode: str) -> list[str]:
+    """What will happen to a set's recordings longer than the window, as log lines, checked when the set is built:
+    a training row longer than the window is an error (training never cuts audio), and so is a test or validation
+    row in the `reject` mode (instead of failing jobs later)."""
+    lines = []
+    for split in ("train", "validation", "test"):
+        rows = [u for u in utterances if u.split == split]
+        long = [u for u in rows if u.duration > window_seconds]
+        if not long:
+            continue
+        longest = max(long, key=lambda u: u.duration)
+        summary = (f"{len(long)} of {len(rows)} {split} recordings are longer than the model's {window_seconds:g} s "
+                   f"window (longest {longest.id}, {longest.duration:.1f} s, {longest.audio})")
+        if split == "train":
+            raise ValueError(f"{summary}: training never cuts audio; split them or leave them out of training")
+        if mode == "reject":
+            raise ValueError(f"{summary}: set evaluation.long_form: vad to decode them in voice-activity chunks")
+        lines.append(f"{summary}: evaluation.long_form {mode} decodes them")
+    return lines
+
+
 @functools.lru_cache(maxsize=1)
 def _vad_model():
     from silero_vad import load_silero_vad
@@ -67,6 +87,7 @@ def _vad_model():
 
 def speech_segments(audio: np.ndarray, max_seconds: float) -> list[tuple[int, int]]:
     """Speech segments [start, end) in samples of 16 kHz `audio`, none longer than `max_seconds`."""
+    import torch  # here, not at the top: the corpus jobs use this module's checks without loading torch
     from silero_vad import get_speech_timestamps
 
     pad = SPEECH_PAD_MS / 1000

@@ -1,12 +1,15 @@
-"""Rule corpus_set: synthesise one set, or import a user manifest."""
+"""Rule corpus_set: synthesise one set, or import a user manifest; then say what happens to recordings longer than
+the model's window (asrmerge.longform.length_report)."""
 from pathlib import Path
 
 from asrmerge.data.corpus import build_set
+from asrmerge.data.manifest import read_manifest
 from asrmerge.data.recordings import build_recordings, is_recordings_spec, parse_recordings_spec
 from asrmerge.data.user_manifest import import_manifest
+from asrmerge.longform import length_report
 from asrmerge.workflow import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0]) as log:
     spec = snakemake.params.spec
     out_dir = Path(snakemake.output.manifest).parent
     if "manifest" in spec:
@@ -16,3 +19,7 @@ with job_logging(snakemake.log[0]):
                          snakemake.input[0], out_dir, seed=snakemake.params.seed, sample_rate=snakemake.params.sample_rate)
     else:
         build_set(snakemake.wildcards.set, spec, out_dir, seed=snakemake.params.seed, sample_rate=snakemake.params.sample_rate)
+    # Read from the config, not rule params: changing the decoding mode must not rebuild the corpus.
+    for line in length_report(read_manifest(snakemake.output.manifest), snakemake.config["base_model"]["audio_seconds"],
+                              snakemake.config["evaluation"]["long_form"]):
+        log.info(line)

@@ -103,6 +103,15 @@ def test_user_manifest_without_a_split_its_role_needs_is_refused(demo_config, tm
         validate_config(demo_config, ROOT)
 
 
+def test_an_accented_user_set_is_scored_in_its_own_column(demo_config, tmp_path):
+    manifest = tmp_path / "african.jsonl"
+    manifest.write_text(json.dumps({"id": "u0", "split": "test"}) + "\n")
+    demo_config["corpus"]["sets"] = {"pt_african": {"role": "accented", "manifest": str(manifest)}}
+    validate_config(demo_config, ROOT)
+    assert "pt_african" in scored_sets(demo_config)
+    assert GROUP_OF_ROLE["accented"] == "Accented"
+
+
 def test_roles_have_one_home():
     """The schema's role enums and the report's column groups follow asrmerge.data.corpus.ROLES."""
     set_schema = load_schema()["properties"]["corpus"]["properties"]

@@ -70,3 +70,22 @@ def test_vad_mode_decodes_the_whole_recording(long_recording):
     reference, hypothesis = row["reference"].split(), row["hypothesis"].split()
     # A transcript cut at the window would hold ~7 % of the words; chunked decoding keeps the count near the reference.
     assert 0.6 * len(reference) < len(hypothesis) < 1.4 * len(reference)
+
+
+def test_the_corpus_job_reports_long_recordings_and_refuses_what_would_be_cut(tmp_path):
+    from asrmerge.longform import length_report
+
+    def row(index: int, split: str, seconds: float) -> Utterance:
+        return Utterance(id=f"u{index}", audio=tmp_path / f"u{index}.wav", text="bom dia", duration=seconds, set="mine",
+                         split=split, language="pt")
+
+    short = [row(0, "train", 4.0), row(1, "test", 5.0)]
+    assert length_report(short, 6, "reject") == []
+    long_test = short + [row(2, "test", 70.0), row(3, "test", 95.5)]
+    (line,) = length_report(long_test, 6, "vad")
+    assert line.startswith("2 of 3 test recordings are longer than the model's 6 s window (longest u3, 95.5 s")
+    assert line.endswith("evaluation.long_form vad decodes them")
+    with pytest.raises(ValueError, match="set evaluation.long_form: vad"):
+        length_report(long_test, 6, "reject")
+    with pytest.raises(ValueError, match="1 of 2 train recordings .* training never cuts audio"):
+        length_report(short + [row(4, "train", 7.0)], 6, "vad")

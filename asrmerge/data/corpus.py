@@ -59,7 +59,8 @@ logger = logging.getLogger(__name__)
 
 # The one list of set roles (the config schema's enums and the report's column groups follow it; tests check).
 ROLES: tuple[str, ...] = (
-    "domain", "ood", "general_test", "words_test", "long_form", "english", "brazilian", "multilingual", "general",
+    "domain", "ood", "general_test", "words_test", "long_form", "accented", "english", "brazilian", "multilingual",
+    "general",
 )
 #: Roles whose sets are scored in the tables besides the domains' test splits.
 TEST_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role not in ("domain", "general"))

@@ -38,7 +38,7 @@ PAPER_STYLE = {
     "pdf.fonttype": 42,
 }
 GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "EP words": "#e377c2", "Long-form": "#7f7f7f",
-                 "English": "#2ca02c", "Brazilian": "#d62728", "Multilingual": "#9467bd"}
+                 "Accented": "#bcbd22", "English": "#2ca02c", "Brazilian": "#d62728", "Multilingual": "#9467bd"}
 # Colours are the methods' (naming.system_colour); markers tell the families apart, line styles the branches of one
 # method (its hyperparameter settings).
 FAMILY_MARKERS = {"baseline": "s", "ID-FT": "^", "parameter": "o", "task_vector": "P", "subspace": "D",

@@ -31,15 +31,19 @@ from asrmerge.scoring import counts_from_dict, mapsswe
 
 #: Test-set role (config) -> group (a column of the paper layout); general_test = general speech in the main language.
 GROUP_OF_ROLE = {"domain": "ID", "ood": "OOD", "general_test": "EP general", "words_test": "EP words",
-                 "long_form": "Long-form", "english": "English", "brazilian": "Brazilian", "multilingual": "Multilingual"}
+                 "long_form": "Long-form", "accented": "Accented", "english": "English", "brazilian": "Brazilian",
+                 "multilingual": "Multilingual"}
 EP_AVERAGE = "EP avg"
-GROUP_ORDER = ("ID", "OOD", EP_AVERAGE, "EP general", "EP words", "Long-form", "English", "Brazilian", "Multilingual")
+GROUP_ORDER = ("ID", "OOD", EP_AVERAGE, "EP general", "EP words", "Long-form", "Accented", "English", "Brazilian",
+               "Multilingual")
 #: Column headings of the paper-layout table.
 COLUMN_NAMES = {"ID": "EP ID", "OOD": "EP OOD", EP_AVERAGE: "EP avg", "EP general": "EP general", "EP words": "EP words",
-                "Long-form": "EP long-form", "English": "English", "Brazilian": "PT-BR", "Multilingual": "Multilingual avg"}
+                "Long-form": "EP long-form", "Accented": "PT accented", "English": "English", "Brazilian": "PT-BR",
+                "Multilingual": "Multilingual avg"}
 #: Column-group headings of the per-set table.
 SET_GROUP_NAMES = {"ID": "EP in-domain", "OOD": "EP out-of-domain", "EP general": "EP general", "EP words": "EP words",
-                   "Long-form": "EP long-form", "English": "English", "Brazilian": "PT-BR", "Multilingual": "multilingual"}
+                   "Long-form": "EP long-form", "Accented": "accented Portuguese", "English": "English", "Brazilian": "PT-BR",
+                   "Multilingual": "multilingual"}
 ID_FT = "ID-FT (own domain)"
 SIGNIFICANCE_LEVEL = 0.05
 #: Languages written without spaces between words: scored by CER (Whisper's and FLEURS' convention).
