@@ -144,7 +144,8 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
     labels, families = _labels(frame, "short_label"), _families(frame)
     with plt.rc_context(PAPER_STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.35, COLUMN_WIDTH * 1.05))
-        seen, texts, xs, ys = set(), [], [], []
+        seen, xs, ys = set(), [], []
+        named: dict[tuple[float, float], list[str]] = {}  # systems at the same point share one label ("A = B")
         for system, row in averages.iterrows():
             family = families.get(system, "other")
             marker = "*" if system == OWN_DOMAIN else FAMILY_MARKERS.get(family, "o")
@@ -158,8 +159,9 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
                 ax.scatter([], [], marker=marker, s=26, color="#777777",
                            label=labels[OWN_DOMAIN] if system == OWN_DOMAIN else FAMILY_NAMES.get(family, family))
             if not system.startswith("finetuned/") or system == OWN_DOMAIN:
-                texts.append(ax.text(row["ID"], row[other], labels.get(system, system), fontsize=5.5,
-                                     color=_text_colour(system)))
+                named.setdefault((round(row["ID"], 6), round(row[other], 6)), []).append(system)
+        texts = [ax.text(x, y, " = ".join(labels.get(s, s) for s in systems), fontsize=5.5, color=_text_colour(systems[0]))
+                 for (x, y), systems in named.items()]
         # the front of the systems that serve every domain with one model (not the single-domain fine-tunes)
         single = averages.loc[[s for s in averages.index if not s.startswith("finetuned/")], ["ID", other]]
         single = single.dropna().to_numpy(dtype=float).round(6)
@@ -170,8 +172,8 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
         ax.set_xlabel(f"{_axis_name('ID')} error rate (%)")
         ax.set_ylabel(f"{_axis_name(other)} error rate (%)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", frameon=False)
-        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.15, 1.4),
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over a point
+        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.2, 1.6), force_text=(0.6, 1.2),
                     arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.4})
         _save(fig, paths)
 
