@@ -32,7 +32,7 @@ def pretrain_small_whisper(
         whisper = new_small_whisper(settings, general, seed)
     n_params = sum(p.numel() for p in whisper.model.parameters())
     log.info("small Whisper: %.2fM parameters, %d tokens", n_params / 1e6, len(whisper.tokenizer))
-    train(whisper, general, options, out_dir, device, ctc_head=head)
+    train(whisper, general, options, out_dir, device, ctc_head_weights=head)
 
 
 #: Steps that fit a new CTC head on the frozen encoder of an earlier stage saved without one, and their learning

@@ -41,18 +41,23 @@ class Piece:
     end: int | None = None
 
 
+def _longer_than(utterances: Sequence[Utterance], window_seconds: float) -> tuple[list[Utterance], Utterance | None]:
+    """The recordings longer than the window (durations from the manifest), and the longest of them."""
+    long = [u for u in utterances if u.duration > window_seconds]
+    return long, max(long, key=lambda u: u.duration, default=None)
+
+
 def check_lengths(utterances: Sequence[Utterance], window_seconds: float, mode: str) -> None:
     """The `reject` mode's check, before any work: every recording fits the window (durations from the manifest)."""
     if mode not in LONG_FORM_MODES:
         raise ValueError(f"unknown long-form mode {mode!r} (known: {', '.join(LONG_FORM_MODES)})")
     if mode != "reject":
         return
-    longest = max(utterances, key=lambda u: u.duration, default=None)
-    if longest is not None and longest.duration > window_seconds:
-        count = sum(u.duration > window_seconds for u in utterances)
+    long, longest = _longer_than(utterances, window_seconds)
+    if longest is not None:
         raise ValueError(
             f"recording {longest.id} ({longest.audio}) lasts {longest.duration:.1f} s, longer than the model's "
-            f"{window_seconds:g} s window ({count} such recording(s)); set evaluation.long_form: vad to decode them "
+            f"{window_seconds:g} s window ({len(long)} such recording(s)); set evaluation.long_form: vad to decode them "
             "in voice-activity chunks (nothing is ever cut silently)"
         )
 
@@ -64,10 +69,9 @@ def length_report(utterances: Sequence[Utterance], window_seconds: float, mode: 
     lines = []
     for split in ("train", "validation", "test"):
         rows = [u for u in utterances if u.split == split]
-        long = [u for u in rows if u.duration > window_seconds]
-        if not long:
+        long, longest = _longer_than(rows, window_seconds)
+        if longest is None:
             continue
-        longest = max(long, key=lambda u: u.duration)
         summary = (f"{len(long)} of {len(rows)} {split} recordings are longer than the model's {window_seconds:g} s "
                    f"window (longest {longest.id}, {longest.duration:.1f} s, {longest.audio})")
         if split == "train":

@@ -200,10 +200,10 @@ def train(
     out_dir: str | Path,
     device: torch.device,
     replay_set: Sequence[Utterance] = (),
-    ctc_head: Mapping[str, torch.Tensor] | None = None,
+    ctc_head_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> list[dict]:
     """Train in place and save the final model to `out_dir`; returns the loss curve (also in `out_dir/loss.csv`).
-    With `ctc_weight` > 0 the encoder's CTC head (`ctc_head`: the weights to start from, else a new one) is trained
+    With `ctc_weight` > 0 the encoder's CTC head (from `ctc_head_weights`, else a new one) is trained
     too and saved beside the model as CTC_HEAD_FILE.
 
     The resumable state lives beside the output, in `<out_dir>.resume/`, while training runs (a workflow manager may
@@ -218,11 +218,10 @@ def train(
     model.train()
     if options.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    head_start = ctc_head
     ctc_head = None
     if options.ctc_weight > 0:
         torch.manual_seed(options.seed)
-        ctc_head = new_ctc_head(whisper, device, head_start)
+        ctc_head = new_ctc_head(whisper, device, ctc_head_weights)
     trained = list(model.parameters()) + (list(ctc_head.parameters()) if ctc_head else [])
     optimizer = torch.optim.AdamW(trained, lr=options.learning_rate, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, options))
@@ -234,7 +233,7 @@ def train(
         log.info("precision %s applies on a GPU; training on %s in float32", options.precision, device.type)
     curve: list[dict] = []
     start = 0
-    fingerprint = training_fingerprint(whisper, train_set, replay_set, options, head_start)
+    fingerprint = training_fingerprint(whisper, train_set, replay_set, options, ctc_head_weights)
     state = _load_state(checkpoint_dir, fingerprint, device)
     if state is not None:
         model.load_state_dict(state["model"])
