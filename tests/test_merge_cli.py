@@ -135,3 +135,9 @@ def test_output_model_folder_never_replaces_an_input_or_a_foreign_folder(tiny_wh
     ours = tmp_path / "merged"
     assert main([*common, "--out-model", str(ours), "--lambda", "0.5"]) == 0
     assert main([*common, "--out-model", str(ours), "--lambda", "0.3"]) == 0  # its own earlier output: replaced
+    # a merged model used as an input is never replaced by the output of the merge that reads it
+    merged_bytes = (ours / "model.safetensors").read_bytes()
+    again = ["merge", "--method", "task_arithmetic", "--base", str(base), "--finetuned", str(ours), str(finetuned[0])]
+    assert main([*again, "--out-model", str(ours), "--lambda", "0.5"]) == 2
+    assert "is, or holds, the input" in capsys.readouterr().err
+    assert (ours / "model.safetensors").read_bytes() == merged_bytes

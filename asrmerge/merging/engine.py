@@ -298,14 +298,17 @@ def check_replaceable_model_folder(out_dir: Path, *inputs: str | os.PathLike[str
 
 
 @contextlib.contextmanager
-def _model_folder(base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Iterator[Path]:
+def _model_folder(
+    base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], info: Mapping[str, Any],
+    inputs: Sequence[str | os.PathLike[str]] = (),
+) -> Iterator[Path]:
     """Build a transformers folder atomically: yields a temporary sibling of `out_dir` holding every non-weight file of
     the base folder (config.json, generation_config.json, processor/tokenizer files); the caller writes the weights
     into it; on success merge_info.json (`info`) is added and the folder replaces `out_dir`, on error it is removed."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not base_dir.is_dir():
         raise FileNotFoundError(f"base model folder not found: {base_dir}")
-    check_replaceable_model_folder(out_dir, base_dir)
+    check_replaceable_model_folder(out_dir, base_dir, *inputs)  # the merge's inputs too: never replaced by its output
     with staged_folder(out_dir, replace=True) as staging:
         for item in sorted(base_dir.iterdir()):
             if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES) and item.name != INDEX_NAME:
@@ -410,7 +413,7 @@ def merge(
             model_meta = metadata | {"kind": "merged_model", "lambda": repr(float(lam))}
             info = {"method": spec.name, "params": resolved, "seed": seed, "lambda": float(lam), "base": str(base),
                     "inputs": [str(p) for p in paths], "input_kind": metadata["input_kind"]}
-            staging = resources.enter_context(_model_folder(base, out_model, info))
+            staging = resources.enter_context(_model_folder(base, out_model, info, paths))
             model_entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in base_ckpt.names]
             model_writer = resources.enter_context(
                 SafetensorsWriter(staging / WEIGHTS_NAME, model_entries, model_meta, background=True))
