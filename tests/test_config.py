@@ -1,6 +1,8 @@
 """Configuration validation: defaults, schema errors, semantic errors, merge branch expansion."""
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,19 @@ def test_demo_config_is_valid(demo_config):
     assert config["merge"]["svd_dtype"] == "float32"  # filled from the schema
     assert config["finetune"]["domain"]["gradient_accumulation"] == 1  # default inside a $ref'd definition
     assert scored_sets(config)[:2] == ["news", "parliament"]
+
+
+def test_validating_a_config_imports_neither_torch_nor_scipy_signal():
+    # The workflow validates the config on every invocation (dry runs included); torch and scipy.signal cost seconds
+    # and are only needed inside jobs (asrmerge.lazy_import).
+    script = (
+        "import sys, yaml; from pathlib import Path; from asrmerge.config import validate_config, merge_branches; "
+        f"config = validate_config(yaml.safe_load(Path({str(ROOT / 'config.yaml')!r}).read_text()), Path({str(ROOT)!r})); "
+        "assert merge_branches(config); "
+        "print(sorted(m for m in ('torch._C', 'scipy.signal._signaltools', 'safetensors') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
 
 
 def _every_property(schema, path="config"):

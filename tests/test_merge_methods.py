@@ -709,6 +709,19 @@ def test_registry_contents() -> None:
     assert get_method("boosted_tsv_m").params["orthogonaliser"].default == "newton_schulz"
 
 
+def test_signature_default_that_drifts_from_its_paramspec_is_refused_at_registration() -> None:
+    from asrmerge.merging.registry import register
+
+    def drifted(task_vectors, base, *, generator=None, density: float = 0.5):
+        """A method whose signature says 0.5 while its declaration says 0.2."""
+
+    with pytest.raises(ValueError, match=r"defaults density=0.5, its ParamSpec 0.2"):
+        register("drifted", family="task_vector", params={"density": ParamSpec(0.2, "float")})(drifted)
+    with pytest.raises(ValueError, match="'rate' is not a keyword of drifted"):
+        register("drifted", family="task_vector", params={"rate": ParamSpec(0.2, "float")})(drifted)
+    assert "drifted" not in REGISTRY
+
+
 def test_get_method_unknown_lists_known() -> None:
     with pytest.raises(ValueError, match="unknown merge method 'tsvm'.*tsv_m"):
         get_method("tsvm")

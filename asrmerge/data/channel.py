@@ -19,8 +19,11 @@ from math import gcd
 from typing import Any
 
 import numpy as np
-import scipy.fft
-from scipy.signal import butter, fftconvolve, firwin, resample_poly, sosfilt
+
+from asrmerge.lazy_import import lazy_import
+
+scipy_fft = lazy_import("scipy.fft")  # executed on first use: config validation imports this module, jobs run it
+scipy_signal = lazy_import("scipy.signal")
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +52,11 @@ def _shaped_noise(length: int, color: str, rng: np.random.Generator, audio: np.n
         return rng.standard_normal(length)
     exponent = {"pink": 0.5, "brown": 1.0}[color]
     # Shape white noise in the frequency domain, on an FFT-friendly length, then cut to size.
-    size = scipy.fft.next_fast_len(length, real=True)
-    spectrum = scipy.fft.rfft(rng.standard_normal(size))
+    size = scipy_fft.next_fast_len(length, real=True)
+    spectrum = scipy_fft.rfft(rng.standard_normal(size))
     frequencies = np.arange(spectrum.size, dtype=np.float64)
     frequencies[0] = 1.0
-    return scipy.fft.irfft(spectrum / frequencies**exponent, n=size)[:length]
+    return scipy_fft.irfft(spectrum / frequencies**exponent, n=size)[:length]
 
 
 NOISE_COLORS = ("white", "pink", "brown", "babble")
@@ -83,7 +86,7 @@ def noise(audio: np.ndarray, sample_rate: int, rng: np.random.Generator, snr_db:
 def _resampling_filter(up: int, down: int) -> np.ndarray:
     """The low-pass FIR that resample_poly designs by default (Kaiser window, beta 5), designed once."""
     max_rate = max(up, down)
-    filter_taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    filter_taps = scipy_signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
     filter_taps.flags.writeable = False
     return filter_taps
 
@@ -94,7 +97,7 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
         return audio
     factor = gcd(int(source_rate), int(target_rate))
     up, down = int(target_rate) // factor, int(source_rate) // factor
-    return resample_poly(audio, up, down, window=_resampling_filter(up, down).copy())
+    return scipy_signal.resample_poly(audio, up, down, window=_resampling_filter(up, down).copy())
 
 
 def mu_law_round_trip(audio: np.ndarray, mu: int = 255) -> np.ndarray:
@@ -122,8 +125,8 @@ def telephone(
         raise ValueError(f"telephone band {low_hz}..{high_hz} Hz must lie inside 0..{codec_rate / 2} Hz")
     if audio.size == 0:
         return audio.copy()
-    sos = butter(4, [low_hz, high_hz], btype="bandpass", fs=sample_rate, output="sos")
-    band = sosfilt(sos, audio.astype(np.float64))
+    sos = scipy_signal.butter(4, [low_hz, high_hz], btype="bandpass", fs=sample_rate, output="sos")
+    band = scipy_signal.sosfilt(sos, audio.astype(np.float64))
     narrow = resample(band, sample_rate, codec_rate)
     coded = mu_law_round_trip(narrow, int(mu))
     wide = resample(coded, codec_rate, sample_rate)
@@ -152,7 +155,7 @@ def reverb(
     tail *= np.sqrt(10.0 ** (-float(drr_db) / 10.0) / max(_power(tail) * length, 1e-12))
     impulse = tail
     impulse[0] = 1.0
-    wet = fftconvolve(audio.astype(np.float64), impulse)[: audio.size]
+    wet = scipy_signal.fftconvolve(audio.astype(np.float64), impulse)[: audio.size]
     wet_power = _power(wet)
     if wet_power > 0:
         wet *= np.sqrt(_power(audio) / wet_power)

@@ -7,15 +7,12 @@ Public API:
     polar_factor, newton_schulz, effective_rank                                             (linalg)
 """
 
-from asrmerge.merging.checkpoint import Checkpoint, open_checkpoint
-from asrmerge.merging.engine import (
-    DEFAULT_SVD_EXCLUDE,
-    apply_task_vector,
-    compute_task_vector,
-    export_merged_model,
-    merge,
-    tensor_generator,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from asrmerge.merging import methods  # noqa: F401  (fills REGISTRY; torch loads on first use, asrmerge.lazy_import)
 from asrmerge.merging.linalg import effective_rank, newton_schulz, polar_factor
 from asrmerge.merging.registry import (
     REGISTRY,
@@ -27,7 +24,27 @@ from asrmerge.merging.registry import (
     resolve_params,
 )
 
-__all__ = [
+# The engine and the checkpoint reader import torch and safetensors eagerly; they are resolved on first access
+# (PEP 562), so that the workflow's parse step, which reads only the registry, does not pay for them.
+_ENGINE_EXPORTS = {
+    "Checkpoint": "checkpoint",
+    "open_checkpoint": "checkpoint",
+    "DEFAULT_SVD_EXCLUDE": "engine",
+    "apply_task_vector": "engine",
+    "compute_task_vector": "engine",
+    "export_merged_model": "engine",
+    "merge": "engine",
+    "tensor_generator": "engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ENGINE_EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_ENGINE_EXPORTS[name]}"), name)
+
+
+__all__ = [  # noqa: F822 (resolved by __getattr__)
     "DEFAULT_SVD_EXCLUDE",
     "REGISTRY",
     "Checkpoint",

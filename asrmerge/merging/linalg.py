@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-import torch
+from asrmerge.lazy_import import lazy_import
+
+torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -43,8 +45,9 @@ def record_orthogonality() -> Iterator[list[float]]:
         _NS_RECORDER.reset(token)
 
 
-def thin_svd(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """torch.linalg.svd(x, full_matrices=False) computed in `dtype` (float32 or float64), results cast to x's dtype.
+def thin_svd(x: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch.linalg.svd(x, full_matrices=False) computed in `dtype` (float32 or float64; None: float32), results cast
+    to x's dtype.
 
     Half-precision inputs are computed in at least float32 (LAPACK/cuSOLVER have no half SVD). A float32 SVD that
     LAPACK cannot converge is computed again in float64: divide and conquer (gesdd) can fail on matrices whose
@@ -145,11 +148,11 @@ def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 
 def polar_factor(
-    x: torch.Tensor, method: str = "svd", steps: int = 5, svd_dtype: torch.dtype = torch.float32
+    x: torch.Tensor, method: str = "svd", steps: int = 5, svd_dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """Orthogonal polar factor Q of a 2-D matrix (the nearest matrix with orthonormal rows/columns, Procrustes).
 
-    method="svd": U Vᵀ from the thin SVD in `svd_dtype` (the reference: TSV-M `compute_procrustes`, Iso-CTS).
+    method="svd": U Vᵀ from the thin SVD in `svd_dtype` (None: float32; the reference: TSV-M `compute_procrustes`, Iso-CTS).
     method="newton_schulz": `newton_schulz(x, steps)` in float32.
     The result has x's dtype (float32 for half inputs).
     """

@@ -10,11 +10,13 @@ It is recorded in `REGISTRY` together with its typed parameters, family and λ g
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-import torch
+if TYPE_CHECKING:  # the registry is read at workflow parse time, which never runs a method (asrmerge.lazy_import)
+    import torch
 
 FAMILIES = ("parameter", "task_vector", "subspace", "data_aware")
 KINDS = {"float": float, "int": int, "str": str, "bool": bool}
@@ -206,6 +208,26 @@ _FAMILY_LAMBDAS = {
 }
 
 
+def _check_signature(name: str, fn: Callable[..., Any], params: Mapping[str, ParamSpec]) -> None:
+    """Every hyperparameter is a keyword of `fn`, and a default written in its signature is the ParamSpec's.
+
+    The ParamSpec is the one declaration that the config, the CLI and the engine read; a signature default is only
+    what a direct call gets, and must not drift from it.
+    """
+    signature = inspect.signature(fn)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    for key, spec in params.items():
+        parameter = signature.parameters.get(key)
+        if parameter is None:
+            if not takes_any:
+                raise ValueError(f"merge method {name!r}: parameter {key!r} is not a keyword of {fn.__name__}()")
+        elif parameter.default is not inspect.Parameter.empty and parameter.default != spec.default:
+            raise ValueError(
+                f"merge method {name!r}: {fn.__name__}() defaults {key}={parameter.default!r}, "
+                f"its ParamSpec {spec.default!r}"
+            )
+
+
 def register(
     name: str,
     *,
@@ -226,6 +248,7 @@ def register(
     def decorator(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if name in REGISTRY:
             raise ValueError(f"merge method {name!r} is already registered")
+        _check_signature(name, fn, params or {})
         REGISTRY[name] = MergeMethod(
             name=name,
             fn=fn,

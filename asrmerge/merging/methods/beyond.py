@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
-
+from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.methods.sparsify import (
     disjoint_merge,
     elect_sign,
@@ -18,6 +17,8 @@ from asrmerge.merging.methods.sparsify import (
     magprune_keep_probabilities,
 )
 from asrmerge.merging.registry import ParamSpec, register
+
+torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 AGGREGATION = ParamSpec("sum", "str", choices=("mean", "sum"),
                         doc="TIES step: disjoint sum (mergekit dare_ties, normalize=False) or disjoint mean")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 
-import torch
-
+from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.registry import ParamSpec, register
+
+torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 
 def _weights_from(task_vectors: torch.Tensor, base: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,10 @@ All functions act on one task's tensor (or on the (T, *shape) stack for the cons
 from __future__ import annotations
 
 import numpy
-import torch
+
+from asrmerge.lazy_import import lazy_import
+
+torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 L1_RESCALE_EPS = 1e-7
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-
+from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.linalg import ORTHOGONALISERS, map_side_by_side, polar_factor, thin_svd
 from asrmerge.merging.registry import ParamSpec, register
+
+torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 ORTHOGONALISER = ParamSpec("svd", "str", choices=ORTHOGONALISERS,
                            doc="polar factor by SVD (reference Procrustes) or Newton–Schulz (the seed paper's fix)")
@@ -55,7 +56,7 @@ def iso_c(
     base: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
-    svd_dtype: torch.dtype = torch.float32,
+    svd_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Iso-C (Marczak et al., "No Task Left Behind: Isotropic Model Merging", ICML 2025).
 
@@ -102,7 +103,7 @@ def iso_cts(
     common_space_fraction: float = 0.8,
     orthogonaliser: str = "svd",
     ns_steps: int = 5,
-    svd_dtype: torch.dtype = torch.float32,
+    svd_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Iso-CTS: isotropic merging in common and task-specific subspaces (Marczak et al., ICML 2025).
 
@@ -139,7 +140,7 @@ def iso_cts(
 
 # ------------------------------------------------------------------------------------------------------------- TSV-M
 
-SpectrumEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SpectrumEdit = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # strings: torch loads on first use
 
 
 def tsv_rank_per_task(rank: int, num_tasks: int, min_rank_per_task: int) -> int:
@@ -191,7 +192,7 @@ def tsv_m(
     orthogonaliser: str = "svd",
     ns_steps: int = 5,
     min_rank_per_task: int = 1,
-    svd_dtype: torch.dtype = torch.float32,
+    svd_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """TSV-Merge (Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025).
 
@@ -253,7 +254,7 @@ def boosted_tsv_m(
     orthogonaliser: str = "newton_schulz",
     ns_steps: int = 5,
     min_rank_per_task: int = 1,
-    svd_dtype: torch.dtype = torch.float32,
+    svd_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """BoostedTSV-M (Carvalho et al., Interspeech 2026): TSV-M whose per-task retained spectrum is flattened first.
 
@@ -272,7 +273,7 @@ def boosted_tsv_m(
 # -------------------------------------------------------------------------------------------------------------- STAR
 
 
-def star_truncate(matrix: torch.Tensor, eta: float, svd_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def star_truncate(matrix: torch.Tensor, eta: float, svd_dtype: torch.dtype | None = None) -> torch.Tensor:
     """STAR on one matrix: keep the smallest rank whose singular values reach eta % of the nuclear norm
     (searchsorted on the cumulative sum, + 1), rescale the kept values to the full nuclear norm. Zero matrix → zero."""
     u, s, vh = thin_svd(matrix, svd_dtype)
@@ -301,7 +302,7 @@ def star(
     *,
     generator: torch.Generator | None = None,
     eta: float = 40.0,
-    svd_dtype: torch.dtype = torch.float32,
+    svd_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """STAR: Spectral Truncation And Rescale (Lee et al., NAACL 2025): truncate each τ_t (`star_truncate`), average."""
     if not _is_matrix(task_vectors):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-import torch
-
+from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.linalg import streaming_order_statistics
 from asrmerge.merging.methods.sparsify import disjoint_merge, elect_sign, magnitude_topk_mask, order_statistics
 from asrmerge.merging.registry import ParamSpec, TensorStream, register
+
+torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 DENSITY = ParamSpec(0.2, "float", minimum=0.0, maximum=1.0, min_inclusive=False,
                     doc="fraction of entries kept per task (by |τ|)")
