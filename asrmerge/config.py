@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from asrmerge import layout
 from asrmerge.data.corpus import TEST_ROLES, default_sets, parse_spec, required_splits
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.merging.registry import get_method, resolve_params
@@ -163,7 +164,7 @@ class MergeBranch:
 
     @property
     def id(self) -> str:
-        return f"{self.method}/{self.label}"
+        return layout.BRANCH.format(method=self.method, params=self.label)
 
 
 def _format_value(value: Any) -> str:

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from asrmerge.data.manifest import Utterance, read_manifest
 from asrmerge.decoding import DecodingOptions, transcribe
+from asrmerge.layout import CHOSEN_LAMBDA
 from asrmerge.merging.engine import theta_plus
 from asrmerge.models.whisper import LoadedWhisper, load_whisper
 from asrmerge.scoring import ErrorCounts, score_hypotheses
@@ -92,7 +93,7 @@ def select_lambda(
     scaled = ScaledTaskVector(load_whisper(base_dir, device=device), task_vector_path)
     curve = sweep_lambda(scaled, validation, lambdas, options, device)
     return {
-        "chosen_lambda": choose_lambda(curve, metric, tie_break),
+        CHOSEN_LAMBDA: choose_lambda(curve, metric, tie_break),
         "rule": f"lowest pooled validation {metric.upper()} over the domains' validation splits; "
                 f"ties to the {tie_break} lambda",
         "validation_utterances": len(validation),

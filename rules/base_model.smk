@@ -4,7 +4,7 @@ rule base_model:
         general=manifests(GENERAL_SETS) if config["base_model"]["source"] == "pretrain" else [],
         init=config["base_model"]["init"] or [],
     output:
-        directory(f"{RESULTS}/models/base"),
+        directory(result(layout.BASE_MODEL)),
     params:
         base=config["base_model"],
         device=config["device"],

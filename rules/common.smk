@@ -3,6 +3,7 @@ import re
 import sys
 from pathlib import Path
 
+import asrmerge.layout as layout
 from asrmerge.workflow import share_package_with_jobs
 from asrmerge.config import (
     ConfigError,
@@ -31,8 +32,8 @@ DOMAINS = domains(config)
 TEST_SETS = scored_sets(config)
 GENERAL_SETS = sets_with_role(config, "general")
 BRANCHES = {branch.id: branch for branch in merge_branches(config)}
-MODEL_SYSTEMS = ["base", "joint"] + [f"finetuned/{d}" for d in DOMAINS]
-MERGED_SYSTEMS = [f"merged/{branch_id}" for branch_id in BRANCHES]
+MODEL_SYSTEMS = [layout.BASE, layout.JOINT] + [layout.finetuned_system(d) for d in DOMAINS]
+MERGED_SYSTEMS = [layout.merged_system(branch_id) for branch_id in BRANCHES]
 SYSTEMS = MODEL_SYSTEMS + MERGED_SYSTEMS
 from asrmerge.report.plan import requested_figures  # noqa: E402
 
@@ -44,13 +45,18 @@ wildcard_constraints:
     domain=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     method=r"[a-z0-9_]+",
     params=r"[^/]+",
-    model=r"base|joint|finetuned/[A-Za-z0-9][A-Za-z0-9_-]*",
-    system=r"base|joint|finetuned/[^/]+|merged/[^/]+/[^/]+",
+    model=rf"{layout.BASE}|{layout.JOINT}|{layout.FINETUNED}/[A-Za-z0-9][A-Za-z0-9_-]*",
+    system=rf"{layout.BASE}|{layout.JOINT}|{layout.FINETUNED}/[^/]+|{layout.MERGED}/[^/]+/[^/]+",
     figure="|".join(FIGURES),
 
 
+def result(template, **fields):
+    """A path under the results folder (asrmerge.layout); fields not given stay Snakemake wildcards."""
+    return layout.path(RESULTS, template, **fields)
+
+
 def manifest(set_name):
-    return f"{RESULTS}/data/{set_name}/manifest.jsonl"
+    return result(layout.MANIFEST, set=set_name)
 
 
 def manifests(set_names):
@@ -70,7 +76,7 @@ def corpus_inputs(wildcards):
 # The fine-tunes the user supplies (finetune.checkpoints), by model folder ("joint", "finetuned/<domain>"): rule
 # import_finetune adopts them, finetune_domain and finetune_joint train the others.
 SUPPLIED = {
-    (name if name == "joint" else f"finetuned/{name}"): path
+    (name if name == layout.JOINT else layout.finetuned_system(name)): path
     for name, path in config["finetune"]["checkpoints"].items()
 }
 
@@ -83,24 +89,40 @@ def one_of(names):
 def supplied_inputs(wildcards):
     """The base, and the supplied fine-tune when it is a local folder (tracked; a hub id cannot be)."""
     given = SUPPLIED[wildcards.model]
-    return {"base": f"{RESULTS}/models/base", "checkpoint": [given] if Path(given).is_dir() else []}
+    return {"base": result(layout.BASE_MODEL), "checkpoint": [given] if Path(given).is_dir() else []}
 
 
 def training_inputs(train):
-    return {"base": f"{RESULTS}/models/base", "train": train, "replay": manifests(GENERAL_SETS)}
+    return {"base": result(layout.BASE_MODEL), "train": train, "replay": manifests(GENERAL_SETS)}
 
 
 def branch(wildcards):
-    return BRANCHES[f"{wildcards.method}/{wildcards.params}"]
+    return BRANCHES[layout.BRANCH.format(method=wildcards.method, params=wildcards.params)]
 
 
 def hypotheses(system):
-    return [f"{RESULTS}/hypotheses/{system}/{t}.jsonl" for t in TEST_SETS]
+    """Test set -> the system's hypothesis file."""
+    return {t: result(layout.HYPOTHESES, system=system, test_set=t) for t in TEST_SETS}
+
+
+def decode_plan(system):
+    """Test set -> its manifest and the system's hypothesis file: what a decode job reads and writes."""
+    return {t: {"manifest": manifest(t), "hypotheses": path} for t, path in hypotheses(system).items()}
+
+
+def score_files():
+    """System id -> its score file, for every system of the config."""
+    return {s: result(layout.SCORES, system=s) for s in SYSTEMS}
+
+
+def selection_files():
+    """Merge branch id -> its selection record."""
+    return {b: result(layout.SELECTION, branch=b) for b in BRANCHES}
 
 
 def final_outputs():
     return [
-        *expand(f"{RESULTS}/tables/{{name}}", name=["wer.csv", "wer.md", "wer.tex", "wer_wide.csv", "wer.html"]),
-        *expand(f"{RESULTS}/tables/paper.{{ext}}", ext=["csv", "md", "tex", "html"]),
-        *expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["png", "pdf"]),
+        *expand(result(layout.TABLE), name=["wer.csv", "wer.md", "wer.tex", "wer_wide.csv", "wer.html"]),
+        *expand(result(layout.TABLE), name=[f"paper.{ext}" for ext in ["csv", "md", "tex", "html"]]),
+        *expand(result(layout.FIGURE), figure=FIGURES, ext=["png", "pdf"]),
     ]

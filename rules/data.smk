@@ -4,7 +4,7 @@ rule corpus_set:
     input:
         corpus_inputs,
     output:
-        manifest=f"{RESULTS}/data/{{set}}/manifest.jsonl",
+        manifest=result(layout.MANIFEST),
     params:
         spec=lambda wc: config["corpus"]["sets"][wc.set],
         sample_rate=config["corpus"]["sample_rate"],

@@ -1,11 +1,11 @@
 rule select_lambda:
     """Choose lambda on the domains' validation splits: one merge, one in-memory model per lambda."""
     input:
-        base=f"{RESULTS}/models/base",
-        task_vector=f"{RESULTS}/merges/{{method}}/{{params}}/task_vector.safetensors",
+        base=result(layout.BASE_MODEL),
+        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
         validation=manifests(DOMAINS),
     output:
-        f"{RESULTS}/selection/{{method}}/{{params}}.json",
+        result(layout.SELECTION, branch=layout.BRANCH),
     params:
         lambdas=lambda wc: list(branch(wc).lambdas),
         selection=config["selection"],
@@ -25,11 +25,12 @@ rule select_lambda:
 rule decode_model:
     """Transcribe every test set with a trained model (base, joint or a domain fine-tune)."""
     input:
-        model=f"{RESULTS}/models/{{model}}",
+        model=result(layout.MODEL),
         test_sets=manifests(TEST_SETS),
     output:
-        [f"{RESULTS}/hypotheses/{{model}}/{t}.jsonl" for t in TEST_SETS],
+        list(hypotheses("{model}").values()),
     params:
+        plan=lambda wc: decode_plan(wc.model),
         evaluation=config["evaluation"],
         device=config["device"],
     log:
@@ -46,13 +47,14 @@ rule decode_model:
 rule decode_merged:
     """Transcribe every test set with theta_0 + lambda * tau at the lambda chosen on validation."""
     input:
-        model=f"{RESULTS}/models/base",
-        task_vector=f"{RESULTS}/merges/{{method}}/{{params}}/task_vector.safetensors",
-        selection=f"{RESULTS}/selection/{{method}}/{{params}}.json",
+        model=result(layout.BASE_MODEL),
+        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
+        selection=result(layout.SELECTION, branch=layout.BRANCH),
         test_sets=manifests(TEST_SETS),
     output:
-        [f"{RESULTS}/hypotheses/merged/{{method}}/{{params}}/{t}.jsonl" for t in TEST_SETS],
+        list(hypotheses(layout.merged_system(layout.BRANCH)).values()),
     params:
+        plan=lambda wc: decode_plan(layout.merged_system(branch(wc).id)),
         evaluation=config["evaluation"],
         device=config["device"],
     log:
@@ -69,11 +71,11 @@ rule decode_merged:
 rule score:
     """Error counts (substitutions, deletions, insertions, reference length) per test set and utterance."""
     input:
-        lambda wc: hypotheses(wc.system),
+        lambda wc: list(hypotheses(wc.system).values()),
     output:
-        f"{RESULTS}/scores/{{system}}.json",
+        result(layout.SCORES),
     params:
-        test_sets=TEST_SETS,
+        hypotheses=lambda wc: hypotheses(wc.system),
     log:
         f"{LOGS}/scores/{{system}}.log",
     benchmark:

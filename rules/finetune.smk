@@ -3,9 +3,9 @@ rule finetune_domain:
     input:
         unpack(lambda wc: training_inputs([manifest(wc.domain)])),
     output:
-        directory(f"{RESULTS}/models/finetuned/{{domain}}"),
+        directory(result(layout.MODEL, model=layout.finetuned_system("{domain}"))),
     wildcard_constraints:
-        domain=rf"(?!(?:{one_of(d for d in DOMAINS if f'finetuned/{d}' in SUPPLIED)})$)[A-Za-z0-9][A-Za-z0-9_-]*",
+        domain=rf"(?!(?:{one_of(d for d in DOMAINS if layout.finetuned_system(d) in SUPPLIED)})$)[A-Za-z0-9][A-Za-z0-9_-]*",
     params:
         options=config["finetune"]["domain"],
         device=config["device"],
@@ -26,7 +26,7 @@ rule finetune_joint:
     input:
         unpack(lambda wc: training_inputs(manifests(DOMAINS))),
     output:
-        directory(f"{RESULTS}/models/joint"),
+        directory(result(layout.MODEL, model=layout.JOINT)),
     params:
         options=config["finetune"]["joint"],
         device=config["device"],
@@ -50,7 +50,7 @@ rule import_finetune:
     input:
         unpack(supplied_inputs),
     output:
-        directory(f"{RESULTS}/models/{{model}}"),
+        directory(result(layout.MODEL)),
     wildcard_constraints:
         model=one_of(SUPPLIED),
     params:

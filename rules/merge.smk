@@ -1,11 +1,11 @@
 rule merge:
     """One merged task vector per method and hyperparameter point; lambda is applied later."""
     input:
-        base=f"{RESULTS}/models/base",
-        task_vectors=expand(f"{RESULTS}/task_vectors/{{domain}}.safetensors", domain=DOMAINS),
+        base=result(layout.BASE_MODEL),
+        task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
     output:
-        task_vector=f"{RESULTS}/merges/{{method}}/{{params}}/task_vector.safetensors",
-        diagnostics=f"{RESULTS}/merges/{{method}}/{{params}}/diagnostics.json",
+        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
+        diagnostics=result(layout.MERGE_DIAGNOSTICS, branch=layout.BRANCH),
     params:
         method=lambda wc: branch(wc).method,
         hyperparameters=lambda wc: branch(wc).params,

@@ -1,6 +1,6 @@
 # Tables and figures, and what `snakemake --report report.html` shows of them (captions under report/).
 # Which figures a config supports and which cached files each reads: asrmerge/report/plan.py.
-from asrmerge.report.plan import DIAGNOSTICS_FIGURES, TITLES, figure_branches, figure_inputs, spectrum_layer
+from asrmerge.report.plan import DIAGNOSTICS_FIGURES, TITLES, branch_files, figure_branches, figure_inputs, spectrum_layer
 
 SPECTRUM_LAYER = spectrum_layer(config)  # "auto": fc1 of the middle decoder layer
 
@@ -18,25 +18,25 @@ SET_TABLE = dict(caption="../report/per_set_table.rst", category="Tables", subca
 rule table:
     """Error rates per system and test set, and the paper's layout with significance, re-aggregated from the counts."""
     input:
-        scores=expand(f"{RESULTS}/scores/{{system}}.json", system=SYSTEMS),
-        selections=expand(f"{RESULTS}/selection/{{branch}}.json", branch=BRANCHES),
+        scores=list(score_files().values()),
+        selections=list(selection_files().values()),
         manifests=manifests(TEST_SETS),
     output:
-        csv=report(f"{RESULTS}/tables/wer.csv", **SET_TABLE, labels={"format": "CSV, long: all counts"}),
-        markdown=report(f"{RESULTS}/tables/wer.md", **SET_TABLE, labels={"format": "Markdown"}),
-        latex=report(f"{RESULTS}/tables/wer.tex", **SET_TABLE, labels={"format": "LaTeX"}),
-        wide_csv=report(f"{RESULTS}/tables/wer_wide.csv", **SET_TABLE, labels={"format": "CSV, wide, p-values"}),
-        html=report(f"{RESULTS}/tables/wer.html", **SET_TABLE, labels={"format": "HTML"}),
-        paper_csv=report(f"{RESULTS}/tables/paper.csv", **PAPER_TABLE, labels={"format": "CSV with p-values"}),
-        paper_markdown=report(f"{RESULTS}/tables/paper.md", **PAPER_TABLE, labels={"format": "Markdown"}),
-        paper_latex=report(f"{RESULTS}/tables/paper.tex", **PAPER_TABLE, labels={"format": "LaTeX"}),
-        paper_html=report(f"{RESULTS}/tables/paper.html", **PAPER_TABLE, labels={"format": "HTML"}),
+        csv=report(result(layout.TABLE, name="wer.csv"), **SET_TABLE, labels={"format": "CSV, long: all counts"}),
+        markdown=report(result(layout.TABLE, name="wer.md"), **SET_TABLE, labels={"format": "Markdown"}),
+        latex=report(result(layout.TABLE, name="wer.tex"), **SET_TABLE, labels={"format": "LaTeX"}),
+        wide_csv=report(result(layout.TABLE, name="wer_wide.csv"), **SET_TABLE, labels={"format": "CSV, wide, p-values"}),
+        html=report(result(layout.TABLE, name="wer.html"), **SET_TABLE, labels={"format": "HTML"}),
+        paper_csv=report(result(layout.TABLE, name="paper.csv"), **PAPER_TABLE, labels={"format": "CSV with p-values"}),
+        paper_markdown=report(result(layout.TABLE, name="paper.md"), **PAPER_TABLE, labels={"format": "Markdown"}),
+        paper_latex=report(result(layout.TABLE, name="paper.tex"), **PAPER_TABLE, labels={"format": "LaTeX"}),
+        paper_html=report(result(layout.TABLE, name="paper.html"), **PAPER_TABLE, labels={"format": "HTML"}),
     params:
-        systems=SYSTEMS,
-        branches=list(BRANCHES),
-        test_sets=TEST_SETS,
+        scores=score_files(),
+        selections=selection_files(),
+        manifests={t: manifest(t) for t in TEST_SETS},
         roles={name: spec["role"] for name, spec in config["corpus"]["sets"].items()},
-        reference="joint",
+        reference=layout.JOINT,
     log:
         f"{LOGS}/tables/wer.log",
     benchmark:
@@ -52,11 +52,12 @@ rule figure:
     input:
         unpack(lambda wc: figure_inputs(wc.figure, BRANCHES.values(), RESULTS)),
     output:
-        png=report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figure.rst", category="Figures",
+        png=report(result(layout.FIGURE, ext="png"), caption="../report/figure.rst", category="Figures",
                    subcategory=lambda wc: TITLES[wc.figure], labels={"figure": "{figure}", "format": "PNG"}),
-        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
+        pdf=result(layout.FIGURE, ext="pdf"),
     params:
         branches=lambda wc: figure_branches(wc.figure, BRANCHES.values()),
+        branch_files=lambda wc: branch_files(wc.figure, BRANCHES.values(), RESULTS),
         layer=lambda wc: SPECTRUM_LAYER if wc.figure in DIAGNOSTICS_FIGURES else None,
     log:
         f"{LOGS}/figures/{{figure}}.log",

@@ -1,10 +1,10 @@
 rule task_vector:
     """tau_d = theta_d - theta_0, streamed tensor by tensor."""
     input:
-        base=f"{RESULTS}/models/base",
-        finetuned=f"{RESULTS}/models/finetuned/{{domain}}",
+        base=result(layout.BASE_MODEL),
+        finetuned=result(layout.MODEL, model=layout.finetuned_system("{domain}")),
     output:
-        f"{RESULTS}/task_vectors/{{domain}}.safetensors",
+        result(layout.TASK_VECTOR),
     log:
         f"{LOGS}/task_vectors/{{domain}}.log",
     benchmark:

@@ -13,6 +13,6 @@ with job_logging(snakemake.log[0]):
     elif kind == "sweep":
         draw(pd.read_csv(snakemake.input.table), branches, *outputs)
     elif kind == "selections":
-        draw(dict(zip(branches, snakemake.input.selections)), *outputs)
+        draw(snakemake.params.branch_files, *outputs)
     else:
-        draw(dict(zip(branches, snakemake.input.diagnostics)), snakemake.params.layer, *outputs)
+        draw(snakemake.params.branch_files, snakemake.params.layer, *outputs)

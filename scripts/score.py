@@ -6,7 +6,7 @@ from asrmerge.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
     scores = {}
-    for test_set, path in zip(snakemake.params.test_sets, snakemake.input):
+    for test_set, path in snakemake.params.hypotheses.items():
         rows = read_jsonl(path)
         total, per_utterance = score_hypotheses(rows)
         scores[test_set] = {

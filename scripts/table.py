@@ -1,5 +1,6 @@
 """Rule table: the per-test-set table and the paper-layout table, from the error counts."""
 import json
+from pathlib import Path
 
 from asrmerge.report.tables import (
     cer_sets, load_scores, load_utterance_errors, paper_table, system_catalog, write_paper_tables, write_tables,
@@ -8,12 +9,11 @@ from asrmerge.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
     params, out = snakemake.params, snakemake.output
-    score_files = dict(zip(params.systems, snakemake.input.scores))
-    selections = {b: json.loads(open(p).read()) for b, p in zip(params.branches, snakemake.input.selections)}
-    unsegmented = cer_sets(dict(zip(params.test_sets, snakemake.input.manifests)))
-    catalog = system_catalog(params.systems, selections)
-    frame = load_scores(score_files, params.roles, unsegmented, catalog)
-    errors = load_utterance_errors(score_files, unsegmented)
+    selections = {branch: json.loads(Path(path).read_text()) for branch, path in params.selections.items()}
+    unsegmented = cer_sets(params.manifests)
+    catalog = system_catalog(list(params.scores), selections)
+    frame = load_scores(params.scores, params.roles, unsegmented, catalog)
+    errors = load_utterance_errors(params.scores, unsegmented)
     write_tables(frame, out.csv, out.markdown, out.latex, out.wide_csv, out.html, errors, params.reference)
     table, pvalues = paper_table(frame, errors, params.reference)
     write_paper_tables(table, pvalues, params.reference,

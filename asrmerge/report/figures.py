@@ -22,11 +22,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from asrmerge.atomic import staged_path  # noqa: E402
+from asrmerge.layout import BASE, JOINT, is_finetuned, merged_system  # noqa: E402
+from asrmerge.layout import chosen_lambda as recorded_lambda  # noqa: E402
 from asrmerge.report.naming import (  # noqa: E402
     FAMILY_NAMES, METHOD_NAMES, OWN_DOMAIN, method_label, parse_params, system_colour, system_label,
 )
 from asrmerge.report.plan import DEFAULT_SPECTRUM_LAYER, HIGHLIGHTED_BETA, SWEEP_PARAM  # noqa: E402
-from asrmerge.report.tables import COLUMN_NAMES, group_averages, own_domain_row  # noqa: E402
+from asrmerge.report.tables import COLUMN_NAMES  # noqa: E402
+from asrmerge.report.tables import system_averages as average_fractions  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +71,15 @@ def _families(frame: pd.DataFrame) -> dict[str, str]:
     families = dict(zip(frame.system, frame.family)) if "family" in frame.columns else {}
     out = {OWN_DOMAIN: "ID-FT"}
     for system in frame.system:
-        out[system] = families.get(system) or ("ID-FT" if system.startswith("finetuned/") else
-                                               "baseline" if system in ("base", "joint") else "other")
+        out[system] = families.get(system) or ("ID-FT" if is_finetuned(system) else
+                                               "baseline" if system in (BASE, JOINT) else "other")
     return out
 
 
 def system_averages(frame: pd.DataFrame, per_domain: bool = False) -> pd.DataFrame:
     """Group averages (%) per system as in the paper table: the ID-FT (own domain) row replaces the per-domain
     fine-tunes (kept too with `per_domain`)."""
-    averages = group_averages(frame)
-    systems = list(averages.index)
-    if any(s.startswith("finetuned/") for s in systems):
-        position = next(i for i, s in enumerate(systems) if s.startswith("finetuned/"))
-        upper = own_domain_row(frame).reindex(averages.columns).to_frame().T
-        averages = pd.concat([averages.iloc[:position], upper, averages.iloc[position:]])
-        if not per_domain:
-            averages = averages.loc[[s for s in averages.index if not s.startswith("finetuned/") or s == OWN_DOMAIN]]
-    return averages * 100
+    return average_fractions(frame, per_domain) * 100
 
 
 def _axis_name(group: str) -> str:
@@ -110,9 +105,9 @@ def wer_by_system(frame: pd.DataFrame, *paths: str | Path) -> None:
             values = averages[group].to_numpy(dtype=float)
             ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=_axis_name(group),
                    color=GROUP_COLOURS.get(group))
-        if "joint" in averages.index:
+        if JOINT in averages.index:
             for i, group in enumerate(groups):
-                ax.axhline(averages.at["joint", group], color=GROUP_COLOURS.get(group), linestyle=":", linewidth=0.8)
+                ax.axhline(averages.at[JOINT, group], color=GROUP_COLOURS.get(group), linestyle=":", linewidth=0.8)
         ax.set_xticks(x, [labels.get(s, s) for s in averages.index], rotation=40, ha="right")
         ax.set_ylabel("error rate (%)")
         ax.set_xlim(-0.6, n - 0.4)
@@ -149,7 +144,7 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
         for system, row in averages.iterrows():
             family = families.get(system, "other")
             marker = "*" if system == OWN_DOMAIN else FAMILY_MARKERS.get(family, "o")
-            size = 70 if system == OWN_DOMAIN else 12 if system.startswith("finetuned/") else 26
+            size = 70 if system == OWN_DOMAIN else 12 if is_finetuned(system) else 26
             ax.scatter(row["ID"], row[other], marker=marker, s=size, color=system_colour(system), zorder=3,
                        edgecolor="white", linewidth=0.4)
             xs.append(row["ID"])
@@ -158,12 +153,12 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
                 seen.add(family)
                 ax.scatter([], [], marker=marker, s=26, color="#777777",
                            label=labels[OWN_DOMAIN] if system == OWN_DOMAIN else FAMILY_NAMES.get(family, family))
-            if not system.startswith("finetuned/") or system == OWN_DOMAIN:
+            if not is_finetuned(system) or system == OWN_DOMAIN:
                 named.setdefault((round(row["ID"], 6), round(row[other], 6)), []).append(system)
         texts = [ax.text(x, y, " = ".join(labels.get(s, s) for s in systems), fontsize=5.5, color=_text_colour(systems[0]))
                  for (x, y), systems in named.items()]
         # the front of the systems that serve every domain with one model (not the single-domain fine-tunes)
-        single = averages.loc[[s for s in averages.index if not s.startswith("finetuned/")], ["ID", other]]
+        single = averages.loc[[s for s in averages.index if not is_finetuned(s)], ["ID", other]]
         single = single.dropna().to_numpy(dtype=float).round(6)
         if len(single) >= 2 and other != "ID":
             front = _pareto(single)
@@ -194,8 +189,8 @@ def heatmap(frame: pd.DataFrame, *paths: str | Path) -> None:
     table = table.reindex(index=list(dict.fromkeys(frame.system)), columns=list(dict.fromkeys(frame.test_set)))
     labels, families = _labels(frame), _families(frame)
     cer = set(frame.loc[frame.metric == "cer", "test_set"]) if "metric" in frame.columns else set()
-    relative = "base" in table.index
-    colour = 100 * (table / table.loc["base"] - 1) if relative else table
+    relative = BASE in table.index
+    colour = 100 * (table / table.loc[BASE] - 1) if relative else table
     set_names = [f"{s} (CER)" if s in cer else s for s in table.columns]
     system_names = [labels.get(s, s) for s in table.index]
     groups = frame.drop_duplicates("test_set").set_index("test_set").group.reindex(table.columns).tolist()
@@ -257,7 +252,7 @@ def beta_sweep(frame: pd.DataFrame, branch_ids: Sequence[str], *paths: str | Pat
     groups = [g for g in ("ID", "OOD") if g in averages.columns]
     if len(groups) < 2:
         groups += [g for g in ("English", "Brazilian", "Multilingual") if g in averages.columns][:1]
-    sweeps = _sweep_groups([f"merged/{b}" for b in branch_ids])
+    sweeps = _sweep_groups([merged_system(b) for b in branch_ids])
     with plt.rc_context(PAPER_STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.2, COLUMN_WIDTH * 0.85))
         styles = ["-", "--", "-.", ":"]
@@ -272,9 +267,9 @@ def beta_sweep(frame: pd.DataFrame, branch_ids: Sequence[str], *paths: str | Pat
                 if highlighted:
                     ax.scatter([HIGHLIGHTED_BETA], highlighted, s=70, facecolors="none",
                                edgecolors=GROUP_COLOURS.get(group), linewidths=1.2, zorder=4)
-        if "joint" in averages.index:
+        if JOINT in averages.index:
             for group in groups:
-                ax.axhline(averages.at["joint", group], color=GROUP_COLOURS.get(group), linestyle=":", linewidth=0.8,
+                ax.axhline(averages.at[JOINT, group], color=GROUP_COLOURS.get(group), linestyle=":", linewidth=0.8,
                            label=f"Full-FT {_axis_name(group)}")
         ax.axvline(HIGHLIGHTED_BETA, color="#999999", linewidth=0.6, zorder=0)
         ax.set_xlabel("β (cumulative-energy threshold; 1 = TSV-M)")
@@ -314,7 +309,7 @@ def lambda_curves(selections: Mapping[str, str | Path], *paths: str | Path) -> N
                 label = (label[1:-1] if label.startswith("(") and label.endswith(")") else label) or "default"
                 ax.plot(lambdas, wers, marker=marker, markersize=2.5, linewidth=1, linestyle=linestyle, color=colour,
                         label=label)
-                chosen = data["chosen_lambda"]
+                chosen = recorded_lambda(data)
                 if chosen in lambdas:
                     ax.scatter([chosen], [wers[lambdas.index(chosen)]], s=45, facecolors="none", edgecolors=colour,
                                linewidths=1.1, zorder=3)

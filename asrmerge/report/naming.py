@@ -1,6 +1,6 @@
 """Readable names of systems for tables and figures, their family and their order.
 
-A system id is `base`, `joint`, `finetuned/{domain}` or `merged/{method}/{params}` (see the Snakefile);
+A system id is `base`, `joint`, `finetuned/{domain}` or `merged/{method}/{params}` (asrmerge.layout);
 `{params}` is the branch label of asrmerge.config.merge_branches: "default" or the hyperparameters the config set,
 e.g. "beta=0.3,orthogonaliser=svd". Names follow the seed paper ("Zero-shot", "Full-FT", "TSV-M w/ NS", ...).
 This module imports nothing heavy: it runs while Snakemake parses the workflow.
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from asrmerge.layout import BASE, FINETUNED, JOINT, MERGED, split_system
+from asrmerge.layout import chosen_lambda as recorded_lambda
+
 #: The composite ID-FT row: every domain scored by its own fine-tune (an oracle that needs one model per domain).
-OWN_DOMAIN = "finetuned/(own domain)"
+OWN_DOMAIN = f"{FINETUNED}/(own domain)"
 
 METHOD_NAMES = {
     "model_soup": "Model Soup",
@@ -41,7 +44,7 @@ METHOD_COLOURS = {
     "iso_cts": "#117733", "pcb": "#44AA99", "sce": "#88CCEE", "dare": "#999933", "breadcrumbs": "#DDCC77",
     "della": "#AA4499", "consensus_ta": "#332288", "multislerp": "#CC6677", "star": "#661100",
 }
-BASELINE_COLOURS = {"base": "#000000", "joint": "#555555", OWN_DOMAIN: "#8c8c8c", "finetuned": "#bbbbbb"}
+BASELINE_COLOURS = {BASE: "#000000", JOINT: "#555555", OWN_DOMAIN: "#8c8c8c", FINETUNED: "#bbbbbb"}
 
 
 def system_colour(system: str) -> str:
@@ -49,9 +52,9 @@ def system_colour(system: str) -> str:
     if system in METHOD_COLOURS:
         return METHOD_COLOURS[system]
     kind, name, _ = split_system(system)
-    if kind == "merged":
+    if kind == MERGED:
         return METHOD_COLOURS.get(name, "#7f7f7f")
-    return BASELINE_COLOURS.get(system, BASELINE_COLOURS["finetuned"])
+    return BASELINE_COLOURS.get(system, BASELINE_COLOURS[FINETUNED])
 
 
 PARAM_NAMES = {"beta": "β", "common_space_fraction": "common", "pcb_ratio": "ratio"}
@@ -73,16 +76,6 @@ def parse_params(label: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in label.split(","))
 
 
-def split_system(system: str) -> tuple[str, str, str]:
-    """(kind, method or domain, params label): ("merged", "ties", "density=0.2"), ("finetuned", "weather", "")."""
-    if system.startswith("merged/"):
-        _, method, params = system.split("/", 2)
-        return "merged", method, params
-    if system.startswith("finetuned/"):
-        return "finetuned", system.split("/", 1)[1], ""
-    return system, "", ""
-
-
 def method_label(method: str, params_label: str = "default") -> str:
     """"TSV-M w/ NS", "TIES (density=0.2)", "BoostedTSV-M (β=0.3)": method name, orthogonaliser, other parameters."""
     params = parse_params(params_label)
@@ -97,16 +90,16 @@ def method_label(method: str, params_label: str = "default") -> str:
 
 def system_label(system: str, chosen_lambda: float | None = None) -> str:
     """Row label: "Zero-shot", "Full-FT", "ID-FT: weather", "ID-FT (own domain)", "TIES (density=0.2), λ=0.6"."""
-    if system == "base":
+    if system == BASE:
         return "Zero-shot"
-    if system == "joint":
+    if system == JOINT:
         return "Full-FT"
     if system == OWN_DOMAIN:
         return "ID-FT (own domain)"
     kind, name, params = split_system(system)
-    if kind == "finetuned":
+    if kind == FINETUNED:
         return f"ID-FT: {name}"
-    if kind == "merged":
+    if kind == MERGED:
         label = method_label(name, params)
         return label if chosen_lambda is None else f"{label}, λ={chosen_lambda:g}"
     return system
@@ -124,9 +117,9 @@ def method_family(method: str) -> str:
 
 def system_family(system: str) -> str:
     kind, name, _ = split_system(system)
-    if kind == "merged":
+    if kind == MERGED:
         return method_family(name)
-    if kind == "finetuned":
+    if kind == FINETUNED:
         return "ID-FT"
     return "baseline"
 
@@ -142,4 +135,4 @@ def chosen_lambda(selection: Mapping) -> float | None:
     """The λ of a selection record, or None when its grid had a single value (nothing was chosen)."""
     if len(selection.get("curve", [])) <= 1:
         return None
-    return float(selection["chosen_lambda"])
+    return recorded_lambda(selection)

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from asrmerge import layout
+
 TABLE_FIGURES = ("wer_by_system", "id_vs_ood", "heatmap")
 SELECTION_FIGURES = ("lambda_curves",)
 SWEEP_FIGURES = ("beta_sweep",)
@@ -114,15 +116,22 @@ def requested_figures(config: Mapping, branches: Iterable[Branch]) -> list[str]:
     return [f for f in ALL_FIGURES if f in figures]
 
 
+def branch_files(name: str, branches: Iterable[Branch], results: str) -> dict[str, str]:
+    """Branch id -> the cached file of that branch the figure reads (none for the figures drawn from the table)."""
+    template = layout.SELECTION if name in SELECTION_FIGURES else layout.MERGE_DIAGNOSTICS
+    if name not in SELECTION_FIGURES + DIAGNOSTICS_FIGURES:
+        return {}
+    return {b: layout.path(results, template, branch=b) for b in figure_branches(name, branches)}
+
+
 def figure_inputs(name: str, branches: Iterable[Branch], results: str) -> dict[str, str | list[str]]:
     """Named inputs of the figure rule for one figure (paths under the results folder)."""
-    ids = figure_branches(name, branches)
     if name in TABLE_FIGURES or name in SWEEP_FIGURES:
-        return {"table": f"{results}/tables/wer.csv"}
+        return {"table": layout.path(results, layout.TABLE, name="wer.csv")}
     if name in SELECTION_FIGURES:
-        return {"selections": [f"{results}/selection/{b}.json" for b in ids]}
+        return {"selections": list(branch_files(name, branches, results).values())}
     if name in DIAGNOSTICS_FIGURES:
-        return {"diagnostics": [f"{results}/merges/{b}/diagnostics.json" for b in ids]}
+        return {"diagnostics": list(branch_files(name, branches, results).values())}
     raise ValueError(f"unknown figure {name!r}; known: {', '.join(ALL_FIGURES)}")
 
 

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from asrmerge.atomic import write_text
+from asrmerge.layout import BASE, JOINT, MERGED, finetuned_system, is_finetuned, split_system
 from asrmerge.report.naming import (
-    OWN_DOMAIN, chosen_lambda, ordered_systems, split_system, system_family, system_label,
+    OWN_DOMAIN, chosen_lambda, ordered_systems, system_family, system_label,
 )
 from asrmerge.scoring import counts_from_dict, mapsswe
 
@@ -48,7 +49,7 @@ ID_FT = "ID-FT (own domain)"
 SIGNIFICANCE_LEVEL = 0.05
 #: Languages written without spaces between words: scored by CER (Whisper's and FLEURS' convention).
 UNSEGMENTED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
-REFERENCE_LABEL = {"joint": "Full-FT", "base": "Zero-shot"}
+REFERENCE_LABEL = {JOINT: "Full-FT", BASE: "Zero-shot"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def system_catalog(systems: Iterable[str], selections: Mapping[str, Mapping] | N
     rows = {}
     for system in systems:
         kind, method, params = split_system(system)
-        record = selections.get(f"{method}/{params}") if kind == "merged" else None
+        record = selections.get(f"{method}/{params}") if kind == MERGED else None
         lam = chosen_lambda(record) if record is not None else None
         rows[system] = {"label": system_label(system, lam), "short_label": system_label(system),
                         "family": system_family(system), "lambda": lam}
@@ -169,8 +170,8 @@ def own_domain_row(frame: pd.DataFrame, metric: str | None = None) -> pd.Series:
     """ID-FT (own domain): ID = each domain's fine-tune on its own test set, averaged over domains; the other groups
     average the per-domain fine-tunes (the mean ID-FT model); EP avg weighted as everywhere."""
     metric = metric or _metric(frame)
-    own = frame[(frame.group == "ID") & (frame.system == "finetuned/" + frame.test_set)]
-    finetuned = frame[frame.system.str.startswith("finetuned/")]
+    own = frame[(frame.group == "ID") & (frame.system == frame.test_set.map(finetuned_system))]
+    finetuned = frame[frame.system.map(is_finetuned)]
     row = group_averages(finetuned, metric).mean(axis=0)
     row["ID"] = own[metric].mean()
     if EP_AVERAGE in row.index:
@@ -183,7 +184,7 @@ def own_domain_row(frame: pd.DataFrame, metric: str | None = None) -> pd.Series:
 def _own_domain_errors(errors: Mapping[str, Mapping[str, Mapping[str, int]]], frame: pd.DataFrame) -> dict:
     """Per-utterance errors of the composite ID-FT system on the ID sets (each set by its own fine-tune)."""
     id_sets = frame.loc[frame.group == "ID", "test_set"].unique()
-    return {s: errors[f"finetuned/{s}"][s] for s in id_sets if f"finetuned/{s}" in errors}
+    return {s: errors[finetuned_system(s)][s] for s in id_sets if finetuned_system(s) in errors}
 
 
 def _pvalue(errors, reference: str, system: str, sets: Sequence[str]) -> float:
@@ -206,29 +207,37 @@ def group_significance(
     the ID-FT (own domain) row is tested on ID only."""
     groups = frame.drop_duplicates("test_set").groupby("group", sort=False).test_set.apply(list)
     errors = dict(errors)
-    if frame.system.str.startswith("finetuned/").any():
+    if frame.system.map(is_finetuned).any():
         errors[OWN_DOMAIN] = _own_domain_errors(errors, frame)
     table = {system: {group: _pvalue(errors, reference, system, sets) for group, sets in groups.items()}
              for system in errors}
     return pd.DataFrame.from_dict(table, orient="index")
 
 
+def system_averages(frame: pd.DataFrame, per_domain: bool = False) -> pd.DataFrame:
+    """Group averages (fractions) per system, with the ID-FT (own domain) row in place of the per-domain fine-tunes
+    (kept too with `per_domain`): the rows of the paper table and of the figures drawn from it."""
+    averages = group_averages(frame)
+    finetuned = [s for s in averages.index if is_finetuned(s)]
+    if not finetuned:
+        return averages
+    position = list(averages.index).index(finetuned[0])
+    upper = own_domain_row(frame).reindex(averages.columns).to_frame().T
+    averages = pd.concat([averages.iloc[:position], upper, averages.iloc[position:]])
+    if per_domain:
+        return averages
+    return averages.loc[[s for s in averages.index if not is_finetuned(s) or s == OWN_DOMAIN]]
+
+
 def paper_table(
-    frame: pd.DataFrame, errors, reference: str | None = "joint", per_domain: bool = False
+    frame: pd.DataFrame, errors, reference: str | None = JOINT, per_domain: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Error rates (%) in the paper's layout and the matching p-values against `reference` (NaN where not tested).
 
     Index: system ids; the ID-FT (own domain) row (`OWN_DOMAIN`) follows the baselines; the single-domain fine-tunes
     themselves only with `per_domain`.
     """
-    averages = group_averages(frame)
-    systems = list(averages.index)
-    if any(s.startswith("finetuned/") for s in systems):
-        upper = own_domain_row(frame).reindex(averages.columns)
-        position = next(i for i, s in enumerate(systems) if s.startswith("finetuned/"))
-        averages = pd.concat([averages.iloc[:position], upper.to_frame().T, averages.iloc[position:]])
-        if not per_domain:
-            averages = averages.loc[[s for s in averages.index if not s.startswith("finetuned/") or s == OWN_DOMAIN]]
+    averages = system_averages(frame, per_domain)
     if reference is None or reference not in errors:
         return averages * 100, pd.DataFrame(np.nan, index=averages.index, columns=averages.columns)
     pvalues = group_significance(errors, frame, reference)
@@ -236,7 +245,7 @@ def paper_table(
     return averages * 100, pvalues.reindex(index=averages.index, columns=averages.columns)
 
 
-def per_set_table(frame: pd.DataFrame, errors=None, reference: str | None = "joint") -> tuple[pd.DataFrame, pd.DataFrame]:
+def per_set_table(frame: pd.DataFrame, errors=None, reference: str | None = JOINT) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Error rates (%) per system and test set (sets grouped ID, OOD, English, ...) and per-set p-values."""
     metric = _metric(frame)
     table = frame.pivot_table(index="system", columns="test_set", values=metric, sort=False) * 100
@@ -399,7 +408,7 @@ def _metric_note(frame: pd.DataFrame) -> str:
 def write_tables(
     frame: pd.DataFrame, csv_path: str | Path, markdown_path: str | Path, latex_path: str | Path | None = None,
     wide_csv_path: str | Path | None = None, html_path: str | Path | None = None, errors=None,
-    reference: str | None = "joint",
+    reference: str | None = JOINT,
 ) -> None:
     """The per-test-set table: long CSV with every count (`csv_path`), and error rates (%) per system and set as
     Markdown, LaTeX, wide CSV (with p-values) and HTML."""
@@ -435,7 +444,7 @@ def paper_note(frame: pd.DataFrame, reference: str | None, has_pvalues: bool) ->
     if {"ID", "OOD"} <= set(counts.index):
         n_id, n_ood = int(counts["ID"]), int(counts["OOD"])
         parts.append(f"EP avg = ({n_id}·ID + {n_ood}·OOD) / {n_id + n_ood}.")
-    if (frame.system.str.startswith("finetuned/")).any():
+    if frame.system.map(is_finetuned).any():
         parts.append(f"{ID_FT}: each domain's test set by its own fine-tune (one model per domain, not ranked); "
                      "its other columns average the per-domain fine-tunes.")
     parts.append("Best per column in bold." + _significance_note(reference, has_pvalues))

@@ -1,0 +1,85 @@
+"""The results folder: its path templates, the system ids and the selection record, in one place.
+
+Every cached file of a run lives under its results folder (`config.results`) at one of the templates below, written
+in Snakemake's wildcard syntax. The rules (rules/*.smk) build their inputs and outputs from them, the report planner
+(asrmerge.report.plan) the inputs of each figure, and the scripts and report code read the files they name.
+
+A system id names one transcribing system and is also the folder of its hypotheses and the name of its score file:
+    base                      the zero-shot base model
+    joint                     the joint fine-tune on every domain (Full-FT)
+    finetuned/<domain>        one domain's fine-tune (ID-FT)
+    merged/<method>/<params>  one merge branch (method, hyperparameter label) at its chosen λ
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+BASE = "base"
+JOINT = "joint"
+FINETUNED = "finetuned"
+MERGED = "merged"
+
+#: A merge branch id ("ties/density=0.2", "task_arithmetic/default"): the rules' wildcards for it.
+BRANCH = "{method}/{params}"
+
+MANIFEST = "data/{set}/manifest.jsonl"
+BASE_MODEL = "models/base"
+MODEL = "models/{model}"  # model: a trained system id (base, joint, finetuned/<domain>)
+TASK_VECTOR = "task_vectors/{domain}.safetensors"
+MERGED_TASK_VECTOR = "merges/{branch}/task_vector.safetensors"
+MERGE_DIAGNOSTICS = "merges/{branch}/diagnostics.json"
+SELECTION = "selection/{branch}.json"
+HYPOTHESES = "hypotheses/{system}/{test_set}.jsonl"
+SCORES = "scores/{system}.json"
+TABLE = "tables/{name}"
+FIGURE = "figures/{figure}.{ext}"
+
+#: The selection record's key for the λ chosen on validation (asrmerge.selection writes it, decoding applies it).
+CHOSEN_LAMBDA = "chosen_lambda"
+
+
+class _Wildcards(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def path(results: str | os.PathLike[str], template: str, **fields: str) -> str:
+    """`results/template` with the given fields filled in; the others stay `{wildcards}` for Snakemake."""
+    return f"{os.fspath(results)}/{template.format_map(_Wildcards(fields))}"
+
+
+def finetuned_system(domain: str) -> str:
+    return f"{FINETUNED}/{domain}"
+
+
+def merged_system(branch_id: str) -> str:
+    return f"{MERGED}/{branch_id}"
+
+
+def split_system(system: str) -> tuple[str, str, str]:
+    """(kind, method or domain, params label): ("merged", "ties", "density=0.2"), ("finetuned", "news", ""),
+    ("base", "", "")."""
+    kind, _, rest = system.partition("/")
+    if kind == MERGED:
+        method, _, params = rest.partition("/")
+        return kind, method, params
+    if kind == FINETUNED:
+        return kind, rest, ""
+    return system, "", ""
+
+
+def is_finetuned(system: str) -> bool:
+    return split_system(system)[0] == FINETUNED
+
+
+def chosen_lambda(selection: Mapping) -> float:
+    """The λ of a selection record (asrmerge.selection.select_lambda)."""
+    return float(selection[CHOSEN_LAMBDA])
+
+
+def read_chosen_lambda(selection_path: str | os.PathLike[str]) -> float:
+    with open(selection_path, encoding="utf-8") as f:
+        return chosen_lambda(json.load(f))
