@@ -29,6 +29,8 @@ test-fast: venv
 
 lint: venv
 	$(BIN)/snakemake --lint
+	$(BIN)/ruff check asrmerge scripts tests benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
 
 dry-run: venv
 	$(BIN)/snakemake -n --cores $(CORES)

@@ -5,16 +5,16 @@ rule base_model:
         init=config["base_model"]["init"] or [],
     output:
         directory(result(layout.BASE_MODEL)),
+    log:
+        f"{LOGS}/models/base.log",
+    benchmark:
+        f"{BENCHMARKS}/models/base.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
     params:
         base=config["base_model"],
         device=config["device"],
         seed=config["seed"],
-    log:
-        f"{LOGS}/models/base.log",
-    benchmark:
-        f"{BENCHMARKS}/models/base.tsv",
-    threads: 2
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/base_model.py"

@@ -5,15 +5,15 @@ rule corpus_set:
         corpus_inputs,
     output:
         manifest=result(layout.MANIFEST),
+    log:
+        f"{LOGS}/data/{{set}}.log",
+    benchmark:
+        f"{BENCHMARKS}/data/{{set}}.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
     params:
         spec=lambda wc: config["corpus"]["sets"][wc.set],
         sample_rate=config["corpus"]["sample_rate"],
         seed=config["seed"],
-    log:
-        f"{LOGS}/data/{{set}}.log",
-    benchmark:
-        f"{BENCHMARKS}/data/{{set}}.tsv",
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/corpus_set.py"

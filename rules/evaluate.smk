@@ -6,18 +6,18 @@ rule select_lambda:
         validation=manifests(DOMAINS),
     output:
         result(layout.SELECTION, branch=layout.BRANCH),
+    log:
+        f"{LOGS}/selection/{{method}}/{{params}}.log",
+    benchmark:
+        f"{BENCHMARKS}/selection/{{method}}/{{params}}.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
     params:
         lambdas=lambda wc: list(branch(wc).lambdas),
         selection=config["selection"],
         evaluation=config["evaluation"],
         device=config["device"],
-    log:
-        f"{LOGS}/selection/{{method}}/{{params}}.log",
-    benchmark:
-        f"{BENCHMARKS}/selection/{{method}}/{{params}}.tsv",
-    threads: 2
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/select_lambda.py"
 
@@ -29,17 +29,17 @@ rule decode_model:
         test_sets=manifests(TEST_SETS),
     output:
         list(hypotheses("{model}").values()),
+    log:
+        f"{LOGS}/hypotheses/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/hypotheses/{{model}}.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
     params:
         plan=lambda wc: decode_plan(wc.model),
         evaluation=config["evaluation"],
         device=config["device"],
-    log:
-        f"{LOGS}/hypotheses/{{model}}.log",
-    benchmark:
-        f"{BENCHMARKS}/hypotheses/{{model}}.tsv",
-    threads: 2
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/decode.py"
 
@@ -53,17 +53,17 @@ rule decode_merged:
         test_sets=manifests(TEST_SETS),
     output:
         list(hypotheses(layout.merged_system(layout.BRANCH)).values()),
+    log:
+        f"{LOGS}/hypotheses/merged/{{method}}/{{params}}.log",
+    benchmark:
+        f"{BENCHMARKS}/hypotheses/merged/{{method}}/{{params}}.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
     params:
         plan=lambda wc: decode_plan(layout.merged_system(branch(wc).id)),
         evaluation=config["evaluation"],
         device=config["device"],
-    log:
-        f"{LOGS}/hypotheses/merged/{{method}}/{{params}}.log",
-    benchmark:
-        f"{BENCHMARKS}/hypotheses/merged/{{method}}/{{params}}.tsv",
-    threads: 2
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/decode.py"
 
@@ -74,13 +74,13 @@ rule score:
         lambda wc: list(hypotheses(wc.system).values()),
     output:
         result(layout.SCORES),
-    params:
-        hypotheses=lambda wc: hypotheses(wc.system),
     log:
         f"{LOGS}/scores/{{system}}.log",
     benchmark:
-        f"{BENCHMARKS}/scores/{{system}}.tsv",
+        f"{BENCHMARKS}/scores/{{system}}.tsv"
     conda:
         "../envs/asrmerge.yaml"
+    params:
+        hypotheses=lambda wc: hypotheses(wc.system),
     script:
         "../scripts/score.py"

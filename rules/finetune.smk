@@ -4,19 +4,19 @@ rule finetune_domain:
         unpack(lambda wc: training_inputs([manifest(wc.domain)])),
     output:
         directory(result(layout.MODEL, model=layout.finetuned_system("{domain}"))),
+    log:
+        f"{LOGS}/models/finetuned/{{domain}}.log",
+    benchmark:
+        f"{BENCHMARKS}/models/finetuned/{{domain}}.tsv"
     wildcard_constraints:
         domain=rf"(?!(?:{one_of(d for d in DOMAINS if layout.finetuned_system(d) in SUPPLIED)})$)[A-Za-z0-9][A-Za-z0-9_-]*",
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
     params:
         options=config["finetune"]["domain"],
         device=config["device"],
         seed=config["seed"],
-    log:
-        f"{LOGS}/models/finetuned/{{domain}}.log",
-    benchmark:
-        f"{BENCHMARKS}/models/finetuned/{{domain}}.tsv",
-    threads: 2
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/finetune.py"
 
@@ -27,17 +27,17 @@ rule finetune_joint:
         unpack(lambda wc: training_inputs(manifests(DOMAINS))),
     output:
         directory(result(layout.MODEL, model=layout.JOINT)),
+    log:
+        f"{LOGS}/models/joint.log",
+    benchmark:
+        f"{BENCHMARKS}/models/joint.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
     params:
         options=config["finetune"]["joint"],
         device=config["device"],
         seed=config["seed"],
-    log:
-        f"{LOGS}/models/joint.log",
-    benchmark:
-        f"{BENCHMARKS}/models/joint.tsv",
-    threads: 2
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/finetune.py"
 
@@ -51,15 +51,15 @@ rule import_finetune:
         unpack(supplied_inputs),
     output:
         directory(result(layout.MODEL)),
-    wildcard_constraints:
-        model=one_of(SUPPLIED),
-    params:
-        checkpoint=lambda wc: SUPPLIED[wc.model],
     log:
         f"{LOGS}/models/{{model}}.log",
     benchmark:
-        f"{BENCHMARKS}/models/{{model}}.tsv",
+        f"{BENCHMARKS}/models/{{model}}.tsv"
+    wildcard_constraints:
+        model=one_of(SUPPLIED),
     conda:
         "../envs/asrmerge.yaml"
+    params:
+        checkpoint=lambda wc: SUPPLIED[wc.model],
     script:
         "../scripts/import_finetune.py"

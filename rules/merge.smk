@@ -6,6 +6,13 @@ rule merge:
     output:
         task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
         diagnostics=result(layout.MERGE_DIAGNOSTICS, branch=layout.BRANCH),
+    log:
+        f"{LOGS}/merges/{{method}}/{{params}}.log",
+    benchmark:
+        f"{BENCHMARKS}/merges/{{method}}/{{params}}.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
     params:
         method=lambda wc: branch(wc).method,
         hyperparameters=lambda wc: branch(wc).params,
@@ -14,12 +21,5 @@ rule merge:
         svd_dtype=config["merge"]["svd_dtype"],
         exclude_from_svd=config["merge"]["exclude_from_svd"],
         diagnostics=config["merge"]["diagnostics"],
-    log:
-        f"{LOGS}/merges/{{method}}/{{params}}.log",
-    benchmark:
-        f"{BENCHMARKS}/merges/{{method}}/{{params}}.tsv",
-    threads: 2
-    conda:
-        "../envs/asrmerge.yaml"
     script:
         "../scripts/merge.py"

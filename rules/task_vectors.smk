@@ -8,7 +8,7 @@ rule task_vector:
     log:
         f"{LOGS}/task_vectors/{{domain}}.log",
     benchmark:
-        f"{BENCHMARKS}/task_vectors/{{domain}}.tsv",
+        f"{BENCHMARKS}/task_vectors/{{domain}}.tsv"
     conda:
         "../envs/asrmerge.yaml"
     script:

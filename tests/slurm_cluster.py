@@ -219,10 +219,10 @@ class SlurmCluster:
             self._start_slurmdbd()
             self._start_slurmctld()
             self._start_slurmd()
-        except BaseException:
+        except BaseException as err:  # noqa: BLE001 (any failure, interrupts included, stops the daemons first)
             logs = self.log_tails()
             self.stop(remove=False)
-            raise ClusterError(f"local SLURM did not start; files kept in {self.root}\n{logs}")
+            raise ClusterError(f"local SLURM did not start; files kept in {self.root}\n{logs}") from err
         self.start_seconds = time.monotonic() - t0
         return self
 
@@ -336,7 +336,7 @@ class SlurmCluster:
             return
         recorded = pidfile.read_text().strip()
         if recorded and recorded != str(proc.pid):  # never signal a pid we did not start
-            warnings.warn(f"{name}: pid file {pidfile} says {recorded}, we started {proc.pid}; stopping {proc.pid}")
+            warnings.warn(f"{name}: pid file {pidfile} says {recorded}, we started {proc.pid}; stopping {proc.pid}", stacklevel=2)
 
     def _spawn(self, name: str, cmd: list[str], pidfile: Path | None) -> None:
         out = open(self.path("log", f"{name}.out"), "wb")

@@ -83,7 +83,7 @@ def write_ct2_model_bin(path: Path, variables: dict, aliases: dict | None = None
     path.write_bytes(b"".join(out))
 
 
-def hf_to_ct2(model: WhisperForConditionalGeneration, dtype: np.dtype = np.dtype("float32")) -> tuple[dict, dict]:
+def hf_to_ct2(model: WhisperForConditionalGeneration, dtype: str = "float32") -> tuple[dict, dict]:
     """The variables CTranslate2's WhisperLoader would write for `model` (fused q/k/v with a zero key bias)."""
     sd = {k: v.detach().numpy().astype(dtype) for k, v in model.state_dict().items()}
     cfg = model.config

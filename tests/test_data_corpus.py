@@ -170,7 +170,7 @@ def test_default_sets_describe_the_demo_world() -> None:
     assert len(domain_conditions) == 10
     domain_channels = {json.dumps(p.channel, sort_keys=True) for p in parsed.values() if p.role == "domain"}
     assert len(domain_channels) == 10
-    for name, p in parsed.items():
+    for p in parsed.values():
         if p.role == "ood":
             for domain in (q for q in parsed.values() if q.role == "domain"):
                 assert (p.texts, json.dumps(p.channel, sort_keys=True)) != (domain.texts, json.dumps(domain.channel, sort_keys=True))

@@ -28,7 +28,7 @@ def long_recording(tmp_path_factory) -> Utterance:
     synthesizer = EspeakSynthesizer(SR)
     rng = np.random.default_rng(0)
     parts, words = [], []
-    for repeat in range(6):
+    for _ in range(6):
         for sentence in SENTENCES:
             parts.append(synthesizer.synthesize(sentence, voice="pt", rate=150, pitch=50))
             parts.append(np.zeros(int(rng.uniform(0.6, 1.6) * SR), dtype=np.float32))

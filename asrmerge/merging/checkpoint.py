@@ -460,7 +460,7 @@ class SafetensorsWriter:
                         self._fh.flush()
                         os.fdatasync(self._fh.fileno())
                         unsynced = 0
-            except BaseException as err:  # reported to the caller by the next write or by __exit__
+            except BaseException as err:  # noqa: BLE001 (re-raised in the caller by the next write or by __exit__)
                 self._error = err
             with self._space:
                 self._queued -= data.numel()

@@ -106,7 +106,7 @@ def wer_by_system(frame: pd.DataFrame, *paths: str | Path) -> None:
             ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=_axis_name(group),
                    color=GROUP_COLOURS.get(group))
         if JOINT in averages.index:
-            for i, group in enumerate(groups):
+            for group in groups:
                 ax.axhline(averages.at[JOINT, group], color=GROUP_COLOURS.get(group), linestyle=":", linewidth=0.8)
         ax.set_xticks(x, [labels.get(s, s) for s in averages.index], rotation=40, ha="right")
         ax.set_ylabel("error rate (%)")

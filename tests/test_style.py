@@ -1,0 +1,29 @@
+"""The code and the workflow files pass the project's linters (configured in pyproject.toml), as `make lint` runs them."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: `pip install -e '.[test]'` installs the pinned linters")
+    return path
+
+
+def test_python_passes_ruff():
+    result = subprocess.run([_tool("ruff"), "check", "asrmerge", "scripts", "tests", "benchmarks"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakefile_and_rules_are_snakefmt_formatted():
+    result = subprocess.run([_tool("snakefmt"), "--check", "--diff", "Snakefile", "rules"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
