@@ -451,8 +451,8 @@ def test_elementwise_methods_merge_in_slices(tiny_whisper, tmp_path: Path, monke
     base, finetuned = tiny_whisper
     spec = get_method(method)
     assert spec.is_elementwise(resolve_params(spec, params)) == ((method, params) in ELEMENTWISE)
-    whole = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "w.safetensors",
-                        diagnostics_path=tmp_path / "d.json"))  # diagnostics: no slicing
+    monkeypatch.setattr(engine, "SLICE_ELEMENTS", 1 << 40)  # every tensor whole
+    whole = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "w.safetensors"))
     monkeypatch.setattr(engine, "SLICE_ELEMENTS", 7)
     monkeypatch.setattr(engine, "STATS_SLICE_ELEMENTS", 13)
     sliced = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "s.safetensors"))
@@ -476,6 +476,27 @@ def test_whole_tensor_read_ahead_changes_nothing(tiny_whisper, tmp_path: Path, m
         assert torch.equal(mixed[name], ahead[name]), name
 
 
+@pytest.mark.parametrize("method,params", [("tsv_m", {"orthogonaliser": "newton_schulz"}), ("ties", {"scope": "global"}),
+                                           ("dare", {}), ("task_arithmetic", {})])
+def test_diagnostics_tap_the_merge_without_changing_it(tiny_whisper, tmp_path: Path, monkeypatch, method, params) -> None:
+    """Diagnostics ride on the merge's own paths (side by side, slices): the merged τ has the same bytes with and
+    without them, and every 2-D tensor has its record, in storage order."""
+    from asrmerge.merging import engine
+
+    base, finetuned = tiny_whisper
+    monkeypatch.setattr(engine, "SLICE_ELEMENTS", 7)  # the elementwise merges run in slices
+    plain = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "p.safetensors"))
+    tapped = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "t.safetensors",
+                         diagnostics_path=tmp_path / "d.json"))
+    for name in plain:
+        assert torch.equal(tapped[name], plain[name]), name
+    records = json.loads((tmp_path / "d.json").read_text())["tensors"]
+    assert list(records) == [n for n, t in plain.items() if t.ndim == 2 and min(t.shape) > 0]
+    if params.get("orthogonaliser") == "newton_schulz":
+        assert all("ns_max_orthogonality_error" in r for n, r in records.items() if "embed" not in n)
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread: nothing runs side by side")
 @pytest.mark.parametrize("method,params", [("tsv_m", {}), ("iso_cts", {}), ("iso_c", {}), ("star", {})])
 def test_side_by_side_merges_equal_one_thread(tiny_whisper, tmp_path: Path, method, params) -> None:
     """On CPU, SVD methods merge whole tensors side by side, one OpenMP thread each: the same bytes as a one-thread run,

@@ -691,6 +691,50 @@ def test_random_methods_need_and_follow_generator() -> None:
         assert not torch.equal(a, run(name, tvs, base, seed=2))
 
 
+# ============================================================================================ method contract
+
+
+@pytest.mark.parametrize("name", [m.name for m in list_methods()])  # every registered method, new ones included
+@pytest.mark.parametrize("shape", [(12, 7), (9,)])
+def test_every_method_keeps_the_contract(name: str, shape: tuple[int, ...]) -> None:
+    """The registry's method contract: inputs read-only, result of the base's shape and finite, and for SVD methods
+    the same bytes whichever per-task map the executor hands in."""
+    from asrmerge.merging.runtime import map_side_by_side
+
+    tvs, base = make(shape, 4, seed=3)
+    tvs_before, base_before = tvs.clone(), base.clone()
+    merged = run(name, tvs, base, seed=0)
+    assert torch.equal(tvs, tvs_before) and torch.equal(base, base_before), f"{name} wrote into its inputs"
+    assert merged.shape == base.shape and merged.device == base.device and torch.isfinite(merged).all()
+    method = get_method(name)
+    if method.uses_svd:
+        side_by_side = method.fn(tvs, base, **resolve_params(method), map_tasks=map_side_by_side)
+        assert torch.equal(side_by_side, merged)
+
+
+def test_a_worker_maps_its_tasks_in_place() -> None:
+    """map_side_by_side called from inside a pool worker runs in that worker (it never waits on its own pool), and
+    context variables follow the calls into the pool."""
+    import contextvars
+
+    from asrmerge.merging.runtime import in_worker, map_side_by_side, side_by_side_pool
+
+    seen = contextvars.ContextVar("seen", default=None)
+
+    def inner(item: int) -> tuple[int, bool, object]:
+        return item * item, in_worker(), seen.get()
+
+    def job() -> list:
+        return list(map_side_by_side(inner, range(5)))
+
+    assert side_by_side_pool(2).submit(job).result(timeout=60) == [(i * i, True, None) for i in range(5)]
+    token = seen.set("outer")
+    try:
+        assert [value for *_, value in map_side_by_side(inner, range(3))] == ["outer"] * 3
+    finally:
+        seen.reset(token)
+
+
 # ================================================================================================== registry
 
 

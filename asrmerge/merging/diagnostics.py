@@ -59,6 +59,13 @@ def tensor_diagnostics(task_vectors: torch.Tensor, merged: torch.Tensor, ns_erro
     return record
 
 
+def tensor_record(task_vectors: torch.Tensor, merged: torch.Tensor, ns_errors: list[float] | None = None) -> dict[str, Any] | None:
+    """`tensor_diagnostics` of a non-empty 2-D tensor; None for every other tensor (vectors, empty matrices)."""
+    if merged.ndim == 2 and min(merged.shape) > 0:
+        return tensor_diagnostics(task_vectors, merged, ns_errors)
+    return None
+
+
 @dataclass
 class DiagnosticsCollector:
     """Accumulates per-tensor diagnostics and writes them as one JSON file."""
@@ -66,9 +73,9 @@ class DiagnosticsCollector:
     header: Mapping[str, Any]
     tensors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, name: str, task_vectors: torch.Tensor, merged: torch.Tensor, ns_errors: list[float] | None = None) -> None:
-        if merged.ndim == 2 and min(merged.shape) > 0:
-            self.tensors[name] = tensor_diagnostics(task_vectors, merged, ns_errors)
+    def put(self, name: str, record: Mapping[str, Any]) -> None:
+        """Keep one tensor's record (`tensor_record`); the file lists tensors in the order they were put."""
+        self.tensors[name] = dict(record)
 
     def summary(self) -> dict[str, Any]:
         records = list(self.tensors.values())

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -31,8 +30,7 @@ import math
 import os
 import re
 import shutil
-import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -50,8 +48,9 @@ from asrmerge.merging.checkpoint import (
     check_compatible,
     open_checkpoint,
 )
-from asrmerge.merging.diagnostics import DiagnosticsCollector
-from asrmerge.merging.linalg import one_openmp_thread, record_orthogonality, side_by_side_pool
+from asrmerge.merging.diagnostics import DiagnosticsCollector, tensor_record
+from asrmerge.merging.linalg import record_orthogonality
+from asrmerge.merging.runtime import cpu_workers, map_side_by_side, prefetch_thread, side_by_side_pool, tune_allocator
 from asrmerge.merging.registry import MergeMethod, TensorStream, get_method, resolve_params
 
 log = logging.getLogger(__name__)
@@ -85,25 +84,6 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 def _metadata_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
-
-
-_ALLOCATOR_TUNED = False
-
-
-def _tune_allocator() -> None:
-    """glibc only: serve allocations up to 64 MiB from the heap and keep up to 512 MiB of freed heap, instead of
-    mapping and unmapping every slice-sized tensor, whose fresh pages then fault in again (a third of the time of an
-    elementwise merge). Process-wide; a no-op elsewhere or when glibc is absent."""
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED or not sys.platform.startswith("linux"):
-        return
-    _ALLOCATOR_TUNED = True
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def theta_plus(theta0: torch.Tensor, tau: torch.Tensor, lam: float) -> torch.Tensor:
@@ -223,9 +203,7 @@ class _Reader:
         for prefetched in ahead:
             previous = 1 - previous if prefetched else 0
             sets.append(previous)
-        # One OpenMP thread for the reader's θ_t − θ₀: its own team of threads would spin on the cores that the
-        # merge's LAPACK calls use (measured on 2 cores: an SVD beside a reader took 1.7× as long).
-        loader = ThreadPoolExecutor(1, thread_name_prefix="read", initializer=one_openmp_thread)
+        loader = prefetch_thread()
         try:
             for i, (name, shape, start, count, sliced) in enumerate(pieces):
                 if self._pending is not None:
@@ -269,6 +247,7 @@ def _merge_one(
     seed: int,
     svd_dtype: torch.dtype,
     excluded: Callable[[str], bool],
+    map_tasks: Callable = map,
 ) -> torch.Tensor:
     if base_tensor.numel() == 0:
         return torch.zeros_like(base_tensor)  # no entries, nothing to merge (quantiles, top-k, minima are undefined)
@@ -281,7 +260,21 @@ def _merge_one(
         call["generator"] = tensor_generator(seed, name)
     if method.uses_svd:
         call["svd_dtype"] = svd_dtype
+        call["map_tasks"] = map_tasks
     return method.fn(stack, base_tensor, **call)
+
+
+def _merge_tapped(
+    diagnose: bool, method: MergeMethod, name: str, stack: torch.Tensor, *args: Any, **kwargs: Any
+) -> tuple[torch.Tensor, dict[str, Any] | None]:
+    """`_merge_one`, and with `diagnose` the tensor's diagnostics record (asrmerge.merging.diagnostics), computed in
+    the thread that merged it: diagnostics ride on whichever path the tensor took, whole or side by side."""
+    if not diagnose:
+        return _merge_one(method, name, stack, *args, **kwargs), None
+    # The orthogonality recorder costs one svdvals per Newton–Schulz factor: only active when diagnostics are wanted.
+    with record_orthogonality() as ns_errors:
+        merged = _merge_one(method, name, stack, *args, **kwargs)
+    return merged, tensor_record(stack, merged, ns_errors)
 
 
 def check_replaceable_model_folder(out_dir: Path, *inputs: str | os.PathLike[str]) -> None:
@@ -365,7 +358,7 @@ def merge(
         raise ValueError(f"svd_dtype must be torch.float32 or torch.float64, got {svd_dtype}")
     dev = _resolve_device(device)
     patterns = [re.compile(p) for p in exclude_from_svd]
-    _tune_allocator()
+    tune_allocator()
 
     def excluded(name: str) -> bool:
         return any(p.search(name) for p in patterns)
@@ -430,20 +423,21 @@ def merge(
         elementwise = spec.is_elementwise(resolved)
 
         def slice_limit(name: str) -> int | None:
-            """Slices for elementwise merges, and for the tensors a subspace method only averages."""
-            if collector is not None:
+            """Slices for elementwise merges, and for the tensors a subspace method only averages; matrices whole
+            when diagnostics are wanted (their spectra need the whole matrix)."""
+            matrix = len(base_ckpt.shapes[name]) == 2
+            if collector is not None and matrix:
                 return None
-            mean_only = spec.matrix_only and (len(base_ckpt.shapes[name]) != 2 or excluded(name))
+            mean_only = spec.matrix_only and (not matrix or excluded(name))
             return SLICE_ELEMENTS if elementwise or mean_only else None
 
-        def emit(name: str, theta0: torch.Tensor, merged: torch.Tensor, stack: torch.Tensor | None = None,
-                 ns_errors: Sequence[float] = ()) -> None:
-            """Check the merged τ of one tensor (or slice), hand it to the diagnostics and the writers."""
+        def emit(name: str, theta0: torch.Tensor, merged: torch.Tensor, record: dict[str, Any] | None) -> None:
+            """Check the merged τ of one tensor (or slice), hand it to the diagnostics and the writers, in order."""
             merged = merged.to(torch.float32)
             if not all_finite(merged):
                 raise ValueError(f"method {spec.name!r} produced NaN/Inf for tensor {name!r}")
-            if collector is not None and stack is not None:
-                collector.add(name, stack, merged, list(ns_errors))
+            if record is not None:
+                collector.put(name, record)
             merged = merged.cpu()
             for sink in sinks:
                 sink(name, theta0, merged)
@@ -453,15 +447,16 @@ def merge(
         # memory-bound methods the copies cost more than they gain). Workers get copies (the reader reuses its
         # buffers); the pieces merged here meanwhile (slices, large tensors) queue behind them, so that the writers
         # still receive every tensor in order.
-        side_by_side = spec.uses_svd and dev.type == "cpu" and collector is None
-        workers = torch.get_num_threads() if side_by_side else 1
-        queue: collections.deque[tuple[str, torch.Tensor, Future[torch.Tensor], bool]] = collections.deque()
+        side_by_side = spec.uses_svd and dev.type == "cpu"
+        workers = cpu_workers() if side_by_side else 1
+        diagnose = collector is not None
+        queue: collections.deque[tuple[str, torch.Tensor, Future[tuple], bool]] = collections.deque()
 
         def emit_ready(wait: bool = False) -> None:
             """Write the queue's head while it is done (or `wait` for it), while workers are busy, or all of it."""
             while queue and (wait or queue[0][2].done() or sum(pooled for *_, pooled in queue) >= workers):
                 name, theta0, future, _ = queue.popleft()
-                emit(name, theta0, future.result())
+                emit(name, theta0, *future.result())
 
         log.info("merging %d task vectors with %s %s on %s%s", len(inputs), spec.name, resolved, dev,
                  " (elementwise, in slices)" if elementwise else "")
@@ -470,21 +465,19 @@ def merge(
             if workers > 1 and whole and _small_enough(theta0.numel(), len(inputs)):
                 theta0 = theta0.clone()
                 future = side_by_side_pool(workers).submit(
-                    _merge_one, spec, name, stack.clone(), theta0, kwargs, seed, svd_dtype, excluded)
+                    _merge_tapped, diagnose, spec, name, stack.clone(), theta0, kwargs, seed, svd_dtype, excluded)
                 queue.append((name, theta0, future, True))
                 emit_ready()
                 continue
             if whole:
                 emit_ready(wait=True)  # a large tensor: no copies of it in the queue
-            stack_dev, theta0_dev = stack.to(dev), theta0.to(dev)
-            # The NS recorder costs one svdvals per factor: only active when diagnostics are wanted.
-            with record_orthogonality() if collector is not None else contextlib.nullcontext([]) as ns_errors:
-                merged = _merge_one(spec, name, stack_dev, theta0_dev, kwargs, seed, svd_dtype, excluded)
+            merged, record = _merge_tapped(diagnose, spec, name, stack.to(dev), theta0.to(dev), kwargs, seed,
+                                           svd_dtype, excluded, map_side_by_side)
             if not queue:
-                emit(name, theta0, merged, stack_dev, ns_errors)
+                emit(name, theta0, merged, record)
                 continue
-            done: Future[torch.Tensor] = Future()
-            done.set_result(merged.clone() if reader.owns(merged) else merged)
+            done: Future[tuple] = Future()
+            done.set_result((merged.clone() if reader.owns(merged) else merged, record))
             queue.append((name, theta0.clone(), done, False))
             emit_ready()
         emit_ready(wait=True)

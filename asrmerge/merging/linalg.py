@@ -2,7 +2,6 @@
 
 - `polar_factor`: the one orthogonaliser used by TSV-M, Iso-CTS and BoostedTSV-M (SVD Procrustes or Newton–Schulz).
 - `thin_svd`: SVD in a chosen working precision, cast back.
-- `map_side_by_side`: independent linear-algebra calls (per-task SVDs) run side by side, one thread each.
 - `effective_rank`: entropy-based effective rank (Roy & Vetterli, EUSIPCO 2007).
 - `streaming_order_statistics`: exact k-th smallest values over a stream of tensors (two passes, radix select on the
   float32 bit pattern), used by model-wide ("global") pre-passes.
@@ -12,17 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator
 
 from asrmerge.lazy_import import lazy_import
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 #: Quintic Newton–Schulz coefficients (a, b, c) (Muon; the seed paper's NS orthogonalisation).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -69,53 +62,6 @@ def thin_svd(x: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.T
     if wide:
         u, vh = vh.mT, u.mT
     return u.to(out_dtype), s.to(out_dtype), vh.to(out_dtype)
-
-
-def one_openmp_thread() -> None:
-    """Thread initializer: torch ops (and LAPACK calls) in this thread use one OpenMP thread. The setting is per thread,
-    unlike torch.set_num_threads, which is process-wide. A no-op when torch's OpenMP runtime cannot be found."""
-    for library in sorted(Path(torch.__file__).parent.joinpath("lib").glob("lib*omp*")):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(str(library)).omp_set_num_threads(1)
-            return
-
-
-_SIDE_BY_SIDE: dict[int, ThreadPoolExecutor] = {}
-
-
-def side_by_side_pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of `workers` threads that run one OpenMP thread each (created once per size). Inside one
-    of its threads torch.get_num_threads() is 1, so work submitted from there never waits on the pool itself."""
-    pool = _SIDE_BY_SIDE.get(workers)
-    if pool is None:
-        pool = _SIDE_BY_SIDE[workers] = ThreadPoolExecutor(workers, "linalg", initializer=one_openmp_thread)
-    return pool
-
-
-def map_side_by_side(fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
-    """fn(item) for each item, in order, lazily. On CPU, torch.get_num_threads() calls run at a time, each on one
-    OpenMP thread: LAPACK's SVD scales poorly with threads (2 cores: 2 threads make one SVD 1.4× faster) while
-    independent SVDs side by side scale almost linearly. Each call's result does not depend on the number of
-    workers (every call runs single-threaded). Items that are CUDA tensors run one after the other."""
-    pending = list(items)
-    workers = min(torch.get_num_threads(), len(pending))
-    if workers < 2 or any(isinstance(item, torch.Tensor) and item.device.type != "cpu" for item in pending):
-        yield from map(fn, pending)
-        return
-    pool = side_by_side_pool(workers)
-    store = _NS_RECORDER.get()  # context variables do not reach the workers: each call records into its own list
-
-    def call(item: Item) -> tuple[Result, list[float]]:
-        if store is None:
-            return fn(item), []
-        with record_orthogonality() as errors:
-            return fn(item), errors
-
-    for start in range(0, len(pending), workers):  # at most `workers` results alive at a time
-        for result, errors in pool.map(call, pending[start : start + workers]):
-            if store is not None:
-                store.extend(errors)  # in item order, whatever order the calls finished in
-            yield result
 
 
 def singular_values(x: torch.Tensor) -> torch.Tensor:

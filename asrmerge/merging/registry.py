@@ -6,6 +6,15 @@ Every merge method is a pure per-tensor function
 
 returning the merged task vector τ, so that every method composes the same way: θ = θ₀ + λ·τ.
 It is recorded in `REGISTRY` together with its typed parameters, family and λ grid.
+
+Method contract (tests/test_merge_methods.py checks it on every registered method):
+- inputs are read-only: a method never writes into `task_vectors` or `base` (the executor reuses their buffers);
+- the result is a tensor of `base`'s shape on the inputs' device, finite for finite inputs; it may be a view of an
+  input (the executor copies such a result before it reuses the buffer);
+- randomness only from `generator` (methods registered with uses_rng=True; the executor seeds one per tensor);
+- no threads, no I/O, no global state: methods registered with uses_svd=True receive `svd_dtype` (working precision
+  of their SVDs) and `map_tasks`, the map to run their independent per-task steps through, which the executor
+  chooses (asrmerge.merging.runtime); the result must not depend on it.
 """
 
 from __future__ import annotations
@@ -154,7 +163,7 @@ class MergeMethod:
         matrix_only: applied to 2-D weight matrices only; the engine gives every other tensor (and every tensor
             matching the SVD exclusion patterns) the mean of τ_t.
         uses_rng: fn draws from its `generator` argument (the engine seeds one per tensor).
-        uses_svd: fn accepts `svd_dtype` (working precision of its SVDs).
+        uses_svd: fn accepts `svd_dtype` (working precision of its SVDs) and `map_tasks` (module docstring).
         default_lambdas: λ grid for validation sweeps.
         reference: the implementation whose numbers this method reproduces.
         needs_calibration: needs calibration audio (Fisher, RegMean); reserved, none registered yet.

@@ -8,10 +8,10 @@ the single `linalg.polar_factor` (SVD Procrustes or Newton–Schulz).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from asrmerge.lazy_import import lazy_import
-from asrmerge.merging.linalg import ORTHOGONALISERS, map_side_by_side, polar_factor, thin_svd
+from asrmerge.merging.linalg import ORTHOGONALISERS, polar_factor, thin_svd
 from asrmerge.merging.registry import ParamSpec, register
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
@@ -21,6 +21,11 @@ ORTHOGONALISER = ParamSpec("svd", "str", choices=ORTHOGONALISERS,
 NS_STEPS = ParamSpec(5, "int", minimum=1, doc="Newton–Schulz iterations")
 MIN_RANK = ParamSpec(1, "int", minimum=0,
                      doc="components kept per task when floor(r/T) is smaller (0 = reference: a zero update when r < T)")
+
+
+#: The per-task map an SVD method applies to its independent per-task steps; the executor chooses it (sequential
+#: `map` by default, asrmerge.merging.runtime.map_side_by_side on CPU): the method itself starts no thread.
+TaskMap = Callable[[Callable, Iterable], Iterator]
 
 
 def mean_task_vector(task_vectors: torch.Tensor) -> torch.Tensor:
@@ -33,10 +38,11 @@ def _is_matrix(task_vectors: torch.Tensor) -> bool:
 
 
 def _polar_factors(
-    u_cat: torch.Tensor, vh_cat: torch.Tensor, orthogonaliser: str, ns_steps: int, svd_dtype: torch.dtype
+    u_cat: torch.Tensor, vh_cat: torch.Tensor, orthogonaliser: str, ns_steps: int, svd_dtype: torch.dtype | None,
+    map_tasks: TaskMap,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Polar factors of the concatenated bases U and Vᵀ (side by side), in their dtype."""
-    u_orth, vh_orth = map_side_by_side(
+    """Polar factors of the concatenated bases U and Vᵀ (through `map_tasks`), in their dtype."""
+    u_orth, vh_orth = map_tasks(
         lambda basis: polar_factor(basis, orthogonaliser, ns_steps, svd_dtype).to(basis.dtype), (u_cat, vh_cat))
     return u_orth, vh_orth
 
@@ -57,6 +63,7 @@ def iso_c(
     *,
     generator: torch.Generator | None = None,
     svd_dtype: torch.dtype | None = None,
+    map_tasks: TaskMap = map,
 ) -> torch.Tensor:
     """Iso-C (Marczak et al., "No Task Left Behind: Isotropic Model Merging", ICML 2025).
 
@@ -104,6 +111,7 @@ def iso_cts(
     orthogonaliser: str = "svd",
     ns_steps: int = 5,
     svd_dtype: torch.dtype | None = None,
+    map_tasks: TaskMap = map,
 ) -> torch.Tensor:
     """Iso-CTS: isotropic merging in common and task-specific subspaces (Marczak et al., ICML 2025).
 
@@ -125,7 +133,7 @@ def iso_cts(
     def residual_svd(tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return thin_svd(tv - u_c @ (u_c.mT @ tv), svd_dtype)
 
-    for t, (u_t, s_t, vh_t) in enumerate(map_side_by_side(residual_svd, task_vectors)):
+    for t, (u_t, s_t, vh_t) in enumerate(map_tasks(residual_svd, task_vectors)):
         slot = slice(t * per_task, (t + 1) * per_task)
         u_cat[:, slot] = u_t[:, :per_task]
         s_cat[slot] = s_t[:per_task]
@@ -134,7 +142,7 @@ def iso_cts(
     u_cat[:, start : start + common] = u_c
     s_cat[start : start + common] = s_c
     vh_cat[start : start + common] = vh_c
-    u_orth, vh_orth = _polar_factors(u_cat, vh_cat, orthogonaliser, ns_steps, svd_dtype)
+    u_orth, vh_orth = _polar_factors(u_cat, vh_cat, orthogonaliser, ns_steps, svd_dtype, map_tasks)
     return (u_orth * s_cat.mean()) @ vh_orth
 
 
@@ -154,7 +162,8 @@ def _tsv_merge(
     orthogonaliser: str,
     ns_steps: int,
     min_rank_per_task: int,
-    svd_dtype: torch.dtype,
+    svd_dtype: torch.dtype | None,
+    map_tasks: TaskMap,
     edit_spectrum: SpectrumEdit | None = None,
 ) -> torch.Tensor:
     n_tasks, rows, cols = task_vectors.shape
@@ -166,13 +175,13 @@ def _tsv_merge(
     u_cat = torch.zeros(rows, width, dtype=dtype, device=device)
     s_cat = torch.zeros(width, dtype=dtype, device=device)
     vh_cat = torch.zeros(width, cols, dtype=dtype, device=device)
-    for t, (u, s, vh) in enumerate(map_side_by_side(lambda tv: thin_svd(tv, svd_dtype), task_vectors)):
+    for t, (u, s, vh) in enumerate(map_tasks(lambda tv: thin_svd(tv, svd_dtype), task_vectors)):
         kept = s[:k] if edit_spectrum is None else edit_spectrum(s[:k], s)
         slot = slice(t * k, (t + 1) * k)
         u_cat[:, slot] = u[:, :k]
         s_cat[slot] = kept
         vh_cat[slot] = vh[:k]
-    u_orth, vh_orth = _polar_factors(u_cat, vh_cat, orthogonaliser, ns_steps, svd_dtype)
+    u_orth, vh_orth = _polar_factors(u_cat, vh_cat, orthogonaliser, ns_steps, svd_dtype, map_tasks)
     return (u_orth * s_cat) @ vh_orth
 
 
@@ -193,6 +202,7 @@ def tsv_m(
     ns_steps: int = 5,
     min_rank_per_task: int = 1,
     svd_dtype: torch.dtype | None = None,
+    map_tasks: TaskMap = map,
 ) -> torch.Tensor:
     """TSV-Merge (Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025).
 
@@ -203,7 +213,7 @@ def tsv_m(
     """
     if not _is_matrix(task_vectors):
         return mean_task_vector(task_vectors)
-    return _tsv_merge(task_vectors, orthogonaliser, ns_steps, min_rank_per_task, svd_dtype)
+    return _tsv_merge(task_vectors, orthogonaliser, ns_steps, min_rank_per_task, svd_dtype, map_tasks)
 
 
 def boost_spectrum(kept: torch.Tensor, full: torch.Tensor, beta: float, energy: str, energy_scope: str) -> torch.Tensor:
@@ -255,6 +265,7 @@ def boosted_tsv_m(
     ns_steps: int = 5,
     min_rank_per_task: int = 1,
     svd_dtype: torch.dtype | None = None,
+    map_tasks: TaskMap = map,
 ) -> torch.Tensor:
     """BoostedTSV-M (Carvalho et al., Interspeech 2026): TSV-M whose per-task retained spectrum is flattened first.
 
@@ -267,7 +278,7 @@ def boosted_tsv_m(
     def edit(kept: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         return boost_spectrum(kept, full, beta, energy, energy_scope)
 
-    return _tsv_merge(task_vectors, orthogonaliser, ns_steps, min_rank_per_task, svd_dtype, edit)
+    return _tsv_merge(task_vectors, orthogonaliser, ns_steps, min_rank_per_task, svd_dtype, map_tasks, edit)
 
 
 # -------------------------------------------------------------------------------------------------------------- STAR
@@ -303,8 +314,9 @@ def star(
     generator: torch.Generator | None = None,
     eta: float = 40.0,
     svd_dtype: torch.dtype | None = None,
+    map_tasks: TaskMap = map,
 ) -> torch.Tensor:
     """STAR: Spectral Truncation And Rescale (Lee et al., NAACL 2025): truncate each τ_t (`star_truncate`), average."""
     if not _is_matrix(task_vectors):
         return mean_task_vector(task_vectors)
-    return torch.stack(list(map_side_by_side(lambda tv: star_truncate(tv, eta, svd_dtype), task_vectors))).mean(dim=0)
+    return torch.stack(list(map_tasks(lambda tv: star_truncate(tv, eta, svd_dtype), task_vectors))).mean(dim=0)
