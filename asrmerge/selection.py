@@ -79,6 +79,20 @@ def choose_lambda(curve: Sequence[Mapping], metric: str = "wer", tie_break: str 
     return float(best["lambda"])
 
 
+def validation_error(record: Mapping, metric: str = "wer") -> float:
+    """The pooled validation error of a selection record at its chosen lambda."""
+    chosen = record[CHOSEN_LAMBDA]
+    return float(next(point[metric] for point in record["curve"] if point["lambda"] == chosen))
+
+
+def best_branch(records: Mapping[str, Mapping], metric: str = "wer") -> str:
+    """The merge branch whose chosen lambda gives the lowest validation error (ties: the first in `records`' order).
+    Test splits never enter: the same rule as the choice of lambda."""
+    if not records:
+        raise ValueError("no merge branch to choose from")
+    return min(records, key=lambda branch: validation_error(records[branch], metric))
+
+
 def select_lambda(
     base_dir: str | Path, task_vector_path: str | Path, manifests: Sequence[str | Path], lambdas: Sequence[float],
     options: DecodingOptions, device: torch.device, metric: str = "wer", tie_break: str = "smallest",

@@ -120,9 +120,53 @@ def selection_files():
     return {b: result(layout.SELECTION, branch=b) for b in BRANCHES}
 
 
+EXPORT_MODELS = config["merge"]["export_models"]  # all | best | none
+
+
+def export_candidates(branch_ids):
+    """Branch id -> its method, parameters, merged task vector and selection record: what an export chooses from."""
+    return {
+        b: {
+            "method": BRANCHES[b].method,
+            "params": BRANCHES[b].params,
+            "task_vector": result(layout.MERGED_TASK_VECTOR, branch=b),
+            "selection": result(layout.SELECTION, branch=b),
+        }
+        for b in branch_ids
+    }
+
+
+def export_inputs(branch_ids):
+    candidates = export_candidates(branch_ids)
+    return {
+        "base": result(layout.BASE_MODEL),
+        "task_vectors": [c["task_vector"] for c in candidates.values()],
+        "selections": [c["selection"] for c in candidates.values()],
+    }
+
+
+def merged_system_inputs(wildcards):
+    """A merged system is decoded from its exported folder (merge.export_models: all), else as theta_0 + lambda tau."""
+    branch_id = branch(wildcards).id
+    if EXPORT_MODELS == "all":
+        return {"model": result(layout.MERGED_MODEL, branch=branch_id)}
+    return {
+        "model": result(layout.BASE_MODEL),
+        "task_vector": result(layout.MERGED_TASK_VECTOR, branch=branch_id),
+        "selection": result(layout.SELECTION, branch=branch_id),
+    }
+
+
+def merged_model_outputs():
+    if EXPORT_MODELS == "all":
+        return [result(layout.MERGED_MODEL, branch=b) for b in BRANCHES]
+    return [result(layout.BEST_MERGED_MODEL)] if EXPORT_MODELS == "best" and BRANCHES else []
+
+
 def final_outputs():
     return [
         *expand(result(layout.TABLE), name=["wer.csv", "wer.md", "wer.tex", "wer_wide.csv", "wer.html"]),
         *expand(result(layout.TABLE), name=[f"paper.{ext}" for ext in ["csv", "md", "tex", "html"]]),
         *expand(result(layout.FIGURE), figure=FIGURES, ext=["png", "pdf"]),
+        *merged_model_outputs(),
     ]

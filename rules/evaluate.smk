@@ -45,11 +45,10 @@ rule decode_model:
 
 
 rule decode_merged:
-    """Transcribe every test set with theta_0 + lambda * tau at the lambda chosen on validation."""
+    """Transcribe every test set with theta_0 + lambda * tau at the lambda chosen on validation: its exported folder,
+    or the base with the merged task vector applied in memory (the same weights)."""
     input:
-        model=result(layout.BASE_MODEL),
-        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
-        selection=result(layout.SELECTION, branch=layout.BRANCH),
+        unpack(merged_system_inputs),
         test_sets=manifests(TEST_SETS),
     output:
         list(hypotheses(layout.merged_system(layout.BRANCH)).values()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -264,8 +265,14 @@ def test_export_loads_with_transformers(tiny_whisper, task_vector_files, tmp_pat
 
     base, _ = tiny_whisper
     merged = merge(base, task_vectors=task_vector_files, method="ties", params={}, out_path=tmp_path / "m.safetensors")
-    out_dir = export_merged_model(base, merged, 0.7, tmp_path / "export")
+    (base / ".snakemake_timestamp").touch()  # a workflow's model folder: its hidden files are not the model's
+    out_dir = export_merged_model(base, merged, 0.7, tmp_path / "export", provenance={"method": "ties"})
+    (base / ".snakemake_timestamp").unlink()
     assert {"config.json", "generation_config.json", "preprocessor_config.json", "model.safetensors"} <= set(os.listdir(out_dir))
+    assert not [name for name in os.listdir(out_dir) if name.startswith(".")]
+    info = json.loads((out_dir / "merge_info.json").read_text())
+    assert info["method"] == "ties" and info["lambda"] == 0.7
+    assert info["sha256"]["model.safetensors"] == hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
     model = WhisperForConditionalGeneration.from_pretrained(out_dir)
     theta0 = _load(base / "model.safetensors")
     tau = _load(merged)

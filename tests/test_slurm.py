@@ -36,7 +36,7 @@ RUN_TIMEOUT_S = int(os.environ.get("ASRMERGE_SLURM_TEST_TIMEOUT", "900"))
 FAULT_RULE = "finetune_domain"
 GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "merge", "select_lambda", "decode_model",
              "decode_merged"}
-CPU_RULES = {"corpus_set", "import_finetune", "task_vector", "score"}
+CPU_RULES = {"corpus_set", "import_finetune", "task_vector", "score", "export_merged", "export_best_merge"}
 
 _reason = slurm_cluster.unavailable_reason()
 if _reason is None and importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,25 @@ def test_lambda_chosen_from_validation_curve(finished):
     assert selection["validation_utterances"] == 8  # 4 per domain, validation split only
 
 
+def test_each_merge_is_exported_as_the_model_its_system_was_decoded_with(finished):
+    """merge.export_models: all: one transformers folder per branch, θ₀ + λ·τ at the chosen λ in the base's dtypes,
+    with its provenance; the merged system's hypotheses were decoded from it."""
+    from asrmerge.selection import ScaledTaskVector
+    from asrmerge.models.whisper import load_whisper
+
+    _, results, _ = finished
+    folder = results / "merged_models" / "tsv_m" / "default"
+    info = json.loads((folder / "merge_info.json").read_text())
+    selection = json.loads((results / "selection" / "tsv_m" / "default.json").read_text())
+    assert info["method"] == "tsv_m" and info["branch"] == "tsv_m/default" and info["lambda"] == selection["chosen_lambda"]
+    assert set(info["sha256"]) == {"task_vector", "model.safetensors"}
+    exported = load_whisper(folder).model.state_dict()
+    in_memory = ScaledTaskVector(load_whisper(results / "models" / "base"),
+                                 results / "merges" / "tsv_m" / "default" / "task_vector.safetensors")
+    expected = in_memory.set_lambda(info["lambda"]).model.state_dict()
+    assert all(torch.equal(exported[name], expected[name]) for name in expected)
+
+
 def test_every_job_wrote_a_log(finished):
     _, results, _ = finished
     logs = list((results / "logs").rglob("*.log"))
@@ -104,8 +124,15 @@ def test_changing_one_hyperparameter_reruns_only_its_branch(finished):
     changed_path = config_path.with_name("changed.yaml")
     changed_path.write_text(yaml.safe_dump(changed))
     assert planned_jobs(changed_path) == {
-        "merge": 1, "select_lambda": 1, "decode_merged": 1, "score": 1, "table": 1, "figure": 4, "all": 1,
+        "merge": 1, "select_lambda": 1, "export_merged": 1, "decode_merged": 1, "score": 1, "table": 1, "figure": 4,
+        "all": 1,
     }
+    best = dict(config, merge={**config["merge"], "export_models": "best"})
+    best_path = config_path.with_name("best.yaml")
+    best_path.write_text(yaml.safe_dump(best))
+    # one folder for the best branch; the merged systems are then decoded from the base and their τ (same weights)
+    assert planned_jobs(best_path) == {"export_best_merge": 1, "decode_merged": 3, "score": 3, "table": 1,
+                                       "figure": 3, "all": 1}
 
 
 def test_supplied_fine_tunes_are_imported_not_trained(tmp_path):

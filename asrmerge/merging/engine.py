@@ -295,8 +295,8 @@ def _model_folder(
     base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], info: Mapping[str, Any],
     inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> Iterator[Path]:
-    """Build a transformers folder atomically: yields a temporary sibling of `out_dir` holding every non-weight file of
-    the base folder (config.json, generation_config.json, processor/tokenizer files); the caller writes the weights
+    """Build a transformers folder atomically: yields a temporary sibling of `out_dir` holding every non-weight, non-hidden
+    file of the base folder (config.json, generation_config.json, processor/tokenizer files); the caller writes the weights
     into it; on success merge_info.json (`info`) is added and the folder replaces `out_dir`, on error it is removed."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not base_dir.is_dir():
@@ -304,7 +304,9 @@ def _model_folder(
     check_replaceable_model_folder(out_dir, base_dir, *inputs)  # the merge's inputs too: never replaced by its output
     with staged_folder(out_dir, replace=True) as staging:
         for item in sorted(base_dir.iterdir()):
-            if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES) and item.name != INDEX_NAME:
+            # Hidden files (a workflow's .snakemake_timestamp) belong to the folder, not to the model.
+            if item.is_file() and not item.name.startswith(".") and not item.name.endswith(_WEIGHT_SUFFIXES) \
+                    and item.name != INDEX_NAME:
                 shutil.copyfile(item, staging / item.name)
         yield staging
         (staging / "merge_info.json").write_text(json.dumps(dict(info), indent=1))
@@ -516,16 +518,31 @@ def apply_task_vector(
     return Path(out_path)
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def export_merged_model(
-    base_dir: str | os.PathLike[str], task_vector_path: str | os.PathLike[str], lam: float, out_dir: str | os.PathLike[str]
+    base_dir: str | os.PathLike[str], task_vector_path: str | os.PathLike[str], lam: float, out_dir: str | os.PathLike[str],
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write θ₀ + λ·τ as a transformers folder loadable with `from_pretrained`.
 
     The folder gets model.safetensors (base dtype, unsharded), every non-weight file of the base folder (config.json,
-    generation_config.json, processor/tokenizer files) and merge_info.json (provenance). It is built in a temporary
-    sibling folder and moved into place at the end. `merge(..., out_model=...)` writes the same folder in one pass.
+    generation_config.json, processor/tokenizer files) and merge_info.json: base, task vector and their SHA-256, λ,
+    and `provenance` (e.g. the method and parameters). It is built in a temporary sibling folder and moved into place
+    at the end. `merge(..., out_model=...)` writes the same weights in one pass.
     """
-    info = {"base": str(base_dir), "task_vector": str(task_vector_path), "lambda": float(lam)}
+    with open_checkpoint(base_dir) as base_ckpt:
+        base_files = sorted({file.name for file in base_ckpt.files.values()})
+    info = {**dict(provenance or {}), "base": str(base_dir), "task_vector": str(task_vector_path), "lambda": float(lam),
+            "sha256": {"task_vector": file_sha256(task_vector_path),
+                       **{name: file_sha256(Path(base_dir, name)) for name in base_files}}}
     with _model_folder(base_dir, out_dir, info) as staging:
         apply_task_vector(base_dir, task_vector_path, lam, staging / WEIGHTS_NAME)
     log.info("exported θ0 + %s·τ -> %s", lam, out_dir)

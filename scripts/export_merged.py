@@ -1,0 +1,18 @@
+"""Rules export_merged and export_best_merge: a merge at its chosen lambda as a transformers model folder."""
+import json
+from pathlib import Path
+
+from asrmerge.layout import read_chosen_lambda
+from asrmerge.merging.engine import export_merged_model
+from asrmerge.selection import best_branch
+from asrmerge.workflow import job_logging
+
+with job_logging(snakemake.log[0]):
+    candidates = snakemake.params.candidates  # branch id -> its merged task vector and selection record
+    records = {branch: json.loads(Path(files["selection"]).read_text()) for branch, files in candidates.items()}
+    chosen = best_branch(records, snakemake.params.metric)
+    files = candidates[chosen]
+    export_merged_model(
+        snakemake.input.base, files["task_vector"], read_chosen_lambda(files["selection"]), snakemake.output[0],
+        provenance={"branch": chosen, "method": files["method"], "params": files["params"], "selection": files["selection"]},
+    )
