@@ -19,6 +19,7 @@ from asrmerge.decoding import DecodingOptions, transcribe
 from asrmerge.layout import CHOSEN_LAMBDA
 from asrmerge.merging.engine import theta_plus
 from asrmerge.models.whisper import LoadedWhisper, load_whisper
+from asrmerge.progress import Progress
 from asrmerge.scoring import ErrorCounts, score_hypotheses
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def sweep_lambda(
 ) -> list[dict]:
     """Validation error at each lambda, pooled over all utterances and per set."""
     curve = []
+    progress = Progress(len(lambdas))
     for lam in lambdas:
         rows = transcribe(scaled.set_lambda(lam), validation, options, device, progress=False)
         by_set: dict[str, list[dict]] = {}
@@ -68,7 +70,7 @@ def sweep_lambda(
             "per_set": {name: {"wer": c.wer, "cer": c.cer} for name, c in
                         ((name, pooled_counts(r)) for name, r in by_set.items())},
         })
-        log.info("lambda %.3g: validation WER %.4f CER %.4f", lam, total.wer, total.cer)
+        log.info("lambda %.3g: validation WER %.4f CER %.4f (%s)", lam, total.wer, total.cer, progress(len(curve)))
     return curve
 
 

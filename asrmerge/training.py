@@ -35,6 +35,7 @@ from asrmerge.atomic import staged_path
 from asrmerge.data.manifest import Utterance, load_audio
 from asrmerge.decoding import log_mel
 from asrmerge.models.whisper import LoadedWhisper
+from asrmerge.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ def train(
     cache = FeatureCache(whisper)
     n_replay = int(round(options.batch_size * options.replay_fraction)) if replay_set else 0
     n_main = options.batch_size - n_replay
+    progress = Progress(options.steps, done_before=start)
     for step in range(start, options.steps):
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -269,7 +271,7 @@ def train(
         curve.append({"step": step + 1, "loss": total, "learning_rate": scheduler.get_last_lr()[0]})
         scheduler.step()
         if (step + 1) % 10 == 0 or step + 1 == options.steps:
-            log.info("step %d/%d loss %.4f", step + 1, options.steps, total)
+            log.info("step %s, loss %.4f", progress(step + 1), total)
         if (step + 1) % options.checkpoint_every == 0 and step + 1 < options.steps:
             _save_state(checkpoint_dir, model, ctc_head, optimizer, scheduler, scaler, curve, step + 1, fingerprint)
 
