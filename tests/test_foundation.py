@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from asrmerge.data.manifest import read_manifest
 from asrmerge.foundation import prepare_base_model
@@ -109,16 +109,52 @@ def test_ship_foundation_halves_the_weights_keeps_the_ctc_head_and_never_overwri
     from asrmerge.training import CTC_HEAD_FILE
 
     source = tmp_path / "trained"
-    build_tiny_whisper(corpus, seed=1).save(source, extra_files={CTC_HEAD_FILE: b"head bytes"})
+    trained = build_tiny_whisper(corpus, seed=1)
+    vocabulary = len(trained.tokenizer)
+    head = {"weight": torch.randn(vocabulary + 1, trained.model.config.d_model), "bias": torch.randn(vocabulary + 1)}
+    trained.save(source, extra_files={CTC_HEAD_FILE: save(head)})
     out = tmp_path / "shipped"
     assert main(["ship-foundation", str(source), str(out)]) == 0
     weights = load_file(out / "model.safetensors")
     original = load_file(source / "model.safetensors")
     assert all(weights[name].dtype == torch.float16 for name in weights)
-    assert all(torch.equal(weights[name], original[name].half()) for name in original)
-    assert (out / CTC_HEAD_FILE).read_bytes() == b"head bytes"
+    # The vocabulary renumbered in Whisper's order (special tokens last): the same rows under new ids.
+    shipped = load_whisper(out)
+    assert shipped.tokenizer.convert_ids_to_tokens(vocabulary - 1) == "<|notimestamps|>"
+    assert shipped.model.generation_config.no_timestamps_token_id == vocabulary - 1
+    assert shipped.model.generation_config.task == "transcribe" and "<|pt|>" in shipped.model.generation_config.lang_to_id
+    embedding = "model.decoder.embed_tokens.weight"
+    for token, old in trained.tokenizer.get_vocab().items():
+        new = shipped.tokenizer.convert_tokens_to_ids(token)
+        assert torch.equal(weights[embedding][new], original[embedding][old].half()), token
+        assert torch.equal(load_file(out / CTC_HEAD_FILE)["weight"][new], head["weight"][old]), token
+    assert torch.equal(load_file(out / CTC_HEAD_FILE)["weight"][-1], head["weight"][-1])  # the blank stays last
+    assert all(torch.equal(weights[name], original[name].half()) for name in original if name != embedding)
+    sentence = "o tempo amanhã"
+    assert shipped.tokenizer.decode(shipped.tokenizer.encode(sentence, add_special_tokens=False)) == sentence
     assert main(["ship-foundation", str(source), str(out)]) == 2
     assert "already holds a model (use --overwrite" in capsys.readouterr().err
     assert main(["ship-foundation", str(source), str(source), "--overwrite"]) == 2
     assert "is the source model" in capsys.readouterr().err
     assert main(["ship-foundation", str(source), str(out), "--overwrite"]) == 0
+
+
+def test_a_shipped_foundation_transcribes_in_the_asr_pipeline_as_the_project_does(corpus, tmp_path):
+    """A plain `pipeline("automatic-speech-recognition", model=folder)`, no arguments: the same words as the project's
+    decoder (greedy, Portuguese) on the same audio."""
+    from transformers import pipeline
+
+    from asrmerge.cli import main
+    from asrmerge.data.manifest import load_audio
+    from asrmerge.decoding import DecodingOptions, transcribe
+
+    build_tiny_whisper(corpus, seed=2).save(tmp_path / "trained")
+    assert main(["ship-foundation", str(tmp_path / "trained"), str(tmp_path / "shipped")]) == 0
+    utterances = read_manifest(corpus, split="test")[:2]
+    shipped = load_whisper(tmp_path / "shipped")
+    limit = shipped.model.generation_config.max_length - 4  # the prompt's 4 tokens
+    ours = transcribe(shipped, utterances, DecodingOptions(max_new_tokens=limit), torch.device("cpu"), progress=False)
+    assert all(len(row["hypothesis"]) > 10 for row in ours)  # something to compare (an untrained model babbles)
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "shipped"))
+    for utterance, row in zip(utterances, ours):
+        assert asr(load_audio(utterance.audio, 16000))["text"].strip() == row["hypothesis"]

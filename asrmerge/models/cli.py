@@ -50,19 +50,24 @@ def check_model_out(out: Path, overwrite: bool) -> bool:
 
 
 def run_ship_foundation(args: argparse.Namespace) -> int:
-    """Write the model in `args.source` to `args.out` with float16 weights (half the size, same transcripts)."""
+    """Write the model in `args.source` to `args.out` with float16 weights (half the size, same transcripts), its
+    vocabulary in Whisper's order and a complete generation config (loadable by transformers' ASR pipeline)."""
     import torch
+    from safetensors.torch import load_file, save
 
-    from asrmerge.models.whisper import load_whisper
+    from asrmerge.models.whisper import complete_generation_config, in_whisper_token_order, load_whisper
     from asrmerge.training import CTC_HEAD_FILE
 
     out = Path(args.out)
     replace = check_model_out(out, args.overwrite)
     if out.resolve() == Path(args.source).resolve():
         raise ValueError(f"the output folder {out} is the source model")
-    whisper = load_whisper(args.source, dtype=torch.float16)
-    head = Path(args.source) / CTC_HEAD_FILE  # kept (float32, small) so that a later pretraining stage continues it
-    whisper.save(out, extra_files={CTC_HEAD_FILE: head.read_bytes()} if head.is_file() else None, replace=replace)
+    head_file = Path(args.source) / CTC_HEAD_FILE  # kept (float32, small) so that a later pretraining stage continues it
+    whisper, head = in_whisper_token_order(load_whisper(args.source, dtype=torch.float16),
+                                           load_file(head_file) if head_file.is_file() else None)
+    # The demo's target language and decoding (evaluation.num_beams: 1); a caller's arguments override both.
+    complete_generation_config(whisper, language="pt", num_beams=1)
+    whisper.save(out, extra_files={CTC_HEAD_FILE: save(head)} if head is not None else None, replace=replace)
     size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
     log.info("%s: %.1f MB", args.out, size / 1e6)
     return 0

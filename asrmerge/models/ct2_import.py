@@ -569,6 +569,7 @@ def whisper_generation_config(
         is_multilingual=bool(lang_to_id),
         lang_to_id=lang_to_id,
         task_to_id={"transcribe": special_ids[TRANSCRIBE], "translate": special_ids[TRANSLATE]},
+        task="transcribe",  # without it the ASR pipeline prompts without <|transcribe|> and babbles
         no_timestamps_token_id=special_ids[NO_TIMESTAMPS],
         prev_sot_token_id=special_ids[START_OF_PREV],
         alignment_heads=[[int(layer), int(head)] for layer, head in alignment_heads],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from transformers import (
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
+    WhisperTokenizer,
 )
 
 from asrmerge.atomic import staged_folder
@@ -103,6 +105,80 @@ def build_small_whisper(
         max_length=architecture["max_target_positions"],
     )
     return model
+
+
+def _whisper_token_order(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """Old token ids in Whisper's order (new id -> old id): every text token first, then end-of-text, start of
+    transcript, the languages, transcribe and no-timestamps last, as in Whisper's own vocabulary."""
+    fixed = {END_OF_TEXT, START_OF_TRANSCRIPT, TRANSCRIBE, NO_TIMESTAMPS}
+    languages = sorted(t for t in tokenizer.get_vocab() if t not in fixed and t.startswith("<|") and t.endswith("|>"))
+    specials = [END_OF_TEXT, START_OF_TRANSCRIPT, *languages, TRANSCRIBE, NO_TIMESTAMPS]
+    special_ids = [tokenizer.convert_tokens_to_ids(t) for t in specials]
+    taken = set(special_ids)
+    return [i for i in range(len(tokenizer)) if i not in taken] + special_ids
+
+
+def in_whisper_token_order(
+    whisper: LoadedWhisper, ctc_head: Mapping[str, torch.Tensor] | None = None
+) -> tuple[LoadedWhisper, dict[str, torch.Tensor] | None]:
+    """The same model with its vocabulary renumbered in Whisper's order (`_whisper_token_order`), and its CTC head's
+    token rows likewise (the blank stays last).
+
+    A permutation: every transcript is unchanged. It matters to transformers' Whisper generation, which takes every
+    id after `<|notimestamps|>` for a timestamp: the demo tokenizer is trained with its special tokens first, so
+    without this every text token would count as one and `pipeline("automatic-speech-recognition")` would cut the
+    transcript into nonsense segments. A model already in this order is returned unchanged.
+    """
+    order = _whisper_token_order(whisper.tokenizer)
+    if order == list(range(len(order))):
+        return whisper, None if ctc_head is None else dict(ctc_head)
+    new_id = {old: new for new, old in enumerate(order)}
+    with tempfile.TemporaryDirectory() as tmp:
+        whisper.tokenizer.save_pretrained(tmp)
+        spec = json.loads(Path(tmp, "tokenizer.json").read_text(encoding="utf-8"))
+        spec["model"]["vocab"] = {token: new_id[i] for token, i in spec["model"]["vocab"].items()}
+        for added in spec["added_tokens"]:
+            added["id"] = new_id[added["id"]]
+        spec["added_tokens"].sort(key=lambda added: added["id"])
+        Path(tmp, "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        # Whisper's tokenizer class (what the ASR pipeline decodes with), safe once the special tokens come last.
+        tokenizer = WhisperTokenizer.from_pretrained(tmp)
+    model = whisper.model
+    index = torch.tensor(order, device=model.device)
+    with torch.no_grad():
+        embedding = model.get_input_embeddings()
+        embedding.weight.copy_(embedding.weight[index])  # proj_out is tied to it
+    ids = {name: new_id[getattr(model.config, name)]
+           for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")}
+    for name, value in ids.items():
+        setattr(model.config, name, value)
+        setattr(model.generation_config, name, value)
+    if ctc_head is not None:
+        rows = torch.cat([index.cpu(), torch.arange(len(order), ctc_head["weight"].shape[0])])
+        ctc_head = {"weight": ctc_head["weight"][rows], "bias": ctc_head["bias"][rows]}
+    return LoadedWhisper(model, whisper.feature_extractor, tokenizer), ctc_head
+
+
+def complete_generation_config(
+    whisper: LoadedWhisper, language: str | None, num_beams: int, task: str = "transcribe"
+) -> None:
+    """Fill the generation config with what transformers' Whisper generation reads (language and task token ids,
+    the no-timestamps token, the task, the suppressed tokens) and how the model is evaluated here (`language`; None:
+    detected; `num_beams`: the ASR pipeline's own default is 5 beams), so that a plain
+    `pipeline("automatic-speech-recognition", model=folder)` transcribes as this project's decoder does."""
+    tokenizer, config = whisper.tokenizer, whisper.model.generation_config
+    config.language = None if language is None else language_token(language).strip("<|>")
+    config.num_beams = num_beams
+    vocabulary = tokenizer.get_vocab()
+    fixed = {END_OF_TEXT, START_OF_TRANSCRIPT, TRANSCRIBE, NO_TIMESTAMPS}
+    config.lang_to_id = {t: i for t, i in sorted(vocabulary.items()) if t not in fixed and t.startswith("<|")}
+    config.task_to_id = {"transcribe": vocabulary[TRANSCRIBE]}
+    config.is_multilingual = len(config.lang_to_id) > 1
+    config.no_timestamps_token_id = vocabulary[NO_TIMESTAMPS]
+    config.task = task
+    # Never inside a transcript: the special tokens but end-of-text, as this project's decoder suppresses them.
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder) | set(config.suppress_tokens or [])
+    config.suppress_tokens = sorted(special - {vocabulary[END_OF_TEXT]})
 
 
 def feature_extractor_for(num_mel_bins: int, audio_seconds: int, sample_rate: int = 16000) -> WhisperFeatureExtractor:
