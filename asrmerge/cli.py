@@ -1,4 +1,5 @@
-"""The `asrmerge` command line: the data, task-vector, merge, export and model-import stages, usable without Snakemake.
+"""The `asrmerge` command line: the data, fine-tuning, task-vector, merge, λ-selection, decoding, scoring, export and
+model-import stages, usable without Snakemake.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand(s) and sets
 `func` on the parser to a callable taking the parsed namespace.
@@ -12,6 +13,7 @@ import logging
 import sys
 
 COMMAND_MODULES = [
+    "asrmerge.stages_cli",
     "asrmerge.merging.cli",
     "asrmerge.models.cli",
     "asrmerge.data.cli",
@@ -19,7 +21,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asrmerge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="asrmerge", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:

@@ -1,15 +1,7 @@
-"""Rules finetune_domain and finetune_joint: full fine-tuning."""
-from asrmerge.models.whisper import load_whisper, resolve_device
-from asrmerge.training import TrainingOptions, train
-from asrmerge.workflow import job_logging, utterances
+"""Rules finetune_domain and finetune_joint: full fine-tuning (asrmerge.stages.finetune)."""
+from asrmerge.stages import finetune
+from asrmerge.workflow import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    device = resolve_device(snakemake.params.device)
-    train(
-        load_whisper(snakemake.input.base, device=device),
-        utterances(snakemake.input.train, split="train"),
-        TrainingOptions(**snakemake.params.options, seed=snakemake.params.seed),
-        snakemake.output[0],
-        device,
-        replay_set=utterances(snakemake.input.replay, split="train"),
-    )
+    finetune(snakemake.input.base, snakemake.input.train, snakemake.output[0], snakemake.params.options,
+             snakemake.params.seed, snakemake.params.device, replay_manifests=snakemake.input.replay)

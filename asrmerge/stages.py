@@ -1,0 +1,101 @@
+"""The workflow's model stages as plain functions of paths and options: fine-tuning, λ selection, decoding, scoring.
+
+The rule scripts (scripts/*.py) and the `asrmerge` sub-commands (asrmerge/stages_cli.py) both call these, so a stage
+run by hand (a debugger, a notebook, a cluster node without Snakemake) does what the workflow's job does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from asrmerge.atomic import write_json
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+def finetune(
+    base: PathLike, train_manifests: Sequence[PathLike], out: PathLike, options: Mapping[str, Any], seed: int,
+    device: str = "auto", replay_manifests: Sequence[PathLike] = (),
+) -> Path:
+    """Fully fine-tune the model folder `base` on the train splits of `train_manifests` (with replay of the train
+    splits of `replay_manifests`), `options` as config `finetune.domain`; the model folder goes to `out`."""
+    from asrmerge.models.whisper import load_whisper, resolve_device
+    from asrmerge.training import TrainingOptions, train
+    from asrmerge.workflow import utterances
+
+    target = resolve_device(device)
+    train(
+        load_whisper(base, device=target),
+        utterances(train_manifests, split="train"),
+        TrainingOptions(**options, seed=seed),
+        out,
+        target,
+        replay_set=utterances(replay_manifests, split="train"),
+    )
+    return Path(out)
+
+
+def select_lambda(
+    base: PathLike, task_vector: PathLike, validation_manifests: Sequence[PathLike], lambdas: Sequence[float],
+    out: PathLike, evaluation: Mapping[str, Any], metric: str = "wer", tie_break: str = "smallest",
+    device: str = "auto", record: Mapping[str, Any] | None = None,
+) -> Path:
+    """Sweep λ for θ₀ + λ·τ on the validation splits and write the selection record (asrmerge.layout.SELECTION),
+    `record` (e.g. the method and parameters) included."""
+    from asrmerge.decoding import DecodingOptions
+    from asrmerge.models.whisper import resolve_device
+    from asrmerge.selection import select_lambda as sweep
+
+    result = sweep(base, task_vector, validation_manifests, lambdas, DecodingOptions(**evaluation),
+                   resolve_device(device), metric=metric, tie_break=tie_break)
+    return write_json(out, {**dict(record or {}), **result}, indent=2)
+
+
+def decode(
+    model: PathLike, plan: Mapping[str, Mapping[str, PathLike]], evaluation: Mapping[str, Any], device: str = "auto",
+    task_vector: PathLike | None = None, selection: PathLike | None = None,
+) -> None:
+    """Transcribe the test split of each test set of `plan` (name -> {"manifest", "hypotheses"}) with the model
+    folder `model`, or with `model` + λ·`task_vector` at the λ of the selection record `selection`."""
+    from asrmerge.data.manifest import read_manifest
+    from asrmerge.decoding import DecodingOptions, transcribe
+    from asrmerge.hypotheses import write_jsonl
+    from asrmerge.layout import read_chosen_lambda
+    from asrmerge.models.whisper import load_whisper, resolve_device
+    from asrmerge.selection import ScaledTaskVector
+
+    if (task_vector is None) != (selection is None):
+        raise ValueError("a merged task vector is decoded at the λ of its selection record: give both or neither")
+    target = resolve_device(device)
+    whisper = load_whisper(model, device=target)
+    if task_vector is not None:
+        lam = read_chosen_lambda(selection)
+        log.info("merged model at lambda %g", lam)
+        whisper = ScaledTaskVector(whisper, task_vector).set_lambda(lam)
+    options = DecodingOptions(**evaluation)
+    for test_set, files in plan.items():
+        rows = transcribe(whisper, read_manifest(files["manifest"], split="test"), options, target)
+        write_jsonl(rows, files["hypotheses"])
+        log.info("%s: %d utterances", test_set, len(rows))
+
+
+def score(hypotheses: Mapping[str, PathLike], out: PathLike) -> Path:
+    """Error counts per test set (name -> hypothesis file) and per utterance (asrmerge.layout.SCORES)."""
+    from asrmerge.hypotheses import read_jsonl
+    from asrmerge.scoring import counts_to_dict, score_hypotheses
+
+    scores = {}
+    for test_set, path in hypotheses.items():
+        rows = read_jsonl(path)
+        total, per_utterance = score_hypotheses(rows)
+        scores[test_set] = {
+            "total": counts_to_dict(total),
+            "utterances": {row["id"]: counts_to_dict(c) for row, c in zip(rows, per_utterance)},
+        }
+    return write_json(out, scores)

@@ -1,0 +1,124 @@
+"""Sub-commands of the model stages (asrmerge.stages): finetune, select-lambda, decode, score — the functions the
+workflow's rule scripts call, with inputs and outputs named on the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asrmerge import stages
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    """["news=data/news/manifest.jsonl", ...] -> {"news": "data/news/manifest.jsonl", ...}."""
+    pairs = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{what} {value!r} is not NAME=PATH")
+        if name in pairs:
+            raise ValueError(f"{what} {name!r} is given twice")
+        pairs[name] = path
+    return pairs
+
+
+def _value(text: str) -> Any:
+    """A number when it reads as one ("1e-5" too, which YAML 1.1 leaves a string), else the YAML value."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def _options(values: list[str]) -> dict[str, Any]:
+    """["steps=100", "learning_rate=1e-5", "long_form=vad"] -> {"steps": 100, "learning_rate": 1e-05, ...}."""
+    return {key: _value(value) for key, value in _pairs(values, "option").items()}
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    stages.finetune(args.base, args.train, args.out, _options(args.option), args.seed, args.device, args.replay)
+    return 0
+
+
+def _select_lambda(args: argparse.Namespace) -> int:
+    lambdas = [float(x) for x in args.lambdas.split(",")]
+    stages.select_lambda(args.base, args.task_vector, args.validation, lambdas, args.out, _options(args.option),
+                         args.metric, args.tie_break, args.device)
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    manifests = _pairs(args.test_set, "--test-set")
+    plan = {name: {"manifest": path, "hypotheses": str(Path(args.out_dir) / f"{name}.jsonl")}
+            for name, path in manifests.items()}
+    stages.decode(args.model, plan, _options(args.option), args.device, args.task_vector, args.selection)
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    stages.score(_pairs(args.hypotheses, "--hypotheses"), args.out)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the finetune, select-lambda, decode and score subcommands."""
+    device = {"default": "auto", "choices": ["auto", "cpu", "cuda"], "help": "where the model runs (default: auto)"}
+    decoding = "decoding option KEY=VALUE of config `evaluation` (batch_size, max_new_tokens, num_beams, long_form)"
+
+    p = subparsers.add_parser(
+        "finetune", help="fully fine-tune a model folder on manifests' train splits (rules finetune_domain/joint)",
+        description="Inputs: --base model folder, --train manifests (their train split), optional --replay manifests. "
+                    "Output: --out model folder (with loss.csv). Resumes from --out's resume state when it matches.",
+    )
+    p.add_argument("--base", required=True, help="model folder to start from")
+    p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="manifests whose train split is used")
+    p.add_argument("--replay", nargs="*", default=[], metavar="MANIFEST", help="general data mixed into each batch")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="training option of config `finetune.domain` (steps and learning_rate are required)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", **device)
+    p.set_defaults(func=_finetune)
+
+    p = subparsers.add_parser(
+        "select-lambda", help="choose λ for θ_base + λ·τ on validation splits (rule select_lambda)",
+        description="Inputs: --base model folder, --task-vector merged τ, --validation manifests (validation split "
+                    "only). Output: --out selection record (JSON: the curve, the chosen λ and the rule).",
+    )
+    p.add_argument("--base", required=True)
+    p.add_argument("--task-vector", required=True)
+    p.add_argument("--validation", nargs="+", required=True, metavar="MANIFEST")
+    p.add_argument("--lambdas", required=True, help="comma-separated grid, e.g. 0.25,0.5,1,1.5")
+    p.add_argument("--out", required=True)
+    p.add_argument("--metric", choices=["wer", "cer"], default="wer")
+    p.add_argument("--tie-break", choices=["smallest", "largest"], default="smallest")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=decoding)
+    p.add_argument("--device", **device)
+    p.set_defaults(func=_select_lambda)
+
+    p = subparsers.add_parser(
+        "decode", help="transcribe test splits with a model folder, or a base + merged τ (rules decode_model/merged)",
+        description="Inputs: --model folder (with --task-vector and --selection: the base of a merge at its chosen "
+                    "λ), --test-set NAME=MANIFEST (repeatable). Output: --out-dir/NAME.jsonl hypotheses per set.",
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--task-vector", default=None)
+    p.add_argument("--selection", default=None, help="selection record whose chosen λ scales --task-vector")
+    p.add_argument("--test-set", action="append", required=True, metavar="NAME=MANIFEST")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=decoding)
+    p.add_argument("--device", **device)
+    p.set_defaults(func=_decode)
+
+    p = subparsers.add_parser(
+        "score", help="error counts per test set and utterance from hypothesis files (rule score)",
+        description="Inputs: --hypotheses NAME=FILE (repeatable). Output: --out score JSON.",
+    )
+    p.add_argument("--hypotheses", action="append", required=True, metavar="NAME=FILE")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_score)

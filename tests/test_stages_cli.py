@@ -1,0 +1,32 @@
+"""The model stages as commands: fine-tune, decode and score a tiny model without Snakemake, as the rules do."""
+import json
+
+from asrmerge.cli import main
+from asrmerge.hypotheses import read_jsonl
+from speech_world import build_tiny_corpus, build_tiny_whisper
+
+
+def test_finetune_decode_and_score_run_as_commands(tmp_path, capsys):
+    manifest = build_tiny_corpus(tmp_path / "corpus")
+    build_tiny_whisper(manifest, seed=4).save(tmp_path / "base")
+    assert main(["finetune", "--base", str(tmp_path / "base"), "--train", str(manifest), "--out", str(tmp_path / "ft"),
+                 "--option", "steps=2", "--option", "learning_rate=1e-4", "--option", "batch_size=4",
+                 "--device", "cpu"]) == 0
+    assert (tmp_path / "ft" / "loss.csv").read_text().count("\n") == 3  # header + two steps
+    assert main(["decode", "--model", str(tmp_path / "ft"), "--test-set", f"weather={manifest}",
+                 "--out-dir", str(tmp_path / "hyp"), "--option", "max_new_tokens=8", "--device", "cpu"]) == 0
+    rows = read_jsonl(tmp_path / "hyp" / "weather.jsonl")
+    assert len(rows) == 4 and all(row["reference"] for row in rows)
+    assert main(["score", "--hypotheses", f"weather={tmp_path / 'hyp' / 'weather.jsonl'}",
+                 "--out", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())["weather"]
+    assert sorted(scores["utterances"]) == sorted(row["id"] for row in rows)
+    assert scores["total"]["reference_words"] >= len(rows)
+
+
+def test_stage_commands_name_what_is_wrong(tmp_path, capsys):
+    assert main(["score", "--hypotheses", "weather", "--out", str(tmp_path / "s.json")]) == 2
+    assert "--hypotheses 'weather' is not NAME=PATH" in capsys.readouterr().err
+    assert main(["decode", "--model", str(tmp_path), "--task-vector", "tau.safetensors", "--test-set", "a=b",
+                 "--out-dir", str(tmp_path)]) == 2
+    assert "give both or neither" in capsys.readouterr().err
