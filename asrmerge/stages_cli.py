@@ -65,10 +65,17 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+DECODING_OPTIONS = "decoding option KEY=VALUE of config `evaluation` (batch_size, max_new_tokens, num_beams, long_form)"
+
+
+def _model_run_arguments(parser: argparse.ArgumentParser, option_help: str) -> None:
+    """--option KEY=VALUE (repeatable) and --device, shared by the stages that run a model."""
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=option_help)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the finetune, select-lambda, decode and score subcommands."""
-    device = {"default": "auto", "choices": ["auto", "cpu", "cuda"], "help": "where the model runs (default: auto)"}
-    decoding = "decoding option KEY=VALUE of config `evaluation` (batch_size, max_new_tokens, num_beams, long_form)"
 
     p = subparsers.add_parser(
         "finetune", help="fully fine-tune a model folder on manifests' train splits (rules finetune_domain/joint)",
@@ -79,10 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="manifests whose train split is used")
     p.add_argument("--replay", nargs="*", default=[], metavar="MANIFEST", help="general data mixed into each batch")
     p.add_argument("--out", required=True, help="output model folder")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="training option of config `finetune.domain` (steps and learning_rate are required)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", **device)
+    _model_run_arguments(p, "training option of config `finetune.domain` (steps and learning_rate are required)")
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser(
@@ -97,8 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--metric", choices=["wer", "cer"], default="wer")
     p.add_argument("--tie-break", choices=["smallest", "largest"], default="smallest")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=decoding)
-    p.add_argument("--device", **device)
+    _model_run_arguments(p, DECODING_OPTIONS)
     p.set_defaults(func=_select_lambda)
 
     p = subparsers.add_parser(
@@ -111,8 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--selection", default=None, help="selection record whose chosen λ scales --task-vector")
     p.add_argument("--test-set", action="append", required=True, metavar="NAME=MANIFEST")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=decoding)
-    p.add_argument("--device", **device)
+    _model_run_arguments(p, DECODING_OPTIONS)
     p.set_defaults(func=_decode)
 
     p = subparsers.add_parser(
