@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from asrmerge.layout import read_chosen_lambda
+from asrmerge.layout import chosen_lambda
 from asrmerge.merging.engine import export_merged_model
 from asrmerge.selection import best_branch
 from asrmerge.workflow import job_logging
@@ -13,6 +13,6 @@ with job_logging(snakemake.log[0]):
     chosen = best_branch(records, snakemake.params.metric)
     files = candidates[chosen]
     export_merged_model(
-        snakemake.input.base, files["task_vector"], read_chosen_lambda(files["selection"]), snakemake.output[0],
+        snakemake.input.base, files["task_vector"], chosen_lambda(records[chosen]), snakemake.output[0],
         provenance={"branch": chosen, "method": files["method"], "params": files["params"], "selection": files["selection"]},
     )

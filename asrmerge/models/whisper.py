@@ -107,12 +107,16 @@ def build_small_whisper(
     return model
 
 
+def _language_tokens(tokenizer: PreTrainedTokenizerFast) -> list[str]:
+    """The tokenizer's language tokens (`<|pt|>`, ...), sorted: its `<|...|>` tokens but the four task tokens."""
+    fixed = {END_OF_TEXT, START_OF_TRANSCRIPT, TRANSCRIBE, NO_TIMESTAMPS}
+    return sorted(t for t in tokenizer.get_vocab() if t not in fixed and t.startswith("<|") and t.endswith("|>"))
+
+
 def _whisper_token_order(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     """Old token ids in Whisper's order (new id -> old id): every text token first, then end-of-text, start of
     transcript, the languages, transcribe and no-timestamps last, as in Whisper's own vocabulary."""
-    fixed = {END_OF_TEXT, START_OF_TRANSCRIPT, TRANSCRIBE, NO_TIMESTAMPS}
-    languages = sorted(t for t in tokenizer.get_vocab() if t not in fixed and t.startswith("<|") and t.endswith("|>"))
-    specials = [END_OF_TEXT, START_OF_TRANSCRIPT, *languages, TRANSCRIBE, NO_TIMESTAMPS]
+    specials = [END_OF_TEXT, START_OF_TRANSCRIPT, *_language_tokens(tokenizer), TRANSCRIBE, NO_TIMESTAMPS]
     special_ids = [tokenizer.convert_tokens_to_ids(t) for t in specials]
     taken = set(special_ids)
     return [i for i in range(len(tokenizer)) if i not in taken] + special_ids
@@ -170,15 +174,15 @@ def complete_generation_config(
     config.language = None if language is None else language_token(language).strip("<|>")
     config.num_beams = num_beams
     vocabulary = tokenizer.get_vocab()
-    fixed = {END_OF_TEXT, START_OF_TRANSCRIPT, TRANSCRIBE, NO_TIMESTAMPS}
-    config.lang_to_id = {t: i for t, i in sorted(vocabulary.items()) if t not in fixed and t.startswith("<|")}
+    config.lang_to_id = {t: vocabulary[t] for t in _language_tokens(tokenizer)}
     config.task_to_id = {"transcribe": vocabulary[TRANSCRIBE]}
     config.is_multilingual = len(config.lang_to_id) > 1
     config.no_timestamps_token_id = vocabulary[NO_TIMESTAMPS]
     config.task = task
-    # Never inside a transcript: the special tokens but end-of-text, as this project's decoder suppresses them.
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder) | set(config.suppress_tokens or [])
-    config.suppress_tokens = sorted(special - {vocabulary[END_OF_TEXT]})
+    from asrmerge.decoding import suppressed_token_ids  # decoding imports this module
+
+    # Never inside a transcript: what this project's decoder suppresses (the special tokens but end-of-text).
+    config.suppress_tokens = suppressed_token_ids(whisper)
 
 
 def feature_extractor_for(num_mel_bins: int, audio_seconds: int, sample_rate: int = 16000) -> WhisperFeatureExtractor:
