@@ -14,7 +14,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,slurm]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,slurm,report]'
 	touch $@
 
 demo: venv

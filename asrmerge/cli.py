@@ -1,5 +1,6 @@
-"""The `asrmerge` command line: the data, fine-tuning, task-vector, merge, λ-selection, decoding, scoring, export and
-model-import stages, usable without Snakemake.
+"""The `asrmerge` command line: every stage of the workflow (corpus, pretrain, finetune, task-vector, merge,
+select-lambda, decode, score, table, figure, report-check) and the export and model-import tools, usable without
+Snakemake.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand(s) and sets
 `func` on the parser to a callable taking the parsed namespace.
@@ -17,6 +18,7 @@ COMMAND_MODULES = [
     "asrmerge.merging.cli",
     "asrmerge.models.cli",
     "asrmerge.data.cli",
+    "asrmerge.report.cli",
 ]
 
 
@@ -31,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # This package's progress at INFO; other libraries (fontTools, matplotlib, ...) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asrmerge").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError, KeyError) as err:

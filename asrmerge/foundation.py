@@ -11,7 +11,9 @@ import safetensors.torch
 import torch
 
 from asrmerge.data.manifest import Utterance
-from asrmerge.models.whisper import LoadedWhisper, build_small_whisper, feature_extractor_for, load_whisper, train_tokenizer
+from asrmerge.models.whisper import (
+    LoadedWhisper, build_small_whisper, complete_generation_config, feature_extractor_for, load_whisper, train_tokenizer,
+)
 from asrmerge.training import CTC_HEAD_FILE, TrainingOptions, fit_ctc_head, train
 
 log = logging.getLogger(__name__)
@@ -73,17 +75,24 @@ def continued_model(settings: Mapping[str, Any]) -> LoadedWhisper:
     return whisper
 
 
-def copy_pretrained(settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: Path, device: torch.device, seed: int) -> None:
+def copy_pretrained(
+    settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: Path, device: torch.device, seed: int,
+    generation: Mapping[str, Any] | None = None,
+) -> None:
     """Load a released Whisper (hub id or folder) and keep a local copy, so every later stage reads one folder.
 
     A window shorter than the checkpoint's (30 s for released Whisper) keeps the first rows of the encoder's
     positional table: short utterances then cost a fraction of the encoder work, which matters on a CPU.
+    `generation` (language, num_beams: how the run evaluates) goes into its generation config, which every
+    fine-tune and exported merge of the run inherits.
     """
     whisper = load_whisper(settings["path"], device="cpu")
     positions = int(round(settings["audio_seconds"] * 50))
     if positions < whisper.model.config.max_source_positions:
         log.info("window cut to %.1f s (%d encoder positions)", settings["audio_seconds"], positions)
         whisper = shorten_window(whisper, settings["audio_seconds"])
+    if generation is not None:
+        complete_generation_config(whisper, **generation)
     whisper.save(out_dir)
 
 
@@ -116,10 +125,13 @@ def adopt_finetune(checkpoint: str | Path, base_dir: str | Path) -> LoadedWhispe
     return whisper
 
 
-BASE_SOURCES = {"pretrain": pretrain_small_whisper, "pretrained": copy_pretrained}
-
-
 def prepare_base_model(
-    settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: str | Path, device: torch.device, seed: int
+    settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: str | Path, device: torch.device, seed: int,
+    generation: Mapping[str, Any] | None = None,
 ) -> None:
-    BASE_SOURCES[settings["source"]](settings, general, Path(out_dir), device, seed)
+    """The base model as config `base_model` says; a released model's copy gets the run's `generation` settings (a
+    pretraining stage's output gets them when it is shipped: `asrmerge ship-foundation`)."""
+    if settings["source"] == "pretrained":
+        copy_pretrained(settings, general, Path(out_dir), device, seed, generation)
+    else:
+        pretrain_small_whisper(settings, general, Path(out_dir), device, seed)

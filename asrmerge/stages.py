@@ -1,4 +1,5 @@
-"""The workflow's model stages as plain functions of paths and options: fine-tuning, λ selection, decoding, scoring.
+"""The workflow's model stages as plain functions of paths and options: the base model, fine-tuning, λ selection,
+decoding, scoring.
 
 The rule scripts (scripts/*.py) and the `asrmerge` sub-commands (asrmerge/stages_cli.py) both call these, so a stage
 run by hand (a debugger, a notebook, a cluster node without Snakemake) does what the workflow's job does.
@@ -17,6 +18,22 @@ from asrmerge.atomic import write_json
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+
+
+def base_model(
+    settings: Mapping[str, Any], general_manifests: Sequence[PathLike], out: PathLike, seed: int, device: str = "auto",
+    generation: Mapping[str, Any] | None = None,
+) -> Path:
+    """The foundation as config `base_model` says (`settings`): pretrained on the train splits of
+    `general_manifests`, continued from `init`, or a released Whisper copied (its generation config set to
+    `generation`: language and num_beams, asrmerge.experiment.Experiment.generation); the folder goes to `out`."""
+    from asrmerge.foundation import prepare_base_model
+    from asrmerge.models.whisper import resolve_device
+    from asrmerge.workflow import utterances
+
+    prepare_base_model(settings, utterances(general_manifests, split="train"), out, resolve_device(device), seed,
+                       generation)
+    return Path(out)
 
 
 def finetune(

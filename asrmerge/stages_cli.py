@@ -1,5 +1,5 @@
-"""Sub-commands of the model stages (asrmerge.stages): finetune, select-lambda, decode, score — the functions the
-workflow's rule scripts call, with inputs and outputs named on the command line."""
+"""Sub-commands of the model stages (asrmerge.stages): pretrain, finetune, select-lambda, decode, score — the
+functions the workflow's rule scripts call, with inputs and outputs named on the command line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from asrmerge import stages
+from asrmerge.experiment import DEFAULT_CONFIG, Experiment
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -38,6 +39,23 @@ def _value(text: str) -> Any:
 def _options(values: list[str]) -> dict[str, Any]:
     """["steps=100", "learning_rate=1e-5", "long_form=vad"] -> {"steps": 100, "learning_rate": 1e-05, ...}."""
     return {key: _value(value) for key, value in _pairs(values, "option").items()}
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from asrmerge import layout
+
+    experiment = Experiment.load(args.configfile)
+    settings = experiment.config["base_model"]
+    general = experiment.manifests(experiment.general_sets) if settings["source"] == "pretrain" else []
+    missing = [path for path in general if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"general set manifest {missing[0]} does not exist: make it first "
+                                f"(snakemake {missing[0]} --configfile {args.configfile})")
+    out = args.out or experiment.result(layout.BASE_MODEL)
+    stages.base_model(settings, general, out, experiment.config["seed"], args.device or experiment.config["device"],
+                      experiment.generation)
+    print(out)
+    return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -74,8 +92,25 @@ def _model_run_arguments(parser: argparse.ArgumentParser, option_help: str) -> N
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
 
 
+def configfile_argument(parser: argparse.ArgumentParser) -> None:
+    """--configfile: the run's config, read as the workflow reads it (asrmerge.experiment)."""
+    parser.add_argument("--configfile", default=DEFAULT_CONFIG,
+                        help=f"the run's config (default {DEFAULT_CONFIG}); its `results` folder is read and written")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the finetune, select-lambda, decode and score subcommands."""
+    """Add the pretrain, finetune, select-lambda, decode and score subcommands."""
+
+    p = subparsers.add_parser(
+        "pretrain", help="make a run's base model as config `base_model` says (rule base_model)",
+        description="Inputs: the config's `base_model` settings and, to pretrain, its general sets' manifests (train "
+                    "split) under the results folder. Output: models/base under the results folder, or --out. "
+                    "Resumes from the output's resume state when it matches.",
+    )
+    configfile_argument(p)
+    p.add_argument("--out", default=None, help="model folder to write (default: the run's models/base)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: config `device`")
+    p.set_defaults(func=_pretrain)
 
     p = subparsers.add_parser(
         "finetune", help="fully fine-tune a model folder on manifests' train splits (rules finetune_domain/joint)",

@@ -16,5 +16,6 @@ rule base_model:
         base=config["base_model"],
         device=config["device"],
         seed=config["seed"],
+        generation=EXPERIMENT.generation,
     script:
         "../scripts/base_model.py"

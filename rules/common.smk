@@ -5,15 +5,8 @@ from pathlib import Path
 
 import asrmerge.layout as layout
 from asrmerge.workflow import share_package_with_jobs
-from asrmerge.config import (
-    ConfigError,
-    check_config_file,
-    domains,
-    merge_branches,
-    sets_with_role,
-    scored_sets,
-    validate_config,
-)
+from asrmerge.config import ConfigError, check_config_file, validate_config
+from asrmerge.experiment import Experiment
 
 try:
     for config_path in workflow.configfiles:
@@ -25,19 +18,25 @@ except ConfigError as err:
 
 share_package_with_jobs()
 
-RESULTS = config["results"]
+# Sets, systems, merge branches and their files: asrmerge.experiment (the `asrmerge` table, figure and
+# report-check commands derive the same from the same config).
+EXPERIMENT = Experiment(config)
+RESULTS = EXPERIMENT.results
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"  # one Snakemake benchmark file (wall clock, memory) per job
-DOMAINS = domains(config)
-TEST_SETS = scored_sets(config)
-GENERAL_SETS = sets_with_role(config, "general")
-BRANCHES = {branch.id: branch for branch in merge_branches(config)}
-MODEL_SYSTEMS = [layout.BASE, layout.JOINT] + [layout.finetuned_system(d) for d in DOMAINS]
-MERGED_SYSTEMS = [layout.merged_system(branch_id) for branch_id in BRANCHES]
-SYSTEMS = MODEL_SYSTEMS + MERGED_SYSTEMS
-from asrmerge.report.plan import requested_figures  # noqa: E402
-
-FIGURES = requested_figures(config, BRANCHES.values())  # the figures this config supports: asrmerge.report.plan
+DOMAINS = EXPERIMENT.domains
+TEST_SETS = EXPERIMENT.test_sets
+GENERAL_SETS = EXPERIMENT.general_sets
+BRANCHES = EXPERIMENT.branches
+SYSTEMS = EXPERIMENT.systems
+FIGURES = EXPERIMENT.figures  # the figures this config supports: asrmerge.report.plan
+result = EXPERIMENT.result
+manifest = EXPERIMENT.manifest
+manifests = EXPERIMENT.manifests
+hypotheses = EXPERIMENT.hypotheses
+decode_plan = EXPERIMENT.decode_plan
+score_files = EXPERIMENT.score_files
+selection_files = EXPERIMENT.selection_files
 
 
 wildcard_constraints:
@@ -48,19 +47,6 @@ wildcard_constraints:
     model=rf"{layout.BASE}|{layout.JOINT}|{layout.FINETUNED}/[A-Za-z0-9][A-Za-z0-9_-]*",
     system=rf"{layout.BASE}|{layout.JOINT}|{layout.FINETUNED}/[^/]+|{layout.MERGED}/[^/]+/[^/]+",
     figure="|".join(FIGURES),
-
-
-def result(template, **fields):
-    """A path under the results folder (asrmerge.layout); fields not given stay Snakemake wildcards."""
-    return layout.path(RESULTS, template, **fields)
-
-
-def manifest(set_name):
-    return result(layout.MANIFEST, set=set_name)
-
-
-def manifests(set_names):
-    return [manifest(s) for s in set_names]
 
 
 def corpus_inputs(wildcards):
@@ -98,26 +84,6 @@ def training_inputs(train):
 
 def branch(wildcards):
     return BRANCHES[layout.BRANCH.format(method=wildcards.method, params=wildcards.params)]
-
-
-def hypotheses(system):
-    """Test set -> the system's hypothesis file."""
-    return {t: result(layout.HYPOTHESES, system=system, test_set=t) for t in TEST_SETS}
-
-
-def decode_plan(system):
-    """Test set -> its manifest and the system's hypothesis file: what a decode job reads and writes."""
-    return {t: {"manifest": manifest(t), "hypotheses": path} for t, path in hypotheses(system).items()}
-
-
-def score_files():
-    """System id -> its score file, for every system of the config."""
-    return {s: result(layout.SCORES, system=s) for s in SYSTEMS}
-
-
-def selection_files():
-    """Merge branch id -> its selection record."""
-    return {b: result(layout.SELECTION, branch=b) for b in BRANCHES}
 
 
 EXPORT_MODELS = config["merge"]["export_models"]  # all | best | none
@@ -165,8 +131,7 @@ def merged_model_outputs():
 
 def final_outputs():
     return [
-        *expand(result(layout.TABLE), name=["wer.csv", "wer.md", "wer.tex", "wer_wide.csv", "wer.html"]),
-        *expand(result(layout.TABLE), name=[f"paper.{ext}" for ext in ["csv", "md", "tex", "html"]]),
-        *expand(result(layout.FIGURE), figure=FIGURES, ext=["png", "pdf"]),
+        *EXPERIMENT.table_files().values(),
+        *(path for figure in FIGURES for path in EXPERIMENT.figure_files(figure).values()),
         *merged_model_outputs(),
     ]

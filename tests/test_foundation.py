@@ -158,3 +158,17 @@ def test_a_shipped_foundation_transcribes_in_the_asr_pipeline_as_the_project_doe
     asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "shipped"))
     for utterance, row in zip(utterances, ours):
         assert asr(load_audio(utterance.audio, 16000))["text"].strip() == row["hypothesis"]
+
+
+def test_a_copied_base_carries_how_the_run_evaluates_in_its_generation_config(tmp_path):
+    """A released model copied as a run's base gets the run's language and beam size in its generation config, so
+    the ASR pipeline on any folder the run writes (fine-tunes and exports copy it) decodes as the run did."""
+    from asrmerge.experiment import Experiment
+
+    experiment = Experiment.load("config.yaml")
+    settings = {**experiment.config["base_model"], "path": "assets/foundation"}
+    for num_beams in (1, 4):
+        generation = {**experiment.generation, "num_beams": num_beams}
+        prepare_base_model(settings, [], tmp_path / str(num_beams), CPU, seed=0, generation=generation)
+        config = load_whisper(tmp_path / str(num_beams)).model.generation_config
+        assert (config.language, config.task, config.num_beams) == ("pt", "transcribe", num_beams)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -288,7 +289,7 @@ def _diagnostics(tmp: Path, branch: str, decay: float, layers: int = 3) -> Path:
 def test_every_figure_draws_from_synthetic_files(world, tmp_path):
     frame = world["frame"]
     for name in ("wer_by_system", "id_vs_ood", "heatmap"):
-        figures.FIGURES[name][1](frame, tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+        figures.FIGURES[name](frame, tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
         _check_figure(tmp_path, name)
     # beta sweep: reuse the TIES rows as BoostedTSV-M at three betas
     boosted = [f"boosted_tsv_m/beta={b}" for b in (0.1, 0.3, 1.0)]
@@ -305,7 +306,7 @@ def test_every_figure_draws_from_synthetic_files(world, tmp_path):
                    [("task_arithmetic/default", 1.5), ("tsv_m/default", 0.7), ("boosted_tsv_m/beta=0.3", 0.4),
                     ("iso_c/default", 0.0)]}
     for name in ("spectra", "effective_rank"):
-        figures.FIGURES[name][1](diagnostics, "auto", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+        figures.FIGURES[name](diagnostics, "auto", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
         _check_figure(tmp_path, name)
 
 
@@ -347,7 +348,7 @@ def test_spectra_from_real_merge_diagnostics(tiny_whisper, tmp_path):
     spectrum = np.asarray(data[layer]["merged_singular_values"])
     assert spectrum == pytest.approx(np.full_like(spectrum, spectrum[0]), rel=1e-3)  # Iso-C: flat by construction
     for name in ("spectra", "effective_rank"):
-        figures.FIGURES[name][1](diagnostics, "auto", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+        figures.FIGURES[name](diagnostics, "auto", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
         _check_figure(tmp_path, name)
 
 
@@ -356,15 +357,23 @@ def test_spectra_from_real_merge_diagnostics(tiny_whisper, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_html_report_has_every_figure_and_table_with_captions(micro_workflow, tmp_path):
-    config_path, results, _ = micro_workflow
-    report = tmp_path / "report.html"
+@pytest.fixture(scope="module")
+def micro_report(micro_workflow, tmp_path_factory):
+    """The Snakemake report of the finished micro run."""
+    config_path, _, _ = micro_workflow
+    report = tmp_path_factory.mktemp("report") / "report.html"
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
          "--configfile", str(config_path), "--report", str(report)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return report
+
+
+@pytest.mark.slow
+def test_html_report_has_every_figure_and_table_with_captions(micro_workflow, micro_report):
+    _, results, _ = micro_workflow
+    report = micro_report
     html = report.read_text()
     results_json = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.DOTALL).group(1))
     by_name = {Path(path).name: entry for path, entry in results_json.items()}
@@ -384,3 +393,77 @@ def test_html_report_has_every_figure_and_table_with_captions(micro_workflow, tm
     assert "weather: domain" in html
     for figure in expected_figures:
         assert (results / "figures" / f"{figure}.pdf").stat().st_size > 3000
+
+
+def _browser_or_skip() -> None:
+    """Skip without Chromium or playwright, unless ASRMERGE_REQUIRE_BROWSER is set (CI installs both)."""
+    from asrmerge.report.check import find_chromium
+
+    try:
+        import playwright.sync_api  # noqa: F401
+
+        find_chromium()
+    except (ImportError, FileNotFoundError) as err:
+        if os.environ.get("ASRMERGE_REQUIRE_BROWSER"):
+            raise
+        pytest.skip(f"no headless browser: {err}")
+
+
+@pytest.mark.slow
+def test_report_renders_every_table_and_figure_in_chromium(micro_workflow, micro_report, tmp_path):
+    """A reader's view: headless Chromium opens report.html; every table and figure the micro config has is listed,
+    holds the bytes on disk, and renders (figures as decoded images, HTML tables with all their rows)."""
+    _browser_or_skip()
+    from asrmerge.experiment import Experiment
+    from asrmerge.report.check import check_report
+
+    config_path, _, _ = micro_workflow
+    experiment = Experiment.load(config_path, workdir=ROOT)
+    expected = experiment.report_items()
+    outcome = check_report(micro_report, expected, screenshots=tmp_path / "shots")
+    assert outcome.ok, outcome.problems
+    images = [item for item in outcome.rendered if item.endswith("(image)")]
+    assert len(images) == len(experiment.figures) >= 5
+    assert sum("(table," in item for item in outcome.rendered) == 2  # wer.html and paper.html
+    assert len(outcome.rendered) == sum(len(files) for group in expected.values() for files in group.values())
+    shot = Image.open(tmp_path / "shots" / "id_vs_ood.png.png")
+    assert np.asarray(shot.convert("L")).std() > 20  # a figure on the page, not a blank panel
+
+    # A stale report is caught: the table on disk no longer matches what the report holds.
+    paper = Path(experiment.table_files()["paper_markdown"])
+    original = paper.read_bytes()
+    try:
+        paper.write_bytes(original + b"\n")
+        stale = check_report(micro_report, {"Tables": {"paper layout": [str(paper)]}})
+    finally:
+        paper.write_bytes(original)
+    assert not stale.ok and "other bytes" in stale.problems[0]
+
+
+@pytest.mark.slow
+def test_table_and_figure_commands_write_what_the_rules_wrote(micro_workflow, tmp_path):
+    """`asrmerge table` and `asrmerge figure` on a finished run rewrite its tables and figures byte for byte."""
+    config_path, _, _ = micro_workflow
+    from asrmerge.experiment import Experiment
+
+    experiment = Experiment.load(config_path, workdir=ROOT)
+    written = {**experiment.table_files(), **{f"{f}.png": experiment.figure_files(f)["png"] for f in experiment.figures}}
+    before = {key: Path(path).read_bytes() for key, path in written.items()}
+    for command in (["table"], ["figure"]):
+        result = subprocess.run([sys.executable, "-m", "asrmerge.cli", *command, "--configfile", str(config_path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    changed = [key for key, path in written.items() if Path(path).read_bytes() != before[key]]
+    assert not changed, changed
+    result = subprocess.run([sys.executable, "-m", "asrmerge.cli", "figure", "beta_sweep", "--configfile",
+                             str(config_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "not one this config supports" in result.stderr
+
+
+def test_figure_functions_cover_the_plan_and_labels_are_placed_deterministically(world, tmp_path):
+    assert set(figures.FIGURES) == set(plan.ALL_FIGURES) == set(plan.FIGURE_KINDS)
+    drawn = []
+    for attempt in range(2):
+        figures.id_vs_ood(world["frame"], tmp_path / f"{attempt}.png")
+        drawn.append((tmp_path / f"{attempt}.png").read_bytes())
+    assert drawn[0] == drawn[1]

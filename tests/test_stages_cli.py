@@ -30,3 +30,31 @@ def test_stage_commands_name_what_is_wrong(tmp_path, capsys):
     assert main(["decode", "--model", str(tmp_path), "--task-vector", "tau.safetensors", "--test-set", "a=b",
                  "--out-dir", str(tmp_path)]) == 2
     assert "give both or neither" in capsys.readouterr().err
+
+
+def test_every_stage_of_the_workflow_is_a_command(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    for command in ("corpus", "pretrain", "finetune", "task-vector", "merge", "select-lambda", "decode", "score",
+                    "table", "figure", "report-check"):
+        assert f"    {command} " in listed or f"    {command}\n" in listed, command
+
+
+def test_run_level_commands_name_the_missing_input(tmp_path, capsys):
+    """pretrain reads the run's general sets: before the corpus exists it names the manifest and the command that
+    makes it; a config error names the key."""
+    import yaml
+
+    config = yaml.safe_load(open("experiments/foundation.yaml"))
+    config["results"] = str(tmp_path / "results")
+    (tmp_path / "foundation.yaml").write_text(yaml.safe_dump(config))
+    assert main(["pretrain", "--configfile", str(tmp_path / "foundation.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "general set manifest" in err and "data/general/manifest.jsonl does not exist" in err
+    config["merge"] = {"methods": [{"method": "no_such_method"}]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    assert main(["table", "--configfile", str(tmp_path / "bad.yaml")]) == 2
+    assert "no_such_method" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from asrmerge.layout import chosen_lambda as recorded_lambda  # noqa: E402
 from asrmerge.report.naming import (  # noqa: E402
     FAMILY_NAMES, METHOD_NAMES, OWN_DOMAIN, method_label, parse_params, system_colour, system_label,
 )
-from asrmerge.report.plan import DEFAULT_SPECTRUM_LAYER, HIGHLIGHTED_BETA, SWEEP_PARAM  # noqa: E402
+from asrmerge.report.plan import DEFAULT_SPECTRUM_LAYER, FIGURE_KINDS, HIGHLIGHTED_BETA, SWEEP_PARAM  # noqa: E402
 from asrmerge.report.tables import COLUMN_NAMES  # noqa: E402
 from asrmerge.report.tables import system_averages as average_fractions  # noqa: E402
 
@@ -47,6 +47,7 @@ GROUP_COLOURS = {"ID": "#1f77b4", "OOD": "#ff7f0e", "EP general": "#8c564b", "EP
 FAMILY_MARKERS = {"baseline": "s", "ID-FT": "^", "parameter": "o", "task_vector": "P", "subspace": "D",
                   "data_aware": "X", "other": "o"}
 BRANCH_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "v"), ((0, (5, 1, 1, 1)), "D")]
+LABEL_ITERATIONS = 400  # adjustText's label-placement steps in id_vs_ood
 _LAYER = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)$")
 
 
@@ -168,7 +169,9 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
         ax.set_ylabel(f"{_axis_name(other)} error rate (%)")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over a point
-        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.2, 1.6), force_text=(0.6, 1.2),
+        # A fixed number of iterations: adjustText otherwise stops after 1 s of wall clock, so the label positions
+        # (and the figure's bytes) would depend on the machine's load.
+        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.2, 1.6), force_text=(0.6, 1.2), iter_lim=LABEL_ITERATIONS,
                     arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.4})
         _save(fig, paths)
 
@@ -451,16 +454,30 @@ def effective_rank(diagnostics: Mapping[str, str | Path], layer: str, *paths: st
         _save(fig, paths)
 
 
-#: name -> (what it reads, function). kinds: "table" fn(frame, png, pdf); "sweep" fn(frame, branch_ids, png, pdf);
-#: "selections" fn({branch: path}, png, pdf); "diagnostics" fn({branch: path}, layer, png, pdf).
-FIGURES: dict[str, tuple[str, Callable]] = {
-    "wer_by_system": ("table", wer_by_system),
-    "id_vs_ood": ("table", id_vs_ood),
-    "heatmap": ("table", heatmap),
-    "lambda_curves": ("selections", lambda_curves),
-    "beta_sweep": ("sweep", beta_sweep),
-    "spectra": ("diagnostics", spectra),
-    "effective_rank": ("diagnostics", effective_rank),
+#: name -> function; what each reads is its kind in asrmerge.report.plan (FIGURE_KINDS): "table" fn(frame, png, pdf);
+#: "sweep" fn(frame, branch_ids, png, pdf); "selections" fn({branch: path}, png, pdf); "diagnostics"
+#: fn({branch: path}, layer, png, pdf).
+FIGURES: dict[str, Callable] = {
+    "wer_by_system": wer_by_system,
+    "id_vs_ood": id_vs_ood,
+    "heatmap": heatmap,
+    "lambda_curves": lambda_curves,
+    "beta_sweep": beta_sweep,
+    "spectra": spectra,
+    "effective_rank": effective_rank,
 }
-TABLE_FIGURES = {name: fn for name, (kind, fn) in FIGURES.items() if kind == "table"}
-SELECTION_FIGURES = {name: fn for name, (kind, fn) in FIGURES.items() if kind == "selections"}
+
+
+def draw_figure(
+    name: str, paths: Sequence[str | Path], table: str | Path | None = None, branches: Sequence[str] = (),
+    branch_files: Mapping[str, str | Path] | None = None, layer: str | None = None,
+) -> None:
+    """Draw figure `name` (the figure rule, `asrmerge figure`) from what asrmerge.report.plan says it reads: the
+    per-set table, the branch ids it shows, their selection records or diagnostics, the spectra's layer."""
+    arguments = {
+        "table": lambda: (pd.read_csv(table),),
+        "sweep": lambda: (pd.read_csv(table), branches),
+        "selections": lambda: (branch_files,),
+        "diagnostics": lambda: (branch_files, layer),
+    }[FIGURE_KINDS[name]]()
+    FIGURES[name](*arguments, *paths)

@@ -27,6 +27,11 @@ SELECTION_FIGURES = ("lambda_curves",)
 SWEEP_FIGURES = ("beta_sweep",)
 DIAGNOSTICS_FIGURES = ("spectra", "effective_rank")
 ALL_FIGURES = TABLE_FIGURES + SELECTION_FIGURES + SWEEP_FIGURES + DIAGNOSTICS_FIGURES
+#: What each figure is drawn from (asrmerge.report.figures.draw_figure passes it that).
+FIGURE_KINDS = {
+    **dict.fromkeys(TABLE_FIGURES, "table"), **dict.fromkeys(SELECTION_FIGURES, "selections"),
+    **dict.fromkeys(SWEEP_FIGURES, "sweep"), **dict.fromkeys(DIAGNOSTICS_FIGURES, "diagnostics"),
+}
 
 #: The rank-collapse picture compares these methods (the seed paper's Fig.: TA, TSV-M, BoostedTSV-M, Iso-C).
 SPECTRUM_METHODS = ("task_arithmetic", "tsv_m", "boosted_tsv_m", "iso_c")

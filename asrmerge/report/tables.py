@@ -483,3 +483,21 @@ def write_paper_tables(
     write_text(latex_path, render_latex(cells["latex"], labels, note, blocks))
     if len(paths) > 3:
         write_text(paths[3], render_html(cells["html"], labels, title, note, blocks))
+
+
+def write_run_tables(
+    score_files: Mapping[str, str | Path], selection_files: Mapping[str, str | Path],
+    manifests: Mapping[str, str | Path], roles: Mapping[str, str], reference: str | None,
+    outputs: Mapping[str, str | Path],
+) -> None:
+    """Every table of a run (the table rule, `asrmerge table`): system -> score file, merge branch -> selection record,
+    test set -> manifest and set -> role in; `outputs` maps asrmerge.experiment.TABLE_FILES' keys to paths."""
+    selections = {branch: json.loads(Path(path).read_text()) for branch, path in selection_files.items()}
+    unsegmented = cer_sets(manifests)
+    frame = load_scores(score_files, roles, unsegmented, system_catalog(list(score_files), selections))
+    errors = load_utterance_errors(score_files, unsegmented)
+    write_tables(frame, outputs["csv"], outputs["markdown"], outputs["latex"], outputs["wide_csv"], outputs["html"],
+                 errors, reference)
+    table, pvalues = paper_table(frame, errors, reference)
+    paper = [outputs[key] for key in ("paper_csv", "paper_markdown", "paper_latex", "paper_html")]
+    write_paper_tables(table, pvalues, reference, paper, frame)

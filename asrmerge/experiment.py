@@ -1,0 +1,149 @@
+"""One configuration's run: its sets, systems and merge branches, and the file of each under the results folder.
+
+rules/common.smk derives the workflow's lists and input functions from an `Experiment`, and the `asrmerge` commands
+that act on a whole run (table, figure, report-check) build the same one from the same config file, so a stage run
+by hand reads and writes exactly the files the rule would.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asrmerge import layout
+from asrmerge.config import (
+    MergeBranch,
+    check_config_file,
+    domains,
+    merge_branches,
+    scored_sets,
+    sets_with_role,
+    validate_config,
+)
+from asrmerge.report import plan
+
+#: The table rule's outputs: output name -> file name under tables/ (asrmerge.layout.TABLE).
+TABLE_FILES = {
+    "csv": "wer.csv", "markdown": "wer.md", "latex": "wer.tex", "wide_csv": "wer_wide.csv", "html": "wer.html",
+    "paper_csv": "paper.csv", "paper_markdown": "paper.md", "paper_latex": "paper.tex", "paper_html": "paper.html",
+}
+#: The report's two groups of tables (subcategories of "Tables") and the outputs each shows.
+PER_TEST_SET, PAPER_LAYOUT = "per test set", "paper layout"
+TABLE_GROUPS = {
+    PER_TEST_SET: ("csv", "markdown", "latex", "wide_csv", "html"),
+    PAPER_LAYOUT: ("paper_csv", "paper_markdown", "paper_latex", "paper_html"),
+}
+FIGURE_FORMATS = ("png", "pdf")
+#: The default experiment: the workflow reads it unless a --configfile replaces it (Snakefile).
+DEFAULT_CONFIG = "config.yaml"
+
+
+@dataclass(frozen=True)
+class FigureJob:
+    """What the figure rule reads and passes for one figure (asrmerge.report.plan decides)."""
+
+    name: str
+    inputs: dict[str, str | list[str]]
+    branches: list[str]  # ids of the merge branches it shows
+    branch_files: dict[str, str]  # branch id -> the selection record or diagnostics file it reads
+    layer: str | None  # the spectra's layer (diagnostics figures only)
+
+
+class Experiment:
+    """A validated config and everything the workflow derives from it."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+        self.results: str = config["results"]
+        self.domains: list[str] = domains(config)
+        self.test_sets: list[str] = scored_sets(config)
+        self.general_sets: list[str] = sets_with_role(config, "general")
+        self.branches: dict[str, MergeBranch] = {branch.id: branch for branch in merge_branches(config)}
+        self.model_systems = [layout.BASE, layout.JOINT] + [layout.finetuned_system(d) for d in self.domains]
+        self.merged_systems = [layout.merged_system(branch_id) for branch_id in self.branches]
+        self.systems = self.model_systems + self.merged_systems
+        self.figures: list[str] = plan.requested_figures(config, self.branches.values())
+
+    @classmethod
+    def load(cls, configfile: str | os.PathLike[str] = DEFAULT_CONFIG, workdir: str | os.PathLike[str] = ".") -> Experiment:
+        """The experiment of a config file, checked as the workflow checks it (relative paths from `workdir`)."""
+        check_config_file(configfile)
+        config = yaml.safe_load(Path(configfile).read_text(encoding="utf-8"))
+        return cls(validate_config(config, workdir=workdir))
+
+    def result(self, template: str, **fields: str) -> str:
+        """A path under the results folder (asrmerge.layout); fields not given stay Snakemake wildcards."""
+        return layout.path(self.results, template, **fields)
+
+    def manifest(self, set_name: str) -> str:
+        return self.result(layout.MANIFEST, set=set_name)
+
+    def manifests(self, set_names) -> list[str]:
+        return [self.manifest(s) for s in set_names]
+
+    def roles(self) -> dict[str, str]:
+        """Set name -> its role."""
+        return {name: spec["role"] for name, spec in self.config["corpus"]["sets"].items()}
+
+    def hypotheses(self, system: str) -> dict[str, str]:
+        """Test set -> the system's hypothesis file."""
+        return {t: self.result(layout.HYPOTHESES, system=system, test_set=t) for t in self.test_sets}
+
+    def decode_plan(self, system: str) -> dict[str, dict[str, str]]:
+        """Test set -> its manifest and the system's hypothesis file: what a decode job reads and writes."""
+        return {t: {"manifest": self.manifest(t), "hypotheses": path} for t, path in self.hypotheses(system).items()}
+
+    def score_files(self) -> dict[str, str]:
+        """System id -> its score file, for every system of the config."""
+        return {s: self.result(layout.SCORES, system=s) for s in self.systems}
+
+    def selection_files(self) -> dict[str, str]:
+        """Merge branch id -> its selection record."""
+        return {b: self.result(layout.SELECTION, branch=b) for b in self.branches}
+
+    def table_files(self) -> dict[str, str]:
+        """Output name (TABLE_FILES) -> path of each table the table rule writes."""
+        return {key: self.result(layout.TABLE, name=name) for key, name in TABLE_FILES.items()}
+
+    def figure_files(self, name: str) -> dict[str, str]:
+        """Format -> path of one figure."""
+        return {ext: self.result(layout.FIGURE, figure=name, ext=ext) for ext in FIGURE_FORMATS}
+
+    @property
+    def generation(self) -> dict[str, Any]:
+        """How the run transcribes, for the generation config of every model folder it writes: the language of its
+        domains (None, detected, when they do not declare one language) and `evaluation.num_beams`."""
+        languages = {self.config["corpus"]["sets"][d].get("language") for d in self.domains}
+        language = languages.pop() if len(languages) == 1 else None
+        return {"language": language if isinstance(language, str) else None,
+                "num_beams": self.config["evaluation"]["num_beams"]}
+
+    @functools.cached_property
+    def spectrum_layer(self) -> str:
+        return plan.spectrum_layer(self.config)
+
+    def figure_job(self, name: str) -> FigureJob:
+        if name not in self.figures:
+            raise ValueError(f"figure {name!r} is not one this config supports: {', '.join(self.figures)}")
+        branches = self.branches.values()
+        return FigureJob(
+            name=name,
+            inputs=plan.figure_inputs(name, branches, self.results),
+            branches=plan.figure_branches(name, branches),
+            branch_files=plan.branch_files(name, branches, self.results),
+            layer=self.spectrum_layer if name in plan.DIAGNOSTICS_FIGURES else None,
+        )
+
+    def report_items(self) -> dict[str, dict[str, list[str]]]:
+        """What `snakemake --report` shows of this run: category -> subcategory -> result files."""
+        tables = self.table_files()
+        return {
+            "Tables": {group: sorted(tables[key] for key in keys) for group, keys in TABLE_GROUPS.items()},
+            "Figures": {plan.TITLES[f]: [self.figure_files(f)["png"]] for f in self.figures},
+        }
