@@ -21,8 +21,10 @@ import io
 import json
 import logging
 import math
+import os
 import pickle
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,6 +196,21 @@ def learning_rate_factor(step: int, options: TrainingOptions) -> float:
     return max(0.0, (options.steps - step) / remaining) if remaining > 0 else 1.0
 
 
+#: Fault injection for tests of interrupted runs (tests/test_slurm.py): a folder; a run writing `out_dir` waits before
+#: its first step while `<folder>/<out_dir's name>.hold` exists, so that a test can cancel it at a known point.
+HOLD_ENV = "ASRMERGE_TRAINING_HOLDS"
+
+
+def hold_before_training(out_dir: Path) -> None:
+    holds = os.environ.get(HOLD_ENV)
+    hold = Path(holds) / f"{out_dir.name}.hold" if holds else None
+    if hold is not None and hold.exists():
+        log.info("holding before the first step while %s exists (%s)", hold, HOLD_ENV)
+        while hold.exists():
+            time.sleep(0.2)
+        log.info("hold released")
+
+
 def train(
     whisper: LoadedWhisper,
     train_set: Sequence[Utterance],
@@ -246,6 +263,7 @@ def train(
         curve, start = state["curve"], state["step"]
         log.info("resuming from step %d of %d (%s)", start, options.steps, checkpoint_dir)
 
+    hold_before_training(out_dir)
     cache = FeatureCache(whisper)
     n_replay = int(round(options.batch_size * options.replay_fraction)) if replay_set else 0
     n_main = options.batch_size - n_replay

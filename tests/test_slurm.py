@@ -5,8 +5,9 @@ One module-scoped run does everything, to keep the wall time small:
     gets its rule's `threads`, as the cluster jobs do; float results depend on the thread count);
   * the same config runs through `snakemake --workflow-profile profiles/slurm`, with the profile's site
     settings (partition, account, GPU model) swapped for the local cluster's on the command line;
-  * while it runs, the first finetune_domain job is cancelled with scancel once its script has started: the
-    profile's `retries` must make Snakemake resubmit it, and the workflow must still finish.
+  * while it runs, the fine-tune of one domain waits before its first step (a hold file,
+    asrmerge.training.HOLD_ENV) and is cancelled there with scancel, then the hold is released: the profile's
+    `retries` must make Snakemake resubmit it, and the workflow must still finish.
 Then: every non-local job of the DAG went through sbatch and ended COMPLETED in sacct (the cancelled
 attempt CANCELLED, its resubmission COMPLETED), GPU rules held a GPU, the local rules never reached
 SLURM, and the outputs equal the local run's (merged task vectors bitwise, hypotheses and tables).
@@ -28,12 +29,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster  # noqa: E402
+from asrmerge.training import HOLD_ENV  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
 PROFILE = ROOT / "profiles" / "slurm"
 RUN_TIMEOUT_S = int(os.environ.get("ASRMERGE_SLURM_TEST_TIMEOUT", "900"))
 FAULT_RULE = "finetune_domain"
+FAULT_DOMAIN = "weather"  # the micro config's first domain
 GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "merge", "select_lambda", "decode_model",
              "decode_merged"}
 CPU_RULES = {"corpus_set", "import_finetune", "task_vector", "score", "export_merged", "export_best_merge"}
@@ -199,18 +202,22 @@ def test_sbatch_hostname_completes(cluster):
     assert cluster.path("log", f"hostname-{job}.out").read_text().strip() == cluster.node
 
 
-def inject_fault(cluster, proc: subprocess.Popen, results: Path) -> dict | None:
-    """scancel the first FAULT_RULE job that is RUNNING and whose script has started (its job log exists:
-    scripts open results/logs/models/finetuned/<domain>.log first thing), i.e. mid-training."""
-    while proc.poll() is None:
-        for job_id, _name, comment, state in cluster.squeue():
-            if state == "RUNNING" and rule_of(comment, [FAULT_RULE]):
-                domain = comment.rpartition("_wildcards_")[2]
-                if (results / "logs" / "models" / "finetuned" / f"{domain}.log").exists():
+def inject_fault(cluster, proc: subprocess.Popen, results: Path, hold: Path) -> dict | None:
+    """scancel the FAULT_DOMAIN fine-tune while it is held before its first step (its script has loaded the model
+    and data and waits while `hold` exists: asrmerge.training.HOLD_ENV), then release the hold for the retry. The
+    job cannot finish before it is cancelled, whatever the machine's speed."""
+    log = results / "logs" / "models" / "finetuned" / f"{FAULT_DOMAIN}.log"
+    try:
+        while proc.poll() is None:
+            held = log.exists() and "holding before the first step" in log.read_text()
+            for job_id, _name, comment, state in cluster.squeue():
+                if held and state == "RUNNING" and comment == f"rule_{FAULT_RULE}_wildcards_{FAULT_DOMAIN}":
                     cluster.run("scancel", job_id)
                     return {"JobID": job_id, "Comment": comment}
-        time.sleep(0.2)
-    return None
+            time.sleep(0.2)
+        return None
+    finally:
+        hold.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +228,11 @@ def runs(cluster, tmp_path_factory):
     local_config, local_results = write_config(tmp, "local")
     slurm_config, slurm_results = write_config(tmp, "slurm")
     timings = {}
+
+    holds = tmp / "holds"  # the fault domain's fine-tune waits before its first step until it has been cancelled
+    holds.mkdir()
+    (holds / f"{FAULT_DOMAIN}.hold").touch()
+    env[HOLD_ENV] = str(holds)
 
     t0 = time.monotonic()
     local_log = open(tmp / "local.log", "w")
@@ -237,7 +249,7 @@ def runs(cluster, tmp_path_factory):
         t1 = time.monotonic()
         with open(slurm_log_path, "w") as slurm_log:
             proc = subprocess.Popen(cmd, stdout=slurm_log, stderr=subprocess.STDOUT, env=env)
-            cancelled = inject_fault(cluster, proc, slurm_results)
+            cancelled = inject_fault(cluster, proc, slurm_results, holds / f"{FAULT_DOMAIN}.hold")
             proc.wait()
     except BaseException:
         for p in (proc, local):  # stop both runs (SIGINT: snakemake scancels its jobs), then fail
@@ -324,7 +336,7 @@ def test_jobs_got_the_local_partition_account_and_gpus(runs):
 @with_cluster
 def test_cancelled_job_was_resubmitted(runs):
     cancelled = runs["cancelled"]
-    assert cancelled is not None, f"no {FAULT_RULE} job was seen RUNNING with its job log written"
+    assert cancelled is not None, f"the {FAULT_DOMAIN} fine-tune was never seen held and RUNNING"
     attempts = sorted((r for r in workflow_records(runs) if r["Comment"] == cancelled["Comment"]),
                       key=lambda r: int(r["JobID"]))
     assert [a["State"].split()[0] for a in attempts] == ["CANCELLED", "COMPLETED"], attempts

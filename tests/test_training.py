@@ -147,3 +147,21 @@ def test_recording_longer_than_the_window_is_an_error_naming_it(corpus, tmp_path
     utterances[2] = dataclasses.replace(utterances[2], audio=long_audio)
     with pytest.raises(ValueError, match=rf"utterance {utterances[2].id} .* longer than the model's"):
         train(whisper, utterances, TrainingOptions(steps=1, learning_rate=1e-3, batch_size=4), tmp_path / "m", CPU)
+
+
+def test_a_hold_file_keeps_a_run_before_its_first_step_until_it_is_removed(tmp_path, monkeypatch):
+    """The fault-injection hook of the SLURM test: only the run whose output folder is named in the hold folder waits."""
+    import threading
+
+    from asrmerge.training import HOLD_ENV, hold_before_training
+
+    monkeypatch.setenv(HOLD_ENV, str(tmp_path))
+    (tmp_path / "news.hold").touch()
+    hold_before_training(tmp_path / "models" / "finetuned" / "weather")  # no hold file of its own: returns at once
+    held = threading.Thread(target=hold_before_training, args=(tmp_path / "models" / "finetuned" / "news",))
+    held.start()
+    held.join(timeout=1.0)
+    assert held.is_alive()
+    (tmp_path / "news.hold").unlink()
+    held.join(timeout=5.0)
+    assert not held.is_alive()
