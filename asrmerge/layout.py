@@ -29,6 +29,7 @@ MANIFEST = "data/{set}/manifest.jsonl"
 BASE_MODEL = "models/base"
 MODEL = "models/{model}"  # model: a trained system id (base, joint, finetuned/<domain>)
 TASK_VECTOR = "task_vectors/{domain}.safetensors"
+TASK_SPECTRA = "task_vectors/{domain}.spectra.json"  # every matrix's spectrum, for the merge diagnostics
 MERGED_TASK_VECTOR = "merges/{branch}/task_vector.safetensors"
 MERGE_DIAGNOSTICS = "merges/{branch}/diagnostics.json"
 SELECTION = "selection/{branch}.json"

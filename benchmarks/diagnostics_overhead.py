@@ -1,12 +1,14 @@
-"""What the workflow's merge diagnostics cost: each merge timed with and without them, on one results folder.
+"""What merge diagnostics cost: each merge timed alone, with in-merge diagnostics, and as the workflow runs it.
 
     .venv/bin/python benchmarks/diagnostics_overhead.py results/demo [--methods task_arithmetic,tsv_m] [--repeats 3]
 
-The workflow's merge rule always asks for diagnostics (spectra and effective rank of every matrix, for the figures);
-they ride on the merge's own fast paths (side-by-side SVD workers, slices), so the merged task vector has the same
-bytes with and without them. Their own cost is T + 1 `svdvals` per matrix (plus one per Newton–Schulz factor).
-Inputs: the folder's base model and task vectors (`asrmerge.layout`); outputs go to a temporary folder. Prints one
-Markdown row per method: best-of-N wall clock without and with diagnostics and their ratio.
+The workflow's merge job writes the merged τ only; the diagnostics the figures need come from a merge_diagnostics job
+(asrmerge.merging.diagnostics.diagnose_merge: one `svdvals` per matrix, the task vectors' spectra read from their
+cached files, computed once per task vector by the task_spectra job for every merge of the run). The merge command's
+--diagnostics computes them during the merge instead (T + 1 `svdvals` per matrix). Inputs: the folder's base model,
+task vectors and, when present, their cached spectra (`asrmerge.layout`; otherwise they are computed first, and that
+one-off cost is printed); outputs go to a temporary folder. Prints one Markdown row per method: best-of-N wall clock
+of the merge alone, with in-merge diagnostics, and of the workflow's diagnostics job, with the ratios to the merge.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from asrmerge import layout  # noqa: E402
 from asrmerge.merging import merge  # noqa: E402
+from asrmerge.merging.diagnostics import diagnose_merge, write_task_spectra  # noqa: E402
 
 DEFAULT_METHODS = "task_arithmetic,ties,tsv_m,boosted_tsv_m,iso_c"
 
@@ -47,10 +50,17 @@ def main(argv: list[str] | None = None) -> None:
     if not task_vectors:
         parser.error(f"no task vectors under {args.results}")
     print(f"{len(task_vectors)} task vectors of {base}\n")
-    print("| method | without diagnostics (s) | with diagnostics (s) | ratio |")
-    print("|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         out, diagnostics = Path(tmp, "tau.safetensors"), Path(tmp, "diagnostics.json")
+        spectra = [Path(layout.path(args.results, layout.TASK_SPECTRA, domain=Path(p).stem)) for p in task_vectors]
+        if not all(path.is_file() for path in spectra):
+            spectra = [Path(tmp, f"{i}.spectra.json") for i in range(len(task_vectors))]
+            start = time.perf_counter()
+            for tau, path in zip(task_vectors, spectra):
+                write_task_spectra(tau, path)
+            print(f"task spectra (once per task vector, for every merge): {time.perf_counter() - start:.2f} s\n")
+        print("| method | merge alone (s) | with in-merge diagnostics (s) | ratio | diagnostics job (s) | ratio |")
+        print("|---|---:|---:|---:|---:|---:|")
         for method in args.methods.split(","):
             def plain(method: str = method) -> None:
                 merge(base, task_vectors=task_vectors, method=method, out_path=out)
@@ -59,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
                 merge(base, task_vectors=task_vectors, method=method, out_path=out, diagnostics_path=diagnostics)
 
             without, with_ = best_of(args.repeats, plain), best_of(args.repeats, tapped)
-            print(f"| {method} | {without:.2f} | {with_:.2f} | {with_ / without:.2f}x |", flush=True)
-
+            plain()
+            job = best_of(args.repeats, lambda: diagnose_merge(out, task_vectors, spectra, diagnostics))
+            print(f"| {method} | {without:.2f} | {with_:.2f} | {with_ / without:.2f}x | {job:.2f} | "
+                  f"{job / without:.2f}x |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,11 @@
 rule merge:
-    """One merged task vector per method and hyperparameter point; lambda is applied later."""
+    """One merged task vector per method and hyperparameter point; lambda is applied later (diagnostics: rule
+    merge_diagnostics)."""
     input:
         base=result(layout.BASE_MODEL),
         task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
     output:
-        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
-        diagnostics=result(layout.MERGE_DIAGNOSTICS, branch=layout.BRANCH),
+        result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
     log:
         f"{LOGS}/merges/{{method}}/{{params}}.log",
     benchmark:
@@ -20,9 +20,27 @@ rule merge:
         device=config["merge"]["device"],
         svd_dtype=config["merge"]["svd_dtype"],
         exclude_from_svd=config["merge"]["exclude_from_svd"],
-        diagnostics=config["merge"]["diagnostics"],
     script:
         "../scripts/merge.py"
+
+
+rule merge_diagnostics:
+    """Spectra, effective ranks and sign conflicts of a merged task vector (for the figures' merges only)."""
+    input:
+        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
+        task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
+        task_spectra=expand(result(layout.TASK_SPECTRA), domain=DOMAINS),
+    output:
+        result(layout.MERGE_DIAGNOSTICS, branch=layout.BRANCH),
+    log:
+        f"{LOGS}/merges/{{method}}/{{params}}.diagnostics.log",
+    benchmark:
+        f"{BENCHMARKS}/merges/{{method}}/{{params}}.diagnostics.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
+    script:
+        "../scripts/merge_diagnostics.py"
 
 
 rule export_merged:

@@ -13,3 +13,20 @@ rule task_vector:
         "../envs/asrmerge.yaml"
     script:
         "../scripts/task_vector.py"
+
+
+rule task_spectra:
+    """The spectrum of every matrix of one task vector, computed once for the diagnostics of every merge."""
+    input:
+        result(layout.TASK_VECTOR),
+    output:
+        result(layout.TASK_SPECTRA),
+    log:
+        f"{LOGS}/task_vectors/{{domain}}.spectra.log",
+    benchmark:
+        f"{BENCHMARKS}/task_vectors/{{domain}}.spectra.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
+    script:
+        "../scripts/task_spectra.py"

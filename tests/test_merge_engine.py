@@ -547,3 +547,23 @@ def test_mixed_dtype_model_is_stored_aligned(tmp_path: Path) -> None:
     assert torch.equal(merged["c.index"], base["c.index"])
     torch.testing.assert_close(merged["b.weight"], base["b.weight"] - 0.1, rtol=0, atol=1e-6)
     torch.testing.assert_close(merged["a.weight"].float(), (base["a.weight"].float() - 0.1), rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("method,params", [("tsv_m", {"orthogonaliser": "newton_schulz"}), ("ties", {})])
+def test_diagnostics_from_files_equal_those_taken_during_the_merge(tiny_whisper, tmp_path: Path, method, params) -> None:
+    """The workflow's merge_diagnostics job (merged τ + task vectors + their cached spectra) writes the records the
+    merge command's --diagnostics takes during the merge, header included, less the NS orthogonality error."""
+    from asrmerge.merging.diagnostics import diagnose_merge, write_task_spectra
+    from asrmerge.merging.engine import compute_task_vector
+
+    base, finetuned = tiny_whisper
+    taus = [compute_task_vector(base, ft, tmp_path / f"tau{i}.safetensors") for i, ft in enumerate(finetuned)]
+    spectra = [write_task_spectra(tau, tmp_path / f"tau{i}.spectra.json") for i, tau in enumerate(taus)]
+    merge(base, task_vectors=taus, method=method, params=params, out_path=tmp_path / "m.safetensors",
+          diagnostics_path=tmp_path / "during.json")
+    diagnose_merge(tmp_path / "m.safetensors", taus, spectra, tmp_path / "after.json")
+    during, after = (json.loads((tmp_path / f).read_text()) for f in ("during.json", "after.json"))
+    for record in during["tensors"].values():
+        record.pop("ns_max_orthogonality_error", None)
+    during["summary"].pop("ns_max_orthogonality_error", None)
+    assert after == during

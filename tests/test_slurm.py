@@ -39,7 +39,8 @@ FAULT_RULE = "finetune_domain"
 FAULT_DOMAIN = "weather"  # the micro config's first domain
 GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "merge", "select_lambda", "decode_model",
              "decode_merged"}
-CPU_RULES = {"corpus_set", "import_finetune", "task_vector", "score", "export_merged", "export_best_merge"}
+CPU_RULES = {"corpus_set", "import_finetune", "task_vector", "task_spectra", "merge_diagnostics", "score",
+             "export_merged", "export_best_merge"}
 
 _reason = slurm_cluster.unavailable_reason()
 if _reason is None and importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:

@@ -38,8 +38,8 @@ def test_every_stage_of_the_workflow_is_a_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     listed = capsys.readouterr().out
-    for command in ("corpus", "pretrain", "finetune", "task-vector", "merge", "select-lambda", "decode", "score",
-                    "table", "figure", "report-check"):
+    for command in ("corpus", "pretrain", "finetune", "task-vector", "task-spectra", "merge", "diagnose",
+                    "select-lambda", "decode", "score", "table", "figure", "report-check"):
         assert f"    {command} " in listed or f"    {command}\n" in listed, command
 
 

@@ -1,4 +1,4 @@
-"""Command-line subcommands of the merge engine: task-vector, merge, export, methods."""
+"""Command-line subcommands of the merge engine: task-vector, task-spectra, merge, diagnose, export, methods."""
 
 from __future__ import annotations
 
@@ -75,6 +75,22 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_spectra(args: argparse.Namespace) -> int:
+    from asrmerge.merging.diagnostics import write_task_spectra
+
+    write_task_spectra(args.task_vector, args.out)
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from asrmerge.merging.diagnostics import diagnose_merge
+
+    if len(args.spectra) != len(args.task_vectors):
+        raise ValueError(f"--spectra gives {len(args.spectra)} files for {len(args.task_vectors)} --task-vectors")
+    diagnose_merge(args.merged, args.task_vectors, args.spectra, args.out)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     export_merged_model(args.base, args.task_vector, args.lam, args.out)
     return 0
@@ -116,7 +132,7 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the task-vector, merge, export and methods subcommands."""
+    """Add the task-vector, task-spectra, merge, diagnose, export and methods subcommands."""
     p = subparsers.add_parser("task-vector", help="τ = θ_finetuned − θ_base, streamed to one safetensors file")
     p.add_argument("--base", required=True, help="base model folder or .safetensors file")
     p.add_argument("--finetuned", required=True, help="fine-tuned model folder or .safetensors file")
@@ -141,6 +157,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"tensors kept out of subspace methods' SVD (default: {' '.join(DEFAULT_SVD_EXCLUDE)})")
     p.add_argument("--diagnostics", default=None, help="also write per-tensor diagnostics JSON here")
     p.set_defaults(func=_merge)
+
+    p = subparsers.add_parser(
+        "task-spectra", help="singular values, effective rank and norm of every matrix of a task vector (rule task_spectra)",
+        description="Input: TASK_VECTOR (.safetensors from task-vector). Output: --out JSON, read by diagnose.")
+    p.add_argument("task_vector")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_task_spectra)
+
+    p = subparsers.add_parser(
+        "diagnose", help="spectra, effective ranks and sign conflicts of a merged τ (rule merge_diagnostics)",
+        description="Inputs: --merged τ, the --task-vectors it merged and their --spectra (task-spectra), in the same "
+                    "order. Output: --out diagnostics JSON (the records merge --diagnostics takes during a merge, "
+                    "less the Newton-Schulz orthogonality error).")
+    p.add_argument("--merged", required=True)
+    p.add_argument("--task-vectors", nargs="+", required=True)
+    p.add_argument("--spectra", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_diagnose)
 
     p = subparsers.add_parser("export", help="write θ_base + λ·τ as a transformers model folder")
     p.add_argument("--base", required=True, help="base model folder")

@@ -9,20 +9,27 @@ Per 2-D tensor the engine records
 - `ns_max_orthogonality_error`: for Newton–Schulz orthogonalisation, max_i |σ_i(Q) − 1| over the factors computed
   for this tensor (absent when no NS factor was computed).
 
-Cost: T + 1 `svdvals` per 2-D tensor (plus one per NS factor), i.e. about as much as TSV-M itself; for Whisper
-large-v3 on CPU that is on the order of an hour, on a GPU minutes. Pass no diagnostics path to skip it.
+Two ways to the same records. During a merge (`merge(..., diagnostics_path=...)`, the merge command's
+--diagnostics): T + 1 `svdvals` per 2-D tensor (plus one per NS factor), about as much as TSV-M itself. From files
+(`diagnose_merge`, the workflow's merge_diagnostics rule): the per-task part is read from each task vector's cached
+spectra (`write_task_spectra`, once per task vector for every merge of the run), so a merge's diagnostics cost one
+`svdvals` per matrix, in a job of its own that only the figures' merges need; the merge job stays on its fast paths.
+The NS orthogonality error exists only during a merge.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from asrmerge.atomic import write_json
+from asrmerge.merging.checkpoint import open_checkpoint
 from asrmerge.merging.linalg import effective_rank, singular_values
 
 TOP_SINGULAR_VALUES = 32
@@ -40,18 +47,24 @@ def sign_conflict_rate(task_vectors: torch.Tensor) -> float:
     return float(conflict.to(torch.float32).mean())
 
 
-def tensor_diagnostics(task_vectors: torch.Tensor, merged: torch.Tensor, ns_errors: list[float] | None = None) -> dict[str, Any]:
-    """Diagnostics of one 2-D tensor: stacked τ_t (T, m, n) and merged τ (m, n)."""
-    task_spectra = [_spectrum(tv) for tv in task_vectors]
-    merged_spectrum = _spectrum(merged)
+def spectrum_record(matrix: torch.Tensor) -> dict[str, Any]:
+    """The leading singular values, entropy effective rank (of the whole spectrum) and Frobenius norm of one matrix."""
+    spectrum = _spectrum(matrix)
+    return {"singular_values": spectrum[:TOP_SINGULAR_VALUES].tolist(), "effective_rank": effective_rank(spectrum),
+            "norm": float(torch.linalg.vector_norm(matrix))}
+
+
+def _record(task_spectra: Sequence[Mapping[str, Any]], merged: torch.Tensor, task_vectors: torch.Tensor,
+            ns_errors: list[float] | None) -> dict[str, Any]:
+    merged_spectrum = spectrum_record(merged)
     record: dict[str, Any] = {
         "shape": list(merged.shape),
-        "task_singular_values": [s[:TOP_SINGULAR_VALUES].tolist() for s in task_spectra],
-        "merged_singular_values": merged_spectrum[:TOP_SINGULAR_VALUES].tolist(),
-        "task_effective_rank": [effective_rank(s) for s in task_spectra],
-        "merged_effective_rank": effective_rank(merged_spectrum),
-        "task_norms": [float(torch.linalg.vector_norm(tv)) for tv in task_vectors],
-        "merged_norm": float(torch.linalg.vector_norm(merged)),
+        "task_singular_values": [t["singular_values"] for t in task_spectra],
+        "merged_singular_values": merged_spectrum["singular_values"],
+        "task_effective_rank": [t["effective_rank"] for t in task_spectra],
+        "merged_effective_rank": merged_spectrum["effective_rank"],
+        "task_norms": [t["norm"] for t in task_spectra],
+        "merged_norm": merged_spectrum["norm"],
         "sign_conflict_rate": sign_conflict_rate(task_vectors),
     }
     if ns_errors:
@@ -59,11 +72,53 @@ def tensor_diagnostics(task_vectors: torch.Tensor, merged: torch.Tensor, ns_erro
     return record
 
 
+def has_spectrum(shape: Sequence[int]) -> bool:
+    """Diagnostics cover the non-empty matrices (vectors and empty matrices have no spectrum worth showing)."""
+    return len(shape) == 2 and min(shape) > 0
+
+
 def tensor_record(task_vectors: torch.Tensor, merged: torch.Tensor, ns_errors: list[float] | None = None) -> dict[str, Any] | None:
-    """`tensor_diagnostics` of a non-empty 2-D tensor; None for every other tensor (vectors, empty matrices)."""
-    if merged.ndim == 2 and min(merged.shape) > 0:
-        return tensor_diagnostics(task_vectors, merged, ns_errors)
-    return None
+    """Diagnostics of one tensor during a merge, from the stacked τ_t (T, m, n) and the merged τ (m, n); None for
+    tensors without a spectrum (vectors, empty matrices)."""
+    if not has_spectrum(merged.shape):
+        return None
+    return _record([spectrum_record(tv) for tv in task_vectors], merged, task_vectors, ns_errors)
+
+
+def write_task_spectra(task_vector: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Cache the spectrum record of every matrix of one task vector file (JSON: tensor name -> spectrum_record)."""
+    with open_checkpoint(task_vector) as tau:
+        records = {name: spectrum_record(tau.get_float(name)) for name in tau.float_names
+                   if has_spectrum(tau.shapes[name])}
+    return write_json(out, {"task_vector": str(task_vector), "tensors": records})
+
+
+def diagnose_merge(
+    merged_task_vector: str | os.PathLike[str], task_vectors: Sequence[str | os.PathLike[str]],
+    task_spectra: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+) -> Path:
+    """The diagnostics of a finished merge from files: its merged τ, the task vectors it merged (for the sign
+    conflicts) and their cached spectra (`write_task_spectra`, in the same order); the same records as during the
+    merge, less the NS orthogonality error."""
+    spectra = [json.loads(Path(path).read_text())["tensors"] for path in task_spectra]
+    with open_checkpoint(merged_task_vector) as merged:
+        metadata = dict(merged.metadata)
+        inputs = [open_checkpoint(path) for path in task_vectors]
+        try:
+            collector = DiagnosticsCollector(diagnostics_header(metadata))
+            for name in merged.float_names:
+                if has_spectrum(merged.shapes[name]):
+                    stack = torch.stack([tau.get_float(name) for tau in inputs])
+                    collector.put(name, _record([s[name] for s in spectra], merged.get_float(name), stack, None))
+        finally:
+            for tau in inputs:
+                tau.close()
+    return collector.write(out)
+
+
+def diagnostics_header(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The diagnostics file's header from a merged τ's metadata: every field but the format, parameters parsed."""
+    return {k: v for k, v in metadata.items() if k != "format"} | {"params": json.loads(metadata["params"])}
 
 
 @dataclass

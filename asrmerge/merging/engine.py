@@ -48,7 +48,7 @@ from asrmerge.merging.checkpoint import (
     check_compatible,
     open_checkpoint,
 )
-from asrmerge.merging.diagnostics import DiagnosticsCollector, tensor_record
+from asrmerge.merging.diagnostics import DiagnosticsCollector, diagnostics_header, tensor_record
 from asrmerge.merging.linalg import record_orthogonality
 from asrmerge.merging.runtime import cpu_workers, map_side_by_side, prefetch_thread, side_by_side_pool, tune_allocator
 from asrmerge.merging.registry import MergeMethod, TensorStream, get_method, resolve_params
@@ -394,7 +394,7 @@ def merge(
         }
         collector = None
         if diagnostics_path is not None:
-            collector = DiagnosticsCollector({k: v for k, v in metadata.items() if k != "format"} | {"params": resolved})
+            collector = DiagnosticsCollector(diagnostics_header(metadata))
 
         sinks: list[Callable[[str, torch.Tensor, torch.Tensor], None]] = []
         if out_path is not None:
