@@ -14,7 +14,7 @@ import logging
 import sys
 
 COMMAND_MODULES = [
-    "asrmerge.stages_cli",
+    "asrmerge.workflow.commands",
     "asrmerge.merging.cli",
     "asrmerge.models.cli",
     "asrmerge.data.cli",

@@ -40,7 +40,7 @@ SCORES = "scores/{system}.json"
 TABLE = "tables/{name}"
 FIGURE = "figures/{figure}.{ext}"
 
-#: The selection record's key for the λ chosen on validation (asrmerge.selection writes it, decoding applies it).
+#: The selection record's key for the λ chosen on validation (asrmerge.evaluation.selection writes it, decoding applies it).
 CHOSEN_LAMBDA = "chosen_lambda"
 
 
@@ -79,7 +79,7 @@ def is_finetuned(system: str) -> bool:
 
 
 def chosen_lambda(selection: Mapping) -> float:
-    """The λ of a selection record (asrmerge.selection.select_lambda)."""
+    """The λ of a selection record (asrmerge.evaluation.selection.select_lambda)."""
     return float(selection[CHOSEN_LAMBDA])
 
 

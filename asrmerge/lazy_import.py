@@ -1,6 +1,6 @@
 """Deferred imports for modules that the workflow's parse step loads but never runs.
 
-Snakemake imports `asrmerge.config` (schema, world and merge-method validation) on every invocation, dry runs
+Snakemake imports `asrmerge.workflow.config` (schema, world and merge-method validation) on every invocation, dry runs
 included; the merge methods and the channel simulation are declared there but only executed inside jobs. Importing
 torch and scipy.signal eagerly cost that parse step several seconds. `lazy_import("torch")` returns the module object
 at once and executes it on first attribute access (importlib.util.LazyLoader), so code written against `torch.…`

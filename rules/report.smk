@@ -1,6 +1,6 @@
 # Tables and figures, and what `snakemake --report report.html` shows of them (captions under report/).
 # Which figures a config supports and which cached files each reads: asrmerge/report/plan.py.
-from asrmerge.experiment import PAPER_LAYOUT, PER_TEST_SET, TABLE_FILES
+from asrmerge.workflow.experiment import PAPER_LAYOUT, PER_TEST_SET, TABLE_FILES
 from asrmerge.report.plan import TITLES
 
 

@@ -1,6 +1,6 @@
 """Rule base_model: pretrain the small foundation or copy a released Whisper."""
-from asrmerge import stages
-from asrmerge.workflow import job_logging
+from asrmerge.workflow import stages
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
     params = snakemake.params

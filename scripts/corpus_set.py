@@ -1,13 +1,13 @@
 """Rule corpus_set: synthesise one set, or import a user manifest; then say what happens to recordings longer than
-the model's window (asrmerge.longform.length_report)."""
+the model's window (asrmerge.evaluation.longform.length_report)."""
 from pathlib import Path
 
 from asrmerge.data.corpus import build_set
 from asrmerge.data.manifest import read_manifest
 from asrmerge.data.recordings import build_recordings, is_recordings_spec, parse_recordings_spec
 from asrmerge.data.user_manifest import import_manifest
-from asrmerge.longform import length_report
-from asrmerge.workflow import job_logging
+from asrmerge.evaluation.longform import length_report
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0]) as log:
     spec = snakemake.params.spec

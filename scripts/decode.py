@@ -1,6 +1,6 @@
-"""Rules decode_model and decode_merged: transcribe the test split of every test set (asrmerge.stages.decode)."""
-from asrmerge.stages import decode
-from asrmerge.workflow import job_logging
+"""Rules decode_model and decode_merged: transcribe the test split of every test set (asrmerge.workflow.stages.decode)."""
+from asrmerge.workflow.stages import decode
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
     decode(snakemake.input.model, snakemake.params.plan, snakemake.params.evaluation, snakemake.params.device,

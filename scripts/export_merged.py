@@ -4,8 +4,8 @@ from pathlib import Path
 
 from asrmerge.layout import chosen_lambda
 from asrmerge.merging.engine import export_merged_model
-from asrmerge.selection import best_branch
-from asrmerge.workflow import job_logging
+from asrmerge.evaluation.selection import best_branch
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0]):
     candidates = snakemake.params.candidates  # branch id -> its merged task vector and selection record

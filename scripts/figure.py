@@ -1,6 +1,6 @@
 """Rule figure: draw one figure (its name is the wildcard) from the cached files asrmerge.report.plan names."""
 from asrmerge.report.figures import draw_figure
-from asrmerge.workflow import job_logging
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0]):
     params = snakemake.params

@@ -3,7 +3,7 @@ import torch
 
 from asrmerge.merging.engine import merge
 from asrmerge.models.whisper import resolve_device
-from asrmerge.workflow import job_logging
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
     merge(

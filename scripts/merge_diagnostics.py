@@ -1,6 +1,6 @@
 """Rule merge_diagnostics: a merged task vector's diagnostics, from files."""
 from asrmerge.merging.diagnostics import diagnose_merge
-from asrmerge.workflow import job_logging
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
     inputs = snakemake.input

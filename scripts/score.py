@@ -1,6 +1,6 @@
-"""Rule score: error counts of one system on every test set (asrmerge.stages.score)."""
-from asrmerge.stages import score
-from asrmerge.workflow import job_logging
+"""Rule score: error counts of one system on every test set (asrmerge.workflow.stages.score)."""
+from asrmerge.workflow.stages import score
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0]):
     score(snakemake.params.hypotheses, snakemake.output[0])

@@ -1,6 +1,6 @@
-"""Rule select_lambda: validation sweep over lambda for one merged task vector (asrmerge.stages.select_lambda)."""
-from asrmerge.stages import select_lambda
-from asrmerge.workflow import job_logging
+"""Rule select_lambda: validation sweep over lambda for one merged task vector (asrmerge.workflow.stages.select_lambda)."""
+from asrmerge.workflow.stages import select_lambda
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
     selection = snakemake.params.selection

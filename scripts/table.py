@@ -1,7 +1,7 @@
 """Rule table: the per-test-set table and the paper-layout table, from the error counts."""
-from asrmerge.experiment import TABLE_FILES
+from asrmerge.workflow.experiment import TABLE_FILES
 from asrmerge.report.tables import write_run_tables
-from asrmerge.workflow import job_logging
+from asrmerge.workflow.jobs import job_logging
 
 with job_logging(snakemake.log[0]):
     params = snakemake.params

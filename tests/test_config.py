@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrmerge.config import ConfigError, check_config_file, load_schema, merge_branches, scored_sets, validate_config
+from asrmerge.workflow.config import ConfigError, check_config_file, load_schema, merge_branches, scored_sets, validate_config
 from asrmerge.data.corpus import ROLES, TEST_ROLES, default_sets
 from asrmerge.data.manifest import SPLITS
 from asrmerge.data.text import EP_DOMAINS
@@ -33,7 +33,7 @@ def test_validating_a_config_imports_neither_torch_nor_scipy_signal():
     # The workflow validates the config on every invocation (dry runs included); torch and scipy.signal cost seconds
     # and are only needed inside jobs (asrmerge.lazy_import).
     script = (
-        "import sys, yaml; from pathlib import Path; from asrmerge.config import validate_config, merge_branches; "
+        "import sys, yaml; from pathlib import Path; from asrmerge.workflow.config import validate_config, merge_branches; "
         f"config = validate_config(yaml.safe_load(Path({str(ROOT / 'config.yaml')!r}).read_text()), Path({str(ROOT)!r})); "
         "assert merge_branches(config); "
         "print(sorted(m for m in ('torch._C', 'scipy.signal._signaltools', 'safetensors') if m in sys.modules))"

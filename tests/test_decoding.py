@@ -4,11 +4,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import asrmerge.decoding as decoding
+import asrmerge.evaluation.decoding as decoding
 from asrmerge.data.manifest import read_manifest
-from asrmerge.decoding import DecodingOptions, beam_decode, greedy_decode, log_mel, suppressed_token_ids, transcribe
+from asrmerge.evaluation.decoding import DecodingOptions, beam_decode, greedy_decode, transcribe
+from asrmerge.models.whisper import log_mel, suppressed_token_ids
 from asrmerge.data.manifest import load_audio
-from asrmerge.selection import choose_lambda, select_lambda
+from asrmerge.evaluation.selection import choose_lambda, select_lambda
 from speech_world import build_tiny_corpus, build_tiny_whisper
 
 CPU = torch.device("cpu")

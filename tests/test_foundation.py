@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from asrmerge.data.manifest import read_manifest
-from asrmerge.foundation import prepare_base_model
+from asrmerge.training.foundation import prepare_base_model
 from asrmerge.models.whisper import LoadedWhisper, build_small_whisper, feature_extractor_for, load_whisper, train_tokenizer
 from speech_world import ARCHITECTURE, build_tiny_corpus, build_tiny_whisper
 
@@ -34,8 +34,8 @@ def test_a_stage_continues_the_earlier_model_and_keeps_its_tokenizer(corpus, tmp
 def test_a_stage_continues_the_ctc_head_saved_beside_the_earlier_model(corpus, tmp_path, caplog):
     """The CTC head is saved with a model trained with it and continued by the next stage; a stage whose folder
     lacks it first fits a new head on the frozen encoder (the model's weights do not move during that fit)."""
-    from asrmerge.foundation import CTC_HEAD_FILE, continued_ctc_head
-    from asrmerge.training import TrainingOptions
+    from asrmerge.training.foundation import CTC_HEAD_FILE, continued_ctc_head
+    from asrmerge.training.loop import TrainingOptions
 
     utterances = read_manifest(corpus, split="train")
     pretrain = {"steps": 2, "learning_rate": 1e-3, "batch_size": 4, "ctc_weight": 0.3}
@@ -69,7 +69,7 @@ def test_a_stage_with_another_window_is_refused(corpus, tmp_path):
 def test_a_longer_window_fine_tune_is_cut_to_the_base_window(corpus, tmp_path):
     """A user's fine-tune that reads 10 s (like a released 30 s Whisper next to a shortened base) is sliced as the
     base was; its other weights are kept exactly."""
-    from asrmerge.foundation import adopt_finetune
+    from asrmerge.training.foundation import adopt_finetune
 
     short = build_tiny_whisper(corpus)
     short.save(tmp_path / "base")
@@ -86,7 +86,7 @@ def test_a_longer_window_fine_tune_is_cut_to_the_base_window(corpus, tmp_path):
 
 
 def test_a_fine_tune_of_another_shape_or_with_a_missing_tensor_is_refused(corpus, tmp_path):
-    from asrmerge.foundation import adopt_finetune
+    from asrmerge.training.foundation import adopt_finetune
     from asrmerge.merging.checkpoint import save_tensors
 
     build_tiny_whisper(corpus).save(tmp_path / "base")
@@ -106,7 +106,7 @@ def test_a_fine_tune_of_another_shape_or_with_a_missing_tensor_is_refused(corpus
 
 def test_ship_foundation_halves_the_weights_keeps_the_ctc_head_and_never_overwrites_silently(corpus, tmp_path, capsys):
     from asrmerge.cli import main
-    from asrmerge.training import CTC_HEAD_FILE
+    from asrmerge.training.loop import CTC_HEAD_FILE
 
     source = tmp_path / "trained"
     trained = build_tiny_whisper(corpus, seed=1)
@@ -146,7 +146,7 @@ def test_a_shipped_foundation_transcribes_in_the_asr_pipeline_as_the_project_doe
 
     from asrmerge.cli import main
     from asrmerge.data.manifest import load_audio
-    from asrmerge.decoding import DecodingOptions, transcribe
+    from asrmerge.evaluation.decoding import DecodingOptions, transcribe
 
     build_tiny_whisper(corpus, seed=2).save(tmp_path / "trained")
     assert main(["ship-foundation", str(tmp_path / "trained"), str(tmp_path / "shipped")]) == 0
@@ -163,7 +163,7 @@ def test_a_shipped_foundation_transcribes_in_the_asr_pipeline_as_the_project_doe
 def test_a_copied_base_carries_how_the_run_evaluates_in_its_generation_config(tmp_path):
     """A released model copied as a run's base gets the run's language and beam size in its generation config, so
     the ASR pipeline on any folder the run writes (fine-tunes and exports copy it) decodes as the run did."""
-    from asrmerge.experiment import Experiment
+    from asrmerge.workflow.experiment import Experiment
 
     experiment = Experiment.load("config.yaml")
     settings = {**experiment.config["base_model"], "path": "assets/foundation"}

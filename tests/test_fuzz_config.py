@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrmerge.config import ConfigError, validate_config
+from asrmerge.workflow.config import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTATIONS = 300

@@ -9,8 +9,9 @@ import torch
 
 from asrmerge.data.espeak import EspeakSynthesizer
 from asrmerge.data.manifest import Utterance
-from asrmerge.decoding import DecodingOptions, log_mel, transcribe
-from asrmerge.longform import merge_segments, vad_pieces
+from asrmerge.evaluation.decoding import DecodingOptions, transcribe
+from asrmerge.models.whisper import log_mel
+from asrmerge.evaluation.longform import merge_segments, vad_pieces
 from asrmerge.models.whisper import load_whisper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def test_vad_mode_decodes_the_whole_recording(long_recording):
 
 
 def test_the_corpus_job_reports_long_recordings_and_refuses_what_would_be_cut(tmp_path):
-    from asrmerge.longform import length_report
+    from asrmerge.evaluation.longform import length_report
 
     def row(index: int, split: str, seconds: float) -> Utterance:
         return Utterance(id=f"u{index}", audio=tmp_path / f"u{index}.wav", text="bom dia", duration=seconds, set="mine",

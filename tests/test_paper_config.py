@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrmerge.config import domains, merge_branches, validate_config
+from asrmerge.workflow.config import domains, merge_branches, validate_config
 from asrmerge.data.corpus import required_splits
 from asrmerge.report.plan import requested_figures
 

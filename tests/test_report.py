@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from asrmerge.config import merge_branches
+from asrmerge.workflow.config import merge_branches
 from asrmerge.report import figures, plan, tables
 from asrmerge.report.naming import OWN_DOMAIN, method_label, system_label
 
@@ -414,7 +414,7 @@ def test_report_renders_every_table_and_figure_in_chromium(micro_workflow, micro
     """A reader's view: headless Chromium opens report.html; every table and figure the micro config has is listed,
     holds the bytes on disk, and renders (figures as decoded images, HTML tables with all their rows)."""
     _browser_or_skip()
-    from asrmerge.experiment import Experiment
+    from asrmerge.workflow.experiment import Experiment
     from asrmerge.report.check import check_report
 
     config_path, _, _ = micro_workflow
@@ -444,7 +444,7 @@ def test_report_renders_every_table_and_figure_in_chromium(micro_workflow, micro
 def test_table_and_figure_commands_write_what_the_rules_wrote(micro_workflow, tmp_path):
     """`asrmerge table` and `asrmerge figure` on a finished run rewrite its tables and figures byte for byte."""
     config_path, _, _ = micro_workflow
-    from asrmerge.experiment import Experiment
+    from asrmerge.workflow.experiment import Experiment
 
     experiment = Experiment.load(config_path, workdir=ROOT)
     written = {**experiment.table_files(), **{f"{f}.png": experiment.figure_files(f)["png"] for f in experiment.figures}}

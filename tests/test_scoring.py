@@ -1,4 +1,4 @@
-"""Tests of asrmerge.scoring: normalisation, error counts, re-aggregation and paired significance tests."""
+"""Tests of asrmerge.evaluation.scoring: normalisation, error counts, re-aggregation and paired significance tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from asrmerge.scoring import (
+from asrmerge.evaluation.scoring import (
     ErrorCounts,
     SignificanceResult,
     align_by_id,
@@ -201,7 +201,7 @@ def test_align_by_id_pairs_rows_and_names_missing_ids() -> None:
 
 
 def test_hypothesis_files_round_trip_without_leftovers(tmp_path) -> None:
-    from asrmerge.hypotheses import read_jsonl, write_jsonl
+    from asrmerge.evaluation.hypotheses import read_jsonl, write_jsonl
 
     rows = [{"id": "a", "language": "pt", "reference": "pão com manteiga", "hypothesis": "pão com"},
             {"id": "b", "language": "en", "reference": "hello", "hypothesis": ""}]

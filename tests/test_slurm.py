@@ -6,7 +6,7 @@ One module-scoped run does everything, to keep the wall time small:
   * the same config runs through `snakemake --workflow-profile profiles/slurm`, with the profile's site
     settings (partition, account, GPU model) swapped for the local cluster's on the command line;
   * while it runs, the fine-tune of one domain waits before its first step (a hold file,
-    asrmerge.training.HOLD_ENV) and is cancelled there with scancel, then the hold is released: the profile's
+    asrmerge.training.loop.HOLD_ENV) and is cancelled there with scancel, then the hold is released: the profile's
     `retries` must make Snakemake resubmit it, and the workflow must still finish.
 Then: every non-local job of the DAG went through sbatch and ended COMPLETED in sacct (the cancelled
 attempt CANCELLED, its resubmission COMPLETED), GPU rules held a GPU, the local rules never reached
@@ -29,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster  # noqa: E402
-from asrmerge.training import HOLD_ENV  # noqa: E402
+from asrmerge.training.loop import HOLD_ENV  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
@@ -205,7 +205,7 @@ def test_sbatch_hostname_completes(cluster):
 
 def inject_fault(cluster, proc: subprocess.Popen, results: Path, hold: Path) -> dict | None:
     """scancel the FAULT_DOMAIN fine-tune while it is held before its first step (its script has loaded the model
-    and data and waits while `hold` exists: asrmerge.training.HOLD_ENV), then release the hold for the retry. The
+    and data and waits while `hold` exists: asrmerge.training.loop.HOLD_ENV), then release the hold for the retry. The
     job cannot finish before it is cancelled, whatever the machine's speed."""
     log = results / "logs" / "models" / "finetuned" / f"{FAULT_DOMAIN}.log"
     try:

@@ -2,7 +2,7 @@
 import json
 
 from asrmerge.cli import main
-from asrmerge.hypotheses import read_jsonl
+from asrmerge.evaluation.hypotheses import read_jsonl
 from speech_world import build_tiny_corpus, build_tiny_whisper
 
 

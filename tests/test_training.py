@@ -10,7 +10,7 @@ import torch
 
 from asrmerge.data.manifest import read_manifest
 from asrmerge.models.whisper import load_whisper
-from asrmerge.training import TrainingOptions, batch_indices, learning_rate_factor, resume_dir, train
+from asrmerge.training.loop import TrainingOptions, batch_indices, learning_rate_factor, resume_dir, train
 from speech_world import build_tiny_corpus, build_tiny_whisper
 
 CPU = torch.device("cpu")
@@ -61,7 +61,7 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path, monkeypatch):
 
 def _kill_after_first_checkpoint(whisper, utterances, options, out_dir, monkeypatch):
     """Train until the first checkpoint is written, then die inside the next step (as a killed job does)."""
-    import asrmerge.training as training
+    import asrmerge.training.loop as training
 
     real_loss, calls = training.batch_loss, {"n": 0}
 
@@ -153,7 +153,7 @@ def test_a_hold_file_keeps_a_run_before_its_first_step_until_it_is_removed(tmp_p
     """The fault-injection hook of the SLURM test: only the run whose output folder is named in the hold folder waits."""
     import threading
 
-    from asrmerge.training import HOLD_ENV, hold_before_training
+    from asrmerge.training.loop import HOLD_ENV, hold_before_training
 
     monkeypatch.setenv(HOLD_ENV, str(tmp_path))
     (tmp_path / "news.hold").touch()

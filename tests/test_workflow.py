@@ -88,7 +88,7 @@ def test_lambda_chosen_from_validation_curve(finished):
 def test_each_merge_is_exported_as_the_model_its_system_was_decoded_with(finished):
     """merge.export_models: all: one transformers folder per branch, θ₀ + λ·τ at the chosen λ in the base's dtypes,
     with its provenance; the merged system's hypotheses were decoded from it."""
-    from asrmerge.selection import ScaledTaskVector
+    from asrmerge.evaluation.selection import ScaledTaskVector
     from asrmerge.models.whisper import load_whisper
 
     _, results, _ = finished

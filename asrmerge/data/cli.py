@@ -38,7 +38,7 @@ def load_spec_file(path: Path) -> dict[str, Any]:
     if not isinstance(document, Mapping):
         raise ValueError(f"spec file {spec_path}: expected a mapping of set names to specs")
     if isinstance(document.get("corpus"), Mapping) and document["corpus"].get("world"):
-        from asrmerge.config import expand_world  # a workflow config: its world's sets, sized and overridden
+        from asrmerge.workflow.config import expand_world  # a workflow config: its world's sets, sized and overridden
 
         expand_world(document)
     for location in _SPEC_LOCATIONS:

@@ -56,7 +56,7 @@ def run_ship_foundation(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file, save
 
     from asrmerge.models.whisper import complete_generation_config, in_whisper_token_order, load_whisper
-    from asrmerge.training import CTC_HEAD_FILE
+    from asrmerge.training.loop import CTC_HEAD_FILE
 
     out = Path(args.out)
     replace = check_model_out(out, args.overwrite)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -179,8 +180,6 @@ def complete_generation_config(
     config.is_multilingual = len(config.lang_to_id) > 1
     config.no_timestamps_token_id = vocabulary[NO_TIMESTAMPS]
     config.task = task
-    from asrmerge.decoding import suppressed_token_ids  # decoding imports this module
-
     # Never inside a transcript: what this project's decoder suppresses (the special tokens but end-of-text).
     config.suppress_tokens = suppressed_token_ids(whisper)
 
@@ -256,3 +255,29 @@ def load_whisper(source: str | Path, device: str | torch.device = "cpu", dtype: 
         feature_extractor=AutoFeatureExtractor.from_pretrained(source),
         tokenizer=AutoTokenizer.from_pretrained(source),
     )
+
+
+def log_mel(whisper: LoadedWhisper, audios: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Whisper log-mel features, each clip padded to the model's input window (a longer clip is an error: long
+    recordings are split by asrmerge.evaluation.longform before they get here)."""
+    fe = whisper.feature_extractor
+    longest = max((len(a) for a in audios), default=0)
+    if longest > fe.n_samples:
+        raise ValueError(f"a clip of {longest / fe.sampling_rate:.2f} s is longer than the model's "
+                         f"{fe.n_samples / fe.sampling_rate:g} s window")
+    features = fe(list(audios), sampling_rate=fe.sampling_rate, return_tensors="pt").input_features
+    return features.to(device=device, dtype=whisper.model.dtype)
+
+
+def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
+    """Tokens a transcript never contains: special tokens but end-of-text (prompts, languages, timestamps), and the
+    model's own `suppress_tokens` (Whisper's non-speech symbols), as Whisper's decoder does."""
+    special = set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
+    special |= set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
+    special.discard(whisper.eot_id)
+    return sorted(i for i in special if i < whisper.model.config.vocab_size)
+
+
+def first_step_suppressed_ids(whisper: LoadedWhisper) -> list[int]:
+    """Tokens that may not open a transcript (Whisper's `begin_suppress_tokens`: a blank, end-of-text)."""
+    return list(getattr(whisper.model.generation_config, "begin_suppress_tokens", None) or [])

@@ -3,7 +3,7 @@
 What a reader of `report.html` sees is a page drawn by JavaScript from data embedded in the file; a file can be
 listed there and still not display (a wrong MIME type, a broken image, a caption that fails to render). This check
 drives a real browser through the report as a reader would: every category and subcategory the run should have
-(asrmerge.experiment.Experiment.report_items), every result file in it with the bytes on disk, every figure shown
+(asrmerge.workflow.experiment.Experiment.report_items), every result file in it with the bytes on disk, every figure shown
 as a decoded image, every HTML table shown in its frame with all its rows. Used by `asrmerge report-check` and the
 report test; needs Chromium (Debian package `chromium`, or `--chromium PATH`) and the `playwright` package.
 """

@@ -1,7 +1,7 @@
 """Sub-commands on a finished run's files: table, figure, report-check.
 
 Each takes the run's config file (default config.yaml, as the workflow) and reads and writes the files the table and
-figure rules would (asrmerge.experiment), through the same functions as the rule scripts.
+figure rules would (asrmerge.workflow.experiment), through the same functions as the rule scripts.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from asrmerge.experiment import Experiment
+from asrmerge.workflow.experiment import Experiment
 from asrmerge.layout import JOINT
-from asrmerge.stages_cli import configfile_argument
+from asrmerge.workflow.commands import configfile_argument
 
 
 def _experiment(args: argparse.Namespace) -> Experiment:

@@ -1,7 +1,7 @@
 """Readable names of systems for tables and figures, their family and their order.
 
 A system id is `base`, `joint`, `finetuned/{domain}` or `merged/{method}/{params}` (asrmerge.layout);
-`{params}` is the branch label of asrmerge.config.merge_branches: "default" or the hyperparameters the config set,
+`{params}` is the branch label of asrmerge.workflow.config.merge_branches: "default" or the hyperparameters the config set,
 e.g. "beta=0.3,orthogonaliser=svd". Names follow the seed paper ("Zero-shot", "Full-FT", "TSV-M w/ NS", ...).
 This module imports nothing heavy: it runs while Snakemake parses the workflow.
 """

@@ -28,7 +28,7 @@ from asrmerge.layout import BASE, JOINT, MERGED, finetuned_system, is_finetuned,
 from asrmerge.report.naming import (
     OWN_DOMAIN, chosen_lambda, ordered_systems, system_family, system_label,
 )
-from asrmerge.scoring import counts_from_dict, mapsswe
+from asrmerge.evaluation.scoring import counts_from_dict, mapsswe
 
 #: Test-set role (config) -> group (a column of the paper layout); general_test = general speech in the main language.
 GROUP_OF_ROLE = {"domain": "ID", "ood": "OOD", "general_test": "EP general", "words_test": "EP words",
@@ -491,7 +491,7 @@ def write_run_tables(
     outputs: Mapping[str, str | Path],
 ) -> None:
     """Every table of a run (the table rule, `asrmerge table`): system -> score file, merge branch -> selection record,
-    test set -> manifest and set -> role in; `outputs` maps asrmerge.experiment.TABLE_FILES' keys to paths."""
+    test set -> manifest and set -> role in; `outputs` maps asrmerge.workflow.experiment.TABLE_FILES' keys to paths."""
     selections = {branch: json.loads(Path(path).read_text()) for branch, path in selection_files.items()}
     unsegmented = cer_sets(manifests)
     frame = load_scores(score_files, roles, unsegmented, system_catalog(list(score_files), selections))

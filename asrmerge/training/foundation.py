@@ -14,7 +14,7 @@ from asrmerge.data.manifest import Utterance
 from asrmerge.models.whisper import (
     LoadedWhisper, build_small_whisper, complete_generation_config, feature_extractor_for, load_whisper, train_tokenizer,
 )
-from asrmerge.training import CTC_HEAD_FILE, TrainingOptions, fit_ctc_head, train
+from asrmerge.training.loop import CTC_HEAD_FILE, TrainingOptions, fit_ctc_head, train
 
 log = logging.getLogger(__name__)
 

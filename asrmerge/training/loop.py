@@ -35,7 +35,7 @@ import torch
 
 from asrmerge.atomic import staged_path
 from asrmerge.data.manifest import Utterance, load_audio
-from asrmerge.decoding import log_mel
+from asrmerge.models.whisper import log_mel
 from asrmerge.models.whisper import LoadedWhisper
 from asrmerge.progress import Progress
 

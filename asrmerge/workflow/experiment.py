@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from asrmerge import layout
-from asrmerge.config import (
+from asrmerge.workflow.config import (
     MergeBranch,
     check_config_file,
     domains,

@@ -1,7 +1,7 @@
 """The workflow's model stages as plain functions of paths and options: the base model, fine-tuning, λ selection,
 decoding, scoring.
 
-The rule scripts (scripts/*.py) and the `asrmerge` sub-commands (asrmerge/stages_cli.py) both call these, so a stage
+The rule scripts (scripts/*.py) and the `asrmerge` sub-commands (asrmerge/workflow/commands.py) both call these, so a stage
 run by hand (a debugger, a notebook, a cluster node without Snakemake) does what the workflow's job does.
 """
 
@@ -26,10 +26,10 @@ def base_model(
 ) -> Path:
     """The foundation as config `base_model` says (`settings`): pretrained on the train splits of
     `general_manifests`, continued from `init`, or a released Whisper copied (its generation config set to
-    `generation`: language and num_beams, asrmerge.experiment.Experiment.generation); the folder goes to `out`."""
-    from asrmerge.foundation import prepare_base_model
+    `generation`: language and num_beams, asrmerge.workflow.experiment.Experiment.generation); the folder goes to `out`."""
+    from asrmerge.training.foundation import prepare_base_model
     from asrmerge.models.whisper import resolve_device
-    from asrmerge.workflow import utterances
+    from asrmerge.workflow.jobs import utterances
 
     prepare_base_model(settings, utterances(general_manifests, split="train"), out, resolve_device(device), seed,
                        generation)
@@ -43,8 +43,8 @@ def finetune(
     """Fully fine-tune the model folder `base` on the train splits of `train_manifests` (with replay of the train
     splits of `replay_manifests`), `options` as config `finetune.domain`; the model folder goes to `out`."""
     from asrmerge.models.whisper import load_whisper, resolve_device
-    from asrmerge.training import TrainingOptions, train
-    from asrmerge.workflow import utterances
+    from asrmerge.training.loop import TrainingOptions, train
+    from asrmerge.workflow.jobs import utterances
 
     target = resolve_device(device)
     train(
@@ -65,9 +65,9 @@ def select_lambda(
 ) -> Path:
     """Sweep λ for θ₀ + λ·τ on the validation splits and write the selection record (asrmerge.layout.SELECTION),
     `record` (e.g. the method and parameters) included."""
-    from asrmerge.decoding import DecodingOptions
+    from asrmerge.evaluation.decoding import DecodingOptions
     from asrmerge.models.whisper import resolve_device
-    from asrmerge.selection import select_lambda as sweep
+    from asrmerge.evaluation.selection import select_lambda as sweep
 
     result = sweep(base, task_vector, validation_manifests, lambdas, DecodingOptions(**evaluation),
                    resolve_device(device), metric=metric, tie_break=tie_break)
@@ -81,11 +81,11 @@ def decode(
     """Transcribe the test split of each test set of `plan` (name -> {"manifest", "hypotheses"}) with the model
     folder `model`, or with `model` + λ·`task_vector` at the λ of the selection record `selection`."""
     from asrmerge.data.manifest import read_manifest
-    from asrmerge.decoding import DecodingOptions, transcribe
-    from asrmerge.hypotheses import write_jsonl
+    from asrmerge.evaluation.decoding import DecodingOptions, transcribe
+    from asrmerge.evaluation.hypotheses import write_jsonl
     from asrmerge.layout import read_chosen_lambda
     from asrmerge.models.whisper import load_whisper, resolve_device
-    from asrmerge.selection import ScaledTaskVector
+    from asrmerge.evaluation.selection import ScaledTaskVector
 
     if (task_vector is None) != (selection is None):
         raise ValueError("a merged task vector is decoded at the λ of its selection record: give both or neither")
@@ -104,8 +104,8 @@ def decode(
 
 def score(hypotheses: Mapping[str, PathLike], out: PathLike) -> Path:
     """Error counts per test set (name -> hypothesis file) and per utterance (asrmerge.layout.SCORES)."""
-    from asrmerge.hypotheses import read_jsonl
-    from asrmerge.scoring import counts_to_dict, score_hypotheses
+    from asrmerge.evaluation.hypotheses import read_jsonl
+    from asrmerge.evaluation.scoring import counts_to_dict, score_hypotheses
 
     scores = {}
     for test_set, path in hypotheses.items():

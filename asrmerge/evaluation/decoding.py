@@ -1,4 +1,4 @@
-"""Batched decoding of Whisper models: log-mel features, greedy search with a key/value cache, hypotheses as JSONL.
+"""Batched decoding of Whisper models: greedy and beam search with a key/value cache, transcripts per utterance.
 
 Utterances are sorted by duration so a batch holds similar lengths; the encoder runs once per batch and the decoder
 extends all hypotheses one token per step, reusing cached self- and cross-attention keys.
@@ -16,22 +16,10 @@ from tqdm import tqdm
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from asrmerge.data.manifest import Utterance, load_audio
-from asrmerge.longform import Piece, check_lengths, vad_pieces
-from asrmerge.models.whisper import LoadedWhisper
+from asrmerge.evaluation.longform import Piece, check_lengths, vad_pieces
+from asrmerge.models.whisper import LoadedWhisper, first_step_suppressed_ids, log_mel, suppressed_token_ids
 
 log = logging.getLogger(__name__)
-
-
-def log_mel(whisper: LoadedWhisper, audios: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Whisper log-mel features, each clip padded to the model's input window (a longer clip is an error: long
-    recordings are split by asrmerge.longform before they get here)."""
-    fe = whisper.feature_extractor
-    longest = max((len(a) for a in audios), default=0)
-    if longest > fe.n_samples:
-        raise ValueError(f"a clip of {longest / fe.sampling_rate:.2f} s is longer than the model's "
-                         f"{fe.n_samples / fe.sampling_rate:g} s window")
-    features = fe(list(audios), sampling_rate=fe.sampling_rate, return_tensors="pt").input_features
-    return features.to(device=device, dtype=whisper.model.dtype)
 
 
 @dataclass(frozen=True)
@@ -39,21 +27,7 @@ class DecodingOptions:
     batch_size: int = 16
     max_new_tokens: int = 64
     num_beams: int = 1
-    long_form: str = "reject"  # recordings longer than the window: asrmerge.longform.LONG_FORM_MODES
-
-
-def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
-    """Tokens a transcript never contains: special tokens but end-of-text (prompts, languages, timestamps), and the
-    model's own `suppress_tokens` (Whisper's non-speech symbols), as Whisper's decoder does."""
-    special = set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
-    special |= set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
-    special.discard(whisper.eot_id)
-    return sorted(i for i in special if i < whisper.model.config.vocab_size)
-
-
-def first_step_suppressed_ids(whisper: LoadedWhisper) -> list[int]:
-    """Tokens that may not open a transcript (Whisper's `begin_suppress_tokens`: a blank, end-of-text)."""
-    return list(getattr(whisper.model.generation_config, "begin_suppress_tokens", None) or [])
+    long_form: str = "reject"  # recordings longer than the window: asrmerge.evaluation.longform.LONG_FORM_MODES
 
 
 def _suppress(logits: torch.Tensor, always: torch.Tensor, at_start: torch.Tensor, step: int) -> torch.Tensor:
@@ -192,7 +166,7 @@ def transcribe(
 ) -> list[dict]:
     """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis}, in input order.
 
-    Recordings longer than the model's window follow `options.long_form` (asrmerge.longform): refused before any
+    Recordings longer than the model's window follow `options.long_form` (asrmerge.evaluation.longform): refused before any
     decoding, or decoded in voice-activity chunks (the long recordings of the call are then held in memory).
     """
     sr, window = whisper.feature_extractor.sampling_rate, whisper.feature_extractor.n_samples

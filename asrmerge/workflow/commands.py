@@ -1,4 +1,4 @@
-"""Sub-commands of the model stages (asrmerge.stages): pretrain, finetune, select-lambda, decode, score — the
+"""Sub-commands of the model stages (asrmerge.workflow.stages): pretrain, finetune, select-lambda, decode, score — the
 functions the workflow's rule scripts call, with inputs and outputs named on the command line."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from asrmerge import stages
-from asrmerge.experiment import DEFAULT_CONFIG, Experiment
+from asrmerge.workflow import stages
+from asrmerge.workflow.experiment import DEFAULT_CONFIG, Experiment
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -93,7 +93,7 @@ def _model_run_arguments(parser: argparse.ArgumentParser, option_help: str) -> N
 
 
 def configfile_argument(parser: argparse.ArgumentParser) -> None:
-    """--configfile: the run's config, read as the workflow reads it (asrmerge.experiment)."""
+    """--configfile: the run's config, read as the workflow reads it (asrmerge.workflow.experiment)."""
     parser.add_argument("--configfile", default=DEFAULT_CONFIG,
                         help=f"the run's config (default {DEFAULT_CONFIG}); its `results` folder is read and written")
 

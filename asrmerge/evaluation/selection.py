@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from asrmerge.data.manifest import Utterance, read_manifest
-from asrmerge.decoding import DecodingOptions, transcribe
+from asrmerge.evaluation.decoding import DecodingOptions, transcribe
 from asrmerge.layout import CHOSEN_LAMBDA
 from asrmerge.merging.engine import theta_plus
 from asrmerge.models.whisper import LoadedWhisper, load_whisper
 from asrmerge.progress import Progress
-from asrmerge.scoring import ErrorCounts, score_hypotheses
+from asrmerge.evaluation.scoring import ErrorCounts, score_hypotheses
 
 log = logging.getLogger(__name__)
 
