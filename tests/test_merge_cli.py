@@ -34,6 +34,19 @@ def test_task_vector_merge_export(tiny_whisper, tmp_path: Path) -> None:
         meta = fh.metadata()
     assert json.loads(meta["params"])["beta"] == 0.5 and json.loads(meta["params"])["ns_steps"] == 4
     assert meta["seed"] == "3" and json.loads(diag.read_text())["method"] == "boosted_tsv_m"
+    # the workflow's way to the same records: cached task spectra, then diagnose from files
+    spectra = [tmp_path / f"tv{i}.spectra.json" for i in range(len(tvs))]
+    for tv, path in zip(tvs, spectra):
+        assert main(["task-spectra", str(tv), "--out", str(path)]) == 0
+    after = tmp_path / "after.json"
+    assert main(["diagnose", "--merged", str(merged), "--task-vectors", *map(str, tvs), "--spectra",
+                 *map(str, spectra), "--out", str(after)]) == 0
+    during, from_files = json.loads(diag.read_text()), json.loads(after.read_text())
+    assert from_files["tensors"].keys() == during["tensors"].keys()
+    assert all(from_files["tensors"][n]["merged_singular_values"] == r["merged_singular_values"]
+               for n, r in during["tensors"].items())
+    assert main(["diagnose", "--merged", str(merged), "--task-vectors", *map(str, tvs), "--spectra",
+                 str(spectra[0]), "--out", str(after)]) == 2
     out_dir = tmp_path / "model"
     assert main(["export", "--base", str(base), "--task-vector", str(merged), "--lambda", "1.5", "--out", str(out_dir)]) == 0
     exported = load_file(str(out_dir / "model.safetensors"))
