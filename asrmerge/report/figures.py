@@ -171,7 +171,8 @@ def id_vs_ood(frame: pd.DataFrame, *paths: str | Path) -> None:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over a point
         # A fixed number of iterations: adjustText otherwise stops after 1 s of wall clock, so the label positions
         # (and the figure's bytes) would depend on the machine's load.
-        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.2, 1.6), force_text=(0.6, 1.2), iter_lim=LABEL_ITERATIONS,
+        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.4, 1.9), force_text=(0.8, 1.6), force_static=(0.4, 0.8),
+                    iter_lim=LABEL_ITERATIONS,
                     arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.4})
         _save(fig, paths)
 
