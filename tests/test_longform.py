@@ -1,4 +1,5 @@
-"""Long recordings are never cut: refused by default, decoded in voice-activity chunks with `long_form: vad`."""
+"""Long recordings are never cut: refused by default, decoded in voice-activity chunks (`long_form: vad`) or in
+consecutive windows (`long_form: sequential`)."""
 
 from pathlib import Path
 
@@ -90,3 +91,21 @@ def test_the_corpus_job_reports_long_recordings_and_refuses_what_would_be_cut(tm
         length_report(long_test, 6, "reject")
     with pytest.raises(ValueError, match="1 of 2 train recordings .* training never cuts audio"):
         length_report(short + [row(4, "train", 7.0)], 6, "vad")
+
+
+def test_sequential_mode_decodes_consecutive_windows_over_the_whole_recording(long_recording):
+    """Whisper's sequential algorithm without timestamps: windows back to back from the first sample to the last, each
+    decoded whole. A cut transcript would hold ~7 % of the reference's words; this one holds about half or more: the
+    demo foundation, trained on single sentences, often ends a window after its first sentence, and words on a window
+    boundary are split (what VAD chunking avoids)."""
+    from asrmerge.evaluation.longform import window_pieces
+
+    samples = int(round(long_recording.duration * SR))
+    pieces = window_pieces(0, samples, 6 * SR)
+    assert pieces[0].start == 0 and pieces[-1].end == samples
+    assert all(a.end == b.start for a, b in zip(pieces, pieces[1:])) and all(p.end - p.start <= 6 * SR for p in pieces)
+    whisper = load_whisper(ROOT / "assets" / "foundation")
+    options = DecodingOptions(batch_size=8, max_new_tokens=150, long_form="sequential")
+    row, = transcribe(whisper, [long_recording], options, torch.device("cpu"), progress=False)
+    reference, hypothesis = row["reference"].split(), row["hypothesis"].split()
+    assert 0.4 * len(reference) < len(hypothesis) < 1.4 * len(reference)

@@ -16,10 +16,17 @@ from tqdm import tqdm
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from asrmerge.data.manifest import Utterance, load_audio
-from asrmerge.evaluation.longform import Piece, check_lengths, vad_pieces
+from asrmerge.evaluation.longform import Piece, check_lengths, vad_pieces, window_pieces
 from asrmerge.models.whisper import LoadedWhisper, first_step_suppressed_ids, log_mel, suppressed_token_ids
 
 log = logging.getLogger(__name__)
+
+
+#: How a recording longer than the window becomes decoder inputs, per long-form mode (`reject` never gets here).
+LONG_FORM_PIECES = {
+    "vad": vad_pieces,
+    "sequential": lambda index, audio, window: window_pieces(index, len(audio), window),
+}
 
 
 @dataclass(frozen=True)
@@ -167,13 +174,15 @@ def transcribe(
     """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis}, in input order.
 
     Recordings longer than the model's window follow `options.long_form` (asrmerge.evaluation.longform): refused before any
-    decoding, or decoded in voice-activity chunks (the long recordings of the call are then held in memory).
+    decoding, or decoded in voice-activity chunks or consecutive windows (the long recordings of the call are then
+    held in memory).
     """
     sr, window = whisper.feature_extractor.sampling_rate, whisper.feature_extractor.n_samples
     check_lengths(utterances, window / sr, options.long_form)
     long_audio = {i: load_audio(u.audio, sr) for i, u in enumerate(utterances) if u.duration > window / sr}
+    split_long = LONG_FORM_PIECES.get(options.long_form)
     pieces = [piece for i in range(len(utterances)) for piece in
-              (vad_pieces(i, long_audio[i], window) if i in long_audio else [Piece(i)])]
+              (split_long(i, long_audio[i], window) if i in long_audio else [Piece(i)])]
 
     def audio(piece: Piece) -> np.ndarray:
         if piece.end is None:

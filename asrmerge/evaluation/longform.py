@@ -7,7 +7,12 @@
   are merged into chunks of at most one window, as WhisperX does (a chunk runs from the start of its first segment
   to the end of its last, pauses between them included; a segment longer than the window is split by the VAD at a
   pause, or at the window when there is none), and every chunk is decoded like a short utterance, in the same batches; the
-  recording's hypothesis is its chunks' hypotheses joined in time order.
+  recording's hypothesis is its chunks' hypotheses joined in time order;
+* ``sequential``: Whisper's sequential long-form algorithm as OpenAI's `transcribe(..., without_timestamps=True)`
+  runs it: consecutive windows, each decoded whole and the next starting where the last ended, hypotheses joined.
+  It needs no VAD and works for any model, timestamp tokens or not; a word on a window boundary can be split or
+  lost (what VAD chunking avoids), which is what comparing the two modes shows. The timestamp-based seeking that
+  Whisper adds for models that predict timestamps is not implemented.
 
 Recordings within the window are decoded whole in every mode, so a short-form set gives the same transcripts
 whatever the mode.
@@ -26,7 +31,7 @@ from asrmerge.data.manifest import Utterance
 
 log = logging.getLogger(__name__)
 
-LONG_FORM_MODES = ("reject", "vad")
+LONG_FORM_MODES = ("reject", "vad", "sequential")
 VAD_SAMPLE_RATE = 16000
 #: Silence kept around each VAD segment (WhisperX pads too: a word's onset or tail is quiet).
 SPEECH_PAD_MS = 100
@@ -57,8 +62,8 @@ def check_lengths(utterances: Sequence[Utterance], window_seconds: float, mode: 
     if longest is not None:
         raise ValueError(
             f"recording {longest.id} ({longest.audio}) lasts {longest.duration:.1f} s, longer than the model's "
-            f"{window_seconds:g} s window ({len(long)} such recording(s)); set evaluation.long_form: vad to decode them "
-            "in voice-activity chunks (nothing is ever cut silently)"
+            f"{window_seconds:g} s window ({len(long)} such recording(s)); set evaluation.long_form: vad (voice-activity "
+            "chunks) or sequential (consecutive windows) to decode them (nothing is ever cut silently)"
         )
 
 
@@ -77,7 +82,8 @@ def length_report(utterances: Sequence[Utterance], window_seconds: float, mode: 
         if split == "train":
             raise ValueError(f"{summary}: training never cuts audio; split them or leave them out of training")
         if mode == "reject":
-            raise ValueError(f"{summary}: set evaluation.long_form: vad to decode them in voice-activity chunks")
+            raise ValueError(f"{summary}: set evaluation.long_form: vad (voice-activity chunks) or sequential "
+                             "(consecutive windows) to decode them")
         lines.append(f"{summary}: evaluation.long_form {mode} decodes them")
     return lines
 
@@ -120,3 +126,9 @@ def vad_pieces(index: int, audio: np.ndarray, window_samples: int) -> list[Piece
     chunks = merge_segments(segments, window_samples)
     log.debug("recording %d: %d speech segment(s) in %d chunk(s)", index, len(segments), len(chunks))
     return [Piece(index, start, end) for start, end in chunks]
+
+
+def window_pieces(index: int, num_samples: int, window_samples: int) -> list[Piece]:
+    """The `sequential` mode's decoder inputs for one long recording: consecutive windows covering all of it."""
+    return [Piece(index, start, min(start + window_samples, num_samples))
+            for start in range(0, num_samples, window_samples)]

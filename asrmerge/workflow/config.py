@@ -382,7 +382,7 @@ def check_roles(config: Mapping) -> None:
                 raise ConfigError(f"config key corpus.sets.{name}: {err}") from None
             if config["evaluation"]["long_form"] == "reject":
                 raise ConfigError(f"config key evaluation.long_form: set {name} holds recordings longer than the "
-                                  "window, which the default mode reject refuses; set it to vad")
+                                  "window, which the default mode reject refuses; set it to vad or sequential")
             continue
         try:
             parse_spec(name, spec)  # voices, languages, text generators, channel effects
