@@ -47,10 +47,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def check_config_file(path: str | Path) -> None:
-    """A config file must be YAML with every key given once: a repeated key would silently override the first."""
+def check_config_file(path: str | Path) -> Any:
+    """A config file must be YAML with every key given once: a repeated key would silently override the first.
+    Returns the parsed document."""
     try:
-        yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except ConfigError as err:
         raise ConfigError(f"config file {path}: {err}") from None
     except yaml.YAMLError as err:

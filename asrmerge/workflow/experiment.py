@@ -11,10 +11,7 @@ import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from asrmerge import layout
 from asrmerge.workflow.config import (
@@ -73,9 +70,7 @@ class Experiment:
     @classmethod
     def load(cls, configfile: str | os.PathLike[str] = DEFAULT_CONFIG, workdir: str | os.PathLike[str] = ".") -> Experiment:
         """The experiment of a config file, checked as the workflow checks it (relative paths from `workdir`)."""
-        check_config_file(configfile)
-        config = yaml.safe_load(Path(configfile).read_text(encoding="utf-8"))
-        return cls(validate_config(config, workdir=workdir))
+        return cls(validate_config(check_config_file(configfile), workdir=workdir))
 
     def result(self, template: str, **fields: str) -> str:
         """A path under the results folder (asrmerge.layout); fields not given stay Snakemake wildcards."""
