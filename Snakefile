@@ -9,8 +9,9 @@
 #   models/joint/                                joint fine-tune on all domains (Full-FT)
 #   models/finetuned/{domain}/                   per-domain fine-tunes (ID-FT), with loss.csv
 #   task_vectors/{domain}.safetensors            tau_d = theta_d - theta_0
+#   statistics/{domain}/{gram,fisher}.safetensors  a fine-tune's statistics on its domain (data-aware merges only)
 #   merges/{method}/{params}/task_vector.safetensors   merged task vector (independent of lambda)
-#   merges/{method}/{params}/diagnostics.json    spectra, effective ranks, sign conflicts
+#   merges/{method}/{params}/diagnostics.json    spectra, effective ranks, sign conflicts (the figures' merges)
 #   selection/{method}/{params}.json             validation curve over lambda and the chosen lambda
 #   hypotheses/{system}/{test_set}.jsonl         per-utterance id, reference, hypothesis
 #   scores/{system}.json                         error counts per test set and per utterance
@@ -42,6 +43,7 @@ include: "rules/data.smk"
 include: "rules/base_model.smk"
 include: "rules/finetune.smk"
 include: "rules/task_vectors.smk"
+include: "rules/statistics.smk"
 include: "rules/merge.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"

@@ -30,6 +30,7 @@ BASE_MODEL = "models/base"
 MODEL = "models/{model}"  # model: a trained system id (base, joint, finetuned/<domain>)
 TASK_VECTOR = "task_vectors/{domain}.safetensors"
 TASK_SPECTRA = "task_vectors/{domain}.spectra.json"  # every matrix's spectrum, for the merge diagnostics
+STATISTICS = "statistics/{domain}/{kind}.safetensors"  # kind: gram | fisher (data-aware merges)
 MERGED_TASK_VECTOR = "merges/{branch}/task_vector.safetensors"
 MERGE_DIAGNOSTICS = "merges/{branch}/diagnostics.json"
 SELECTION = "selection/{branch}.json"

@@ -4,6 +4,7 @@ rule merge:
     input:
         base=result(layout.BASE_MODEL),
         task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
+        statistics=lambda wc: EXPERIMENT.statistics_files(branch(wc).id),
     output:
         result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
     log:

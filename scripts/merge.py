@@ -16,4 +16,5 @@ with job_logging(snakemake.log[0], snakemake.threads):
         device=str(resolve_device(snakemake.params.device)),
         svd_dtype=getattr(torch, snakemake.params.svd_dtype),
         exclude_from_svd=snakemake.params.exclude_from_svd,
+        statistics=list(snakemake.input.statistics),
     )

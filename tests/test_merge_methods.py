@@ -57,11 +57,25 @@ def make_spectral(shape: tuple[int, int], num_tasks: int, seed: int = 0, decay: 
     return torch.stack(tvs).float(), torch.randn(shape, generator=gen).float()
 
 
+def task_statistics(kind: str, tvs: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
+    """Plausible per-task statistics of a tensor for data-aware methods: positive-definite Gram matrices of a weight's
+    inputs, non-negative Fisher entries (tests/test_data_aware.py checks those methods against their references)."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "fisher":
+        return torch.rand(tvs.shape, generator=gen) ** 2
+    if tvs.ndim != 3:
+        return None
+    x = torch.randn(tvs.shape[0], 4 * tvs.shape[2], tvs.shape[2], generator=gen)
+    return x.mT @ x / x.shape[1]
+
+
 def run(name: str, tvs: torch.Tensor, base: torch.Tensor, seed: int | None = None, **params) -> torch.Tensor:
     method = get_method(name)
     kwargs = resolve_params(method, params)
     if method.uses_rng:
         kwargs["generator"] = torch.Generator().manual_seed(0 if seed is None else seed)
+    if method.statistics is not None:
+        kwargs["statistics"] = task_statistics(method.statistics, tvs)
     return method.fn(tvs, base, **kwargs)
 
 
@@ -743,7 +757,7 @@ def test_registry_contents() -> None:
     assert [m.name for m in list_methods()][:4] == ["karcher", "model_soup", "model_stock", "multislerp"]
     for method in list_methods():
         assert method.reference and method.summary, method.name
-        assert not method.needs_calibration
+        assert (method.statistics is not None) == (method.family == "data_aware")
         assert method.fn.__doc__, method.name
     assert get_method("ties").default_lambdas == TASK_VECTOR_LAMBDAS and len(TASK_VECTOR_LAMBDAS) == 10
     assert get_method("tsv_m").default_lambdas == SUBSPACE_LAMBDAS and SUBSPACE_LAMBDAS[-1] == 3.0

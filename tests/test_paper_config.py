@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "experiments" / "paper.yaml"
 PAPER_METHODS = {"model_soup", "model_stock", "karcher", "multislerp", "task_arithmetic", "ties", "pcb", "sce",
                  "iso_c", "iso_cts", "tsv_m", "boosted_tsv_m"}
+BEYOND_THE_PAPER = {"regmean", "fisher"}  # data-aware merges, listed after the paper's
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,8 @@ def test_paper_config_has_the_papers_setup(paper_config):
         assert block["precision"] == "bf16" and block["gradient_checkpointing"] is True
     assert config["evaluation"]["num_beams"] == 5
     branches = merge_branches(config)
-    assert {b.method for b in branches} == PAPER_METHODS
+    assert {b.method for b in branches} == PAPER_METHODS | BEYOND_THE_PAPER
+    assert config["statistics"]["utterances"] == 256  # FusionBench's num_regmean_examples / num_fisher_examples
     by_id = {b.id: b for b in branches}
     assert by_id["pcb/pcb_ratio=0.05"].params["pcb_ratio"] == 0.05
     assert by_id["tsv_m/orthogonaliser=newton_schulz"].params["ns_steps"] == 5
@@ -96,7 +98,7 @@ def test_paper_config_dry_run_lists_every_job(paper_config):
         assert f"{results}/task_vectors/{domain}.safetensors" in outputs, domain
         assert f"{results}/scores/finetuned/{domain}.json" in outputs, domain
     branches = merge_branches(validated)
-    assert len(branches) == 4 + 4 + 1 + 2 + 2 + 10
+    assert len(branches) == 4 + 4 + 1 + 2 + 2 + 10 + 2
     for branch in branches:
         assert f"{results}/merges/{branch.id}/task_vector.safetensors" in outputs, branch.id  # merge
         assert f"{results}/selection/{branch.id}.json" in outputs, branch.id  # select_lambda
@@ -109,10 +111,14 @@ def test_paper_config_dry_run_lists_every_job(paper_config):
     for figure in ("beta_sweep", "spectra", "effective_rank", "lambda_curves", "heatmap"):
         assert f"{results}/figures/{figure}.png" in outputs, figure
     assert f"{results}/tables/paper.tex" in outputs
+    for domain in domains(validated):
+        for kind in ("gram", "fisher"):
+            assert f"{results}/statistics/{domain}/{kind}.safetensors" in outputs, (domain, kind)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], re.MULTILINE))
     assert counts["finetune_domain"] == "10" and counts["task_vector"] == "10"
     assert counts["merge"] == counts["select_lambda"] == counts["decode_merged"] == str(len(branches))
     assert counts["decode_model"] == "12" and counts["score"] == str(12 + len(branches))
+    assert counts["statistics"] == "20"
 
 
 def _offline() -> list[str]:

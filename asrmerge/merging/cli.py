@@ -71,6 +71,7 @@ def _merge(args: argparse.Namespace) -> int:
         svd_dtype=SVD_DTYPES[args.svd_dtype],
         exclude_from_svd=DEFAULT_SVD_EXCLUDE if args.exclude_from_svd is None else tuple(args.exclude_from_svd),
         diagnostics_path=args.diagnostics,
+        statistics=args.statistics,
     )
     return 0
 
@@ -156,6 +157,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude-from-svd", nargs="*", default=None, metavar="REGEX",
                    help=f"tensors kept out of subspace methods' SVD (default: {' '.join(DEFAULT_SVD_EXCLUDE)})")
     p.add_argument("--diagnostics", default=None, help="also write per-tensor diagnostics JSON here")
+    p.add_argument("--statistics", nargs="+", default=None, metavar="FILE",
+                   help="data-aware methods (regmean, fisher): each task's statistics file (`asrmerge statistics`), "
+                        "in the order of the task vectors")
     p.set_defaults(func=_merge)
 
     p = subparsers.add_parser(

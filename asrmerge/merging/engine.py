@@ -51,7 +51,14 @@ from asrmerge.merging.checkpoint import (
 from asrmerge.merging.diagnostics import DiagnosticsCollector, diagnostics_header, tensor_record
 from asrmerge.merging.linalg import record_orthogonality
 from asrmerge.merging.runtime import cpu_workers, map_side_by_side, prefetch_thread, side_by_side_pool, tune_allocator
-from asrmerge.merging.registry import MergeMethod, TensorStream, get_method, resolve_params
+from asrmerge.merging.registry import (
+    STATISTICS_FILE_KIND,
+    MergeMethod,
+    TensorStream,
+    get_method,
+    resolve_params,
+    statistics_shape,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +245,45 @@ def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]],
     return checkpoints
 
 
+class _Statistics:
+    """The tasks' statistics files of a data-aware merge (one per task, in the task vectors' order), checked against
+    the base before anything is merged: the kind the method needs, the same tensors in every file, shapes that fit."""
+
+    def __init__(self, kind: str, base: Checkpoint, paths: Sequence[str | os.PathLike[str]]):
+        self.files = [open_checkpoint(p) for p in paths]
+        try:
+            for ckpt in self.files:
+                if ckpt.metadata.get("kind") != STATISTICS_FILE_KIND or ckpt.metadata.get("statistics") != kind:
+                    raise ValueError(f"{ckpt.path} is not a file of {kind} statistics (kind={ckpt.metadata.get('kind')!r}, "
+                                     f"statistics={ckpt.metadata.get('statistics')!r}): write one with `asrmerge statistics`")
+                if set(ckpt.names) != set(self.files[0].names):
+                    odd = sorted(set(ckpt.names) ^ set(self.files[0].names))[0]
+                    raise ValueError(f"{ckpt.path} and {self.files[0].path} cover different tensors ({odd!r} is in one only)")
+            self.names = [n for n in base.float_names if n in set(self.files[0].names)]
+            unknown = sorted(set(self.files[0].names) - set(self.names))
+            if unknown:
+                raise ValueError(f"{self.files[0].path}: statistics of {unknown[0]!r}, which the base has no tensor of")
+            for name in self.names:
+                want = statistics_shape(kind, base.shapes[name])
+                for ckpt in self.files:
+                    if tuple(ckpt.shapes[name]) != want:
+                        raise ValueError(f"{ckpt.path}: {kind} statistics of {name!r} are shaped "
+                                         f"{tuple(ckpt.shapes[name])}, the base's tensor {tuple(base.shapes[name])} needs {want}")
+        except BaseException:
+            self.close()
+            raise
+
+    def stack(self, name: str, device: torch.device) -> torch.Tensor | None:
+        """(T, ...) statistics of tensor `name`, or None when the tasks have none for it."""
+        if name not in self.files[0].shapes:
+            return None
+        return torch.stack([ckpt.get_float(name) for ckpt in self.files]).to(device)
+
+    def close(self) -> None:
+        for ckpt in self.files:
+            ckpt.close()
+
+
 def _merge_one(
     method: MergeMethod,
     name: str,
@@ -327,6 +373,7 @@ def merge(
     svd_dtype: torch.dtype = torch.float32,
     exclude_from_svd: Sequence[str] = DEFAULT_SVD_EXCLUDE,
     diagnostics_path: str | os.PathLike[str] | None = None,
+    statistics: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Merge T task vectors with a registered method, in one streaming pass over the inputs.
 
@@ -339,14 +386,13 @@ def merge(
     stream the inputs extra times first. Elementwise methods (`MergeMethod.is_elementwise`) are merged in slices of
     SLICE_ELEMENTS entries per task, so their memory does not grow with the tensor size. `exclude_from_svd` (regexes)
     routes matching tensors of subspace methods to the mean of τ_t. `diagnostics_path`: also write per-tensor
-    diagnostics JSON (see `diagnostics`; costs about T + 1 svdvals per matrix).
+    diagnostics JSON (see `diagnostics`; costs about T + 1 svdvals per matrix). `statistics`: for data-aware methods,
+    one statistics file per task (asrmerge.training.statistics), in the order of the task vectors.
     Output metadata: method, resolved params, seed, inputs, default λ grid (and λ for the model). Returns `out_path`
     if given, else `out_model`.
     """
     spec = get_method(method)
     resolved = resolve_params(spec, params or {})
-    if spec.needs_calibration:
-        raise ValueError(f"method {spec.name!r} needs calibration data, which merge() does not take")
     if (task_vectors is None) == (finetuned is None):
         raise ValueError("give exactly one of task_vectors or finetuned")
     if out_path is None and out_model is None:
@@ -356,6 +402,12 @@ def merge(
     paths = list(task_vectors if task_vectors is not None else finetuned or [])
     if not paths:
         raise ValueError("no task vectors / fine-tuned models given")
+    statistics = list(statistics or [])
+    if spec.statistics is None and statistics:
+        raise ValueError(f"method {spec.name!r} uses no statistics, yet {len(statistics)} statistics files were given")
+    if spec.statistics is not None and len(statistics) != len(paths):
+        raise ValueError(f"method {spec.name!r} needs {spec.statistics} statistics of each of its {len(paths)} tasks, "
+                         f"got {len(statistics)} files")
     if svd_dtype not in (torch.float32, torch.float64):
         raise ValueError(f"svd_dtype must be torch.float32 or torch.float64, got {svd_dtype}")
     dev = _resolve_device(device)
@@ -371,6 +423,19 @@ def merge(
             resources.callback(ckpt.close)
         reader = _Reader(base_ckpt, inputs, finetuned is not None)
         names = base_ckpt.float_names
+        task_statistics = None
+        if spec.statistics is not None:
+            task_statistics = _Statistics(spec.statistics, base_ckpt, statistics)
+            resources.callback(task_statistics.close)
+
+        def statistics_stream() -> Iterator[tuple[str, torch.Tensor]]:
+            for n in task_statistics.names:
+                yield n, task_statistics.stack(n, dev)
+
+        def tensor_kwargs(name: str) -> Mapping[str, Any]:
+            if task_statistics is None:
+                return kwargs
+            return {**kwargs, "statistics": task_statistics.stack(name, dev)}
 
         extra: dict[str, Any] = {}
         if spec.global_stats is not None:
@@ -379,7 +444,8 @@ def merge(
                     yield n, stack.to(dev)
 
             total = sum(base_ckpt.numel(n) for n in names)
-            extra = spec.global_stats(TensorStream(open=stream, numel=total, num_tasks=len(inputs)), resolved)
+            extra = spec.global_stats(TensorStream(open=stream, numel=total, num_tasks=len(inputs),
+                                                   statistics=statistics_stream if task_statistics else None), resolved)
         kwargs = {**resolved, **extra}
         metadata = {
             "format": "pt",
@@ -391,6 +457,7 @@ def merge(
             "inputs": _metadata_json([str(p) for p in paths]),
             "input_kind": "finetuned" if finetuned is not None else "task_vectors",
             "default_lambdas": _metadata_json(list(spec.default_lambdas)),
+            **({"statistics": _metadata_json([str(p) for p in statistics])} if statistics else {}),
         }
         collector = None
         if diagnostics_path is not None:
@@ -467,13 +534,14 @@ def merge(
             if workers > 1 and whole and _small_enough(theta0.numel(), len(inputs)):
                 theta0 = theta0.clone()
                 future = side_by_side_pool(workers).submit(
-                    _merge_tapped, diagnose, spec, name, stack.clone(), theta0, kwargs, seed, svd_dtype, excluded)
+                    _merge_tapped, diagnose, spec, name, stack.clone(), theta0, tensor_kwargs(name), seed, svd_dtype,
+                    excluded)
                 queue.append((name, theta0, future, True))
                 emit_ready()
                 continue
             if whole:
                 emit_ready(wait=True)  # a large tensor: no copies of it in the queue
-            merged, record = _merge_tapped(diagnose, spec, name, stack.to(dev), theta0.to(dev), kwargs, seed,
+            merged, record = _merge_tapped(diagnose, spec, name, stack.to(dev), theta0.to(dev), tensor_kwargs(name), seed,
                                            svd_dtype, excluded, map_side_by_side)
             if not queue:
                 emit(name, theta0, merged, record)

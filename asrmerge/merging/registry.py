@@ -14,7 +14,10 @@ Method contract (tests/test_merge_methods.py checks it on every registered metho
 - randomness only from `generator` (methods registered with uses_rng=True; the executor seeds one per tensor);
 - no threads, no I/O, no global state: methods registered with uses_svd=True receive `svd_dtype` (working precision
   of their SVDs) and `map_tasks`, the map to run their independent per-task steps through, which the executor
-  chooses (asrmerge.merging.runtime); the result must not depend on it.
+  chooses (asrmerge.merging.runtime); the result must not depend on it;
+- data-aware methods (registered with `statistics`, one of STATISTICS_KINDS) receive `statistics`: the tasks'
+  statistics of this tensor stacked (T, ...) (asrmerge.training.statistics writes them per task), or None where the
+  tasks have none for it (the method then falls back as its reference does, e.g. to the mean of τ_t).
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ if TYPE_CHECKING:  # the registry is read at workflow parse time, which never ru
     import torch
 
 FAMILIES = ("parameter", "task_vector", "subspace", "data_aware")
+#: What data-aware methods need per task (asrmerge.training.statistics): the Gram matrix XᵀX of each linear layer's
+#: inputs (keyed by its weight's name, shaped (in, in)), or the diagonal Fisher information of each parameter.
+STATISTICS_KINDS = ("gram", "fisher")
+#: The "kind" metadata of a statistics file; its "statistics" metadata is one of STATISTICS_KINDS.
+STATISTICS_FILE_KIND = "statistics"
+
+
+def statistics_shape(kind: str, weight_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape of one task's `kind` statistics of a tensor shaped `weight_shape` (None: that kind has none for it)."""
+    if kind == "gram":
+        return (weight_shape[1], weight_shape[1]) if len(weight_shape) == 2 else None
+    return tuple(weight_shape)
 KINDS = {"float": float, "int": int, "str": str, "bool": bool}
 
 
@@ -127,12 +142,14 @@ class TensorStream:
     Each call streams the model once as (name, stacked τ float32 on the merge device): (T, *shape) per tensor, or
     (T, n) slices of a large tensor's flattened entries, in order. A yielded stack is only valid until the next one
     is requested (the engine reuses its buffer). `numel` is the number of entries per task (Σ over tensors),
-    `num_tasks` is T.
+    `num_tasks` is T. `statistics`, for data-aware methods, streams (name, stacked statistics (T, ...)) of every
+    tensor the tasks have statistics for, in the same way.
     """
 
     open: Callable[[], Iterator[tuple[str, torch.Tensor]]]
     numel: int
     num_tasks: int
+    statistics: Callable[[], Iterator[tuple[str, torch.Tensor]]] | None = None
 
     def __call__(self) -> Iterator[tuple[str, torch.Tensor]]:
         return self.open()
@@ -166,7 +183,7 @@ class MergeMethod:
         uses_svd: fn accepts `svd_dtype` (working precision of its SVDs) and `map_tasks` (module docstring).
         default_lambdas: λ grid for validation sweeps.
         reference: the implementation whose numbers this method reproduces.
-        needs_calibration: needs calibration audio (Fisher, RegMean); reserved, none registered yet.
+        statistics: what a data-aware method needs per task and tensor (one of STATISTICS_KINDS), or None.
         global_stats: optional model-wide pre-pass (e.g. TIES with scope="global").
         check: optional cross-parameter validation (raises ValueError).
         elementwise: entry i of the result depends only on entry i of every τ_t and of the base (given the
@@ -183,7 +200,7 @@ class MergeMethod:
     uses_svd: bool = False
     default_lambdas: tuple[float, ...] = TASK_VECTOR_LAMBDAS
     reference: str = ""
-    needs_calibration: bool = False
+    statistics: str | None = None
     global_stats: GlobalStatsFn | None = None
     check: Callable[[Mapping[str, Any]], None] | None = field(default=None)
     elementwise: bool | Callable[[Mapping[str, Any]], bool] = False
@@ -197,6 +214,8 @@ class MergeMethod:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
+        if self.statistics is not None and self.statistics not in STATISTICS_KINDS:
+            raise ValueError(f"method {self.name!r}: statistics must be one of {STATISTICS_KINDS}, got {self.statistics!r}")
         for key, spec in self.params.items():
             if not spec.in_range(spec.coerce(spec.default)):
                 raise ValueError(f"method {self.name!r}: default of {key!r} ({spec.default!r}) is not {spec.allowed()}")
@@ -247,7 +266,7 @@ def register(
     uses_svd: bool = False,
     default_lambdas: tuple[float, ...] | None = None,
     reference: str = "",
-    needs_calibration: bool = False,
+    statistics: str | None = None,
     global_stats: GlobalStatsFn | None = None,
     check: Callable[[Mapping[str, Any]], None] | None = None,
     elementwise: bool | Callable[[Mapping[str, Any]], bool] = False,
@@ -268,7 +287,7 @@ def register(
             uses_svd=uses_svd,
             default_lambdas=default_lambdas if default_lambdas is not None else _FAMILY_LAMBDAS[family],
             reference=reference,
-            needs_calibration=needs_calibration,
+            statistics=statistics,
             global_stats=global_stats,
             check=check,
             elementwise=elementwise,

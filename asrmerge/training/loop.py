@@ -100,6 +100,28 @@ class FeatureCache:
         return stacked.to(device=device, dtype=self.whisper.model.dtype)
 
 
+def teacher_forcing(whisper: LoadedWhisper, utterances: Sequence[Utterance]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoder's inputs for the utterances' transcripts (padded with end-of-text), the tokens it must predict at
+    each position (-100 where nothing is predicted: the prompt and the padding) and which positions hold a real input
+    token, each (batch, positions)."""
+    sequences = [label_sequence(whisper, u) for u in utterances]
+    max_positions = whisper.model.config.max_target_positions
+    too_long = [u.id for u, s in zip(utterances, sequences) if len(s) - 1 > max_positions]
+    if too_long:
+        raise ValueError(f"utterance {too_long[0]}: transcript longer than the decoder's {max_positions} positions")
+    width = max(len(s) for s in sequences) - 1
+    inputs = torch.full((len(sequences), width), whisper.eot_id, dtype=torch.long)
+    targets = torch.full((len(sequences), width), -100, dtype=torch.long)
+    valid = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1])
+        targets[row, : len(seq) - 1] = torch.tensor(seq[1:])
+        valid[row, : len(seq) - 1] = True
+        prompt_length = len(whisper.prompt_ids(utterances[row].language))
+        targets[row, : prompt_length - 1] = -100  # language/task/timestamp tokens are part of the prompt
+    return inputs, targets, valid
+
+
 def batch_loss(
     whisper: LoadedWhisper, utterances: Sequence[Utterance], device: torch.device,
     ctc_head: torch.nn.Linear | None = None, ctc_weight: float = 0.0, features: FeatureCache | None = None,
@@ -107,20 +129,7 @@ def batch_loss(
     """Mean token cross-entropy of the transcripts (the prompt tokens are given, not predicted), plus the weighted
     CTC loss of the encoder when a CTC head is given (its blank is the last class)."""
     features = (features or FeatureCache(whisper, max_bytes=0))(utterances, device)
-    sequences = [label_sequence(whisper, u) for u in utterances]
-    max_positions = whisper.model.config.max_target_positions
-    too_long = [u.id for u, s in zip(utterances, sequences) if len(s) - 1 > max_positions]
-    if too_long:
-        raise ValueError(f"utterance {too_long[0]}: transcript longer than the decoder's {max_positions} positions")
-    width = max(len(s) for s in sequences) - 1
-    eot = whisper.eot_id
-    inputs = torch.full((len(sequences), width), eot, dtype=torch.long)
-    targets = torch.full((len(sequences), width), -100, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1])
-        targets[row, : len(seq) - 1] = torch.tensor(seq[1:])
-        prompt_length = len(whisper.prompt_ids(utterances[row].language))
-        targets[row, : prompt_length - 1] = -100  # language/task/timestamp tokens are part of the prompt
+    inputs, targets, _ = teacher_forcing(whisper, utterances)
     encoder_states = whisper.model.model.encoder(features).last_hidden_state
     logits = whisper.model(encoder_outputs=(encoder_states,), decoder_input_ids=inputs.to(device)).logits
     loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets.to(device), ignore_index=-100)

@@ -1,4 +1,4 @@
-"""Sub-commands of the model stages (asrmerge.workflow.stages): pretrain, finetune, select-lambda, decode, score — the
+"""Sub-commands of the model stages (asrmerge.workflow.stages): pretrain, finetune, statistics, select-lambda, decode, score — the
 functions the workflow's rule scripts call, with inputs and outputs named on the command line."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from asrmerge.merging.registry import STATISTICS_KINDS
 from asrmerge.workflow import stages
 from asrmerge.workflow.experiment import DEFAULT_CONFIG, Experiment
 
@@ -63,6 +64,11 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _statistics(args: argparse.Namespace) -> int:
+    stages.statistics(args.kind, args.model, args.train, args.out, _options(args.option), args.seed, args.device)
+    return 0
+
+
 def _select_lambda(args: argparse.Namespace) -> int:
     lambdas = [float(x) for x in args.lambdas.split(",")]
     stages.select_lambda(args.base, args.task_vector, args.validation, lambdas, args.out, _options(args.option),
@@ -99,7 +105,7 @@ def configfile_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the pretrain, finetune, select-lambda, decode and score subcommands."""
+    """Add the pretrain, finetune, statistics, select-lambda, decode and score subcommands."""
 
     p = subparsers.add_parser(
         "pretrain", help="make a run's base model as config `base_model` says (rule base_model)",
@@ -124,6 +130,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     _model_run_arguments(p, "training option of config `finetune.domain` (steps and learning_rate are required)")
     p.set_defaults(func=_finetune)
+
+    p = subparsers.add_parser(
+        "statistics", help="a fine-tune's statistics for data-aware merges: gram (RegMean), fisher (rule statistics)",
+        description="Inputs: --model fine-tuned model folder, --train manifests (a seeded draw from their train "
+                    "split). Output: --out safetensors file of the statistics, one tensor per weight covered.",
+    )
+    p.add_argument("--kind", required=True, choices=list(STATISTICS_KINDS))
+    p.add_argument("--model", required=True, help="the domain's fine-tuned model folder")
+    p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="manifests whose train split is used")
+    p.add_argument("--out", required=True, help="output safetensors file")
+    p.add_argument("--seed", type=int, default=0)
+    _model_run_arguments(p, "option of config `statistics` (utterances, batch_size, fisher_outputs, max_memory_mb)")
+    p.set_defaults(func=_statistics)
 
     p = subparsers.add_parser(
         "select-lambda", help="choose λ for θ_base + λ·τ on validation splits (rule select_lambda)",

@@ -23,6 +23,7 @@ from asrmerge.workflow.config import (
     sets_with_role,
     validate_config,
 )
+from asrmerge.merging.registry import get_method
 from asrmerge.report import plan
 
 #: The table rule's outputs: output name -> file name under tables/ (asrmerge.layout.TABLE).
@@ -101,6 +102,11 @@ class Experiment:
     def selection_files(self) -> dict[str, str]:
         """Merge branch id -> its selection record."""
         return {b: self.result(layout.SELECTION, branch=b) for b in self.branches}
+
+    def statistics_files(self, branch_id: str) -> list[str]:
+        """The per-domain statistics files a merge branch's method needs (domain order, as its task vectors), or []."""
+        kind = get_method(self.branches[branch_id].method).statistics
+        return [self.result(layout.STATISTICS, domain=d, kind=kind) for d in self.domains] if kind else []
 
     def table_files(self) -> dict[str, str]:
         """Output name (TABLE_FILES) -> path of each table the table rule writes."""

@@ -58,6 +58,23 @@ def finetune(
     return Path(out)
 
 
+def statistics(
+    kind: str, model: PathLike, train_manifests: Sequence[PathLike], out: PathLike, options: Mapping[str, Any],
+    seed: int, device: str = "auto",
+) -> Path:
+    """`kind` statistics (asrmerge.training.statistics: gram, fisher) of the model folder `model` over a seeded draw
+    from the train splits of `train_manifests`, `options` as config `statistics`; written to `out`."""
+    from asrmerge.models.whisper import load_whisper, resolve_device
+    from asrmerge.training.statistics import StatisticsOptions, write_statistics
+    from asrmerge.workflow.jobs import utterances
+
+    target = resolve_device(device)
+    settings = StatisticsOptions(**{**options, "layers": tuple(options.get("layers", ()))}, seed=seed)
+    provenance = {"model": str(model), "manifests": ", ".join(str(m) for m in train_manifests)}
+    return write_statistics(kind, load_whisper(model, device=target), utterances(train_manifests, split="train"),
+                            settings, target, out, provenance)
+
+
 def select_lambda(
     base: PathLike, task_vector: PathLike, validation_manifests: Sequence[PathLike], lambdas: Sequence[float],
     out: PathLike, evaluation: Mapping[str, Any], metric: str = "wer", tie_break: str = "smallest",
