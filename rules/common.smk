@@ -7,7 +7,7 @@ import asrmerge.layout as layout
 from asrmerge.workflow.jobs import share_package_with_jobs
 from asrmerge.workflow.config import ConfigError, check_config_file, validate_config
 from asrmerge.workflow.experiment import Experiment
-from asrmerge.merging.registry import STATISTICS_KINDS
+from asrmerge.merging.registry import PER_TASK_STATISTICS
 
 try:
     for config_path in workflow.configfiles:

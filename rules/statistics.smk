@@ -11,7 +11,7 @@ rule statistics:
     benchmark:
         f"{BENCHMARKS}/statistics/{{domain}}/{{kind}}.tsv"
     wildcard_constraints:
-        kind=one_of(STATISTICS_KINDS),
+        kind=one_of(PER_TASK_STATISTICS),
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -21,3 +21,30 @@ rule statistics:
         seed=config["seed"],
     script:
         "../scripts/statistics.py"
+
+
+rule adamerging_coefficients:
+    """AdaMerging's task-wise or layer-wise coefficients, learned on the domains' validation audio (not its labels)."""
+    input:
+        base=result(layout.BASE_MODEL),
+        task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
+        validation=manifests(DOMAINS),
+    output:
+        coefficients=result(layout.MERGE_COEFFICIENTS, branch=layout.BRANCH),
+        summary=result(layout.MERGE_COEFFICIENTS_SUMMARY, branch=layout.BRANCH),
+    log:
+        f"{LOGS}/merges/{{method}}/{{params}}.coefficients.log",
+    benchmark:
+        f"{BENCHMARKS}/merges/{{method}}/{{params}}.coefficients.tsv"
+    wildcard_constraints:
+        method="adamerging",
+    conda:
+        "../envs/asrmerge.yaml"
+    threads: 2
+    params:
+        options=lambda wc: branch(wc).params,
+        max_new_tokens=config["evaluation"]["max_new_tokens"],
+        device=config["device"],
+        seed=config["seed"],
+    script:
+        "../scripts/adamerging_coefficients.py"

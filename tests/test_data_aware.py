@@ -157,10 +157,12 @@ def test_statistics_inputs_are_checked_before_merging(merge_inputs, tmp_path: Pa
     def attempt(method: str, statistics) -> None:
         merge(base, task_vectors=taus, method=method, statistics=statistics, out_path=out)
 
-    with pytest.raises(ValueError, match="needs gram statistics of each of its 3 tasks, got 0"):
+    with pytest.raises(ValueError, match="needs gram statistics"):
         attempt("regmean", None)
     with pytest.raises(ValueError, match="uses no statistics"):
         attempt("task_arithmetic", grams)
+    with pytest.raises(ValueError, match="one file per task is needed for 3 tasks, got 2"):
+        attempt("regmean", grams[:2])
     with pytest.raises(ValueError, match="is not a file of gram statistics"):
         attempt("regmean", fishers)
     with pytest.raises(ValueError, match="is not a file of gram statistics"):
@@ -269,3 +271,57 @@ def test_registered_data_aware_methods() -> None:
     assert resolve_params("regmean") == {"alpha": 0.9}
     with pytest.raises(ValueError, match="minimal_weight"):
         resolve_params("fisher", {"minimal_weight": 0.0})
+
+
+# ================================================================================================== AdaMerging
+
+
+def test_adamerging_applies_its_coefficients() -> None:
+    taus, base = torch.randn(3, 4, 5), torch.randn(4, 5)
+    coefficients = torch.tensor([0.2, 0.0, 1.0])
+    fn = get_method("adamerging").fn
+    torch.testing.assert_close(fn(taus, base, statistics=coefficients), 0.2 * taus[0] + taus[2])
+    torch.testing.assert_close(fn(taus, base, statistics=None, init=0.3), 0.3 * taus.sum(0))
+
+
+def test_decoder_batch_predicts_the_transcript_and_its_end() -> None:
+    from asrmerge.training.adamerging import _decoder_batch
+
+    inputs, predicted = _decoder_batch([7, 8, 9], [[1, 2], []], eot=0)
+    assert inputs.tolist() == [[7, 8, 9, 1, 2], [7, 8, 9, 0, 0]]
+    # positions 2, 3, 4 predict 1, 2, <eot>; the empty transcript only its <eot>
+    assert predicted.tolist() == [[False, False, True, True, True], [False, False, True, False, False]]
+
+
+@pytest.mark.parametrize("granularity", ["task", "layer"])
+def test_adamerging_learns_bounded_reproducible_coefficients(world, granularity: str) -> None:
+    from asrmerge.training.adamerging import AdaMergingOptions, learn_coefficients
+
+    whisper, utterances = world
+    theta0 = {n: p.detach().clone() for n, p in whisper.model.named_parameters()}
+    gen = torch.Generator().manual_seed(5)
+    names = [n for n in theta0 if "layers.0" in n]
+    task_vectors = {n: 0.05 * torch.randn(2, *theta0[n].shape, generator=gen) for n in names}
+    options = AdaMergingOptions(granularity=granularity, steps=3, learning_rate=0.05, batch_size=2, max_new_tokens=6)
+    first, curve = learn_coefficients(whisper, task_vectors, utterances, options, CPU)
+    second, _ = learn_coefficients(whisper, task_vectors, utterances, options, CPU)
+    assert set(first) == set(names) and len(curve) == 3
+    assert all(torch.equal(first[n], second[n]) for n in names)
+    stacked = torch.stack(list(first.values()))
+    assert bool(((stacked >= 0) & (stacked <= 1)).all()) and not torch.allclose(stacked, torch.full_like(stacked, 0.3))
+    assert (len(torch.unique(stacked, dim=0)) == 1) == (granularity == "task")
+    assert all(torch.equal(p, theta0[n]) for n, p in whisper.model.named_parameters())  # the model is θ₀ again
+
+
+def test_adamerging_merge_reads_one_file_of_coefficients(merge_inputs, tmp_path: Path) -> None:
+    base, taus, _, _, theta0, _ = merge_inputs
+    coefficients = {n: torch.tensor([0.1, 0.5, 0.9]) for n in list(theta0)[:-3]}
+    path = _statistics_file(tmp_path / "c.safetensors", "coefficients", coefficients)
+    merged = load_file(str(merge(base, task_vectors=taus, method="adamerging", statistics=[path],
+                                 out_path=tmp_path / "m.safetensors")))
+    tau = [load_file(str(p)) for p in taus]
+    for name, value in merged.items():
+        weights = coefficients.get(name, torch.full((3,), 0.3))
+        torch.testing.assert_close(value, sum(w * t[name] for w, t in zip(weights, tau)), msg=name)
+    with pytest.raises(ValueError, match="one file is needed for 3 tasks, got 3"):
+        merge(base, task_vectors=taus, method="adamerging", statistics=[path] * 3, out_path=tmp_path / "x")

@@ -58,9 +58,12 @@ def make_spectral(shape: tuple[int, int], num_tasks: int, seed: int = 0, decay: 
 
 
 def task_statistics(kind: str, tvs: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
-    """Plausible per-task statistics of a tensor for data-aware methods: positive-definite Gram matrices of a weight's
-    inputs, non-negative Fisher entries (tests/test_data_aware.py checks those methods against their references)."""
+    """Plausible statistics of a tensor for data-aware methods: positive-definite Gram matrices of a weight's inputs,
+    non-negative Fisher entries, coefficients in [0, 1] (tests/test_data_aware.py checks those methods against their
+    references)."""
     gen = torch.Generator().manual_seed(seed)
+    if kind == "coefficients":
+        return torch.rand(tvs.shape[0], generator=gen)
     if kind == "fisher":
         return torch.rand(tvs.shape, generator=gen) ** 2
     if tvs.ndim != 3:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "experiments" / "paper.yaml"
 PAPER_METHODS = {"model_soup", "model_stock", "karcher", "multislerp", "task_arithmetic", "ties", "pcb", "sce",
                  "iso_c", "iso_cts", "tsv_m", "boosted_tsv_m"}
-BEYOND_THE_PAPER = {"regmean", "fisher"}  # data-aware merges, listed after the paper's
+BEYOND_THE_PAPER = {"regmean", "fisher", "adamerging"}  # data-aware merges, listed after the paper's
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_paper_config_dry_run_lists_every_job(paper_config):
         assert f"{results}/task_vectors/{domain}.safetensors" in outputs, domain
         assert f"{results}/scores/finetuned/{domain}.json" in outputs, domain
     branches = merge_branches(validated)
-    assert len(branches) == 4 + 4 + 1 + 2 + 2 + 10 + 2
+    assert len(branches) == 4 + 4 + 1 + 2 + 2 + 10 + 2 + 2
     for branch in branches:
         assert f"{results}/merges/{branch.id}/task_vector.safetensors" in outputs, branch.id  # merge
         assert f"{results}/selection/{branch.id}.json" in outputs, branch.id  # select_lambda
@@ -118,7 +118,7 @@ def test_paper_config_dry_run_lists_every_job(paper_config):
     assert counts["finetune_domain"] == "10" and counts["task_vector"] == "10"
     assert counts["merge"] == counts["select_lambda"] == counts["decode_merged"] == str(len(branches))
     assert counts["decode_model"] == "12" and counts["score"] == str(12 + len(branches))
-    assert counts["statistics"] == "20"
+    assert counts["statistics"] == "20" and counts["adamerging_coefficients"] == "2"
 
 
 def _offline() -> list[str]:

@@ -37,8 +37,8 @@ PROFILE = ROOT / "profiles" / "slurm"
 RUN_TIMEOUT_S = int(os.environ.get("ASRMERGE_SLURM_TEST_TIMEOUT", "900"))
 FAULT_RULE = "finetune_domain"
 FAULT_DOMAIN = "weather"  # the micro config's first domain
-GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "statistics", "merge", "select_lambda", "decode_model",
-             "decode_merged"}
+GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "statistics", "adamerging_coefficients", "merge",
+             "select_lambda", "decode_model", "decode_merged"}
 CPU_RULES = {"corpus_set", "import_finetune", "task_vector", "task_spectra", "merge_diagnostics", "score",
              "export_merged", "export_best_merge"}
 

@@ -53,6 +53,7 @@ from asrmerge.merging.linalg import record_orthogonality
 from asrmerge.merging.runtime import cpu_workers, map_side_by_side, prefetch_thread, side_by_side_pool, tune_allocator
 from asrmerge.merging.registry import (
     STATISTICS_FILE_KIND,
+    STATISTICS_KINDS,
     MergeMethod,
     TensorStream,
     get_method,
@@ -246,10 +247,15 @@ def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]],
 
 
 class _Statistics:
-    """The tasks' statistics files of a data-aware merge (one per task, in the task vectors' order), checked against
-    the base before anything is merged: the kind the method needs, the same tensors in every file, shapes that fit."""
+    """The statistics files of a data-aware merge (one per task, in the task vectors' order, or one for all tasks:
+    STATISTICS_KINDS), checked against the base before anything is merged: the kind the method needs, the same
+    tensors in every file, shapes that fit."""
 
-    def __init__(self, kind: str, base: Checkpoint, paths: Sequence[str | os.PathLike[str]]):
+    def __init__(self, kind: str, base: Checkpoint, paths: Sequence[str | os.PathLike[str]], num_tasks: int):
+        self.per_task = STATISTICS_KINDS[kind]
+        if len(paths) != (num_tasks if self.per_task else 1):
+            raise ValueError(f"{kind} statistics: {'one file per task' if self.per_task else 'one file'} is needed "
+                             f"for {num_tasks} tasks, got {len(paths)}")
         self.files = [open_checkpoint(p) for p in paths]
         try:
             for ckpt in self.files:
@@ -264,7 +270,7 @@ class _Statistics:
             if unknown:
                 raise ValueError(f"{self.files[0].path}: statistics of {unknown[0]!r}, which the base has no tensor of")
             for name in self.names:
-                want = statistics_shape(kind, base.shapes[name])
+                want = statistics_shape(kind, base.shapes[name], num_tasks)
                 for ckpt in self.files:
                     if tuple(ckpt.shapes[name]) != want:
                         raise ValueError(f"{ckpt.path}: {kind} statistics of {name!r} are shaped "
@@ -277,6 +283,8 @@ class _Statistics:
         """(T, ...) statistics of tensor `name`, or None when the tasks have none for it."""
         if name not in self.files[0].shapes:
             return None
+        if not self.per_task:
+            return self.files[0].get_float(name).to(device)
         return torch.stack([ckpt.get_float(name) for ckpt in self.files]).to(device)
 
     def close(self) -> None:
@@ -405,9 +413,8 @@ def merge(
     statistics = list(statistics or [])
     if spec.statistics is None and statistics:
         raise ValueError(f"method {spec.name!r} uses no statistics, yet {len(statistics)} statistics files were given")
-    if spec.statistics is not None and len(statistics) != len(paths):
-        raise ValueError(f"method {spec.name!r} needs {spec.statistics} statistics of each of its {len(paths)} tasks, "
-                         f"got {len(statistics)} files")
+    if spec.statistics is not None and not statistics:
+        raise ValueError(f"method {spec.name!r} needs {spec.statistics} statistics (--statistics)")
     if svd_dtype not in (torch.float32, torch.float64):
         raise ValueError(f"svd_dtype must be torch.float32 or torch.float64, got {svd_dtype}")
     dev = _resolve_device(device)
@@ -425,7 +432,7 @@ def merge(
         names = base_ckpt.float_names
         task_statistics = None
         if spec.statistics is not None:
-            task_statistics = _Statistics(spec.statistics, base_ckpt, statistics)
+            task_statistics = _Statistics(spec.statistics, base_ckpt, statistics, len(inputs))
             resources.callback(task_statistics.close)
 
         def statistics_stream() -> Iterator[tuple[str, torch.Tensor]]:

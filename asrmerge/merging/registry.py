@@ -16,8 +16,8 @@ Method contract (tests/test_merge_methods.py checks it on every registered metho
   of their SVDs) and `map_tasks`, the map to run their independent per-task steps through, which the executor
   chooses (asrmerge.merging.runtime); the result must not depend on it;
 - data-aware methods (registered with `statistics`, one of STATISTICS_KINDS) receive `statistics`: the tasks'
-  statistics of this tensor stacked (T, ...) (asrmerge.training.statistics writes them per task), or None where the
-  tasks have none for it (the method then falls back as its reference does, e.g. to the mean of τ_t).
+  statistics of this tensor stacked (T, ...) (per-task files stacked, or the (T,) coefficients of a joint file), or
+  None where there are none for it (the method then falls back as its reference does, e.g. to the mean of τ_t).
 """
 
 from __future__ import annotations
@@ -31,17 +31,23 @@ if TYPE_CHECKING:  # the registry is read at workflow parse time, which never ru
     import torch
 
 FAMILIES = ("parameter", "task_vector", "subspace", "data_aware")
-#: What data-aware methods need per task (asrmerge.training.statistics): the Gram matrix XᵀX of each linear layer's
-#: inputs (keyed by its weight's name, shaped (in, in)), or the diagonal Fisher information of each parameter.
-STATISTICS_KINDS = ("gram", "fisher")
+#: What data-aware methods read, by kind -> whether each task has a file of its own: the Gram matrix XᵀX of each linear
+#: layer's inputs (keyed by its weight's name, shaped (in, in)) and the diagonal Fisher information of each parameter,
+#: per task (asrmerge.training.statistics); AdaMerging's learned coefficients, one (T,) vector per tensor in one file
+#: (asrmerge.training.adamerging).
+STATISTICS_KINDS: dict[str, bool] = {"gram": True, "fisher": True, "coefficients": False}
+#: The kinds computed per task by the workflow's rule `statistics`.
+PER_TASK_STATISTICS = tuple(kind for kind, per_task in STATISTICS_KINDS.items() if per_task)
 #: The "kind" metadata of a statistics file; its "statistics" metadata is one of STATISTICS_KINDS.
 STATISTICS_FILE_KIND = "statistics"
 
 
-def statistics_shape(kind: str, weight_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The shape of one task's `kind` statistics of a tensor shaped `weight_shape` (None: that kind has none for it)."""
+def statistics_shape(kind: str, weight_shape: tuple[int, ...], num_tasks: int) -> tuple[int, ...] | None:
+    """The shape of one file's `kind` statistics of a tensor shaped `weight_shape` (None: that kind has none for it)."""
     if kind == "gram":
         return (weight_shape[1], weight_shape[1]) if len(weight_shape) == 2 else None
+    if kind == "coefficients":
+        return (num_tasks,)
     return tuple(weight_shape)
 KINDS = {"float": float, "int": int, "str": str, "bool": bool}
 
@@ -215,7 +221,7 @@ class MergeMethod:
         if self.family not in FAMILIES:
             raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
         if self.statistics is not None and self.statistics not in STATISTICS_KINDS:
-            raise ValueError(f"method {self.name!r}: statistics must be one of {STATISTICS_KINDS}, got {self.statistics!r}")
+            raise ValueError(f"method {self.name!r}: statistics must be one of {list(STATISTICS_KINDS)}, got {self.statistics!r}")
         for key, spec in self.params.items():
             if not spec.in_range(spec.coerce(spec.default)):
                 raise ValueError(f"method {self.name!r}: default of {key!r} ({spec.default!r}) is not {spec.allowed()}")

@@ -36,6 +36,7 @@ METHOD_NAMES = {
     "star": "STAR",
     "regmean": "RegMean",
     "fisher": "Fisher merging",
+    "adamerging": "AdaMerging",
 }
 #: One colour per method in every figure. The methods of the paper's main table take the eight colours of the
 #: Okabe–Ito palette (safe for the common colour-vision deficiencies, black left to the zero-shot model); the others
@@ -45,7 +46,7 @@ METHOD_COLOURS = {
     "tsv_m": "#CC79A7", "boosted_tsv_m": "#D55E00", "iso_c": "#F0E442", "karcher": "#882255",
     "iso_cts": "#117733", "pcb": "#44AA99", "sce": "#88CCEE", "dare": "#999933", "breadcrumbs": "#DDCC77",
     "della": "#AA4499", "consensus_ta": "#332288", "multislerp": "#CC6677", "star": "#661100",
-    "regmean": "#6699CC", "fisher": "#997700",
+    "regmean": "#6699CC", "fisher": "#997700", "adamerging": "#EE99AA",
 }
 BASELINE_COLOURS = {BASE: "#000000", JOINT: "#555555", OWN_DOMAIN: "#8c8c8c", FINETUNED: "#bbbbbb"}
 
@@ -60,7 +61,8 @@ def system_colour(system: str) -> str:
     return BASELINE_COLOURS.get(system, BASELINE_COLOURS[FINETUNED])
 
 
-PARAM_NAMES = {"beta": "β", "common_space_fraction": "common", "pcb_ratio": "ratio", "alpha": "α"}
+PARAM_NAMES = {"beta": "β", "common_space_fraction": "common", "pcb_ratio": "ratio", "alpha": "α",
+               "learning_rate": "lr"}
 ORTHOGONALISERS = {"newton_schulz": "w/ NS", "svd": "w/ SVD"}
 
 #: Row blocks of the tables, in order (merge families as in asrmerge.merging.registry.FAMILIES).

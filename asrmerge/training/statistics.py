@@ -29,7 +29,7 @@ import torch
 
 from asrmerge.data.manifest import Utterance
 from asrmerge.merging.checkpoint import save_tensors
-from asrmerge.merging.registry import STATISTICS_FILE_KIND, STATISTICS_KINDS
+from asrmerge.merging.registry import PER_TASK_STATISTICS, STATISTICS_FILE_KIND
 from asrmerge.models.whisper import LoadedWhisper
 from asrmerge.progress import Progress
 from asrmerge.training.loop import FeatureCache, teacher_forcing
@@ -175,7 +175,7 @@ def fisher_statistics(
 
 
 COMPUTE: Mapping[str, Callable[..., dict[str, torch.Tensor]]] = {"gram": gram_statistics, "fisher": fisher_statistics}
-assert set(COMPUTE) == set(STATISTICS_KINDS)
+assert set(COMPUTE) == set(PER_TASK_STATISTICS)
 
 
 def write_statistics(
@@ -184,7 +184,7 @@ def write_statistics(
 ) -> Path:
     """Compute `kind` statistics over a draw of `options.utterances` of `utterances` and write them to `out`."""
     if kind not in COMPUTE:
-        raise ValueError(f"unknown statistics {kind!r}; known: {', '.join(STATISTICS_KINDS)}")
+        raise ValueError(f"unknown statistics {kind!r}; known: {', '.join(COMPUTE)}")
     if not utterances:
         raise ValueError(f"no utterances to compute {kind} statistics from ({', '.join(provenance.values())})")
     drawn = draw_utterances(utterances, options.utterances, options.seed)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from asrmerge.merging.registry import STATISTICS_KINDS
+from asrmerge.merging.registry import PER_TASK_STATISTICS
 from asrmerge.workflow import stages
 from asrmerge.workflow.experiment import DEFAULT_CONFIG, Experiment
 
@@ -136,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Inputs: --model fine-tuned model folder, --train manifests (a seeded draw from their train "
                     "split). Output: --out safetensors file of the statistics, one tensor per weight covered.",
     )
-    p.add_argument("--kind", required=True, choices=list(STATISTICS_KINDS))
+    p.add_argument("--kind", required=True, choices=list(PER_TASK_STATISTICS))
     p.add_argument("--model", required=True, help="the domain's fine-tuned model folder")
     p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="manifests whose train split is used")
     p.add_argument("--out", required=True, help="output safetensors file")

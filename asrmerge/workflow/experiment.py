@@ -104,9 +104,14 @@ class Experiment:
         return {b: self.result(layout.SELECTION, branch=b) for b in self.branches}
 
     def statistics_files(self, branch_id: str) -> list[str]:
-        """The per-domain statistics files a merge branch's method needs (domain order, as its task vectors), or []."""
+        """The statistics files a merge branch's method reads: per domain (in the task vectors' order), AdaMerging's
+        coefficients of the branch, or none."""
         kind = get_method(self.branches[branch_id].method).statistics
-        return [self.result(layout.STATISTICS, domain=d, kind=kind) for d in self.domains] if kind else []
+        if kind is None:
+            return []
+        if kind == "coefficients":
+            return [self.result(layout.MERGE_COEFFICIENTS, branch=branch_id)]
+        return [self.result(layout.STATISTICS, domain=d, kind=kind) for d in self.domains]
 
     def table_files(self) -> dict[str, str]:
         """Output name (TABLE_FILES) -> path of each table the table rule writes."""

@@ -75,6 +75,31 @@ def statistics(
                             settings, target, out, provenance)
 
 
+def adamerging_coefficients(
+    base: PathLike, task_vectors: Sequence[PathLike], validation_manifests: Sequence[PathLike], options: Mapping[str, Any],
+    out: PathLike, summary: PathLike, seed: int, device: str = "auto", max_new_tokens: int = 64,
+) -> Path:
+    """AdaMerging's coefficients for θ_base + Σ_t λ_t τ_t (asrmerge.training.adamerging), learned on the audio of the
+    validation splits of `validation_manifests`; `options` are the method's parameters (granularity, steps, ...).
+    Writes the coefficient file the merge reads (`out`) and a JSON summary with the entropy curve (`summary`)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from asrmerge.models.whisper import load_whisper, resolve_device
+    from asrmerge.training.adamerging import AdaMergingOptions, learn_coefficients, write_coefficients
+    from asrmerge.workflow.jobs import utterances
+
+    target = resolve_device(device)
+    whisper = load_whisper(base, device=target)
+    loaded = [load_file(str(p)) for p in task_vectors]
+    stacked = {name: torch.stack([tv[name] for tv in loaded]) for name in loaded[0]}
+    settings = AdaMergingOptions(**options, max_new_tokens=max_new_tokens, seed=seed)
+    coefficients, curve = learn_coefficients(whisper, stacked, utterances(validation_manifests, split="validation"),
+                                             settings, target)
+    provenance = {"base": str(base), "task_vectors": ", ".join(str(p) for p in task_vectors)}
+    return write_coefficients(coefficients, curve, settings, out, summary, provenance)
+
+
 def select_lambda(
     base: PathLike, task_vector: PathLike, validation_manifests: Sequence[PathLike], lambdas: Sequence[float],
     out: PathLike, evaluation: Mapping[str, Any], metric: str = "wer", tie_break: str = "smallest",

@@ -95,3 +95,35 @@ def fisher(
     if normalize and task_weights is not None:
         weights = weights * task_weights.to(weights).reshape(-1, *([1] * base.ndim))
     return (weights * task_vectors).sum(dim=0) / weights.sum(dim=0)
+
+
+@register(
+    "adamerging",
+    family="data_aware",
+    statistics="coefficients",
+    params={
+        "granularity": ParamSpec("layer", "str", choices=("task", "layer"),
+                                 doc="one coefficient per task, or per task and parameter tensor"),
+        "steps": ParamSpec(100, "int", minimum=1, doc="Adam steps on the entropy (the reference: 500)"),
+        "learning_rate": ParamSpec(1e-3, "float", minimum=0, min_inclusive=False, doc="Adam's learning rate"),
+        "init": ParamSpec(0.3, "float", minimum=0, maximum=1, doc="the coefficients' starting value (prior)"),
+        "batch_size": ParamSpec(8, "int", minimum=1, doc="unlabeled validation utterances per step"),
+    },
+    default_lambdas=PARAMETER_LAMBDAS,
+    reference="AdaMerging (Yang et al., ICLR 2024), official code EnnengYang/AdaMerging",
+)
+def adamerging(
+    task_vectors: torch.Tensor, base: torch.Tensor, *, statistics: torch.Tensor | None = None,
+    generator: torch.Generator | None = None, granularity: str = "layer", steps: int = 100,
+    learning_rate: float = 1e-3, init: float = 0.3, batch_size: int = 8,
+) -> torch.Tensor:
+    """AdaMerging (Yang et al., "AdaMerging: Adaptive model merging for multi-task learning", ICLR 2024):
+    τ = Σ_t λ_t τ_t with coefficients learned by minimising the entropy of the merged model's transcripts of unlabeled
+    validation audio (asrmerge.training.adamerging; `granularity`, `steps`, `learning_rate`, `init` and `batch_size`
+    are that learning's, which the rule adamerging_coefficients runs before this merge). `statistics`: the (T,)
+    coefficients of this tensor; a tensor without them gets the prior, init · Σ_t τ_t."""
+    if statistics is None:
+        return init * task_vectors.sum(dim=0)
+    if statistics.shape != (task_vectors.shape[0],):
+        raise ValueError(f"AdaMerging coefficients of shape {tuple(statistics.shape)} for {task_vectors.shape[0]} tasks")
+    return torch.tensordot(statistics.to(task_vectors.dtype), task_vectors, dims=1)
