@@ -894,3 +894,33 @@ def test_thin_svd_retries_in_float64_when_lapack_fails(monkeypatch) -> None:
     monkeypatch.setattr(torch.linalg, "svd", svd_failing)
     with pytest.raises(torch.linalg.LinAlgError):  # already float64: nothing to retry in
         thin_svd(x, torch.float64)
+
+
+def ref_knots(tvs: torch.Tensor, top_k: float) -> torch.Tensor:
+    """Official KnOTS (task_merger.SVDMerger.apply_svd + masking_ops.ties_masking + masked_merge "mean") on one layer,
+    float64: SVD of [ΔW_1 … ΔW_T], s > 1e-5, blocks diag(s)·V_t, top-k mask per task (kthvalue), sign of the sum
+    (zeros to the majority sign), disjoint mean, U · merged."""
+    n, rows, cols = tvs.shape
+    u, s, v = torch.linalg.svd(torch.cat(list(tvs.double()), dim=1), full_matrices=False)
+    u, v, s = u[:, s > 1e-5], v[s > 1e-5], s[s > 1e-5]
+    blocks = [torch.diag(s) @ block for block in torch.split(v, cols, dim=1)]
+    stacked = torch.vstack([b.reshape(-1) for b in blocks])
+    d = stacked.shape[1]
+    kth = stacked.abs().kthvalue(d - int(d * top_k), dim=1, keepdim=True).values
+    pruned = stacked * (stacked.abs() >= kth)
+    sign = torch.sign(pruned.sum(dim=0))
+    sign[sign == 0] = torch.sign(sign.sum())
+    masked = pruned * torch.where(sign.unsqueeze(0) > 0, pruned > 0, pruned < 0)
+    merged = masked.sum(dim=0) / (masked != 0).sum(dim=0).clamp(min=1)
+    return u @ merged.reshape(len(s), cols)
+
+
+@pytest.mark.parametrize("shape", [(12, 7), (6, 20)])
+def test_knots_equals_the_official_algorithm_on_one_layer(shape: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(4)
+    # LoRA-like updates: rank 2 per task
+    tvs = torch.stack([torch.randn(shape[0], 2, generator=gen) @ torch.randn(2, shape[1], generator=gen) for _ in range(3)])
+    base = torch.randn(shape)
+    got = run("knots", tvs, base, density=0.2)
+    assert rel_err(got, ref_knots(tvs, 0.2)) < 1e-5
+    assert torch.equal(run("knots", tvs[:, 0], base[0]), tvs[:, 0].mean(0))  # non-matrices: the mean

@@ -165,3 +165,38 @@ def test_a_hold_file_keeps_a_run_before_its_first_step_until_it_is_removed(tmp_p
     (tmp_path / "news.hold").unlink()
     held.join(timeout=5.0)
     assert not held.is_alive()
+
+
+def test_lora_fine_tune_changes_only_its_targets_by_its_adapters(corpus, tmp_path):
+    """mode lora: the saved model is a plain Whisper whose targeted weights moved by exactly alpha/rank · B A (the
+    adapters saved beside it), every other tensor byte-identical to the start; a run resumes like a full one."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from asrmerge.training.loop import LORA_ADAPTER_FILE
+
+    whisper = build_tiny_whisper(corpus)
+    start = {n: t.detach().clone() for n, t in whisper.model.state_dict().items()}
+    options = TrainingOptions(steps=3, learning_rate=5e-3, batch_size=4, mode="lora", lora_rank=2, lora_alpha=4.0,
+                              lora_targets=("q_proj", "fc1"))
+    train(whisper, read_manifest(corpus, split="train"), options, tmp_path / "lora", CPU)
+    saved = load_file(str(tmp_path / "lora" / "model.safetensors"))
+    adapters = load_file(str(tmp_path / "lora" / LORA_ADAPTER_FILE))
+    assert not any("lora_" in n for n in saved)
+    changed = {n for n, t in saved.items() if not torch.equal(t, start[n])}
+    assert changed and all(n.endswith(("q_proj.weight", "fc1.weight")) for n in changed), changed
+    for name in changed:
+        module = name.removesuffix(".weight")
+        a, b = adapters[f"{module}.lora_A.default.weight"], adapters[f"{module}.lora_B.default.weight"]
+        torch.testing.assert_close(saved[name] - start[name], (4.0 / 2) * b @ a, rtol=1e-4, atol=1e-6)
+    with safe_open(str(tmp_path / "lora" / LORA_ADAPTER_FILE), "pt") as handle:
+        assert handle.metadata()["rank"] == "2"
+    assert load_whisper(tmp_path / "lora").model.config.model_type == "whisper"
+
+
+def test_lora_targets_that_match_nothing_are_named(corpus, tmp_path):
+    options = TrainingOptions(steps=1, learning_rate=1e-3, batch_size=4, mode="lora", lora_targets=("nothing_here",))
+    with pytest.raises(ValueError, match="lora_targets"):
+        train(build_tiny_whisper(corpus), read_manifest(corpus, split="train"), options, tmp_path / "x", CPU)
+    with pytest.raises(ValueError, match="training mode"):
+        TrainingOptions(steps=1, learning_rate=1e-3, mode="adapter")

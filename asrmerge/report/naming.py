@@ -37,6 +37,7 @@ METHOD_NAMES = {
     "regmean": "RegMean",
     "fisher": "Fisher merging",
     "adamerging": "AdaMerging",
+    "knots": "KnOTS-TIES",
 }
 #: One colour per method in every figure. The methods of the paper's main table take the eight colours of the
 #: Okabe–Ito palette (safe for the common colour-vision deficiencies, black left to the zero-shot model); the others
@@ -47,6 +48,7 @@ METHOD_COLOURS = {
     "iso_cts": "#117733", "pcb": "#44AA99", "sce": "#88CCEE", "dare": "#999933", "breadcrumbs": "#DDCC77",
     "della": "#AA4499", "consensus_ta": "#332288", "multislerp": "#CC6677", "star": "#661100",
     "regmean": "#6699CC", "fisher": "#997700", "adamerging": "#EE99AA",
+    "knots": "#BBCC33",
 }
 BASELINE_COLOURS = {BASE: "#000000", JOINT: "#555555", OWN_DOMAIN: "#8c8c8c", FINETUNED: "#bbbbbb"}
 

@@ -42,6 +42,11 @@ from asrmerge.progress import Progress
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: full: every weight is trained; lora: low-rank adapters on `lora_targets`, merged into the weights when saved.
+TRAINING_MODES = ("full", "lora")
+#: A LoRA fine-tune's adapters (safetensors: the lora_A / lora_B weights; metadata rank, alpha, targets), saved
+#: beside the model whose weights already hold them (W + alpha/rank · B A).
+LORA_ADAPTER_FILE = "lora_adapters.safetensors"
 #: The encoder's CTC head in a model folder (safetensors: weight, bias), written when training used one.
 CTC_HEAD_FILE = "ctc_head.safetensors"
 
@@ -60,7 +65,15 @@ class TrainingOptions:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 100
     ctc_weight: float = 0.0
+    mode: str = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRAINING_MODES:
+            raise ValueError(f"training mode must be one of {TRAINING_MODES}, got {self.mode!r}")
 
 
 def label_sequence(whisper: LoadedWhisper, utterance: Utterance) -> list[int]:
@@ -242,14 +255,17 @@ def train(
     out_dir = Path(out_dir)
     checkpoint_dir = resume_dir(out_dir)
     model = whisper.model.to(device)
+    lora = attach_lora(model, options) if options.mode == "lora" else None
     model.train()
     if options.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+        if lora is not None:
+            model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the checkpointed graph
     ctc_head = None
     if options.ctc_weight > 0:
         torch.manual_seed(options.seed)
         ctc_head = new_ctc_head(whisper, device, ctc_head_weights)
-    trained = list(model.parameters()) + (list(ctc_head.parameters()) if ctc_head else [])
+    trained = [p for p in model.parameters() if p.requires_grad] + (list(ctc_head.parameters()) if ctc_head else [])
     optimizer = torch.optim.AdamW(trained, lr=options.learning_rate, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, options))
     scaler = torch.amp.GradScaler(enabled=options.precision == "fp16" and device.type == "cuda")
@@ -308,9 +324,34 @@ def train(
     extra_files: dict[str, str | bytes] = {"loss.csv": curve_csv(curve)}
     if ctc_head is not None:
         extra_files[CTC_HEAD_FILE] = safetensors.torch.save({k: v.contiguous() for k, v in ctc_head.state_dict().items()})
+    if lora is not None:
+        extra_files[LORA_ADAPTER_FILE] = lora_adapters(model, options)
+        whisper.model = lora.merge_and_unload()
     whisper.save(out_dir, extra_files=extra_files)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return curve
+
+
+def attach_lora(model: torch.nn.Module, options: TrainingOptions):
+    """Low-rank adapters (peft LoRA, no dropout, no bias) on the linear layers named by `options.lora_targets`,
+    injected into `model` itself; every other weight is frozen. The adapters' initial values come from the seed."""
+    from peft import LoraConfig, LoraModel
+
+    torch.manual_seed(options.seed)
+    config = LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha, target_modules=list(options.lora_targets),
+                        lora_dropout=0.0, bias="none")
+    try:
+        return LoraModel(model, config, "default")
+    except ValueError as err:  # peft's message when no module matches
+        raise ValueError(f"lora_targets {list(options.lora_targets)}: {err}") from None
+
+
+def lora_adapters(model: torch.nn.Module, options: TrainingOptions) -> bytes:
+    """The trained adapters as safetensors bytes (LORA_ADAPTER_FILE)."""
+    adapters = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if "lora_" in name}
+    metadata = {"format": "pt", "rank": str(options.lora_rank), "alpha": repr(float(options.lora_alpha)),
+                "targets": json.dumps(list(options.lora_targets))}
+    return safetensors.torch.save(adapters, metadata=metadata)
 
 
 def resume_dir(out_dir: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Task-vector subspace merges: Iso-C, Iso-CTS, TSV-M, BoostedTSV-M, STAR.
+"""Task-vector subspace merges: Iso-C, Iso-CTS, TSV-M, BoostedTSV-M, STAR, KnOTS.
 
 They act on 2-D weight matrices; any other tensor (1-D biases/norms, 3-D convolutions) gets the mean of τ_t, as the
 official repositories do (the engine also routes embeddings matched by its exclusion patterns to the mean).
@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.linalg import ORTHOGONALISERS, polar_factor, thin_svd
+from asrmerge.merging.methods.task_space import ties
 from asrmerge.merging.registry import ParamSpec, register
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
@@ -320,3 +321,45 @@ def star(
     if not _is_matrix(task_vectors):
         return mean_task_vector(task_vectors)
     return torch.stack(list(map_tasks(lambda tv: star_truncate(tv, eta, svd_dtype), task_vectors))).mean(dim=0)
+
+
+# ------------------------------------------------------------------------------------------------------------- KnOTS
+
+#: Singular values at or below this are dropped from KnOTS's shared basis (official code: s > 1e-5).
+KNOTS_MIN_SINGULAR_VALUE = 1e-5
+
+
+@register(
+    "knots",
+    family="subspace",
+    matrix_only=True,
+    uses_svd=True,
+    params={"density": ParamSpec(0.2, "float", minimum=0, maximum=1, min_inclusive=False,
+                                 doc="share of each task's aligned entries kept by TIES (official topK 20 %)")},
+    reference="official KnOTS task_merger.SVDMerger (merge_method ties, merging_type mean), trimming per tensor",
+)
+def knots(
+    task_vectors: torch.Tensor,
+    base: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    density: float = 0.2,
+    svd_dtype: torch.dtype | None = None,
+    map_tasks: TaskMap = map,
+) -> torch.Tensor:
+    """KnOTS (Stoica et al., "Model merging with SVD to tie the KnOTS", ICLR 2025), made for LoRA updates: the tasks'
+    updates ΔW_t (out, in) are aligned in one basis by the SVD of their concatenation [ΔW_1 … ΔW_T] = U S [V_1 … V_T]
+    (components with σ ≤ 1e-5 dropped), each task becomes its block S V_t, TIES merges the blocks (trim to `density`
+    per task, elect the sign of the sum, mean of the agreeing entries) and τ = U · merged. The SVD runs in float64,
+    as in the official code, whatever `svd_dtype`. The official code trims over the blocks of all layers at once; here
+    each tensor is trimmed on its own (the two agree on a model of one layer)."""
+    if not _is_matrix(task_vectors):
+        return mean_task_vector(task_vectors)
+    n_tasks, rows, cols = task_vectors.shape
+    concatenated = task_vectors.permute(1, 0, 2).reshape(rows, n_tasks * cols)
+    u, s, vh = torch.linalg.svd(concatenated.to(torch.float64), full_matrices=False)
+    kept = s > KNOTS_MIN_SINGULAR_VALUE
+    u, s, vh = u[:, kept], s[kept], vh[kept]
+    blocks = (s[:, None] * vh).reshape(len(s), n_tasks, cols).permute(1, 0, 2).to(task_vectors.dtype)
+    merged = ties(blocks, blocks[0], density=density, scope="global", aggregation="mean")
+    return (u.to(task_vectors.dtype) @ merged).to(task_vectors.dtype)
