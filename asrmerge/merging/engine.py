@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -287,9 +288,21 @@ class _Statistics:
             return self.files[0].get_float(name).to(device)
         return torch.stack([ckpt.get_float(name) for ckpt in self.files]).to(device)
 
+    def stream(self, device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, statistics) of every tensor that has statistics, in the base's order (TensorStream.statistics)."""
+        for name in self.names:
+            yield name, self.stack(name, device)
+
     def close(self) -> None:
         for ckpt in self.files:
             ckpt.close()
+
+
+def _tensor_kwargs(
+    kwargs: Mapping[str, Any], statistics: _Statistics | None, name: str, device: torch.device,
+) -> Mapping[str, Any]:
+    """The method's keyword arguments for tensor `name`: with its statistics for a data-aware method."""
+    return kwargs if statistics is None else {**kwargs, "statistics": statistics.stack(name, device)}
 
 
 def _merge_one(
@@ -395,7 +408,8 @@ def merge(
     SLICE_ELEMENTS entries per task, so their memory does not grow with the tensor size. `exclude_from_svd` (regexes)
     routes matching tensors of subspace methods to the mean of τ_t. `diagnostics_path`: also write per-tensor
     diagnostics JSON (see `diagnostics`; costs about T + 1 svdvals per matrix). `statistics`: for data-aware methods,
-    one statistics file per task (asrmerge.training.statistics), in the order of the task vectors.
+    one statistics file per task in the order of the task vectors (asrmerge.training.statistics), or AdaMerging's one
+    file of coefficients (asrmerge.training.adamerging).
     Output metadata: method, resolved params, seed, inputs, default λ grid (and λ for the model). Returns `out_path`
     if given, else `out_model`.
     """
@@ -435,15 +449,6 @@ def merge(
             task_statistics = _Statistics(spec.statistics, base_ckpt, statistics, len(inputs))
             resources.callback(task_statistics.close)
 
-        def statistics_stream() -> Iterator[tuple[str, torch.Tensor]]:
-            for n in task_statistics.names:
-                yield n, task_statistics.stack(n, dev)
-
-        def tensor_kwargs(name: str) -> Mapping[str, Any]:
-            if task_statistics is None:
-                return kwargs
-            return {**kwargs, "statistics": task_statistics.stack(name, dev)}
-
         extra: dict[str, Any] = {}
         if spec.global_stats is not None:
             def stream() -> Iterator[tuple[str, torch.Tensor]]:
@@ -452,7 +457,8 @@ def merge(
 
             total = sum(base_ckpt.numel(n) for n in names)
             extra = spec.global_stats(TensorStream(open=stream, numel=total, num_tasks=len(inputs),
-                                                   statistics=statistics_stream if task_statistics else None), resolved)
+                                                   statistics=None if task_statistics is None else
+                                                   functools.partial(task_statistics.stream, dev)), resolved)
         kwargs = {**resolved, **extra}
         metadata = {
             "format": "pt",
@@ -541,15 +547,16 @@ def merge(
             if workers > 1 and whole and _small_enough(theta0.numel(), len(inputs)):
                 theta0 = theta0.clone()
                 future = side_by_side_pool(workers).submit(
-                    _merge_tapped, diagnose, spec, name, stack.clone(), theta0, tensor_kwargs(name), seed, svd_dtype,
-                    excluded)
+                    _merge_tapped, diagnose, spec, name, stack.clone(), theta0,
+                    _tensor_kwargs(kwargs, task_statistics, name, dev), seed, svd_dtype, excluded)
                 queue.append((name, theta0, future, True))
                 emit_ready()
                 continue
             if whole:
                 emit_ready(wait=True)  # a large tensor: no copies of it in the queue
-            merged, record = _merge_tapped(diagnose, spec, name, stack.to(dev), theta0.to(dev), tensor_kwargs(name), seed,
-                                           svd_dtype, excluded, map_side_by_side)
+            merged, record = _merge_tapped(diagnose, spec, name, stack.to(dev), theta0.to(dev),
+                                           _tensor_kwargs(kwargs, task_statistics, name, dev), seed, svd_dtype, excluded,
+                                           map_side_by_side)
             if not queue:
                 emit(name, theta0, merged, record)
                 continue

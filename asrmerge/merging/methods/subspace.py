@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.linalg import ORTHOGONALISERS, polar_factor, thin_svd
-from asrmerge.merging.methods.task_space import ties
+from asrmerge.merging.methods.task_space import DENSITY, ties
 from asrmerge.merging.registry import ParamSpec, register
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
@@ -334,8 +334,7 @@ KNOTS_MIN_SINGULAR_VALUE = 1e-5
     family="subspace",
     matrix_only=True,
     uses_svd=True,
-    params={"density": ParamSpec(0.2, "float", minimum=0, maximum=1, min_inclusive=False,
-                                 doc="share of each task's aligned entries kept by TIES (official topK 20 %)")},
+    params={"density": DENSITY},  # the official configs' topK 20 %
     reference="official KnOTS task_merger.SVDMerger (merge_method ties, merging_type mean), trimming per tensor",
 )
 def knots(
