@@ -29,6 +29,18 @@ def test_demo_config_is_valid(demo_config):
     assert scored_sets(config)[:2] == ["news", "parliament"]
 
 
+def test_lora_overlay_on_the_demo_config_is_valid(demo_config):
+    """experiments/demo-lora.yaml is read after config.yaml, merged by Snakemake mapping by mapping."""
+    from snakemake.utils import update_config
+
+    update_config(demo_config, yaml.safe_load((ROOT / "experiments" / "demo-lora.yaml").read_text()))
+    config = validate_config(demo_config, ROOT)
+    assert config["results"] == "results/demo-lora" and "news" in config["corpus"]["sets"]
+    assert config["finetune"]["domain"]["mode"] == "lora" and config["finetune"]["domain"]["steps"] == 60
+    assert config["finetune"]["joint"]["mode"] == "full"
+    assert "knots/default" in {branch.id for branch in merge_branches(config)}
+
+
 def test_validating_a_config_imports_neither_torch_nor_scipy_signal():
     # The workflow validates the config on every invocation (dry runs included); torch and scipy.signal cost seconds
     # and are only needed inside jobs (asrmerge.lazy_import).
