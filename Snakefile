@@ -19,7 +19,7 @@
 #   tables/wer.{csv,md,tex,html}, wer_wide.csv   every system on every test set, all error counts
 #   figures/{figure}.png|pdf                     asrmerge/report/plan.py lists the figures a config supports
 # {system} is base, joint, finetuned/{domain} or merged/{method}/{params};
-# {params} is "default" or the hyperparameters the config sets, e.g. "density=0.2,scope=tensor".
+# {params} is "default" or the hyperparameters the config sets, e.g. "density=0.2+scope=tensor".
 #   logs/...                                     one log file per job, mirroring the paths above
 #   benchmarks/...                               one .tsv per job (wall clock, CPU time, peak memory), same paths
 

@@ -24,6 +24,9 @@ MERGED = "merged"
 
 #: A merge branch id ("ties/density=0.2", "task_arithmetic/default"): the rules' wildcards for it.
 BRANCH = "{method}/{params}"
+#: Between the key=value pairs of a branch's {params} label ("beta=0.3+orthogonaliser=svd"). Not a comma: cluster jobs
+#: receive their wildcards as Snakemake's --target-jobs "rule:name=value,name=value", split at every comma.
+PARAM_SEPARATOR = "+"
 
 MANIFEST = "data/{set}/manifest.jsonl"
 BASE_MODEL = "models/base"

@@ -17,8 +17,8 @@ def test_path_fills_given_fields_and_keeps_the_others_as_wildcards():
     ("base", ("base", "", "")),
     ("joint", ("joint", "", "")),
     (layout.finetuned_system("news"), ("finetuned", "news", "")),
-    (layout.merged_system("boosted_tsv_m/beta=0.3,orthogonaliser=svd"),
-     ("merged", "boosted_tsv_m", "beta=0.3,orthogonaliser=svd")),
+    (layout.merged_system("boosted_tsv_m/beta=0.3+orthogonaliser=svd"),
+     ("merged", "boosted_tsv_m", "beta=0.3+orthogonaliser=svd")),
 ])
 def test_system_ids_split_into_kind_name_and_params(system, parts):
     assert layout.split_system(system) == parts

@@ -115,7 +115,7 @@ def test_rows_are_labelled_and_ordered(world):
                       "TSV-M w/ NS, λ=1.2"]
     assert list(dict.fromkeys(frame.test_set)) == ["d1", "d2", "o1", "o2", "en", "br", "de", "zh"]
     assert system_label("merged/boosted_tsv_m/beta=0.3") == "BoostedTSV-M (β=0.3)"
-    assert method_label("iso_cts", "common_space_fraction=0.8,orthogonaliser=svd") == "Iso-CTS w/ SVD (common=0.8)"
+    assert method_label("iso_cts", "common_space_fraction=0.8+orthogonaliser=svd") == "Iso-CTS w/ SVD (common=0.8)"
     assert system_label("merged/model_soup/default", None) == "Model Soup"
     # a single-value lambda grid chose nothing: no lambda in the label
     one = tables.system_catalog(["merged/karcher/default"], {"karcher/default": {"chosen_lambda": 1.0, "curve": [{}]}})

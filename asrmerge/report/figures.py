@@ -238,7 +238,7 @@ def heatmap(frame: pd.DataFrame, *paths: str | Path) -> None:
 
 
 def _sweep_groups(system_ids: Sequence[str]) -> dict[str, list[tuple[float, str]]]:
-    """"merged/boosted_tsv_m/beta=0.3,orthogonaliser=svd" ... -> {other params label: [(beta, system), ...]}."""
+    """"merged/boosted_tsv_m/beta=0.3+orthogonaliser=svd" ... -> {other params label: [(beta, system), ...]}."""
     groups: dict[str, list[tuple[float, str]]] = {}
     for system in system_ids:
         _, method, params = system.split("/", 2)

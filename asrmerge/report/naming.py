@@ -2,7 +2,7 @@
 
 A system id is `base`, `joint`, `finetuned/{domain}` or `merged/{method}/{params}` (asrmerge.layout);
 `{params}` is the branch label of asrmerge.workflow.config.merge_branches: "default" or the hyperparameters the config set,
-e.g. "beta=0.3,orthogonaliser=svd". Names follow the seed paper ("Zero-shot", "Full-FT", "TSV-M w/ NS", ...).
+e.g. "beta=0.3+orthogonaliser=svd" (asrmerge.layout.PARAM_SEPARATOR). Names follow the seed paper ("Zero-shot", "Full-FT", "TSV-M w/ NS", ...).
 This module imports nothing heavy: it runs while Snakemake parses the workflow.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from asrmerge.layout import BASE, FINETUNED, JOINT, MERGED, split_system
+from asrmerge.layout import BASE, FINETUNED, JOINT, MERGED, PARAM_SEPARATOR, split_system
 from asrmerge.layout import chosen_lambda as recorded_lambda
 
 #: The composite ID-FT row: every domain scored by its own fine-tune (an oracle that needs one model per domain).
@@ -77,10 +77,10 @@ FAMILY_NAMES = {
 
 
 def parse_params(label: str) -> dict[str, str]:
-    """"beta=0.3,orthogonaliser=svd" -> {"beta": "0.3", "orthogonaliser": "svd"}; "default" -> {}."""
+    """"beta=0.3+orthogonaliser=svd" -> {"beta": "0.3", "orthogonaliser": "svd"}; "default" -> {}."""
     if label == "default":
         return {}
-    return dict(part.split("=", 1) for part in label.split(","))
+    return dict(part.split("=", 1) for part in label.split(PARAM_SEPARATOR))
 
 
 def method_label(method: str, params_label: str = "default") -> str:

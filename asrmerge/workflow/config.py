@@ -27,7 +27,7 @@ from asrmerge.merging.registry import get_method, resolve_params
 
 SCHEMA_PATH = Path(str(resources.files("asrmerge") / "schemas" / "config.schema.yaml"))
 SPLITS = ("train", "validation", "test")
-_PATH_SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
+_PATH_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")  # no layout.PARAM_SEPARATOR
 
 
 class ConfigError(ValueError):
@@ -199,8 +199,8 @@ def merge_branches(config: Mapping) -> list[MergeBranch]:
                 params = resolve_params(method.name, chosen)
             except ValueError as err:
                 raise ConfigError(f"config key {where}.params: {err}") from None
-            label = ",".join(f"{n}={_format_value(v)}" for n, v in chosen.items()) or "default"
-            bad = [part for part in label.split(",") if not _PATH_SAFE.match(part.replace("=", "", 1))]
+            label = layout.PARAM_SEPARATOR.join(f"{n}={_format_value(v)}" for n, v in chosen.items()) or "default"
+            bad = [part for part in label.split(layout.PARAM_SEPARATOR) if not _PATH_SAFE.match(part.replace("=", "", 1))]
             if bad:
                 raise ConfigError(f"config key {where}.params: value {bad[0]!r} cannot be part of a path")
             branches.append(MergeBranch(method.name, params, label, lambdas))
