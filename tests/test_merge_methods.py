@@ -622,6 +622,47 @@ def test_polar_factor(shape) -> None:
         polar_factor(x, "qr")
 
 
+@pytest.mark.parametrize("shape,k", [((40, 120), 6), ((120, 40), 6), ((48, 48), 12), ((30, 90), 30)])
+def test_top_singular_triplets_from_the_gram_matrix_equal_the_svd(shape, k) -> None:
+    """The Gram–eigh path gives the SVD's top-k triplets (up to a joint sign per pair) and its whole spectrum."""
+    from asrmerge.merging.linalg import thin_svd, top_singular_triplets
+
+    x, _ = make_spectral(shape, 1)
+    x = x[0]
+    u, s, vh, spectrum = top_singular_triplets(x, k)
+    u_ref, s_ref, vh_ref = thin_svd(x.double(), F64)
+    assert (u.shape, s.shape, vh.shape, spectrum.shape) == ((shape[0], k), (k,), (k, shape[1]), (min(shape),))
+    assert u.dtype == s.dtype == vh.dtype == torch.float32
+    torch.testing.assert_close(spectrum.double(), s_ref, rtol=1e-5, atol=1e-6 * float(s_ref[0]))
+    signs = torch.sign((u.double() * u_ref[:, :k]).sum(dim=0))
+    torch.testing.assert_close(u.double() * signs, u_ref[:, :k], rtol=0, atol=1e-5)
+    torch.testing.assert_close(vh.double() * signs[:, None], vh_ref[:k], rtol=0, atol=1e-5)
+
+
+def test_gram_paths_fall_back_to_the_svd_on_rank_deficient_input(monkeypatch) -> None:
+    """A top-k reaching below GRAM_MIN_SINGULAR_RATIO, or a rank-deficient polar input, takes the direct SVD."""
+    from asrmerge.merging import linalg
+
+    gen = torch.Generator().manual_seed(5)
+    low_rank = torch.randn(20, 3, generator=gen) @ torch.randn(3, 30, generator=gen)  # rank 3
+    calls = []
+    real = linalg.thin_svd
+    monkeypatch.setattr(linalg, "thin_svd", lambda x, dtype=None: calls.append(tuple(x.shape)) or real(x, dtype))
+    u, s, vh, _ = linalg.top_singular_triplets(low_rank, 3)
+    assert calls == []  # σ_3 is well above the threshold: the Gram path
+    torch.testing.assert_close((u * s) @ vh, low_rank, rtol=1e-5, atol=1e-5)
+    u, s, vh, _ = linalg.top_singular_triplets(low_rank, 5)
+    assert calls == [(20, 30)] and u.shape == (20, 5)
+    torch.testing.assert_close((u * s) @ vh, low_rank, rtol=1e-5, atol=1e-5)
+    q = linalg.svd_polar_factor(low_rank)
+    assert calls == [(20, 30), (20, 30)]
+    u, _, vh = real(low_rank)  # the factor is not unique: the SVD's own choice
+    assert torch.equal(q, u @ vh)
+    full = torch.randn(20, 30, generator=gen)
+    assert rel_err(linalg.svd_polar_factor(full), ref_procrustes(full.double())) < TOL
+    assert len(calls) == 2
+
+
 def test_zero_matrix_orthogonalisers_are_finite() -> None:
     zero = torch.zeros(5, 3)
     assert torch.equal(newton_schulz(zero), zero)

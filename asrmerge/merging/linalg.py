@@ -2,6 +2,7 @@
 
 - `polar_factor`: the one orthogonaliser used by TSV-M, Iso-CTS and BoostedTSV-M (SVD Procrustes or Newton–Schulz).
 - `thin_svd`: SVD in a chosen working precision, cast back.
+- `top_singular_triplets`: the k largest singular triplets (and the whole spectrum), through the smaller Gram matrix.
 - `effective_rank`: entropy-based effective rank (Roy & Vetterli, EUSIPCO 2007).
 - `streaming_order_statistics`: exact k-th smallest values over a stream of tensors (two passes, radix select on the
   float32 bit pattern), used by model-wide ("global") pre-passes.
@@ -48,7 +49,7 @@ def thin_svd(x: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.T
     Whisper-small scale with one LAPACK thread; FusionBench's iso_cts stops on the same error).
     """
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    out_dtype = _float_out(x)
     # LAPACK is ~3x faster on the tall orientation (CPU, 1280x5120); svd(Xᵀ) = V S Uᵀ gives the same triplets up to a
     # joint sign of each (u_i, v_i) pair, which every method here is invariant to.
     wide = x.shape[-2] < x.shape[-1]
@@ -62,6 +63,70 @@ def thin_svd(x: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.T
     if wide:
         u, vh = vh.mT, u.mT
     return u.to(out_dtype), s.to(out_dtype), vh.to(out_dtype)
+
+
+#: The Gram–eigh paths square the condition number of what they decompose, so they are taken only while the smallest
+#: singular value they need stays above this share of the largest: float64 eigh then gives every value and vector to
+#: about 1e-16·(σ_max/σ_min)² ≤ 1e-8 relative, below float32 round-off. Below it the direct SVD runs.
+GRAM_MIN_SINGULAR_RATIO = 1e-4
+
+
+def _float_out(x: torch.Tensor) -> torch.dtype:
+    """The dtype decompositions return: x's for float32/float64, float32 for half precision."""
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _tall_gram_eigh(x: torch.Tensor) -> tuple[bool, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(wide, tall, eigenvalues, eigenvectors): x in its tall orientation (rows ≥ columns) as float64, and the
+    eigendecomposition of tallᵀ·tall in float64, eigenvalues descending and clamped at 0."""
+    wide = x.shape[-2] < x.shape[-1]
+    tall = (x.mT if wide else x).to(torch.float64)
+    values, vectors = torch.linalg.eigh(tall.mT @ tall)
+    return wide, tall, values.flip(0).clamp_min(0), vectors.flip(1)
+
+
+def top_singular_triplets(
+    x: torch.Tensor, k: int, dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U_k, S_k, Vᵀ_k, S): the k largest singular triplets of a 2-D x and its whole spectrum (descending), in x's
+    dtype (float32 for half inputs); k ≤ min(m, n).
+
+    dtype float64: the float64 SVD, truncated. Otherwise, in place of a float32 SVD: the eigendecomposition of the
+    smaller Gram matrix in float64 (one GEMM and one eigh of size min(m, n); V_k = its top eigenvectors, S = √λ,
+    U_k = X V_k / S_k — about 3x faster than the SVD of a 768×3072 matrix on one core, the same triplets to float32
+    round-off up to a joint sign per pair), or thin_svd where σ_k < GRAM_MIN_SINGULAR_RATIO·σ_1 (a rank-deficient
+    or ill-conditioned top-k).
+    """
+    if dtype == torch.float64 or k == 0:
+        u, s, vh = thin_svd(x, dtype)
+        return u[:, :k], s[:k], vh[:k], s
+    wide, tall, values, vectors = _tall_gram_eigh(x)
+    spectrum = values.sqrt()
+    if not spectrum[k - 1] > GRAM_MIN_SINGULAR_RATIO * spectrum[0]:
+        u, s, vh = thin_svd(x, dtype)
+        return u[:, :k], s[:k], vh[:k], s
+    right = vectors[:, :k]
+    left = (tall @ right) / spectrum[:k]
+    u, vh = (right, left.mT) if wide else (left, right.mT)
+    out = _float_out(x)
+    return u.to(out).contiguous(), spectrum[:k].to(out), vh.to(out).contiguous(), spectrum.to(out)
+
+
+def svd_polar_factor(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """U Vᵀ of the thin SVD of a 2-D x (the reference's Procrustes), in x's dtype (float32 for half inputs).
+
+    dtype float64: from the float64 SVD. Otherwise from the eigendecomposition of the smaller Gram matrix in float64,
+    Q = X·(W Λ^-½ Wᵀ) (the same factor to float32 round-off, a fraction of the SVD's cost for a long matrix), or
+    from the SVD where σ_min < GRAM_MIN_SINGULAR_RATIO·σ_max (x rank-deficient: the factor is not unique).
+    """
+    out = _float_out(x)
+    if dtype != torch.float64 and x.numel():
+        wide, tall, values, vectors = _tall_gram_eigh(x)
+        if values[-1] > GRAM_MIN_SINGULAR_RATIO ** 2 * values[0]:
+            q = tall.to(torch.float32) @ ((vectors * values.rsqrt()) @ vectors.mT).to(torch.float32)
+            return (q.mT if wide else q).to(out).contiguous()
+    u, _, vh = thin_svd(x, dtype)
+    return (u @ vh).to(out)
 
 
 def singular_values(x: torch.Tensor) -> torch.Tensor:
@@ -98,14 +163,14 @@ def polar_factor(
 ) -> torch.Tensor:
     """Orthogonal polar factor Q of a 2-D matrix (the nearest matrix with orthonormal rows/columns, Procrustes).
 
-    method="svd": U Vᵀ from the thin SVD in `svd_dtype` (None: float32; the reference: TSV-M `compute_procrustes`, Iso-CTS).
+    method="svd": `svd_polar_factor` (U Vᵀ of the thin SVD, the reference: TSV-M `compute_procrustes`, Iso-CTS),
+    float64 SVD when `svd_dtype` is float64.
     method="newton_schulz": `newton_schulz(x, steps)` in float32.
     The result has x's dtype (float32 for half inputs).
     """
-    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    out_dtype = _float_out(x)
     if method == "svd":
-        u, _, vh = thin_svd(x, svd_dtype)
-        return (u @ vh).to(out_dtype)
+        return svd_polar_factor(x, svd_dtype)
     if method == "newton_schulz":
         q = newton_schulz(x, steps)
         store = _NS_RECORDER.get()

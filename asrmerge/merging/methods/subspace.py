@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator
 
 from asrmerge.lazy_import import lazy_import
-from asrmerge.merging.linalg import ORTHOGONALISERS, polar_factor, thin_svd
+from asrmerge.merging.linalg import ORTHOGONALISERS, polar_factor, thin_svd, top_singular_triplets
 from asrmerge.merging.methods.task_space import DENSITY, ties
 from asrmerge.merging.registry import ParamSpec, register
 
@@ -168,20 +168,22 @@ def _tsv_merge(
     edit_spectrum: SpectrumEdit | None = None,
 ) -> torch.Tensor:
     n_tasks, rows, cols = task_vectors.shape
-    rank = min(rows, cols)
-    k = tsv_rank_per_task(rank, n_tasks, min_rank_per_task)
-    # Buffers the size of one thin SVD; wider only when at-least-one-component needs T·k > r slots.
-    width = max(rank, n_tasks * k)
+    k = tsv_rank_per_task(min(rows, cols), n_tasks, min_rank_per_task)
+    # Only the T·k filled slots are orthogonalised: the reference's buffers the size of one thin SVD hold zero vectors
+    # beyond them, whose polar-factor columns meet a zero singular value, so leaving them out changes nothing.
+    width = n_tasks * k
+    if width == 0:  # min_rank_per_task 0 with r < T: the reference's zero update
+        return torch.zeros_like(task_vectors[0])
     dtype, device = task_vectors.dtype, task_vectors.device
     u_cat = torch.zeros(rows, width, dtype=dtype, device=device)
     s_cat = torch.zeros(width, dtype=dtype, device=device)
     vh_cat = torch.zeros(width, cols, dtype=dtype, device=device)
-    for t, (u, s, vh) in enumerate(map_tasks(lambda tv: thin_svd(tv, svd_dtype), task_vectors)):
-        kept = s[:k] if edit_spectrum is None else edit_spectrum(s[:k], s)
+    for t, (u, s, vh, spectrum) in enumerate(map_tasks(lambda tv: top_singular_triplets(tv, k, svd_dtype),
+                                                       task_vectors)):
         slot = slice(t * k, (t + 1) * k)
-        u_cat[:, slot] = u[:, :k]
-        s_cat[slot] = kept
-        vh_cat[slot] = vh[:k]
+        u_cat[:, slot] = u
+        s_cat[slot] = s if edit_spectrum is None else edit_spectrum(s, spectrum)
+        vh_cat[slot] = vh
     u_orth, vh_orth = _polar_factors(u_cat, vh_cat, orthogonaliser, ns_steps, svd_dtype, map_tasks)
     return (u_orth * s_cat) @ vh_orth
 
@@ -207,8 +209,8 @@ def tsv_m(
 ) -> torch.Tensor:
     """TSV-Merge (Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025).
 
-    Per task: thin SVD of τ_t, keep k = floor(r/T) triplets, write them into slots t·k..(t+1)·k of buffers the size
-    of one thin SVD; orthogonalise the concatenated U and Vᵀ (polar factor: SVD Procrustes, or Newton–Schulz — the
+    Per task: the k = floor(r/T) largest singular triplets of τ_t (linalg.top_singular_triplets), written into slots
+    t·k..(t+1)·k of the concatenated bases; orthogonalise the concatenated U and Vᵀ (polar factor: SVD Procrustes, or Newton–Schulz — the
     seed paper's "TSV-M w/ NS"); τ = U⊥ diag(S_cat) V⊥ᵀ. When r < T (k = 0) each task still contributes
     min_rank_per_task components (buffers widen to T·k); min_rank_per_task=0 reproduces the reference's zero update.
     """
