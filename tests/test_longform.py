@@ -109,3 +109,33 @@ def test_sequential_mode_decodes_consecutive_windows_over_the_whole_recording(lo
     row, = transcribe(whisper, [long_recording], options, torch.device("cpu"), progress=False)
     reference, hypothesis = row["reference"].split(), row["hypothesis"].split()
     assert 0.4 * len(reference) < len(hypothesis) < 1.4 * len(reference)
+
+
+def test_sequential_mode_seeks_by_timestamps_on_checkpoints_that_predict_them(long_recording, monkeypatch):
+    """A checkpoint with Whisper's timestamp tokens (here the foundation in Whisper's token order, with 301 timestamp
+    tokens appended, as released checkpoints have them) decodes a long recording whole through transformers'
+    sequential long-form generation with timestamps: one call on every frame of the recording, its text kept."""
+    from asrmerge.models.whisper import complete_generation_config, in_whisper_token_order, predicts_timestamps
+
+    whisper = load_whisper(ROOT / "assets" / "foundation")
+    assert not predicts_timestamps(whisper)
+    whisper, _ = in_whisper_token_order(whisper)
+    whisper.tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(301)], special_tokens=True)
+    whisper.model.resize_token_embeddings(len(whisper.tokenizer))
+    complete_generation_config(whisper, "pt", num_beams=1)
+    assert predicts_timestamps(whisper)
+    calls, generate = [], whisper.model.generate
+
+    def recorded_generate(features, **kwargs):
+        out = generate(features, **kwargs)
+        calls.append((features.shape[-1], kwargs, out))
+        return out
+
+    monkeypatch.setattr(whisper.model, "generate", recorded_generate)
+    options = DecodingOptions(batch_size=8, max_new_tokens=150, long_form="sequential")
+    row, = transcribe(whisper, [long_recording], options, torch.device("cpu"), progress=False)
+    (frames, kwargs, out), = calls
+    assert frames >= int(long_recording.duration * 100) and kwargs["return_timestamps"] is True
+    sequences = out if isinstance(out, torch.Tensor) else out["sequences"]
+    assert row["hypothesis"] == whisper.tokenizer.decode(sequences[0], skip_special_tokens=True).strip()
+    assert 0.3 * len(row["reference"].split()) < len(row["hypothesis"].split()) < 1.4 * len(row["reference"].split())

@@ -17,7 +17,9 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from asrmerge.data.manifest import Utterance, load_audio
 from asrmerge.evaluation.longform import Piece, check_lengths, vad_pieces, window_pieces
-from asrmerge.models.whisper import LoadedWhisper, first_step_suppressed_ids, log_mel, suppressed_token_ids
+from asrmerge.models.whisper import (
+    LoadedWhisper, first_step_suppressed_ids, language_token, log_mel, predicts_timestamps, suppressed_token_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,28 @@ def search(whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequence[int]
     return beam_decode(whisper, features, prompt, options.max_new_tokens, options.num_beams)
 
 
+@torch.inference_mode()
+def timestamp_sequential_decode(
+    whisper: LoadedWhisper, audios: Sequence[np.ndarray], language: str, options: DecodingOptions, device: torch.device,
+) -> list[str]:
+    """Whisper's sequential long-form algorithm with timestamp-based seeking, as transformers' `generate` runs it on
+    inputs longer than the window (batched): each window is decoded with timestamps, the next window starts at the end
+    of the last complete segment (after the window when its last segment is complete), the text keeps no timestamps.
+    Greedy or beam search as configured; no temperature fallback and no conditioning on the previous window's text
+    (neither does any other mode here). For checkpoints with timestamp tokens (`predicts_timestamps`)."""
+    fe = whisper.feature_extractor
+    inputs = fe(list(audios), sampling_rate=fe.sampling_rate, return_tensors="pt", truncation=False, padding="longest",
+                return_attention_mask=True)
+    generated = whisper.model.generate(
+        inputs.input_features.to(device=device, dtype=whisper.model.dtype),
+        attention_mask=inputs.attention_mask.to(device), language=language_token(language), task="transcribe",
+        return_timestamps=True, condition_on_prev_tokens=False, num_beams=options.num_beams,
+        max_new_tokens=options.max_new_tokens,
+    )
+    sequences = generated if isinstance(generated, torch.Tensor) else generated["sequences"]
+    return [whisper.tokenizer.decode(row, skip_special_tokens=True).strip() for row in sequences]
+
+
 def _cut_at_eot(tokens: torch.Tensor, eot: int) -> Iterator[torch.Tensor]:
     for row in tokens:
         stop = (row == eot).nonzero()
@@ -174,14 +198,15 @@ def transcribe(
     """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis}, in input order.
 
     Recordings longer than the model's window follow `options.long_form` (asrmerge.evaluation.longform): refused before any
-    decoding, or decoded in voice-activity chunks or consecutive windows (the long recordings of the call are then
-    held in memory).
+    decoding, or decoded in voice-activity chunks, in consecutive windows or, on checkpoints with timestamp tokens,
+    window after window by timestamp-based seeking (the long recordings of the call are then held in memory).
     """
     sr, window = whisper.feature_extractor.sampling_rate, whisper.feature_extractor.n_samples
     check_lengths(utterances, window / sr, options.long_form)
     long_audio = {i: load_audio(u.audio, sr) for i, u in enumerate(utterances) if u.duration > window / sr}
+    seeking = options.long_form == "sequential" and predicts_timestamps(whisper)
     split_long = LONG_FORM_PIECES.get(options.long_form)
-    pieces = [piece for i in range(len(utterances)) for piece in
+    pieces = [piece for i in range(len(utterances)) if not (seeking and i in long_audio) for piece in
               (split_long(i, long_audio[i], window) if i in long_audio else [Piece(i)])]
 
     def audio(piece: Piece) -> np.ndarray:
@@ -197,10 +222,7 @@ def transcribe(
     texts: dict[int, str] = {}
     batches = [order[i : i + options.batch_size] for i in range(0, len(order), options.batch_size)]
     for batch in tqdm(batches, desc="decode", unit="batch", disable=not progress, mininterval=5):
-        by_language: dict[str, list[int]] = {}
-        for p in batch:
-            by_language.setdefault(utterances[pieces[p].index].language, []).append(p)
-        for language, members in by_language.items():
+        for language, members in _by_language(utterances, [pieces[p].index for p in batch], batch).items():
             features = log_mel(whisper, [audio(pieces[p]) for p in members], device)
             token_ids = search(whisper, features, whisper.prompt_ids(language), options)
             for p, ids in zip(members, token_ids):
@@ -208,8 +230,24 @@ def transcribe(
     hypotheses: dict[int, list[str]] = {i: [] for i in range(len(utterances))}
     for p, piece in enumerate(pieces):  # pieces of a recording are in time order
         hypotheses[piece.index].append(texts[p])
+    if seeking:  # long recordings decoded whole, window after window, by timestamp-based seeking
+        recordings = sorted(long_audio, key=lambda i: (utterances[i].language, -utterances[i].duration, utterances[i].id))
+        for start in range(0, len(recordings), options.batch_size):
+            batch = recordings[start : start + options.batch_size]
+            for language, members in _by_language(utterances, batch, batch).items():
+                decoded = timestamp_sequential_decode(whisper, [long_audio[i] for i in members], language, options, device)
+                for i, text in zip(members, decoded):
+                    hypotheses[i].append(text)
     return [
         {"id": u.id, "language": u.language, "reference": u.text,
          "hypothesis": " ".join(text for text in hypotheses[i] if text)}
         for i, u in enumerate(utterances)
     ]
+
+
+def _by_language(utterances: Sequence[Utterance], recordings: Sequence[int], members: Sequence[int]) -> dict[str, list[int]]:
+    """`members` grouped by the language of their recording (`recordings[k]` is member k's utterance index)."""
+    groups: dict[str, list[int]] = {}
+    for index, member in zip(recordings, members):
+        groups.setdefault(utterances[index].language, []).append(member)
+    return groups

@@ -8,11 +8,13 @@
   to the end of its last, pauses between them included; a segment longer than the window is split by the VAD at a
   pause, or at the window when there is none), and every chunk is decoded like a short utterance, in the same batches; the
   recording's hypothesis is its chunks' hypotheses joined in time order;
-* ``sequential``: Whisper's sequential long-form algorithm as OpenAI's `transcribe(..., without_timestamps=True)`
-  runs it: consecutive windows, each decoded whole and the next starting where the last ended, hypotheses joined.
-  It needs no VAD and works for any model, timestamp tokens or not; a word on a window boundary can be split or
-  lost (what VAD chunking avoids), which is what comparing the two modes shows. The timestamp-based seeking that
-  Whisper adds for models that predict timestamps is not implemented.
+* ``sequential``: Whisper's sequential long-form algorithm. On a checkpoint with timestamp tokens (released Whisper;
+  `models.whisper.predicts_timestamps`) it seeks by timestamps, as transformers' `generate` runs it on long inputs
+  (`decoding.timestamp_sequential_decode`): each window is decoded with timestamps and the next one starts at the end
+  of its last complete segment. On a checkpoint without them (the demo's foundation) it runs as OpenAI's
+  `transcribe(..., without_timestamps=True)` does: consecutive windows, each decoded whole and the next starting
+  where the last ended, hypotheses joined; a word on a window boundary can then be split or lost (what VAD chunking
+  and timestamp seeking avoid), which is what comparing the modes shows.
 
 Recordings within the window are decoded whole in every mode, so a short-form set gives the same transcripts
 whatever the mode.

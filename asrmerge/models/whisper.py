@@ -38,6 +38,7 @@ END_OF_TEXT = "<|endoftext|>"
 START_OF_TRANSCRIPT = "<|startoftranscript|>"
 TRANSCRIBE = "<|transcribe|>"
 NO_TIMESTAMPS = "<|notimestamps|>"
+FIRST_TIMESTAMP = "<|0.00|>"
 
 
 def language_token(language: str) -> str:
@@ -276,6 +277,13 @@ def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
     special |= set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
     special.discard(whisper.eot_id)
     return sorted(i for i in special if i < whisper.model.config.vocab_size)
+
+
+def predicts_timestamps(whisper: LoadedWhisper) -> bool:
+    """Whether the checkpoint has Whisper's timestamp tokens (`<|0.00|>` right after `<|notimestamps|>`, where
+    transformers' generation looks for them), as released Whisper checkpoints do; the demo's foundation has none."""
+    first = whisper.tokenizer.convert_tokens_to_ids(FIRST_TIMESTAMP)
+    return first not in (None, whisper.tokenizer.unk_token_id) and first == whisper.tokenizer.convert_tokens_to_ids(NO_TIMESTAMPS) + 1
 
 
 def first_step_suppressed_ids(whisper: LoadedWhisper) -> list[int]:
