@@ -1,6 +1,6 @@
 """The `asrmerge` command line: every stage of the workflow (corpus, pretrain, finetune, task-vector, task-spectra,
-merge, diagnose, select-lambda, decode, score, table, figure, report-check) and the export and model-import tools,
-usable without Snakemake.
+merge, diagnose, select-lambda, decode, score, table, figure, report-check), the export and model-import tools and
+compare-runs, usable without Snakemake.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand(s) and sets
 `func` on the parser to a callable taking the parsed namespace.

@@ -30,6 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster  # noqa: E402
 from asrmerge.training.loop import HOLD_ENV  # noqa: E402
+from asrmerge.workflow.compare import result_files, tensors_and_metadata  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
@@ -356,35 +357,15 @@ def _files(results: Path, pattern: str) -> dict[str, bytes]:
     return {str(p.relative_to(results)): p.read_bytes() for p in sorted(results.glob(pattern)) if p.is_file()}
 
 
-def _tensors_and_metadata(path: Path, results: Path) -> tuple[dict[str, tuple], dict[str, str]]:
-    """Every tensor as (dtype, shape, raw bytes); the metadata with the results folder written as <results>.
-
-    Not the file bytes: the metadata records the absolute input paths (different results folders), and the
-    safetensors writer does not keep the metadata keys in a fixed order.
-    """
-    import torch
-    from safetensors import safe_open
-
-    tensors = {}
-    with safe_open(str(path), "pt") as f:
-        metadata = {k: v.replace(str(results), "<results>") for k, v in (f.metadata() or {}).items()}
-        for name in f.keys():
-            t = f.get_tensor(name).contiguous()
-            tensors[name] = (t.dtype, tuple(t.shape), t.flatten().view(torch.uint8).numpy().tobytes())
-    return tensors, metadata
-
-
 @with_cluster
 def test_outputs_equal_the_local_run(runs):
     local, cluster_run = runs["local"], runs["slurm"]
-    listing = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*")  # noqa: E731
-                                  if p.is_file() and p.relative_to(root).parts[0] != "logs")
-    assert listing(cluster_run) == listing(local)
+    assert result_files(cluster_run) == result_files(local)
     merged = sorted(p.relative_to(local) for p in local.glob("merges/*/*/task_vector.safetensors"))
     assert len(merged) >= 3
     for rel in merged:  # bitwise, tensor by tensor
-        expected = _tensors_and_metadata(local / rel, local)
-        assert _tensors_and_metadata(cluster_run / rel, cluster_run) == expected, rel
+        expected = tensors_and_metadata(local / rel, local)
+        assert tensors_and_metadata(cluster_run / rel, cluster_run) == expected, rel
     hypotheses = _files(local, "hypotheses/**/*.jsonl")
     assert hypotheses and _files(cluster_run, "hypotheses/**/*.jsonl") == hypotheses
     tables = _files(local, "tables/*")

@@ -1,5 +1,5 @@
 """Sub-commands of the model stages (asrmerge.workflow.stages): pretrain, finetune, statistics, select-lambda, decode, score — the
-functions the workflow's rule scripts call, with inputs and outputs named on the command line."""
+functions the workflow's rule scripts call, with inputs and outputs named on the command line — and compare-runs."""
 
 from __future__ import annotations
 
@@ -82,6 +82,14 @@ def _decode(args: argparse.Namespace) -> int:
             for name, path in manifests.items()}
     stages.decode(args.model, plan, _options(args.option), args.device, args.task_vector, args.selection)
     return 0
+
+
+def _compare_runs(args: argparse.Namespace) -> int:
+    from asrmerge.workflow.compare import compare_runs
+
+    comparison = compare_runs(args.first, args.second)
+    print("\n".join(comparison.report()))
+    return 0 if comparison.equal else 1
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -179,3 +187,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hypotheses", action="append", required=True, metavar="NAME=FILE")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_score)
+
+    p = subparsers.add_parser(
+        "compare-runs", help="compare two results folders file by file (exit status 1 when they differ)",
+        description="Every file but logs/ and benchmarks/; safetensors tensor by tensor and by metadata, the rest byte "
+                    "for byte, each folder's own path read as <results>. E.g. the micro config run before and after "
+                    "a code change, or a SLURM run against a local one.",
+    )
+    p.add_argument("first", type=Path)
+    p.add_argument("second", type=Path)
+    p.set_defaults(func=_compare_runs)

@@ -1,0 +1,52 @@
+"""`asrmerge compare-runs`: two results folders compared file by file, each folder's own path ignored."""
+
+import json
+
+import torch
+from safetensors.torch import save_file
+
+from asrmerge.cli import main
+from asrmerge.workflow.compare import compare_runs
+
+
+def fake_run(root, tau: torch.Tensor, hypothesis: str, log: str):
+    (root / "merges" / "ta").mkdir(parents=True)
+    # metadata keys in another order per run, an absolute input path in the metadata and in a record
+    metadata = {"base": str(root / "models" / "base"), "kind": "task_vector"}
+    if log == "second":
+        metadata = dict(reversed(list(metadata.items())))
+    save_file({"w": tau}, str(root / "merges" / "ta" / "task_vector.safetensors"), metadata=metadata)
+    (root / "merges" / "ta" / "selection.json").write_text(json.dumps({"task_vector": str(root / "merges" / "ta")}))
+    (root / "hypotheses").mkdir()
+    (root / "hypotheses" / "news.jsonl").write_text(json.dumps({"id": "u1", "hypothesis": hypothesis}) + "\n")
+    for records in ("logs", "benchmarks"):
+        (root / records).mkdir()
+        (root / records / "job.txt").write_text(log)
+    return root
+
+
+def test_the_same_run_in_two_folders_compares_equal(tmp_path, capsys):
+    tau = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    first = fake_run(tmp_path / "a" / "results", tau, "o tempo", "first")
+    second = fake_run(tmp_path / "b" / "results", tau.clone(), "o tempo", "second")
+    comparison = compare_runs(first, second)
+    assert comparison.equal and len(comparison.identical) == 3  # logs/ and benchmarks/ are not compared
+    assert main(["compare-runs", str(first), str(second)]) == 0
+    assert "3 identical file(s), 0 different" in capsys.readouterr().out
+
+
+def test_a_changed_tensor_a_changed_hypothesis_and_a_missing_file_are_named(tmp_path, capsys):
+    tau = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    first = fake_run(tmp_path / "a", tau, "o tempo", "first")
+    changed = tau.clone()
+    changed[1, 2] = torch.nextafter(changed[1, 2], torch.tensor(100.0))  # one bit
+    second = fake_run(tmp_path / "b", changed, "o templo", "second")
+    (second / "merges" / "ta" / "selection.json").unlink()
+    (second / "extra.json").write_text("{}")
+    comparison = compare_runs(first, second)
+    assert comparison.different == ["hypotheses/news.jsonl", "merges/ta/task_vector.safetensors"]
+    assert comparison.only_first == ["merges/ta/selection.json"] and comparison.only_second == ["extra.json"]
+    assert main(["compare-runs", str(first), str(second)]) == 1
+    out = capsys.readouterr().out
+    assert "different: merges/ta/task_vector.safetensors" in out and "only in the first: merges/ta/selection.json" in out
+    assert main(["compare-runs", str(first), str(tmp_path / "missing")]) == 2
