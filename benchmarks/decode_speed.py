@@ -54,6 +54,11 @@ def wer(rows) -> float:
     return score_hypotheses(rows)[0].wer
 
 
+def pipeline_kwargs(args) -> dict:
+    """The pipeline's generation settings: English transcription with our beam count."""
+    return {"language": "en", "task": "transcribe", "num_beams": args.num_beams}
+
+
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
@@ -73,8 +78,8 @@ def long_form_comparison(whisper, asr, recordings, args, device) -> None:
         results[mode] = seconds
         print(f"{'asrmerge long_form ' + mode:<36}{audio_seconds / seconds:>10.2f}{seconds:>10.1f}{100 * wer(rows):>8.1f}")
     audio = [load_audio(u.audio) for u in recordings]
-    kwargs = {"language": "en", "task": "transcribe", "num_beams": args.num_beams}
-    outputs, seconds = timed(asr, audio, chunk_length_s=30, batch_size=args.batch_size, generate_kwargs=kwargs)
+    outputs, seconds = timed(asr, audio, chunk_length_s=30, batch_size=args.batch_size,
+                             generate_kwargs=pipeline_kwargs(args))
     texts = [out["text"].strip() for out in outputs]
     rows = [{"id": u.id, "language": u.language, "reference": u.text, "hypothesis": t} for u, t in zip(recordings, texts)]
     print(f"{'transformers pipeline chunk_length_s=30':<36}{audio_seconds / seconds:>10.2f}{seconds:>10.1f}"
@@ -111,20 +116,16 @@ def main() -> None:
         recordings = long_recordings(source, Path(tmp), args.long_form) if args.long_form else []
         whisper = load_whisper(model_dir, device=device)
 
-        start = time.perf_counter()
-        ours = transcribe(whisper, utterances, DecodingOptions(batch_size=args.batch_size, max_new_tokens=128, num_beams=args.num_beams),
-                          device, progress=False)
-        ours_seconds = time.perf_counter() - start
+        options = DecodingOptions(batch_size=args.batch_size, max_new_tokens=128, num_beams=args.num_beams)
+        ours, ours_seconds = timed(transcribe, whisper, utterances, options, device, progress=False)
 
         from transformers import pipeline
 
         asr = pipeline("automatic-speech-recognition", model=whisper.model, tokenizer=whisper.tokenizer,
                        feature_extractor=whisper.feature_extractor, device=device)
         audio = [load_audio(u.audio) for u in utterances]  # read before timing: the pipeline is given arrays
-        start = time.perf_counter()
-        kwargs = {"language": "en", "task": "transcribe", "num_beams": args.num_beams}
-        theirs = [asr(a, generate_kwargs=kwargs)["text"].strip() for a in audio]
-        pipeline_seconds = time.perf_counter() - start
+        outputs, pipeline_seconds = timed(lambda: [asr(a, generate_kwargs=pipeline_kwargs(args)) for a in audio])
+        theirs = [out["text"].strip() for out in outputs]
 
         same = sum(o["hypothesis"] == t for o, t in zip(ours, theirs))
         n = len(utterances)

@@ -282,8 +282,8 @@ def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
 def predicts_timestamps(whisper: LoadedWhisper) -> bool:
     """Whether the checkpoint has Whisper's timestamp tokens (`<|0.00|>` right after `<|notimestamps|>`, where
     transformers' generation looks for them), as released Whisper checkpoints do; the demo's foundation has none."""
-    first = whisper.tokenizer.convert_tokens_to_ids(FIRST_TIMESTAMP)
-    return first not in (None, whisper.tokenizer.unk_token_id) and first == whisper.tokenizer.convert_tokens_to_ids(NO_TIMESTAMPS) + 1
+    first, no_timestamps = whisper.tokenizer.convert_tokens_to_ids([FIRST_TIMESTAMP, NO_TIMESTAMPS])
+    return first not in (None, whisper.tokenizer.unk_token_id) and first == no_timestamps + 1
 
 
 def first_step_suppressed_ids(whisper: LoadedWhisper) -> list[int]:

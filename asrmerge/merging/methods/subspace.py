@@ -210,8 +210,8 @@ def tsv_m(
     """TSV-Merge (Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025).
 
     Per task: the k = floor(r/T) largest singular triplets of τ_t (linalg.top_singular_triplets), written into slots
-    t·k..(t+1)·k of the concatenated bases; orthogonalise the concatenated U and Vᵀ (polar factor: SVD Procrustes, or Newton–Schulz — the
-    seed paper's "TSV-M w/ NS"); τ = U⊥ diag(S_cat) V⊥ᵀ. When r < T (k = 0) each task still contributes
+    t·k..(t+1)·k of the concatenated bases; orthogonalise the concatenated U and Vᵀ (polar factor: SVD Procrustes,
+    or Newton–Schulz — the seed paper's "TSV-M w/ NS"); τ = U⊥ diag(S_cat) V⊥ᵀ. When r < T (k = 0) each task still contributes
     min_rank_per_task components (buffers widen to T·k); min_rank_per_task=0 reproduces the reference's zero update.
     """
     if not _is_matrix(task_vectors):
