@@ -629,14 +629,18 @@ def test_top_singular_triplets_from_the_gram_matrix_equal_the_svd(shape, k) -> N
 
     x, _ = make_spectral(shape, 1)
     x = x[0]
-    u, s, vh, spectrum = top_singular_triplets(x, k)
     u_ref, s_ref, vh_ref = thin_svd(x.double(), F64)
-    assert (u.shape, s.shape, vh.shape, spectrum.shape) == ((shape[0], k), (k,), (k, shape[1]), (min(shape),))
-    assert u.dtype == s.dtype == vh.dtype == torch.float32
+    *with_spectrum, spectrum = top_singular_triplets(x, k, whole_spectrum=True)
+    assert [t.shape for t in with_spectrum] == [(shape[0], k), (k,), (k, shape[1])]
+    assert spectrum.shape == (min(shape),) and {t.dtype for t in with_spectrum} == {torch.float32}
     torch.testing.assert_close(spectrum.double(), s_ref, rtol=1e-5, atol=1e-6 * float(s_ref[0]))
-    signs = torch.sign((u.double() * u_ref[:, :k]).sum(dim=0))
-    torch.testing.assert_close(u.double() * signs, u_ref[:, :k], rtol=0, atol=1e-5)
-    torch.testing.assert_close(vh.double() * signs[:, None], vh_ref[:k], rtol=0, atol=1e-5)
+    *top_only, no_spectrum = top_singular_triplets(x, k)  # the top eigenpairs alone (syevr): the same triplets
+    assert no_spectrum is None
+    for u, s, vh in (with_spectrum, top_only):
+        torch.testing.assert_close(s.double(), s_ref[:k], rtol=1e-5, atol=1e-6 * float(s_ref[0]))
+        signs = torch.sign((u.double() * u_ref[:, :k]).sum(dim=0))
+        torch.testing.assert_close(u.double() * signs, u_ref[:, :k], rtol=0, atol=1e-5)
+        torch.testing.assert_close(vh.double() * signs[:, None], vh_ref[:k], rtol=0, atol=1e-5)
 
 
 def test_gram_paths_fall_back_to_the_svd_on_rank_deficient_input(monkeypatch) -> None:

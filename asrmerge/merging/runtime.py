@@ -10,7 +10,8 @@ is the executor's (asrmerge.merging.engine) and lives here:
   merged on the calling thread (task parallelism). Inside a pool worker it maps in place: a worker never waits on
   its own pool. Context variables (the diagnostics' orthogonality recorder) follow each call into the pool.
 - `prefetch_thread`: the reader's read-ahead thread.
-- `one_openmp_thread`, `tune_allocator`: per-thread OpenMP and process-wide glibc settings.
+- `one_openmp_thread`, `one_blas_thread`, `tune_allocator`: per-thread OpenMP and OpenBLAS, and process-wide glibc
+  settings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ctypes
+import functools
 import logging
 import sys
 import threading
@@ -25,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-import torch
+from asrmerge.lazy_import import lazy_import
+
+torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,39 @@ def one_openmp_thread() -> bool:
         _OPENMP_WARNED = True
         log.warning("no OpenMP runtime beside torch: worker threads keep torch's default thread count")
     return False
+
+
+@functools.cache
+def _openblas_thread_setters() -> tuple[Callable[[int], int], ...]:
+    """openblas_set_num_threads_local of every OpenBLAS the process has loaded (numpy's and scipy's wheels each bring
+    one), found in /proc/self/maps; empty, with one log line, where there is none or it is too old (< 0.3.27)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    setters = []
+    for path in sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line.rsplit("/", 1)[-1]}):
+        with contextlib.suppress(OSError, AttributeError):
+            setter = ctypes.CDLL(path).openblas_set_num_threads_local
+            setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+            setters.append(setter)
+    if not setters:
+        log.warning("no OpenBLAS with per-thread settings loaded: scipy's LAPACK calls keep its default thread count")
+    return tuple(setters)
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Within the block, OpenBLAS calls (scipy's LAPACK) made by this thread use one thread, then the previous count
+    again. Per thread, like one_openmp_thread: the merge runs such calls side by side, one per worker, and a one-thread
+    call gives the same bytes wherever it runs. Call after the library is loaded (the setters are looked up once)."""
+    setters = _openblas_thread_setters()
+    previous = [set_local(1) for set_local in setters]
+    try:
+        yield
+    finally:
+        for set_local, count in zip(setters, previous):
+            set_local(count)
 
 
 def _worker_initializer() -> None:

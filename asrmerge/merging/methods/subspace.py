@@ -117,7 +117,7 @@ def iso_cts(
     """Iso-CTS: isotropic merging in common and task-specific subspaces (Marczak et al., ICML 2025).
 
     Common subspace: top k_c singular vectors of Σ_t τ_t (`iso_cts_split`). Per task: residual τ_t − U_c U_cᵀ τ_t, its
-    top (r − k_c)/T singular triplets fill the task slots; the common block follows. U and Vᵀ are orthogonalised
+    top (r − k_c)/T singular triplets fill the task slots (both through linalg.top_singular_triplets); the common block follows. U and Vᵀ are orthogonalised
     (polar factor) and all singular values are set to their mean.
     """
     if not _is_matrix(task_vectors):
@@ -125,20 +125,20 @@ def iso_cts(
     n_tasks, rows, cols = task_vectors.shape
     rank = min(rows, cols)
     common, per_task = iso_cts_split(rank, n_tasks, common_space_fraction)
-    u, s, vh = thin_svd(task_vectors.sum(dim=0), svd_dtype)
-    u_c, s_c, vh_c = u[:, :common], s[:common], vh[:common]
-    u_cat = torch.zeros_like(u)
-    s_cat = torch.zeros_like(s)
-    vh_cat = torch.zeros_like(vh)
+    u_c, s_c, vh_c, _ = top_singular_triplets(task_vectors.sum(dim=0), common, svd_dtype)
+    dtype, device = task_vectors.dtype, task_vectors.device
+    u_cat = torch.zeros(rows, rank, dtype=dtype, device=device)
+    s_cat = torch.zeros(rank, dtype=dtype, device=device)
+    vh_cat = torch.zeros(rank, cols, dtype=dtype, device=device)
 
-    def residual_svd(tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return thin_svd(tv - u_c @ (u_c.mT @ tv), svd_dtype)
+    def residual_triplets(tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        return top_singular_triplets(tv - u_c @ (u_c.mT @ tv), per_task, svd_dtype)
 
-    for t, (u_t, s_t, vh_t) in enumerate(map_tasks(residual_svd, task_vectors)):
+    for t, (u_t, s_t, vh_t, _) in enumerate(map_tasks(residual_triplets, task_vectors)):
         slot = slice(t * per_task, (t + 1) * per_task)
-        u_cat[:, slot] = u_t[:, :per_task]
-        s_cat[slot] = s_t[:per_task]
-        vh_cat[slot] = vh_t[:per_task]
+        u_cat[:, slot] = u_t
+        s_cat[slot] = s_t
+        vh_cat[slot] = vh_t
     start = n_tasks * per_task
     u_cat[:, start : start + common] = u_c
     s_cat[start : start + common] = s_c
@@ -149,7 +149,7 @@ def iso_cts(
 
 # ------------------------------------------------------------------------------------------------------------- TSV-M
 
-SpectrumEdit = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # strings: torch loads on first use
+SpectrumEdit = Callable[["torch.Tensor", "torch.Tensor | None"], "torch.Tensor"]  # strings: torch loads on first use
 
 
 def tsv_rank_per_task(rank: int, num_tasks: int, min_rank_per_task: int) -> int:
@@ -166,7 +166,10 @@ def _tsv_merge(
     svd_dtype: torch.dtype | None,
     map_tasks: TaskMap,
     edit_spectrum: SpectrumEdit | None = None,
+    whole_spectrum: bool = False,
 ) -> torch.Tensor:
+    """TSV-M's core; `edit_spectrum(kept, whole)` rewrites each task's k kept singular values (whole: the task's
+    whole spectrum with `whole_spectrum`, else None: only the top k are computed)."""
     n_tasks, rows, cols = task_vectors.shape
     k = tsv_rank_per_task(min(rows, cols), n_tasks, min_rank_per_task)
     # Only the T·k filled slots are orthogonalised: the reference's buffers the size of one thin SVD hold zero vectors
@@ -178,8 +181,11 @@ def _tsv_merge(
     u_cat = torch.zeros(rows, width, dtype=dtype, device=device)
     s_cat = torch.zeros(width, dtype=dtype, device=device)
     vh_cat = torch.zeros(width, cols, dtype=dtype, device=device)
-    for t, (u, s, vh, spectrum) in enumerate(map_tasks(lambda tv: top_singular_triplets(tv, k, svd_dtype),
-                                                       task_vectors)):
+
+    def triplets(tv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return top_singular_triplets(tv, k, svd_dtype, whole_spectrum=whole_spectrum)
+
+    for t, (u, s, vh, spectrum) in enumerate(map_tasks(triplets, task_vectors)):
         slot = slice(t * k, (t + 1) * k)
         u_cat[:, slot] = u
         s_cat[slot] = s if edit_spectrum is None else edit_spectrum(s, spectrum)
@@ -219,18 +225,23 @@ def tsv_m(
     return _tsv_merge(task_vectors, orthogonaliser, ns_steps, min_rank_per_task, svd_dtype, map_tasks)
 
 
-def boost_spectrum(kept: torch.Tensor, full: torch.Tensor, beta: float, energy: str, energy_scope: str) -> torch.Tensor:
+def boost_spectrum(
+    kept: torch.Tensor, full: torch.Tensor | None, beta: float, energy: str, energy_scope: str
+) -> torch.Tensor:
     """BoostedTSV-M spectrum edit: σ̃_i = max(σ_i, σ_{j*}), j* = min{j : e_j ≥ β}.
 
     e_j = Σ_{i≤j} w_i / Σ w over the retained k (energy_scope="retained") or the full spectrum ("full"), with
     w = σ² (energy="squared") or σ ("linear"). β ≥ 1 lifts nothing (plain TSV-M); if no j reaches β (possible with
-    energy_scope="full") j* = k, which also lifts nothing; an all-zero spectrum is returned unchanged.
+    energy_scope="full") j* = k, which also lifts nothing; an all-zero spectrum is returned unchanged. `full` (the
+    task's whole spectrum) is read only with energy_scope="full".
     """
     if beta >= 1 or kept.numel() == 0:
         return kept
-    weight_kept = kept.square() if energy == "squared" else kept
-    weight_full = full.square() if energy == "squared" else full
-    total = weight_kept.sum() if energy_scope == "retained" else weight_full.sum()
+    def weight(values: torch.Tensor) -> torch.Tensor:
+        return values.square() if energy == "squared" else values
+
+    weight_kept = weight(kept)
+    total = weight_kept.sum() if energy_scope == "retained" else weight(full).sum()
     if float(total) <= 0:
         return kept
     ratios = torch.cumsum(weight_kept, dim=0) / total
@@ -278,10 +289,11 @@ def boosted_tsv_m(
     if not _is_matrix(task_vectors):
         return mean_task_vector(task_vectors)
 
-    def edit(kept: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    def edit(kept: torch.Tensor, full: torch.Tensor | None) -> torch.Tensor:
         return boost_spectrum(kept, full, beta, energy, energy_scope)
 
-    return _tsv_merge(task_vectors, orthogonaliser, ns_steps, min_rank_per_task, svd_dtype, map_tasks, edit)
+    return _tsv_merge(task_vectors, orthogonaliser, ns_steps, min_rank_per_task, svd_dtype, map_tasks, edit,
+                      whole_spectrum=energy_scope == "full")
 
 
 # -------------------------------------------------------------------------------------------------------------- STAR
