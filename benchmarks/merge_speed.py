@@ -666,13 +666,18 @@ def main() -> None:
         fresh = {r["row"].label: r for r in results}
         results = []
         for row in rows(exclude_keys):
-            if row.label in fresh:
-                results.append(fresh[row.label])
-                continue
             old = next((r for r in json.loads(previous.read_text())["rows"] if r["label"] == row.label), None)
-            if old is not None:
-                results.append({"row": row, **{k: Run(**v) if isinstance(v, dict) else v for k, v in old.items()
-                                                if k != "label"}})
+            kept = {} if old is None else {k: Run(**v) if isinstance(v, dict) else v for k, v in old.items()
+                                           if k != "label"}
+            if row.label in fresh:
+                # Libraries not re-run keep their cells; their outputs were not compared with the new ones.
+                for name in ("mergekit", "fusionbench"):
+                    if name not in fresh[row.label] and name in kept:
+                        fresh[row.label][name] = kept[name]
+                        fresh[row.label][f"diff_{name}"] = "not re-compared (--update)"
+                results.append(fresh[row.label])
+            elif old is not None:
+                results.append({"row": row, **kept})
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = [
         f"Machine: {machine()}; {now}; torch threads: {args.threads or 'default (all cores)'}.",

@@ -643,6 +643,23 @@ def test_top_singular_triplets_from_the_gram_matrix_equal_the_svd(shape, k) -> N
         torch.testing.assert_close(vh.double() * signs[:, None], vh_ref[:k], rtol=0, atol=1e-5)
 
 
+def test_lapack_eigh_of_a_symmetric_matrix_equals_numpy() -> None:
+    """LAPACK dsyevr through scipy's C-level capsule: every eigenpair, or the top k alone, as numpy's eigh."""
+    import numpy as np
+
+    from asrmerge.merging.linalg import _symmetric_eigh
+
+    x = np.random.default_rng(3).standard_normal((60, 40))
+    gram = x.T @ x
+    ref_values, ref_vectors = np.linalg.eigh(gram)
+    for top in (None, 7):
+        values, vectors = _symmetric_eigh(gram.copy(), top)
+        k = 40 if top is None else top
+        assert values.shape == (k,) and vectors.shape == (40, k)
+        np.testing.assert_allclose(values, ref_values[40 - k :], rtol=1e-12)
+        np.testing.assert_allclose(np.abs(vectors.T @ ref_vectors[:, 40 - k :]), np.eye(k), atol=1e-10)
+
+
 def test_gram_paths_fall_back_to_the_svd_on_rank_deficient_input(monkeypatch) -> None:
     """A top-k reaching below GRAM_MIN_SINGULAR_RATIO, or a rank-deficient polar input, takes the direct SVD."""
     from asrmerge.merging import linalg
