@@ -78,9 +78,10 @@ def _openblas_thread_setters() -> tuple[Callable[[int], int], ...]:
 
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Within the block, OpenBLAS calls (scipy's LAPACK) made by this thread use one thread, then the previous count
-    again. Per thread, like one_openmp_thread: the merge runs such calls side by side, one per worker, and a one-thread
-    call gives the same bytes wherever it runs. Call after the library is loaded (the setters are looked up once)."""
+    """Within the block, OpenBLAS calls (numpy's products, scipy's LAPACK) made by this thread use one thread, then
+    the previous count again. Per thread, like one_openmp_thread: the merge runs such calls side by side, one per
+    worker, and a one-thread call gives the same bytes wherever it runs. Call after the libraries are loaded (the
+    setters are looked up once)."""
     setters = _openblas_thread_setters()
     previous = [set_local(1) for set_local in setters]
     try:

@@ -117,8 +117,8 @@ def iso_cts(
     """Iso-CTS: isotropic merging in common and task-specific subspaces (Marczak et al., ICML 2025).
 
     Common subspace: top k_c singular vectors of Σ_t τ_t (`iso_cts_split`). Per task: residual τ_t − U_c U_cᵀ τ_t, its
-    top (r − k_c)/T singular triplets fill the task slots (both through linalg.top_singular_triplets); the common block follows. U and Vᵀ are orthogonalised
-    (polar factor) and all singular values are set to their mean.
+    top (r − k_c)/T singular triplets fill the task slots (both from linalg.top_singular_triplets); the common block
+    follows. U and Vᵀ are orthogonalised (polar factor) and all singular values are set to their mean.
     """
     if not _is_matrix(task_vectors):
         return mean_task_vector(task_vectors)
@@ -237,6 +237,7 @@ def boost_spectrum(
     """
     if beta >= 1 or kept.numel() == 0:
         return kept
+
     def weight(values: torch.Tensor) -> torch.Tensor:
         return values.square() if energy == "squared" else values
 
