@@ -503,6 +503,34 @@ def test_diagnostics_tap_the_merge_without_changing_it(tiny_whisper, tmp_path: P
         assert all("ns_max_orthogonality_error" in r for n, r in records.items() if "embed" not in n)
 
 
+def test_one_blas_thread_pins_this_thread_and_restores() -> None:
+    """Inside the block every loaded OpenBLAS runs this thread's calls on one thread; after it, the count before."""
+    import scipy.linalg.cython_lapack  # noqa: F401  (loads scipy's OpenBLAS beside numpy's)
+
+    from asrmerge.merging import runtime
+
+    setters = runtime._openblas_thread_setters()
+    if not setters:
+        pytest.skip("no OpenBLAS with per-thread settings in this environment")
+
+    def current() -> list[int]:
+        counts = [set_local(1) for set_local in setters]  # returns the previous count: put it back
+        for set_local, count in zip(setters, counts):
+            set_local(count)
+        return counts
+
+    original = current()
+    try:
+        for set_local in setters:
+            set_local(2)
+        with runtime.one_blas_thread():
+            assert current() == [1] * len(setters)
+        assert current() == [2] * len(setters)
+    finally:
+        for set_local, count in zip(setters, original):
+            set_local(count)
+
+
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread: nothing runs side by side")
 @pytest.mark.parametrize("method,params", [("tsv_m", {}), ("iso_cts", {}), ("iso_c", {}), ("star", {})])
 def test_side_by_side_merges_equal_one_thread(tiny_whisper, tmp_path: Path, method, params) -> None:
