@@ -168,8 +168,8 @@ def top_singular_triplets(
     if not spectrum[k - 1] > GRAM_MIN_SINGULAR_RATIO * spectrum[0]:
         u, s, vh = thin_svd(x, dtype)
         return u[:, :k], s[:k], vh[:k], s if whole_spectrum else None
-    right = vectors[:, :k].to(x64.device)
-    left = ((x64 @ right) if not wide else (x64.mT @ right)) / spectrum[:k].to(x64.device)
+    right = vectors[:, :k]
+    left = ((x64.mT if wide else x64) @ right) / spectrum[:k]
     u, vh = (right, left.mT) if wide else (left, right.mT)
     out = _float_out(x)
     return (u.to(out).contiguous(), spectrum[:k].to(out), vh.to(out).contiguous(),
@@ -187,7 +187,7 @@ def svd_polar_factor(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch
     if dtype != torch.float64 and x.numel():
         values, vectors = _gram_eigh(x.to(torch.float64))
         if values[-1] > GRAM_MIN_SINGULAR_RATIO ** 2 * values[0]:
-            whitening = ((vectors * values.rsqrt()) @ vectors.mT).to(device=x.device, dtype=torch.float32)
+            whitening = ((vectors * values.rsqrt()) @ vectors.mT).to(torch.float32)
             wide = x.shape[-2] < x.shape[-1]
             x32 = x.to(torch.float32)
             q = whitening @ x32 if wide else x32 @ whitening
