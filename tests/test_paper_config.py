@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrmerge.workflow.config import domains, merge_branches, validate_config
+from asrmerge.workflow.config import domains, merge_branches, scored_sets, validate_config
 from asrmerge.data.corpus import required_splits
 from asrmerge.report.plan import requested_figures
 
@@ -119,6 +119,18 @@ def test_paper_config_dry_run_lists_every_job(paper_config):
     assert counts["merge"] == counts["select_lambda"] == counts["decode_merged"] == str(len(branches))
     assert counts["decode_model"] == "12" and counts["score"] == str(12 + len(branches))
     assert counts["statistics"] == "20" and counts["adamerging_coefficients"] == "2"
+
+
+def test_whisper_base_config_runs_the_papers_methods_on_the_whole_world(tmp_path):
+    """experiments/whisper-base.yaml (`make whisper-base`): real Whisper base on every scored set of the demo world,
+    with every method of the paper. Validated against a stand-in base folder (the import writes the real one)."""
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "whisper-base").symlink_to(ROOT / "assets" / "foundation")
+    config = validate_config(yaml.safe_load((ROOT / "experiments" / "whisper-base.yaml").read_text()), tmp_path)
+    demo = validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()), ROOT)
+    assert scored_sets(config) == scored_sets(demo) and len(domains(config)) == 10
+    assert {b.method for b in merge_branches(config)} == PAPER_METHODS
+    assert config["base_model"]["path"] == "assets/whisper-base"
 
 
 def _offline() -> list[str]:
