@@ -74,9 +74,11 @@ def one_of(names):
 
 
 def supplied_inputs(wildcards):
-    """The base, and the supplied fine-tune when it is a local folder (tracked; a hub id cannot be)."""
-    given = SUPPLIED[wildcards.model]
-    return {"base": result(layout.BASE_MODEL), "checkpoint": [given] if Path(given).is_dir() else []}
+    """The base, and the files of the supplied fine-tune when it is a local folder (each file an input, so that
+    weights replaced in place rerun what depends on them; a hub id cannot be tracked)."""
+    given = Path(SUPPLIED[wildcards.model])
+    files = sorted(str(p) for p in given.iterdir() if p.is_file()) if given.is_dir() else []
+    return {"base": result(layout.BASE_MODEL), "checkpoint": files}
 
 
 def training_inputs(train):

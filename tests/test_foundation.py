@@ -152,8 +152,9 @@ def test_a_shipped_foundation_transcribes_in_the_asr_pipeline_as_the_project_doe
     assert main(["ship-foundation", str(tmp_path / "trained"), str(tmp_path / "shipped")]) == 0
     utterances = read_manifest(corpus, split="test")[:2]
     shipped = load_whisper(tmp_path / "shipped")
-    limit = shipped.model.generation_config.max_length - 4  # the prompt's 4 tokens
-    ours = transcribe(shipped, utterances, DecodingOptions(max_new_tokens=limit), torch.device("cpu"), progress=False)
+    # the same token cap on both sides: the model's target space after the prompt, in the generation config
+    assert shipped.model.generation_config.max_new_tokens == shipped.model.config.max_target_positions - 4
+    ours = transcribe(shipped, utterances, DecodingOptions(), torch.device("cpu"), progress=False)
     assert all(len(row["hypothesis"]) > 10 for row in ours)  # something to compare (an untrained model babbles)
     asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "shipped"))
     for utterance, row in zip(utterances, ours):

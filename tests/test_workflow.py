@@ -106,6 +106,20 @@ def test_each_merge_is_exported_as_the_model_its_system_was_decoded_with(finishe
     assert all(torch.equal(exported[name], expected[name]) for name in expected)
 
 
+def test_every_model_folder_has_a_generation_config_true_to_its_tokenizer(finished):
+    """The base, the fine-tunes and the exported merges: languages are languages, the token cap the run's."""
+    from asrmerge.models.whisper import generation_config_problems, load_whisper, token_cap
+
+    _, results, config = finished
+    folders = [p.parent for p in results.rglob("generation_config.json")]
+    assert len(folders) >= 4
+    for folder in folders:
+        whisper = load_whisper(folder)
+        assert generation_config_problems(whisper) == [], folder
+        cap = token_cap(whisper, config["evaluation"]["max_new_tokens"])
+        assert whisper.model.generation_config.max_new_tokens == cap, folder
+
+
 def test_every_job_wrote_a_log(finished):
     _, results, _ = finished
     logs = list((results / "logs").rglob("*.log"))

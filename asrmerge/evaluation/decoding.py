@@ -16,9 +16,11 @@ from tqdm import tqdm
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from asrmerge.data.manifest import Utterance, load_audio
+from asrmerge.evaluation.hypotheses import hypothesis_flags
 from asrmerge.evaluation.longform import Piece, check_lengths, vad_pieces, window_pieces
 from asrmerge.models.whisper import (
     LoadedWhisper, first_step_suppressed_ids, language_token, log_mel, predicts_timestamps, suppressed_token_ids,
+    token_cap,
 )
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ LONG_FORM_PIECES = {
 @dataclass(frozen=True)
 class DecodingOptions:
     batch_size: int = 16
-    max_new_tokens: int = 64
+    max_new_tokens: int | str = "auto"  # the most tokens of one hypothesis: asrmerge.models.whisper.token_cap
     num_beams: int = 1
     long_form: str = "reject"  # recordings longer than the window: asrmerge.evaluation.longform.LONG_FORM_MODES
 
@@ -157,32 +159,44 @@ def beam_decode(
 
 
 def search(whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequence[int], options: DecodingOptions) -> list[list[int]]:
-    """Greedy search for one beam, beam search otherwise."""
+    """Greedy search for one beam, beam search otherwise; a hypothesis of `token_cap` tokens never ended."""
+    cap = token_cap(whisper, options.max_new_tokens)
     if options.num_beams == 1:
-        return greedy_decode(whisper, features, prompt, options.max_new_tokens)
-    return beam_decode(whisper, features, prompt, options.max_new_tokens, options.num_beams)
+        return greedy_decode(whisper, features, prompt, cap)
+    return beam_decode(whisper, features, prompt, cap, options.num_beams)
 
 
 @torch.inference_mode()
 def timestamp_sequential_decode(
     whisper: LoadedWhisper, audios: Sequence[np.ndarray], language: str, options: DecodingOptions, device: torch.device,
-) -> list[str]:
+) -> list[tuple[str, bool]]:
     """Whisper's sequential long-form algorithm with timestamp-based seeking, as transformers' `generate` runs it on
     inputs longer than the window (batched): each window is decoded with timestamps, the next window starts at the end
     of the last complete segment (after the window when its last segment is complete), the text keeps no timestamps.
     Greedy or beam search as configured; no temperature fallback and no conditioning on the previous window's text
-    (neither does any other mode here). For checkpoints with timestamp tokens (`predicts_timestamps`)."""
+    (neither does any other mode here). For checkpoints with timestamp tokens (`predicts_timestamps`).
+    Returns each recording's text and whether a window's decoding reached the token cap before end-of-text."""
     fe = whisper.feature_extractor
     inputs = fe(list(audios), sampling_rate=fe.sampling_rate, return_tensors="pt", truncation=False, padding="longest",
                 return_attention_mask=True)
+    cap = token_cap(whisper, options.max_new_tokens)
     generated = whisper.model.generate(
         inputs.input_features.to(device=device, dtype=whisper.model.dtype),
         attention_mask=inputs.attention_mask.to(device), language=language_token(language), task="transcribe",
         return_timestamps=True, condition_on_prev_tokens=False, num_beams=options.num_beams,
-        max_new_tokens=options.max_new_tokens,
+        max_new_tokens=cap, return_segments=True,
     )
-    sequences = generated if isinstance(generated, torch.Tensor) else generated["sequences"]
-    return [whisper.tokenizer.decode(row, skip_special_tokens=True).strip() for row in sequences]
+    texts = [whisper.tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated["sequences"]]
+    return [(text, any(_window_reached_cap(segment["result"], whisper.eot_id, cap) for segment in segments))
+            for text, segments in zip(texts, generated["segments"])]
+
+
+def _window_reached_cap(window_output: torch.Tensor | dict, eot: int, cap: int) -> bool:
+    """Whether one window's generation (a segment's `result` in transformers' long-form output) ran to the cap: no
+    end-of-text among its tokens and at least `cap` of them."""
+    tokens = window_output["sequences"] if isinstance(window_output, dict) else window_output
+    tokens = tokens.reshape(-1)
+    return bool((tokens != eot).all()) and tokens.numel() >= cap
 
 
 def _cut_at_eot(tokens: torch.Tensor, eot: int) -> Iterator[torch.Tensor]:
@@ -195,7 +209,8 @@ def transcribe(
     whisper: LoadedWhisper, utterances: Sequence[Utterance], options: DecodingOptions, device: torch.device,
     progress: bool = True,
 ) -> list[dict]:
-    """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis}, in input order.
+    """Decode utterances (any order, any languages) into rows {id, language, reference, hypothesis, flags}, in input
+    order (flags: asrmerge.evaluation.hypotheses.FLAGS, why a hypothesis is not a complete transcript).
 
     Recordings longer than the model's window follow `options.long_form` (asrmerge.evaluation.longform): refused before any
     decoding, or decoded in voice-activity chunks, in consecutive windows or, on checkpoints with timestamp tokens,
@@ -220,6 +235,8 @@ def transcribe(
     order = sorted(range(len(pieces)), key=lambda p: (utterances[pieces[p].index].language, -seconds(pieces[p]),
                                                       utterances[pieces[p].index].id, pieces[p].start))
     texts: dict[int, str] = {}
+    capped: dict[int, bool] = {}
+    cap = token_cap(whisper, options.max_new_tokens)
     batches = [order[i : i + options.batch_size] for i in range(0, len(order), options.batch_size)]
     for batch in tqdm(batches, desc="decode", unit="batch", disable=not progress, mininterval=5):
         for language, members in _by_language(utterances, [pieces[p].index for p in batch], batch).items():
@@ -227,22 +244,27 @@ def transcribe(
             token_ids = search(whisper, features, whisper.prompt_ids(language), options)
             for p, ids in zip(members, token_ids):
                 texts[p] = whisper.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                capped[p] = len(ids) >= cap
     hypotheses: dict[int, list[str]] = {i: [] for i in range(len(utterances))}
+    reached_cap = dict.fromkeys(range(len(utterances)), False)
     for p, piece in enumerate(pieces):  # pieces of a recording are in time order
         hypotheses[piece.index].append(texts[p])
+        reached_cap[piece.index] |= capped[p]
     if seeking:  # long recordings decoded whole, window after window, by timestamp-based seeking
         recordings = sorted(long_audio, key=lambda i: (utterances[i].language, -utterances[i].duration, utterances[i].id))
         for start in range(0, len(recordings), options.batch_size):
             batch = recordings[start : start + options.batch_size]
             for language, members in _by_language(utterances, batch, batch).items():
                 decoded = timestamp_sequential_decode(whisper, [long_audio[i] for i in members], language, options, device)
-                for i, text in zip(members, decoded):
+                for i, (text, window_capped) in zip(members, decoded):
                     hypotheses[i].append(text)
-    return [
-        {"id": u.id, "language": u.language, "reference": u.text,
-         "hypothesis": " ".join(text for text in hypotheses[i] if text)}
-        for i, u in enumerate(utterances)
-    ]
+                    reached_cap[i] |= window_capped
+    rows = []
+    for i, u in enumerate(utterances):
+        text = " ".join(part for part in hypotheses[i] if part)
+        rows.append({"id": u.id, "language": u.language, "reference": u.text, "hypothesis": text,
+                     "flags": hypothesis_flags(text, reached_cap[i])})
+    return rows
 
 
 def _by_language(utterances: Sequence[Utterance], recordings: Sequence[int], members: Sequence[int]) -> dict[str, list[int]]:

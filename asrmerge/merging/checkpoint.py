@@ -334,7 +334,10 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 def check_compatible(base: Checkpoint, other: Checkpoint, names: Sequence[str] | None = None) -> None:
     """Raise ValueError unless `other` has the same tensors (names and shapes) as `base` (or as `names` of it)
-    and, for folders, the same config.json model_type. The message names the first offending key and file."""
+    and, for folders, the same config.json model_type. The message names the first offending key and file, and the
+    base `other` was made against when its metadata records one (a task vector's `base`)."""
+    made_from = other.metadata.get("base")
+    hint = f"; {other.path} was made against the base {made_from}: give that one" if made_from else ""
     if base.model_type is not None and other.model_type is not None and base.model_type != other.model_type:
         raise ValueError(
             f"{other.path}: model_type {other.model_type!r} differs from the base's {base.model_type!r} ({base.path})"
@@ -342,15 +345,16 @@ def check_compatible(base: Checkpoint, other: Checkpoint, names: Sequence[str] |
     wanted = list(names) if names is not None else base.names
     for name in wanted:
         if name not in other.files:
-            raise ValueError(f"{other.path}: tensor {name!r} of the base ({base.files[name]}) is missing")
+            raise ValueError(f"{other.path}: tensor {name!r} of the base ({base.files[name]}) is missing{hint}")
         if other.shapes[name] != base.shapes[name]:
             raise ValueError(
                 f"tensor {name!r} in {other.files[name]} has shape {list(other.shapes[name])}, "
-                f"the base ({base.files[name]}) has {list(base.shapes[name])}"
+                f"the base ({base.files[name]}) has {list(base.shapes[name])}{hint}"
             )
     extra = sorted(set(other.files) - set(wanted))
     if extra:
-        raise ValueError(f"tensor {extra[0]!r} in {other.files[extra[0]]} is not among the base's tensors ({base.path})")
+        raise ValueError(f"tensor {extra[0]!r} in {other.files[extra[0]]} is not among the base's tensors ({base.path})"
+                         f"{hint}")
 
 
 # ------------------------------------------------------------------------------------------------------------ writer

@@ -57,6 +57,10 @@ import numpy as np
 import torch
 
 from asrmerge.atomic import staged_folder
+from asrmerge.models.whisper import (
+    END_OF_TEXT, LANGUAGE_TOKEN, NO_TIMESTAMPS, START_OF_PREV, START_OF_TRANSCRIPT, TRANSCRIBE, TRANSLATE,
+    feature_extractor_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +86,6 @@ WHISPER_HEADS_BY_WIDTH: dict[int, int] = {384: 6, 512: 8, 768: 12, 1024: 16, 128
 # CTranslate2 activation enum value for GELU (common_spec.Activation), the only one Whisper uses.
 _CT2_GELU = 3
 
-END_OF_TEXT = "<|endoftext|>"
-START_OF_TRANSCRIPT = "<|startoftranscript|>"
-TRANSLATE = "<|translate|>"
-TRANSCRIBE = "<|transcribe|>"
-START_OF_LM = "<|startoflm|>"
-START_OF_PREV = "<|startofprev|>"
-NO_CAPTIONS = "<|nocaptions|>"
-NO_TIMESTAMPS = "<|notimestamps|>"
-_NON_LANGUAGE_SPECIALS = frozenset(
-    {END_OF_TEXT, START_OF_TRANSCRIPT, TRANSLATE, TRANSCRIBE, START_OF_LM, START_OF_PREV, NO_CAPTIONS, NO_TIMESTAMPS}
-)
-_LANGUAGE_TOKEN = re.compile(r"^<\|[a-z]{2,3}(?:-[A-Za-z]+)?\|>$")
 
 # Token ids of released Whisper vocabularies, by vocabulary size (model rows): multilingual (51865),
 # multilingual large-v3 with the extra `<|yue|>` language (51866) and English-only (51864).
@@ -500,14 +492,14 @@ def language_token_ids(tokenizer: Any, ct2_config: Mapping[str, Any]) -> dict[st
     lang_ids = ct2_config.get("lang_ids")
     if lang_ids:
         tokens = tokenizer.convert_ids_to_tokens([int(i) for i in lang_ids])
-        bad = [t for t in tokens if not _LANGUAGE_TOKEN.match(t)]
+        bad = [t for t in tokens if not LANGUAGE_TOKEN.match(t)]
         if bad:
             raise ValueError(f"CTranslate2 lang_ids name the non-language token {bad[0]!r}")
         return dict(zip(tokens, (int(i) for i in lang_ids)))
     return {
         token: int(token_id)
         for token, token_id in tokenizer.get_added_vocab().items()
-        if _LANGUAGE_TOKEN.match(token) and token not in _NON_LANGUAGE_SPECIALS
+        if LANGUAGE_TOKEN.match(token)
     }
 
 
@@ -584,8 +576,6 @@ def feature_extractor_for_positions(num_mel_bins: int, max_source_positions: int
     The window must last whole seconds (max_source_positions a multiple of 50): the feature extractor derives its
     sample count from an integer `chunk_length` when it is loaded again.
     """
-    from asrmerge.models.whisper import feature_extractor_for
-
     frames = 2 * max_source_positions
     samples = frames * _HOP_LENGTH
     if samples % _SAMPLING_RATE:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,14 +32,23 @@ from transformers import (
 )
 
 from asrmerge.atomic import staged_folder
+from asrmerge.models.source import is_hub_id
 
 log = logging.getLogger(__name__)
 
 END_OF_TEXT = "<|endoftext|>"
 START_OF_TRANSCRIPT = "<|startoftranscript|>"
 TRANSCRIBE = "<|transcribe|>"
+TRANSLATE = "<|translate|>"
+START_OF_PREV = "<|startofprev|>"
 NO_TIMESTAMPS = "<|notimestamps|>"
 FIRST_TIMESTAMP = "<|0.00|>"
+#: Whisper's language tokens are ISO 639 codes (`<|pt|>`, `<|haw|>`); task, prompt, no-speech and timestamp tokens
+#: (`<|0.00|>`) are not, though they share the `<|...|>` form.
+LANGUAGE_TOKEN = re.compile(r"^<\|[a-z]{2,3}(?:-[A-Za-z]+)?\|>$")
+TIMESTAMP_TOKEN = re.compile(r"^<\|\d+\.\d\d\|>$")
+#: Tokens of Whisper's transcription prompt without timestamps: start, language, task, no-timestamps.
+PROMPT_LENGTH = 4
 
 
 def language_token(language: str) -> str:
@@ -109,16 +119,20 @@ def build_small_whisper(
     return model
 
 
-def _language_tokens(tokenizer: PreTrainedTokenizerFast) -> list[str]:
-    """The tokenizer's language tokens (`<|pt|>`, ...), sorted: its `<|...|>` tokens but the four task tokens."""
-    fixed = {END_OF_TEXT, START_OF_TRANSCRIPT, TRANSCRIBE, NO_TIMESTAMPS}
-    return sorted(t for t in tokenizer.get_vocab() if t not in fixed and t.startswith("<|") and t.endswith("|>"))
+def language_tokens(tokenizer: PreTrainedTokenizerFast) -> list[str]:
+    """The tokenizer's language tokens (`<|pt|>`, ...), sorted (LANGUAGE_TOKEN: never a task or timestamp token)."""
+    return sorted(t for t in tokenizer.get_vocab() if LANGUAGE_TOKEN.match(t))
+
+
+def timestamp_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """Ids of the tokenizer's timestamp tokens (`<|0.00|>` ... `<|30.00|>` in released Whisper; none in the demo's)."""
+    return sorted(i for t, i in tokenizer.get_vocab().items() if TIMESTAMP_TOKEN.match(t))
 
 
 def _whisper_token_order(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     """Old token ids in Whisper's order (new id -> old id): every text token first, then end-of-text, start of
     transcript, the languages, transcribe and no-timestamps last, as in Whisper's own vocabulary."""
-    specials = [END_OF_TEXT, START_OF_TRANSCRIPT, *_language_tokens(tokenizer), TRANSCRIBE, NO_TIMESTAMPS]
+    specials = [END_OF_TEXT, START_OF_TRANSCRIPT, *language_tokens(tokenizer), TRANSCRIBE, NO_TIMESTAMPS]
     special_ids = [tokenizer.convert_tokens_to_ids(t) for t in specials]
     taken = set(special_ids)
     return [i for i in range(len(tokenizer)) if i not in taken] + special_ids
@@ -166,23 +180,73 @@ def in_whisper_token_order(
 
 
 def complete_generation_config(
-    whisper: LoadedWhisper, language: str | None, num_beams: int, task: str = "transcribe"
+    whisper: LoadedWhisper, language: str | None, num_beams: int, max_new_tokens: int | str = "auto",
+    task: str = "transcribe",
 ) -> None:
     """Fill the generation config with what transformers' Whisper generation reads (language and task token ids,
     the no-timestamps token, the task, the suppressed tokens) and how the model is evaluated here (`language`; None:
-    detected; `num_beams`: the ASR pipeline's own default is 5 beams), so that a plain
-    `pipeline("automatic-speech-recognition", model=folder)` transcribes as this project's decoder does."""
+    detected; `num_beams`: the ASR pipeline's own default is 5 beams; the token cap, `token_cap`), so that a plain
+    `pipeline("automatic-speech-recognition", model=folder)` transcribes as this project's decoder does, utterance
+    for utterance. Built from the tokenizer alone, so a folder written with a wrong config is repaired, and checked
+    (`generation_config_problems`) before it is used."""
     tokenizer, config = whisper.tokenizer, whisper.model.generation_config
+    vocabulary = tokenizer.get_vocab()
     config.language = None if language is None else language_token(language).strip("<|>")
     config.num_beams = num_beams
-    vocabulary = tokenizer.get_vocab()
-    config.lang_to_id = {t: vocabulary[t] for t in _language_tokens(tokenizer)}
-    config.task_to_id = {"transcribe": vocabulary[TRANSCRIBE]}
+    config.lang_to_id = {t: vocabulary[t] for t in language_tokens(tokenizer)}
+    config.task_to_id = {name: vocabulary[token] for name, token in (("transcribe", TRANSCRIBE), ("translate", TRANSLATE))
+                         if token in vocabulary}
     config.is_multilingual = len(config.lang_to_id) > 1
     config.no_timestamps_token_id = vocabulary[NO_TIMESTAMPS]
     config.task = task
-    # Never inside a transcript: what this project's decoder suppresses (the special tokens but end-of-text).
     config.suppress_tokens = suppressed_token_ids(whisper)
+    config.max_new_tokens = token_cap(whisper, max_new_tokens)
+    config.max_length = None  # max_new_tokens rules; both set makes transformers warn at every call
+    problems = generation_config_problems(whisper)
+    if problems:
+        raise ValueError(f"generation config: {problems[0]}")
+
+
+def generation_config_problems(whisper: LoadedWhisper) -> list[str]:
+    """What in the model's generation config contradicts its tokenizer (empty when nothing): every `lang_to_id`
+    entry a language token at its id and every language token there; the no-timestamps and task ids; no timestamp,
+    text or end-of-text token suppressed (timestamp seeking and the ASR pipeline would then write nonsense)."""
+    tokenizer, config = whisper.tokenizer, whisper.model.generation_config
+    vocabulary = tokenizer.get_vocab()
+    problems = []
+    lang_to_id = dict(getattr(config, "lang_to_id", None) or {})
+    if lang_to_id != {t: vocabulary[t] for t in language_tokens(tokenizer)}:
+        wrong = sorted(set(lang_to_id.items()) ^ {(t, vocabulary[t]) for t in language_tokens(tokenizer)})
+        problems.append(f"lang_to_id differs from the tokenizer's language tokens at {wrong[0]}")
+    if getattr(config, "no_timestamps_token_id", None) != vocabulary.get(NO_TIMESTAMPS):
+        problems.append(f"no_timestamps_token_id {getattr(config, 'no_timestamps_token_id', None)} is not "
+                        f"{NO_TIMESTAMPS} ({vocabulary.get(NO_TIMESTAMPS)})")
+    for task, token in (getattr(config, "task_to_id", None) or {}).items():
+        if token != vocabulary.get(f"<|{task}|>"):
+            problems.append(f"task_to_id[{task!r}] {token} is not <|{task}|> ({vocabulary.get(f'<|{task}|>')})")
+    for token in getattr(config, "suppress_tokens", None) or []:
+        if token in timestamp_token_ids(tokenizer) or token == whisper.eot_id:
+            problems.append(f"suppress_tokens holds {tokenizer.convert_ids_to_tokens(token)} ({token})")
+            break
+    language = getattr(config, "language", None)
+    if language is not None and language_token(language) not in lang_to_id:
+        problems.append(f"language {language!r} has no token in the tokenizer")
+    return problems
+
+
+def token_cap(whisper: LoadedWhisper, max_new_tokens: int | str = "auto") -> int:
+    """The most tokens one hypothesis (one window) may have: `max_new_tokens`, or with "auto" the model's whole
+    target space after the prompt (444 for released Whisper's 448 positions, the limit of transformers' ASR
+    pipeline), never more than that space. A hypothesis that reaches it is flagged, never passed off as complete."""
+    space = whisper.model.config.max_target_positions - PROMPT_LENGTH
+    if max_new_tokens == "auto":
+        return space
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer or 'auto', not {max_new_tokens!r}")
+    if max_new_tokens > space:
+        raise ValueError(f"max_new_tokens {max_new_tokens} exceeds the model's target space: "
+                         f"{whisper.model.config.max_target_positions} positions minus the {PROMPT_LENGTH}-token prompt")
+    return max_new_tokens
 
 
 def feature_extractor_for(num_mel_bins: int, audio_seconds: int, sample_rate: int = 16000) -> WhisperFeatureExtractor:
@@ -213,7 +277,12 @@ class LoadedWhisper:
 
     def save(self, out_dir: str | Path, extra_files: Mapping[str, str | bytes] | None = None, replace: bool = False) -> None:
         """Write the model folder atomically (asrmerge.atomic.staged_folder), with `extra_files` (name -> text or
-        bytes) beside the model files; an existing non-empty folder is replaced only with `replace`."""
+        bytes) beside the model files; an existing non-empty folder is replaced only with `replace`. A Whisper
+        generation config (one with `lang_to_id`) that contradicts the tokenizer is refused (`generation_config_problems`)."""
+        if getattr(self.model.generation_config, "lang_to_id", None):
+            problems = generation_config_problems(self)
+            if problems:
+                raise ValueError(f"{out_dir}: generation config contradicts the tokenizer: {problems[0]}")
         with staged_folder(out_dir, replace=replace) as staging:
             self.model.save_pretrained(staging, safe_serialization=True)
             self.feature_extractor.save_pretrained(staging)
@@ -236,8 +305,9 @@ def load_whisper(source: str | Path, device: str | torch.device = "cpu", dtype: 
     """Load a Whisper folder or hub id (the hub is only reached when `source` is not a local folder)."""
     source = str(source)
     local = Path(source).is_dir()
-    if not local and (Path(source).exists() or source.startswith((".", "/"))):
-        raise FileNotFoundError(f"model folder {source} does not exist or is not a folder")
+    if not local and not is_hub_id(source):
+        raise FileNotFoundError(f"model folder {source} does not exist or is not a folder (a hub id has the form "
+                                "owner/name, e.g. openai/whisper-base)")
     config_path = Path(source) / "config.json"
     if local and not config_path.is_file():
         raise FileNotFoundError(f"{source} is not a transformers model folder (no config.json)")
@@ -270,13 +340,17 @@ def log_mel(whisper: LoadedWhisper, audios: Sequence[np.ndarray], device: torch.
     return features.to(device=device, dtype=whisper.model.dtype)
 
 
+def _special_ids(whisper: LoadedWhisper) -> set[int]:
+    return set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
+
+
 def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
-    """Tokens a transcript never contains: special tokens but end-of-text (prompts, languages, timestamps), and the
-    model's own `suppress_tokens` (Whisper's non-speech symbols), as Whisper's decoder does."""
-    special = set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
-    special |= set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
-    special.discard(whisper.eot_id)
-    return sorted(i for i in special if i < whisper.model.config.vocab_size)
+    """Tokens a transcript never contains, as Whisper's decoder and transformers' generation suppress them: the
+    special tokens (prompt, task, language, no-speech tokens) and the model's own `suppress_tokens` (Whisper's
+    non-speech symbols), but end-of-text and the timestamps (which timestamp seeking predicts)."""
+    allowed = {whisper.eot_id, *timestamp_token_ids(whisper.tokenizer)}
+    suppressed = _special_ids(whisper) | set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
+    return sorted(i for i in suppressed - allowed if i < whisper.model.config.vocab_size)
 
 
 def predicts_timestamps(whisper: LoadedWhisper) -> bool:

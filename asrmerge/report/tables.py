@@ -28,6 +28,7 @@ from asrmerge.layout import BASE, JOINT, MERGED, finetuned_system, is_finetuned,
 from asrmerge.report.naming import (
     OWN_DOMAIN, chosen_lambda, ordered_systems, system_family, system_label,
 )
+from asrmerge.evaluation.hypotheses import FLAGS
 from asrmerge.evaluation.scoring import counts_from_dict, mapsswe
 
 #: Test-set role (config) -> group (a column of the paper layout); general_test = general speech in the main language.
@@ -111,6 +112,7 @@ def load_scores(
                 "family": catalog.at[system, "family"], "test_set": test_set,
                 "group": GROUP_OF_ROLE.get(roles[test_set], roles[test_set]),
                 "metric": metric, **entry["total"], "utterances": len(entry["utterances"]),
+                **{f"flagged_{flag}": entry.get("flagged", {}).get(flag, 0) for flag in FLAGS},
                 "wer": counts.wer, "cer": counts.cer, "error_rate": counts.cer if metric == "cer" else counts.wer,
             })
     frame = pd.DataFrame(rows)
@@ -400,6 +402,21 @@ def _significance_note(reference: str | None, has_pvalues: bool) -> str:
     return f" † = significantly different from {name} (MAPSSWE, p < {SIGNIFICANCE_LEVEL})."
 
 
+def _flag_note(frame: pd.DataFrame) -> str:
+    """How many hypotheses behind the table were cut at the token cap or caught in a loop (asrmerge.evaluation.
+    hypotheses.FLAGS), naming the worst system and set: such error rates are not those of complete transcripts."""
+    columns = [f"flagged_{flag}" for flag in FLAGS]
+    if not set(columns) <= set(frame.columns):
+        return ""
+    per_cell = frame[columns].sum(axis=1)
+    if not per_cell.any():
+        return " No hypothesis reached the token cap or repeated itself."
+    totals = ", ".join(f"{int(frame[c].sum())} {flag.replace('_', ' ')}" for c, flag in zip(columns, FLAGS))
+    worst = frame.loc[per_cell.idxmax()]
+    return (f" Flagged hypotheses: {totals} (of {int(frame.utterances.sum())}) in {int((per_cell > 0).sum())} "
+            f"system-set cells, most in {worst.system} on {worst.test_set} ({int(per_cell.max())}); see the score files.")
+
+
 def _metric_note(frame: pd.DataFrame) -> str:
     cer = sorted(frame.loc[frame.metric == "cer", "test_set"].unique()) if "metric" in frame.columns else []
     return "Error rates in %: WER" + (f"; CER for {', '.join(cer)} (unsegmented languages)." if cer else ".")
@@ -421,7 +438,7 @@ def write_tables(
     column_groups = [(SET_GROUP_NAMES.get(g, g), int((in_order == g).sum())) for g in dict.fromkeys(in_order)]
     labels, families = _labels(frame), _families(frame)
     note = (_metric_note(frame) + " Best per column in bold."
-            + _significance_note(reference, bool(pvalues.notna().any().any())))
+            + _significance_note(reference, bool(pvalues.notna().any().any())) + _flag_note(frame))
     title = "WER (%) per test set" + (" (CER (%) for the sets marked CER)" if cer else "")
     cells = {style: marked_cells(table, pvalues, style).rename(columns=shown) for style in _STYLES}
     write_text(markdown_path, render_markdown(cells["markdown"], labels, title, note))
@@ -447,7 +464,7 @@ def paper_note(frame: pd.DataFrame, reference: str | None, has_pvalues: bool) ->
     if frame.system.map(is_finetuned).any():
         parts.append(f"{ID_FT}: each domain's test set by its own fine-tune (one model per domain, not ranked); "
                      "its other columns average the per-domain fine-tunes.")
-    parts.append("Best per column in bold." + _significance_note(reference, has_pvalues))
+    parts.append("Best per column in bold." + _significance_note(reference, has_pvalues) + _flag_note(frame))
     return " ".join(parts)
 
 

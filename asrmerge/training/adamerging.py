@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from asrmerge.data.manifest import Utterance
 from asrmerge.evaluation.decoding import greedy_decode
-from asrmerge.models.whisper import LoadedWhisper
+from asrmerge.models.whisper import LoadedWhisper, token_cap
 from asrmerge.progress import Progress
 from asrmerge.training.loop import FeatureCache, batch_indices
 
@@ -46,7 +46,7 @@ class AdaMergingOptions:
     learning_rate: float = 1e-3
     init: float = 0.3
     batch_size: int = 8
-    max_new_tokens: int = 64
+    max_new_tokens: int | str = "auto"  # asrmerge.models.whisper.token_cap
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,7 +106,7 @@ def learn_coefficients(
             group = [u for u in batch if u.language == language]
             mel = features(group, device)
             prompt = whisper.prompt_ids(language)
-            transcripts = greedy_decode(whisper, mel, prompt, options.max_new_tokens)
+            transcripts = greedy_decode(whisper, mel, prompt, token_cap(whisper, options.max_new_tokens))
             inputs, predicted = _decoder_batch(prompt, transcripts, whisper.eot_id)
             logits = functional_call(model, weights, kwargs={"input_features": mel, "decoder_input_ids": inputs.to(device),
                                                              "use_cache": False}).logits.float()

@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def pretrain_small_whisper(
-    settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: Path, device: torch.device, seed: int
+    settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: Path, device: torch.device, seed: int,
+    generation: Mapping[str, Any] | None = None,
 ) -> None:
     """Pretrain the small model on the general audio: a new model with a tokenizer trained on the general
-    transcripts, or, with `init`, the model folder of an earlier stage (its tokenizer and weights)."""
+    transcripts, or, with `init`, the model folder of an earlier stage (its tokenizer and weights); `generation`
+    (how the run evaluates) goes into its generation config."""
     options = TrainingOptions(**settings["pretrain"], seed=seed)
     head = None
     if settings.get("init"):
@@ -32,6 +34,8 @@ def pretrain_small_whisper(
             head = continued_ctc_head(Path(settings["init"]), whisper, general, options, device)
     else:
         whisper = new_small_whisper(settings, general, seed)
+    if generation is not None:
+        complete_generation_config(whisper, **generation)
     n_params = sum(p.numel() for p in whisper.model.parameters())
     log.info("small Whisper: %.2fM parameters, %d tokens", n_params / 1e6, len(whisper.tokenizer))
     train(whisper, general, options, out_dir, device, ctc_head_weights=head)
@@ -129,9 +133,9 @@ def prepare_base_model(
     settings: Mapping[str, Any], general: Sequence[Utterance], out_dir: str | Path, device: torch.device, seed: int,
     generation: Mapping[str, Any] | None = None,
 ) -> None:
-    """The base model as config `base_model` says; a released model's copy gets the run's `generation` settings (a
-    pretraining stage's output gets them when it is shipped: `asrmerge ship-foundation`)."""
+    """The base model as config `base_model` says, with the run's `generation` settings in its generation config
+    (which every fine-tune and exported merge of the run inherits)."""
     if settings["source"] == "pretrained":
         copy_pretrained(settings, general, Path(out_dir), device, seed, generation)
     else:
-        pretrain_small_whisper(settings, general, Path(out_dir), device, seed)
+        pretrain_small_whisper(settings, general, Path(out_dir), device, seed, generation)

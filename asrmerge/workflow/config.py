@@ -24,6 +24,7 @@ from asrmerge import layout
 from asrmerge.data.corpus import TEST_ROLES, default_sets, parse_spec, required_splits
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.merging.registry import get_method, resolve_params
+from asrmerge.models.source import is_hub_id
 
 SCHEMA_PATH = Path(str(resources.files("asrmerge") / "schemas" / "config.schema.yaml"))
 SPLITS = ("train", "validation", "test")
@@ -237,16 +238,12 @@ def scored_sets(config: Mapping) -> list[str]:
     return domains(config) + sets_with_role(config, *TEST_ROLES)
 
 
-def _looks_local(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or Path(path).exists()
-
-
 def model_folder(path: str | None, workdir: Path) -> Path | None:
     """Where a model named in the config can be read before any job: a local folder (relative to `workdir`), or
     the local model-hub cache's snapshot of a hub id that was downloaded before; None for a hub id not cached."""
     if not path:
         return None
-    if _looks_local(path):
+    if not is_hub_id(path, workdir):
         return workdir / Path(path).expanduser()
     from huggingface_hub import try_to_load_from_cache
 
@@ -297,7 +294,7 @@ def check_paths(config: Mapping, workdir: Path) -> None:
     if base["source"] == "pretrained":
         if not base["path"]:
             raise ConfigError("config key base_model.path: required when base_model.source is pretrained")
-        if _looks_local(base["path"]) and not (workdir / base["path"]).is_dir():
+        if not is_hub_id(base["path"], workdir) and not (workdir / base["path"]).is_dir():
             raise ConfigError(f"config key base_model.path: folder {base['path']} does not exist")
     for model, path in config["finetune"]["checkpoints"].items():
         key = f"config key finetune.checkpoints.{model}"
@@ -355,6 +352,14 @@ def check_checkpoint_folder(key: str, folder: Path, geometry: Mapping[str, Any])
                               f"the base has {value!r})")
 
 
+def trained_stages(config: Mapping) -> list[str]:
+    """The fine-tuning stages (`finetune.domain`, `finetune.joint`) that train a model: their settings matter only
+    then (a stage whose every model is supplied in `finetune.checkpoints` trains nothing)."""
+    supplied = set(config["finetune"]["checkpoints"])
+    stages = ["domain"] if set(domains(config)) - supplied else []
+    return stages + ([] if layout.JOINT in supplied else ["joint"])
+
+
 def check_roles(config: Mapping) -> None:
     if not domains(config):
         raise ConfigError("config key corpus.sets: no set has role domain; at least one domain is needed")
@@ -362,11 +367,11 @@ def check_roles(config: Mapping) -> None:
         raise ConfigError("config key merge.methods: merging needs at least two domains (task vectors); "
                           f"the config has {len(domains(config))}")
     if not sets_with_role(config, "general"):
-        for stage in ("domain", "joint"):
+        for stage in trained_stages(config):
             if config["finetune"][stage]["replay_fraction"] > 0:
                 raise ConfigError(f"config key finetune.{stage}.replay_fraction: replay needs a set with role general "
                                   "(none is configured); set it to 0")
-    for stage in ("domain", "joint"):
+    for stage in trained_stages(config):
         options = config["finetune"][stage]
         if round(options["batch_size"] * options["replay_fraction"]) >= options["batch_size"]:
             raise ConfigError(f"config key finetune.{stage}.replay_fraction: {options['replay_fraction']} of a batch of "

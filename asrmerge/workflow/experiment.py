@@ -124,11 +124,13 @@ class Experiment:
     @property
     def generation(self) -> dict[str, Any]:
         """How the run transcribes, for the generation config of every model folder it writes: the language of its
-        domains (None, detected, when they do not declare one language) and `evaluation.num_beams`."""
+        domains (None, detected, when they do not declare one language), `evaluation.num_beams` and the token cap
+        `evaluation.max_new_tokens`."""
         languages = {self.config["corpus"]["sets"][d].get("language") for d in self.domains}
         language = languages.pop() if len(languages) == 1 else None
         return {"language": language if isinstance(language, str) else None,
-                "num_beams": self.config["evaluation"]["num_beams"]}
+                "num_beams": self.config["evaluation"]["num_beams"],
+                "max_new_tokens": self.config["evaluation"]["max_new_tokens"]}
 
     @functools.cached_property
     def spectrum_layer(self) -> str:

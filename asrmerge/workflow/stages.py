@@ -77,7 +77,7 @@ def statistics(
 
 def adamerging_coefficients(
     base: PathLike, task_vectors: Sequence[PathLike], validation_manifests: Sequence[PathLike], options: Mapping[str, Any],
-    out: PathLike, summary: PathLike, seed: int, device: str = "auto", max_new_tokens: int = 64,
+    out: PathLike, summary: PathLike, seed: int, device: str = "auto", max_new_tokens: int | str = "auto",
 ) -> Path:
     """AdaMerging's coefficients for θ_base + Σ_t λ_t τ_t (asrmerge.training.adamerging), learned on the audio of the
     validation splits of `validation_manifests`; `options` are the method's parameters (granularity, steps, ...).
@@ -142,11 +142,23 @@ def decode(
         rows = transcribe(whisper, read_manifest(files["manifest"], split="test"), options, target)
         write_jsonl(rows, files["hypotheses"])
         log.info("%s: %d utterances", test_set, len(rows))
+        log_flagged(test_set, rows)
+
+
+def log_flagged(test_set: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A warning naming the set's flagged hypotheses (asrmerge.evaluation.hypotheses.FLAGS), if any."""
+    from asrmerge.evaluation.hypotheses import flag_counts
+
+    counts = {flag: n for flag, n in flag_counts(rows).items() if n}
+    if counts:
+        first = next(row["id"] for row in rows if row.get("flags"))
+        log.warning("%s: %s of %d hypotheses flagged (e.g. %s): not complete transcripts", test_set,
+                    ", ".join(f"{n} {flag.replace('_', ' ')}" for flag, n in counts.items()), len(rows), first)
 
 
 def score(hypotheses: Mapping[str, PathLike], out: PathLike) -> Path:
     """Error counts per test set (name -> hypothesis file) and per utterance (asrmerge.layout.SCORES)."""
-    from asrmerge.evaluation.hypotheses import read_jsonl
+    from asrmerge.evaluation.hypotheses import flag_counts, read_jsonl
     from asrmerge.evaluation.scoring import counts_to_dict, score_hypotheses
 
     scores = {}
@@ -156,5 +168,8 @@ def score(hypotheses: Mapping[str, PathLike], out: PathLike) -> Path:
         scores[test_set] = {
             "total": counts_to_dict(total),
             "utterances": {row["id"]: counts_to_dict(c) for row, c in zip(rows, per_utterance)},
+            "flagged": flag_counts(rows),
+            "flagged_utterances": {row["id"]: row["flags"] for row in rows if row.get("flags")},
         }
+        log_flagged(test_set, rows)
     return write_json(out, scores)
