@@ -53,7 +53,7 @@ rule table:
         selections=selection_files(),
         manifests={t: manifest(t) for t in TEST_SETS},
         roles=EXPERIMENT.roles(),
-        reference=layout.JOINT,
+        reference=EXPERIMENT.reference,
     script:
         "../scripts/table.py"
 

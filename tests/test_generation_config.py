@@ -131,6 +131,7 @@ def test_hypotheses_cut_at_the_cap_are_flagged_counted_tabled_and_logged(tmp_pat
     frame = load_scores({"base": tmp_path / "base.json"}, {"weather": "domain"})
     note = paper_note(frame, None, False)
     assert f"Flagged hypotheses: {len(rows)} token cap" in note and "base on weather" in note
+    assert "Full-FT was not run" in note  # no joint system among the scores
 
 
 def test_a_missing_local_folder_is_never_looked_up_on_the_hub(tmp_path, monkeypatch):

@@ -166,6 +166,28 @@ def test_supplied_fine_tunes_are_imported_not_trained(tmp_path):
     assert "finetune_joint" not in jobs
 
 
+def test_supplied_fine_tunes_need_no_training_settings_and_full_ft_can_be_left_out(tmp_path):
+    """Every domain fine-tune supplied and `finetune.joint: null`: nothing is trained, the training settings are not
+    checked (here a replay fraction with no general set to replay), and no Full-FT job or system exists."""
+    config = yaml.safe_load(MICRO.read_text())
+    config["results"] = str(tmp_path / "results")
+    config["base_model"] = {"source": "pretrained", "path": "assets/foundation", "audio_seconds": 6}
+    config["corpus"]["sets"] = {name: spec for name, spec in config["corpus"]["sets"].items()
+                                if spec.get("role") != "general"}
+    config["finetune"] = {"checkpoints": {"weather": str(ROOT / "assets" / "foundation"),
+                                          "medical": str(ROOT / "assets" / "foundation")},
+                          "domain": {"steps": 1, "learning_rate": 1e-4, "replay_fraction": 0.5}, "joint": None}
+    path = tmp_path / "supplied.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(path)
+    assert jobs["import_finetune"] == 2
+    assert "finetune_domain" not in jobs and "finetune_joint" not in jobs
+    from asrmerge.workflow.experiment import Experiment
+
+    experiment = Experiment.load(path, ROOT)
+    assert "joint" not in experiment.systems and experiment.reference == "base"
+
+
 def test_lint_is_clean():
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
                              "--directory", str(ROOT)], capture_output=True, text=True, timeout=300)

@@ -10,7 +10,6 @@ import argparse
 import sys
 
 from asrmerge.workflow.experiment import Experiment
-from asrmerge.layout import JOINT
 from asrmerge.workflow.commands import configfile_argument
 
 
@@ -23,7 +22,7 @@ def _table(args: argparse.Namespace) -> int:
 
     experiment = _experiment(args)
     write_run_tables(experiment.score_files(), experiment.selection_files(),
-                     {t: experiment.manifest(t) for t in experiment.test_sets}, experiment.roles(), JOINT,
+                     {t: experiment.manifest(t) for t in experiment.test_sets}, experiment.roles(), experiment.reference,
                      experiment.table_files())
     for path in experiment.table_files().values():
         print(path)

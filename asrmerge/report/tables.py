@@ -417,6 +417,10 @@ def _flag_note(frame: pd.DataFrame) -> str:
             f"system-set cells, most in {worst.system} on {worst.test_set} ({int(per_cell.max())}); see the score files.")
 
 
+def _baseline_note(frame: pd.DataFrame) -> str:
+    return "" if (frame.system == JOINT).any() else " Full-FT was not run (finetune.joint: null)."
+
+
 def _metric_note(frame: pd.DataFrame) -> str:
     cer = sorted(frame.loc[frame.metric == "cer", "test_set"].unique()) if "metric" in frame.columns else []
     return "Error rates in %: WER" + (f"; CER for {', '.join(cer)} (unsegmented languages)." if cer else ".")
@@ -438,7 +442,8 @@ def write_tables(
     column_groups = [(SET_GROUP_NAMES.get(g, g), int((in_order == g).sum())) for g in dict.fromkeys(in_order)]
     labels, families = _labels(frame), _families(frame)
     note = (_metric_note(frame) + " Best per column in bold."
-            + _significance_note(reference, bool(pvalues.notna().any().any())) + _flag_note(frame))
+            + _significance_note(reference, bool(pvalues.notna().any().any())) + _baseline_note(frame)
+            + _flag_note(frame))
     title = "WER (%) per test set" + (" (CER (%) for the sets marked CER)" if cer else "")
     cells = {style: marked_cells(table, pvalues, style).rename(columns=shown) for style in _STYLES}
     write_text(markdown_path, render_markdown(cells["markdown"], labels, title, note))
@@ -464,7 +469,8 @@ def paper_note(frame: pd.DataFrame, reference: str | None, has_pvalues: bool) ->
     if frame.system.map(is_finetuned).any():
         parts.append(f"{ID_FT}: each domain's test set by its own fine-tune (one model per domain, not ranked); "
                      "its other columns average the per-domain fine-tunes.")
-    parts.append("Best per column in bold." + _significance_note(reference, has_pvalues) + _flag_note(frame))
+    parts.append("Best per column in bold." + _significance_note(reference, has_pvalues) + _baseline_note(frame)
+                 + _flag_note(frame))
     return " ".join(parts)
 
 

@@ -82,7 +82,9 @@ def _resolve(schema: Mapping, root: Mapping) -> Mapping:
 def fill_defaults(instance: Any, schema: Mapping, root: Mapping) -> None:
     """Insert schema defaults for missing keys, recursing into objects, arrays and $ref'd definitions."""
     schema = _resolve(schema, root)
-    if isinstance(instance, dict):
+    if isinstance(instance, dict):  # a value that may be an object or null: the object's defaults
+        schema = next((option for option in map(lambda o: _resolve(o, root), schema.get("oneOf", ()))
+                       if option.get("type") == "object"), schema)
         for key, sub in schema.get("properties", {}).items():
             sub = _resolve(sub, root)
             if key not in instance and "default" in sub:
@@ -298,8 +300,10 @@ def check_paths(config: Mapping, workdir: Path) -> None:
             raise ConfigError(f"config key base_model.path: folder {base['path']} does not exist")
     for model, path in config["finetune"]["checkpoints"].items():
         key = f"config key finetune.checkpoints.{model}"
-        if model != "joint" and model not in domains(config):
+        if model != layout.JOINT and model not in domains(config):
             raise ConfigError(f"{key}: no domain set of that name (nor joint)")
+        if model == layout.JOINT and config["finetune"]["joint"] is None:
+            raise ConfigError(f"{key}: finetune.joint is null (no Full-FT baseline); remove one of the two")
         folder = model_folder(path, workdir)
         if folder is not None:
             check_checkpoint_folder(key, folder, base_geometry(config, workdir))
@@ -357,7 +361,7 @@ def trained_stages(config: Mapping) -> list[str]:
     then (a stage whose every model is supplied in `finetune.checkpoints` trains nothing)."""
     supplied = set(config["finetune"]["checkpoints"])
     stages = ["domain"] if set(domains(config)) - supplied else []
-    return stages + ([] if layout.JOINT in supplied else ["joint"])
+    return stages + ([] if layout.JOINT in supplied or config["finetune"]["joint"] is None else ["joint"])
 
 
 def check_roles(config: Mapping) -> None:
