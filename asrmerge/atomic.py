@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from asrmerge.guard import MARKER, check_replaceable, mark_folder
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)
@@ -77,14 +79,14 @@ def write_json(path: str | os.PathLike[str], payload: Any, indent: int | None = 
 
 @contextlib.contextmanager
 def staged_folder(path: str | os.PathLike[str], replace: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; on success it takes the place of `path`.
+    """Yield an empty temporary folder beside `path`; on success it takes the place of `path`, marked as written by
+    this project (asrmerge.guard.MARKER lists its files).
 
-    An existing non-empty `path` is replaced only with `replace=True` (the caller has checked that it may go: a
-    model folder this project wrote); otherwise FileExistsError before anything is written.
+    An existing non-empty `path` is replaced only when this project wrote it, nothing was added since, and `replace`
+    is set (asrmerge.guard.check_replaceable); otherwise OutputConflict before anything is written.
     """
     target = Path(path)
-    if target.exists() and not replace and (not target.is_dir() or any(target.iterdir())):
-        raise FileExistsError(f"{target} exists and is not an empty folder: not replaced")
+    check_replaceable(target, replace)
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=_staging_name(target), dir=target.parent))
     try:
@@ -95,6 +97,8 @@ def staged_folder(path: str | os.PathLike[str], replace: bool = False) -> Iterat
                 os.chmod(os.path.join(root, name), FOLDER_MODE)
             for name in files:
                 os.chmod(os.path.join(root, name), FILE_MODE)
+        mark_folder(staged)
+        os.chmod(staged / MARKER, FILE_MODE)
         os.chmod(staged, FOLDER_MODE)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)

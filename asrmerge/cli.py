@@ -13,6 +13,8 @@ import importlib
 import logging
 import sys
 
+from asrmerge.guard import check_command
+
 COMMAND_MODULES = [
     "asrmerge.workflow.commands",
     "asrmerge.merging.cli",
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("asrmerge").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
+        check_command(args)  # the output guard, before any work
         return int(args.func(args) or 0)
     except (ValueError, OSError, KeyError) as err:
         # Input errors: one clear line, no traceback.

@@ -9,7 +9,7 @@ from asrmerge.data.user_manifest import import_manifest
 from asrmerge.evaluation.longform import length_report
 from asrmerge.workflow.jobs import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], job=snakemake) as log:
     spec = snakemake.params.spec
     out_dir = Path(snakemake.output.manifest).parent
     if "manifest" in spec:

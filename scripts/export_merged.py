@@ -7,7 +7,7 @@ from asrmerge.merging.engine import export_merged_model
 from asrmerge.evaluation.selection import best_branch
 from asrmerge.workflow.jobs import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], job=snakemake):
     candidates = snakemake.params.candidates  # branch id -> its merged task vector and selection record
     records = {branch: json.loads(Path(files["selection"]).read_text()) for branch, files in candidates.items()}
     chosen = best_branch(records, snakemake.params.metric)

@@ -2,7 +2,7 @@
 from asrmerge.report.figures import draw_figure
 from asrmerge.workflow.jobs import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], job=snakemake):
     params = snakemake.params
     draw_figure(
         snakemake.wildcards.figure, (snakemake.output.png, snakemake.output.pdf),

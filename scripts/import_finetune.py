@@ -2,6 +2,6 @@
 from asrmerge.training.foundation import adopt_finetune
 from asrmerge.workflow.jobs import job_logging
 
-with job_logging(snakemake.log[0]) as log:
+with job_logging(snakemake.log[0], job=snakemake) as log:
     log.info("using the given fine-tune %s", snakemake.params.checkpoint)
     adopt_finetune(snakemake.params.checkpoint, snakemake.input.base).save(snakemake.output[0])

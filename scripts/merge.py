@@ -5,7 +5,7 @@ from asrmerge.merging.engine import merge
 from asrmerge.models.whisper import resolve_device
 from asrmerge.workflow.jobs import job_logging
 
-with job_logging(snakemake.log[0], snakemake.threads):
+with job_logging(snakemake.log[0], snakemake.threads, job=snakemake):
     merge(
         snakemake.input.base,
         task_vectors=list(snakemake.input.task_vectors),

@@ -2,5 +2,5 @@
 from asrmerge.workflow.stages import score
 from asrmerge.workflow.jobs import job_logging
 
-with job_logging(snakemake.log[0]):
+with job_logging(snakemake.log[0], job=snakemake):
     score(snakemake.params.hypotheses, snakemake.output[0])

@@ -2,7 +2,7 @@
 from asrmerge.workflow.stages import select_lambda
 from asrmerge.workflow.jobs import job_logging
 
-with job_logging(snakemake.log[0], snakemake.threads):
+with job_logging(snakemake.log[0], snakemake.threads, job=snakemake):
     selection = snakemake.params.selection
     select_lambda(
         snakemake.input.base, snakemake.input.task_vector, snakemake.input.validation, snakemake.params.lambdas,

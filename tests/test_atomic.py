@@ -46,16 +46,30 @@ def test_a_failed_folder_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_non_empty_folder_is_replaced_only_when_asked(tmp_path):
+def test_a_folder_is_replaced_only_when_asked_and_only_if_this_project_wrote_it(tmp_path):
+    from asrmerge.guard import MARKER, OutputConflict
+
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="mine"), staged_folder(user):
-        pass
+    for replace in (False, True):  # a folder of the user's is never replaced
+        with pytest.raises(OutputConflict, match="mine holds files this project did not write"), \
+                staged_folder(user, replace=replace):
+            pass
     assert (user / "notes.txt").read_text() == "keep me"
-    with staged_folder(user, replace=True) as folder:
-        (folder / "new.txt").write_text("new")
-    assert sorted(p.name for p in user.iterdir()) == ["new.txt"]
+    ours = tmp_path / "ours"
+    with staged_folder(ours) as folder:
+        (folder / "a.txt").write_text("a")
+    assert sorted(p.name for p in ours.iterdir()) == [MARKER, "a.txt"]
+    with pytest.raises(OutputConflict, match="pass --overwrite"), staged_folder(ours):
+        pass
+    with staged_folder(ours, replace=True) as folder:
+        (folder / "b.txt").write_text("b")
+    assert sorted(p.name for p in ours.iterdir()) == [MARKER, "b.txt"]
+    (ours / "added.txt").write_text("the user's")
+    with pytest.raises(OutputConflict, match="holds added.txt"), staged_folder(ours, replace=True):
+        pass
+    assert (ours / "added.txt").exists()
 
 
 def test_staged_file_refuses_append_modes(tmp_path):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from safetensors.torch import load_file
 
 from asrmerge.data.manifest import read_manifest
 from asrmerge.merging import compute_task_vector, merge, open_checkpoint
-from asrmerge.merging.checkpoint import save_tensors
+from asrmerge.merging.checkpoint import FINETUNED_FINGERPRINT, MODEL_FINGERPRINT, TASK_FINGERPRINTS, save_tensors
 from asrmerge.merging.registry import STATISTICS_FILE_KIND, get_method, resolve_params
 from asrmerge.training.statistics import (
     StatisticsOptions,
@@ -99,8 +101,15 @@ def test_fisher_weights_each_entry_by_the_tasks_information() -> None:
 # ========================================================================= through the engine, statistics files
 
 
-def _statistics_file(path: Path, kind: str, tensors: dict[str, torch.Tensor]) -> Path:
-    return save_tensors(path, tensors, {"format": "pt", "kind": STATISTICS_FILE_KIND, "statistics": kind})
+def _statistics_file(path: Path, kind: str, tensors: dict[str, torch.Tensor], *task_vectors: Path) -> Path:
+    """A statistics file that records the fine-tune(s) it was computed for (those `task_vectors` were made from):
+    one task's (MODEL_FINGERPRINT), or every task's in order (TASK_FINGERPRINTS)."""
+    origins = []
+    for path_of_tau in task_vectors:
+        with open_checkpoint(path_of_tau) as tau:
+            origins.append(tau.metadata[FINETUNED_FINGERPRINT])
+    record = {MODEL_FINGERPRINT: origins[0]} if len(origins) == 1 else {TASK_FINGERPRINTS: json.dumps(origins)}
+    return save_tensors(path, tensors, {"format": "pt", "kind": STATISTICS_FILE_KIND, "statistics": kind, **record})
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +124,11 @@ def merge_inputs(tiny_whisper, tmp_path_factory):
     gen = torch.Generator().manual_seed(3)
     matrices = [n for n, t in theta0.items() if t.ndim == 2 and "embed" not in n]
     grams = [_statistics_file(out / f"gram{i}.safetensors", "gram",
-                              {n: random_gram(theta0[n].shape[1], gen) for n in matrices}) for i in range(len(taus))]
+                              {n: random_gram(theta0[n].shape[1], gen) for n in matrices}, taus[i])
+             for i in range(len(taus))]
     fishers = [_statistics_file(out / f"fisher{i}.safetensors", "fisher",
-                                {n: torch.rand(t.shape, generator=gen) ** 4 for n, t in theta0.items() if "positions" not in n})
+                                {n: torch.rand(t.shape, generator=gen) ** 4 for n, t in theta0.items() if "positions" not in n},
+                                taus[i])
                for i in range(len(taus))]
     return base, taus, grams, fishers, theta0, thetas
 
@@ -134,6 +145,20 @@ def test_regmean_merge_of_a_model_equals_the_reference(merge_inputs, tmp_path: P
         else:  # no linear layer of its own: the mean, as the reference averages it
             want = sum(t[name].double() for t in thetas) / len(thetas)
         torch.testing.assert_close(theta0[name].double() + tau.double(), want, rtol=0, atol=1e-5, msg=name)
+
+
+def test_statistics_are_matched_to_task_vectors_by_origin_never_by_position(merge_inputs, tmp_path: Path) -> None:
+    """Statistics given in any order merge as in the tasks' order; a file computed from another model is refused."""
+    base, taus, grams, _, _, _ = merge_inputs
+    in_order = load_file(str(merge(base, task_vectors=taus, method="regmean", statistics=grams,
+                                   out_path=tmp_path / "a.safetensors")))
+    shuffled = load_file(str(merge(base, task_vectors=taus, method="regmean", statistics=grams[::-1],
+                                   out_path=tmp_path / "b.safetensors")))
+    assert all(torch.equal(in_order[n], shuffled[n]) for n in in_order)
+    with pytest.raises(ValueError, match="no statistics file was computed from the fine-tune of task"):
+        merge(base, task_vectors=taus, method="regmean", statistics=[grams[0], grams[0], grams[1]][:len(taus)],
+              out_path=tmp_path / "c.safetensors")
+    assert not (tmp_path / "c.safetensors").exists()
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -170,11 +195,11 @@ def test_statistics_inputs_are_checked_before_merging(merge_inputs, tmp_path: Pa
     odd = dict(load_file(str(grams[0])))
     odd.pop(sorted(odd)[0])
     with pytest.raises(ValueError, match="cover different tensors"):
-        attempt("regmean", [grams[0], _statistics_file(tmp_path / "odd.safetensors", "gram", odd), grams[2]])
+        attempt("regmean", [grams[0], _statistics_file(tmp_path / "odd.safetensors", "gram", odd, taus[1]), grams[2]])
     name = next(n for n, t in theta0.items() if t.ndim == 2 and t.shape[0] != t.shape[1] and "embed" not in n)
     bad = {**load_file(str(grams[0])), name: torch.eye(theta0[name].shape[0])}
     with pytest.raises(ValueError, match=f"statistics of '{name}' are shaped"):
-        attempt("regmean", [_statistics_file(tmp_path / "bad.safetensors", "gram", bad), grams[1], grams[2]])
+        attempt("regmean", [_statistics_file(tmp_path / "bad.safetensors", "gram", bad, taus[0]), grams[1], grams[2]])
     assert not out.exists()
 
 
@@ -316,9 +341,11 @@ def test_adamerging_learns_bounded_reproducible_coefficients(world, granularity:
 def test_adamerging_merge_reads_one_file_of_coefficients(merge_inputs, tmp_path: Path) -> None:
     base, taus, _, _, theta0, _ = merge_inputs
     coefficients = {n: torch.tensor([0.1, 0.5, 0.9]) for n in list(theta0)[:-3]}
-    path = _statistics_file(tmp_path / "c.safetensors", "coefficients", coefficients)
+    path = _statistics_file(tmp_path / "c.safetensors", "coefficients", coefficients, *taus)
     merged = load_file(str(merge(base, task_vectors=taus, method="adamerging", statistics=[path],
                                  out_path=tmp_path / "m.safetensors")))
+    with pytest.raises(ValueError, match="not learned for these task vectors in this order"):
+        merge(base, task_vectors=taus[::-1], method="adamerging", statistics=[path], out_path=tmp_path / "r.safetensors")
     tau = [load_file(str(p)) for p in taus]
     for name, value in merged.items():
         weights = coefficients.get(name, torch.full((3,), 0.3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 import logging
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from asrmerge.data.user_manifest import import_manifest
 def _wav(path: Path, seconds: float = 0.5, rate: int = 16000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * rate)) / rate
-    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, subtype="PCM_16")
+    pitch = 220 + zlib.crc32(str(path).encode()) % 400  # each file its own recording
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), rate, subtype="PCM_16")
     return path
 
 

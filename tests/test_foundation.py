@@ -133,9 +133,9 @@ def test_ship_foundation_halves_the_weights_keeps_the_ctc_head_and_never_overwri
     sentence = "o tempo amanhã"
     assert shipped.tokenizer.decode(shipped.tokenizer.encode(sentence, add_special_tokens=False)) == sentence
     assert main(["ship-foundation", str(source), str(out)]) == 2
-    assert "already holds a model (use --overwrite" in capsys.readouterr().err
+    assert "holds an earlier output; pass --overwrite" in capsys.readouterr().err
     assert main(["ship-foundation", str(source), str(source), "--overwrite"]) == 2
-    assert "is the source model" in capsys.readouterr().err
+    assert "is the input" in capsys.readouterr().err
     assert main(["ship-foundation", str(source), str(out), "--overwrite"]) == 0
 
 

@@ -143,14 +143,20 @@ def test_output_model_folder_never_replaces_an_input_or_a_foreign_folder(tiny_wh
     common = ["merge", "--method", "task_arithmetic", "--base", str(base), "--finetuned", *map(str, finetuned)]
     for target in (mine, base, base.parent):
         assert main([*common, "--out-model", str(target), "--lambda", "0.5"]) == 2
-        assert "output folder" in capsys.readouterr().err
+        assert "output" in capsys.readouterr().err
     assert (mine / "thesis.txt").read_text() == "irreplaceable" and (base / "model.safetensors").read_bytes() == base_bytes
     ours = tmp_path / "merged"
     assert main([*common, "--out-model", str(ours), "--lambda", "0.5"]) == 0
-    assert main([*common, "--out-model", str(ours), "--lambda", "0.3"]) == 0  # its own earlier output: replaced
+    assert main([*common, "--out-model", str(ours), "--lambda", "0.3"]) == 2  # its own earlier output: not silently
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main([*common, "--out-model", str(ours), "--lambda", "0.3", "--overwrite"]) == 0  # replaced when asked
+    (ours / "notes.txt").write_text("mine")
+    assert main([*common, "--out-model", str(ours), "--lambda", "0.3", "--overwrite"]) == 2  # never over added files
+    assert "holds notes.txt, which this project did not write" in capsys.readouterr().err
+    (ours / "notes.txt").unlink()
     # a merged model used as an input is never replaced by the output of the merge that reads it
     merged_bytes = (ours / "model.safetensors").read_bytes()
     again = ["merge", "--method", "task_arithmetic", "--base", str(base), "--finetuned", str(ours), str(finetuned[0])]
     assert main([*again, "--out-model", str(ours), "--lambda", "0.5"]) == 2
-    assert "is, or holds, the input" in capsys.readouterr().err
+    assert "is the input" in capsys.readouterr().err
     assert (ours / "model.safetensors").read_bytes() == merged_bytes

@@ -21,6 +21,7 @@ from asrmerge.merging import (
     open_checkpoint,
     resolve_params,
 )
+from asrmerge.guard import MARKER
 from asrmerge.merging.checkpoint import SafetensorsWriter, TensorEntry, save_tensors
 from asrmerge.merging.engine import tensor_generator, tensor_seed
 from asrmerge.merging.linalg import streaming_order_statistics
@@ -269,7 +270,7 @@ def test_export_loads_with_transformers(tiny_whisper, task_vector_files, tmp_pat
     out_dir = export_merged_model(base, merged, 0.7, tmp_path / "export", provenance={"method": "ties"})
     (base / ".snakemake_timestamp").unlink()
     assert {"config.json", "generation_config.json", "preprocessor_config.json", "model.safetensors"} <= set(os.listdir(out_dir))
-    assert not [name for name in os.listdir(out_dir) if name.startswith(".")]
+    assert [name for name in os.listdir(out_dir) if name.startswith(".")] == [MARKER]  # its own record only
     info = json.loads((out_dir / "merge_info.json").read_text())
     assert info["method"] == "ties" and info["lambda"] == 0.7
     assert info["sha256"]["model.safetensors"] == hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
@@ -284,8 +285,10 @@ def test_export_loads_with_transformers(tiny_whisper, task_vector_files, tmp_pat
     with torch.no_grad():
         ids = model.generate(features, max_new_tokens=3)
     assert ids.shape[0] == 1
-    # λ = 0 reproduces the base exactly; re-export over an existing folder replaces it
-    export_merged_model(base, merged, 0.0, out_dir)
+    # λ = 0 reproduces the base exactly; re-export over an earlier export replaces it when asked
+    with pytest.raises(ValueError, match="pass --overwrite"):
+        export_merged_model(base, merged, 0.0, out_dir)
+    export_merged_model(base, merged, 0.0, out_dir, overwrite=True)
     exported = _load(out_dir / "model.safetensors")
     assert all(torch.equal(exported[n], theta0[n]) for n in theta0)
 

@@ -28,7 +28,7 @@ def test_stage_commands_name_what_is_wrong(tmp_path, capsys):
     assert main(["score", "--hypotheses", "weather", "--out", str(tmp_path / "s.json")]) == 2
     assert "--hypotheses 'weather' is not NAME=PATH" in capsys.readouterr().err
     assert main(["decode", "--model", str(tmp_path), "--task-vector", "tau.safetensors", "--test-set", "a=b",
-                 "--out-dir", str(tmp_path)]) == 2
+                 "--out-dir", str(tmp_path.parent / "hypotheses")]) == 2
     assert "give both or neither" in capsys.readouterr().err
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from asrmerge.atomic import write_text
+from asrmerge.guard import declare_paths
 
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     corpus.add_argument("--out", type=Path, required=True, help="output folder for the set")
     corpus.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
     corpus.add_argument("--sample-rate", type=int, default=16000, help="output sample rate in Hz (default 16000)")
+    declare_paths(corpus, inputs=["spec"], folders=["out"])
     corpus.set_defaults(func=run_corpus)
 
     defaults = subparsers.add_parser(
@@ -126,6 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write default_sets() under a top-level 'sets:' key, as a starting point for config.yaml.",
     )
     defaults.add_argument("--out", type=Path, required=True, help="YAML file to write")
+    declare_paths(defaults, outputs=["out"])
     defaults.set_defaults(func=run_corpus_defaults)
 
     validate = subparsers.add_parser(

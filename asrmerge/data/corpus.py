@@ -54,6 +54,7 @@ from asrmerge.data.espeak import PITCH_RANGE, RATE_RANGE, EspeakSynthesizer, res
 from asrmerge.data.languages import canonical_language, language_variant, whisper_language
 from asrmerge.data.manifest import SPLITS, Utterance, write_manifest
 from asrmerge.data.text import EP_DOMAINS, TEXT_GENERATORS, get_generator
+from asrmerge.guard import mark_folder
 
 logger = logging.getLogger(__name__)
 
@@ -441,6 +442,7 @@ def build_set(name: str, spec: Mapping[str, Any], out_dir: Path, *, seed: int, s
     rows = [utt for split in SPLITS for utt in by_split.get(split, [])]
     _remove_stale_audio(out, {Path(utt.audio) for utt in rows})
     manifest = write_manifest(out / "manifest.jsonl", rows)
+    mark_folder(out)  # written whole by this project: `asrmerge corpus --overwrite` may replace it
     hours = sum(utt.duration for utt in rows) / 3600
     logger.info(
         "set %s: %d utterances (%s), %.2f h of audio, in %.1f s -> %s",

@@ -21,6 +21,10 @@ WHISPER_LANGUAGES: frozenset[str] = frozenset(
     """.split()
 )
 
+#: Languages written without spaces between words: scored by CER (Whisper's and FLEURS' convention), and their
+#: speaking rate counted in characters.
+UNSEGMENTED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
+
 _CODE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z0-9]{2,8}))?$")
 
 

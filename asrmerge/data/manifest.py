@@ -32,6 +32,9 @@ import soundfile as sf
 
 from asrmerge.atomic import write_text
 from asrmerge.data.channel import resample
+from asrmerge.data.content import (
+    audio_digest, leakage_problem, reference_problem, samples_problem, speaking_rate_problem,
+)
 from asrmerge.data.languages import WHISPER_LANGUAGES, canonical_language
 
 logger = logging.getLogger(__name__)
@@ -206,15 +209,24 @@ def validate_manifest(
 ) -> list[Utterance]:
     """Check a manifest thoroughly and return its rows.
 
-    Row checks (always): valid JSON, required fields, non-empty text, known split, Whisper language code,
-    unique ids. Audio checks (``check_audio``): the file exists and is readable audio with samples, and its
-    length matches ``duration``. Files at another sample rate than ``expected_sample_rate`` are reported with
+    Row checks (always): at least one row, valid JSON, required fields, a transcript with words once normalised for
+    scoring, known split, Whisper language code, unique ids. Audio checks (``check_audio``): the file exists and is
+    readable audio with samples, finite and within full scale, its length matches ``duration``, the transcript fits
+    it (asrmerge.data.content: speaking rate), and no recording is in a training or validation split and in the
+    test split (by content). Files at another sample rate than ``expected_sample_rate`` are reported with
     one logged warning (`load_audio` resamples them). Raises ValueError naming the manifest, line, id and file.
     """
     manifest = Path(path)
     rows = _read_rows(manifest)
+    if not rows:
+        raise ValueError(f"manifest {manifest} has no rows")
+    for line_number, utt in rows:
+        problem = reference_problem(utt.text, utt.language)
+        if problem:
+            raise _row_error(manifest, line_number, utt.id, problem)
     if check_audio:
         other_rates: dict[int, int] = {}
+        digests = []
         for line_number, utt in rows:
             info = _audio_info(manifest, line_number, utt)
             if expected_sample_rate is not None and info.samplerate != expected_sample_rate:
@@ -225,6 +237,14 @@ def validate_manifest(
                     manifest, line_number, utt.id,
                     f"audio file {utt.audio} lasts {real:.3f} s but the manifest says {utt.duration:.3f} s",
                 )
+            samples, _ = sf.read(str(utt.audio), dtype="float32", always_2d=True)
+            problem = samples_problem(samples) or speaking_rate_problem(utt.text, utt.language, real)
+            if problem:
+                raise _row_error(manifest, line_number, utt.id, f"audio file {utt.audio}: {problem}")
+            digests.append((audio_digest(utt.audio), utt.split, f"row {utt.id} ({utt.split}, line {line_number})"))
+        problem = leakage_problem(digests)
+        if problem:
+            raise ValueError(f"manifest {manifest}: {problem}")
         if other_rates:
             found = ", ".join(f"{count} at {rate} Hz" for rate, count in sorted(other_rates.items()))
             logger.warning(

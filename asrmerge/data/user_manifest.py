@@ -18,8 +18,6 @@ def import_manifest(
     """Validate `source` (rows and audio) and write it to `out_path` with absolute audio paths and `set` = set_name;
     a row whose own `set` differs keeps it as `source_set` (and the log says so)."""
     rows = validate_manifest(source, expected_sample_rate=sample_rate, check_audio=True)
-    if not rows:
-        raise ValueError(f"manifest {source} has no rows")
     renamed = [
         row if row.set == set_name else dataclasses.replace(row, set=set_name, extra={**row.extra, "source_set": row.set})
         for row in rows

@@ -16,6 +16,8 @@ a temporary file in the destination folder, which replaces the destination only 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -35,6 +37,17 @@ import torch
 from safetensors import safe_open
 
 from asrmerge.atomic import FILE_MODE
+
+#: Stretches of each tensor's bytes that its checkpoint's fingerprint reads (Checkpoint.fingerprint), and their size.
+FINGERPRINT_SAMPLES = 8
+FINGERPRINT_BYTES = 4096
+#: Metadata keys of the content fingerprints an artefact records of its origins: the base it is relative to, and the
+#: fine-tuned model it was made from (a task vector; a model's statistics record it as `model_fingerprint`).
+BASE_FINGERPRINT = "base_fingerprint"
+FINETUNED_FINGERPRINT = "finetuned_fingerprint"
+MODEL_FINGERPRINT = "model_fingerprint"
+#: Statistics of all tasks in one file (AdaMerging's coefficients): the fine-tunes of its rows, in order (JSON list).
+TASK_FINGERPRINTS = "task_fingerprints"
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +113,33 @@ class Checkpoint:
 
     def numel(self, name: str) -> int:
         return math.prod(self.shapes[name])
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A content fingerprint of the weights: SHA-256 over every tensor's name, dtype and shape and FINGERPRINT_SAMPLES
+        stretches of its bytes (start, evenly spaced, end). Independent of file layout (shards, metadata); two
+        trainings of one architecture differ in it with certainty, and reading it costs a few reads per tensor, not a
+        pass over the weights. Artefacts record the fingerprints of what they were made from (PROVENANCE_KEYS)."""
+        digest = hashlib.sha256()
+        by_file: dict[Path, list[str]] = {}
+        for name in sorted(self.files):
+            by_file.setdefault(self.files[name], []).append(name)
+        samples = {}
+        for file, names in by_file.items():
+            with open(file, "rb") as handle:
+                for name in names:
+                    size = self.numel(name) * self.dtypes[name].itemsize
+                    starts = sorted({min(size, max(0, size - FINGERPRINT_BYTES) * k // (FINGERPRINT_SAMPLES - 1))
+                                     for k in range(FINGERPRINT_SAMPLES)})
+                    chunks = []
+                    for start in starts:
+                        handle.seek(self.offsets[name] + start)
+                        chunks.append(handle.read(min(FINGERPRINT_BYTES, size - start)))
+                    samples[name] = b"".join(chunks)
+        for name in sorted(samples):
+            digest.update(f"{name}|{self.dtypes[name]}|{list(self.shapes[name])}|".encode())
+            digest.update(samples[name])
+        return digest.hexdigest()
 
     def get(self, name: str) -> torch.Tensor:
         """Read one tensor (its stored dtype, CPU)."""
@@ -338,6 +378,10 @@ def check_compatible(base: Checkpoint, other: Checkpoint, names: Sequence[str] |
     base `other` was made against when its metadata records one (a task vector's `base`)."""
     made_from = other.metadata.get("base")
     hint = f"; {other.path} was made against the base {made_from}: give that one" if made_from else ""
+    recorded = other.metadata.get(BASE_FINGERPRINT)
+    if recorded and recorded != base.fingerprint:
+        raise ValueError(f"{other.path} was made from another base ({made_from or 'recorded by fingerprint'}) than "
+                         f"{base.path}: its weights differ; give the base it was made from")
     if base.model_type is not None and other.model_type is not None and base.model_type != other.model_type:
         raise ValueError(
             f"{other.path}: model_type {other.model_type!r} differs from the base's {base.model_type!r} ({base.path})"

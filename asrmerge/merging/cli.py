@@ -12,6 +12,7 @@ import torch
 
 from asrmerge.merging.engine import DEFAULT_SVD_EXCLUDE, compute_task_vector, export_merged_model, merge
 from asrmerge.merging.registry import MergeMethod, get_method, list_methods, resolve_params
+from asrmerge.guard import declare_paths
 
 SVD_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -138,6 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True, help="base model folder or .safetensors file")
     p.add_argument("--finetuned", required=True, help="fine-tuned model folder or .safetensors file")
     p.add_argument("--out", required=True, help="output .safetensors file (float32)")
+    declare_paths(p, inputs=["base", "finetuned"], outputs=["out"])
     p.set_defaults(func=_task_vector)
 
     p = subparsers.add_parser("merge", help="merge task vectors with a registered method (writes the merged τ and/or model)")
@@ -160,6 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--statistics", nargs="+", default=None, metavar="FILE",
                    help="data-aware methods (regmean, fisher): each task's statistics file (`asrmerge statistics`), "
                         "in the order of the task vectors")
+    declare_paths(p, inputs=["base", "finetuned", "task_vectors", "statistics"], outputs=["out", "diagnostics"],
+                  folders=["out_model"])
     p.set_defaults(func=_merge)
 
     p = subparsers.add_parser(
@@ -167,6 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Input: TASK_VECTOR (.safetensors from task-vector). Output: --out JSON, read by diagnose.")
     p.add_argument("task_vector")
     p.add_argument("--out", required=True)
+    declare_paths(p, inputs=["task_vector"], outputs=["out"])
     p.set_defaults(func=_task_spectra)
 
     p = subparsers.add_parser(
@@ -178,6 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task-vectors", nargs="+", required=True)
     p.add_argument("--spectra", nargs="+", required=True)
     p.add_argument("--out", required=True)
+    declare_paths(p, inputs=["merged", "task_vectors", "spectra"], outputs=["out"])
     p.set_defaults(func=_diagnose)
 
     p = subparsers.add_parser("export", help="write θ_base + λ·τ as a transformers model folder")
@@ -185,6 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task-vector", required=True, dest="task_vector", help="(merged) task-vector file")
     p.add_argument("--lambda", required=True, type=finite_float, dest="lam", help="scaling coefficient λ")
     p.add_argument("--out", required=True, help="output model folder")
+    declare_paths(p, inputs=["base", "task_vector"], folders=["out"])
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser("methods", help="list merge methods, their parameters, defaults and references")

@@ -38,8 +38,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from asrmerge.atomic import staged_folder
+from asrmerge.guard import check_outputs
 from asrmerge.merging.checkpoint import (
+    BASE_FINGERPRINT,
+    FINETUNED_FINGERPRINT,
     FLOAT_DTYPES,
+    MODEL_FINGERPRINT,
+    TASK_FINGERPRINTS,
     INDEX_NAME,
     WEIGHTS_NAME,
     Checkpoint,
@@ -107,16 +112,24 @@ def compute_task_vector(base: str | os.PathLike[str], finetuned: str | os.PathLi
     """Write τ = θ_t − θ₀ (float32, every floating-point tensor of the base) to one safetensors file.
 
     Names, shapes and model_type are validated before anything is written; NaN/Inf raise ValueError naming the tensor
-    and file (the output is then not created). Metadata: kind, base path, finetuned path.
+    and file, and so does a fine-tune with the base's weights (the output is then not created). Metadata: kind, base
+    and finetuned paths and their content fingerprints (checked by every consumer: asrmerge.merging.checkpoint).
     """
     with open_checkpoint(base) as base_ckpt, open_checkpoint(finetuned) as ft_ckpt:
         check_compatible(base_ckpt, ft_ckpt)
+        check_differs_from_base(base_ckpt, ft_ckpt)
         names = base_ckpt.float_names
         entries = [TensorEntry(n, torch.float32, base_ckpt.shapes[n]) for n in names]
-        metadata = {"format": "pt", "kind": "task_vector", "base": str(base), "finetuned": str(finetuned)}
+        metadata = {"format": "pt", "kind": "task_vector", "base": str(base), "finetuned": str(finetuned),
+                    BASE_FINGERPRINT: base_ckpt.fingerprint, FINETUNED_FINGERPRINT: ft_ckpt.fingerprint}
         with SafetensorsWriter(out_path, entries, metadata) as writer:
+            changed = False
             for name in names:
-                writer.write(name, ft_ckpt.get_float(name) - base_ckpt.get_float(name))
+                tau = ft_ckpt.get_float(name) - base_ckpt.get_float(name)
+                changed = changed or bool(tau.any())
+                writer.write(name, tau)
+            if not changed:  # the writer drops its output on this error
+                raise ValueError(f"fine-tune {finetuned} has the weights of the base {base}: its task vector is zero")
     log.info("task vector %s - %s -> %s (%d tensors)", finetuned, base, out_path, len(names))
     return Path(out_path)
 
@@ -234,11 +247,24 @@ class _Reader:
             loader.shutdown()
 
 
+def check_differs_from_base(base: Checkpoint, finetuned: Checkpoint) -> None:
+    """A "fine-tune" with the base's weights (a copy) would merge as a zero task vector: refused, naming it."""
+    if finetuned.fingerprint == base.fingerprint:
+        raise ValueError(f"fine-tune {finetuned.path} has the weights of the base {base.path} (a copy?): nothing to "
+                         "merge from it")
+
+
+def input_origin(ckpt: Checkpoint, from_finetuned: bool) -> str | None:
+    """The fingerprint of the fine-tune a merge input comes from: its own for a model, its record for a task vector."""
+    return ckpt.fingerprint if from_finetuned else ckpt.metadata.get(FINETUNED_FINGERPRINT)
+
+
 def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]], from_finetuned: bool) -> list[Checkpoint]:
     checkpoints = [open_checkpoint(p) for p in paths]
     for ckpt in checkpoints:
         if from_finetuned:
             check_compatible(base_ckpt, ckpt)
+            check_differs_from_base(base_ckpt, ckpt)
         else:
             check_compatible(base_ckpt, ckpt, names=base_ckpt.float_names)
             if ckpt.metadata.get("kind") != "task_vector":
@@ -247,13 +273,37 @@ def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]],
     return checkpoints
 
 
-class _Statistics:
-    """The statistics files of a data-aware merge (one per task, in the task vectors' order, or one for all tasks:
-    STATISTICS_KINDS), checked against the base before anything is merged: the kind the method needs, the same
-    tensors in every file, shapes that fit."""
+def _match_by_origin(files: Sequence[Checkpoint], origins: Sequence[str | None]) -> list[Checkpoint]:
+    """Per-task statistics in the order of the tasks, matched by the fine-tune each was computed from (its recorded
+    MODEL_FINGERPRINT against each task's origin), never by position; a file of no task, or a task without its
+    file, is an error naming it."""
+    by_origin = {}
+    for ckpt in files:
+        made_from = ckpt.metadata.get(MODEL_FINGERPRINT)
+        if made_from is None:
+            raise ValueError(f"{ckpt.path} records no model it was computed from ({MODEL_FINGERPRINT}): compute it "
+                             "again with `asrmerge statistics`")
+        by_origin[made_from] = ckpt
+    ordered = []
+    for task, origin in enumerate(origins):
+        if origin is None:
+            raise ValueError(f"task {task} records no fine-tune it was made from ({FINETUNED_FINGERPRINT}): write its "
+                             "task vector again with `asrmerge task-vector`")
+        if origin not in by_origin:
+            raise ValueError(f"no statistics file was computed from the fine-tune of task {task}; the files given "
+                             f"come from other models ({', '.join(str(c.path) for c in files)})")
+        ordered.append(by_origin.pop(origin))
+    return ordered
 
-    def __init__(self, kind: str, base: Checkpoint, paths: Sequence[str | os.PathLike[str]], num_tasks: int):
+
+class _Statistics:
+    """The statistics files of a data-aware merge (one per task, matched to the tasks by the fine-tune each was
+    computed from, or one for all tasks: STATISTICS_KINDS), checked against the base before anything is merged: the
+    kind the method needs, the same tensors in every file, shapes that fit."""
+
+    def __init__(self, kind: str, base: Checkpoint, paths: Sequence[str | os.PathLike[str]], origins: Sequence[str | None]):
         self.per_task = STATISTICS_KINDS[kind]
+        num_tasks = len(origins)
         if len(paths) != (num_tasks if self.per_task else 1):
             raise ValueError(f"{kind} statistics: {'one file per task' if self.per_task else 'one file'} is needed "
                              f"for {num_tasks} tasks, got {len(paths)}")
@@ -266,6 +316,11 @@ class _Statistics:
                 if set(ckpt.names) != set(self.files[0].names):
                     odd = sorted(set(ckpt.names) ^ set(self.files[0].names))[0]
                     raise ValueError(f"{ckpt.path} and {self.files[0].path} cover different tensors ({odd!r} is in one only)")
+            if self.per_task:
+                self.files = _match_by_origin(self.files, origins)
+            elif json.loads(self.files[0].metadata.get(TASK_FINGERPRINTS, "null")) != list(origins):
+                raise ValueError(f"{self.files[0].path} was not learned for these task vectors in this order (its "
+                                 f"{TASK_FINGERPRINTS} differ from the tasks' origins): learn it again for them")
             self.names = [n for n in base.float_names if n in set(self.files[0].names)]
             unknown = sorted(set(self.files[0].names) - set(self.names))
             if unknown:
@@ -344,23 +399,10 @@ def _merge_tapped(
     return merged, tensor_record(stack, merged, ns_errors)
 
 
-def check_replaceable_model_folder(out_dir: Path, *inputs: str | os.PathLike[str]) -> None:
-    """An output model folder may replace only a folder this tool wrote (it holds merge_info.json), never an input
-    or a folder holding one, nor a folder of anything else."""
-    resolved = out_dir.resolve()
-    for source in inputs:
-        source = Path(source).resolve()
-        if resolved == source or resolved in source.parents:
-            raise ValueError(f"output folder {out_dir} is, or holds, the input {source}: choose another folder")
-    if out_dir.exists() and not (out_dir.is_dir() and (out_dir / "merge_info.json").is_file()):
-        raise ValueError(f"output folder {out_dir} exists and was not written by asrmerge (no merge_info.json): "
-                         "remove it or choose another folder")
-
-
 @contextlib.contextmanager
 def _model_folder(
     base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], info: Mapping[str, Any],
-    inputs: Sequence[str | os.PathLike[str]] = (),
+    inputs: Sequence[str | os.PathLike[str]] = (), overwrite: bool = False,
 ) -> Iterator[Path]:
     """Build a transformers folder atomically: yields a temporary sibling of `out_dir` holding every non-weight, non-hidden
     file of the base folder (config.json, generation_config.json, processor/tokenizer files); the caller writes the weights
@@ -368,8 +410,9 @@ def _model_folder(
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not base_dir.is_dir():
         raise FileNotFoundError(f"base model folder not found: {base_dir}")
-    check_replaceable_model_folder(out_dir, base_dir, *inputs)  # the merge's inputs too: never replaced by its output
-    with staged_folder(out_dir, replace=True) as staging:
+    # the merge's inputs too: never replaced by its output; an earlier output only when the command says --overwrite
+    check_outputs([base_dir, *inputs], [], [out_dir], overwrite=overwrite)
+    with staged_folder(out_dir, replace=overwrite) as staging:
         for item in sorted(base_dir.iterdir()):
             # Hidden files (a workflow's .snakemake_timestamp) belong to the folder, not to the model.
             if item.is_file() and not item.name.startswith(".") and not item.name.endswith(_WEIGHT_SUFFIXES) \
@@ -446,7 +489,8 @@ def merge(
         names = base_ckpt.float_names
         task_statistics = None
         if spec.statistics is not None:
-            task_statistics = _Statistics(spec.statistics, base_ckpt, statistics, len(inputs))
+            origins = [input_origin(ckpt, finetuned is not None) for ckpt in inputs]
+            task_statistics = _Statistics(spec.statistics, base_ckpt, statistics, origins)
             resources.callback(task_statistics.close)
 
         extra: dict[str, Any] = {}
@@ -467,6 +511,7 @@ def merge(
             "params": _metadata_json(resolved),
             "seed": str(seed),
             "base": str(base),
+            BASE_FINGERPRINT: base_ckpt.fingerprint,
             "inputs": _metadata_json([str(p) for p in paths]),
             "input_kind": "finetuned" if finetuned is not None else "task_vectors",
             "default_lambdas": _metadata_json(list(spec.default_lambdas)),
@@ -611,9 +656,10 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def export_merged_model(
     base_dir: str | os.PathLike[str], task_vector_path: str | os.PathLike[str], lam: float, out_dir: str | os.PathLike[str],
-    provenance: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None, overwrite: bool = False,
 ) -> Path:
-    """Write θ₀ + λ·τ as a transformers folder loadable with `from_pretrained`.
+    """Write θ₀ + λ·τ as a transformers folder loadable with `from_pretrained` (an earlier export in `out_dir` is
+    replaced only with `overwrite`: asrmerge.guard.check_replaceable).
 
     The folder gets model.safetensors (base dtype, unsharded), every non-weight file of the base folder (config.json,
     generation_config.json, processor/tokenizer files) and merge_info.json: base, task vector and their SHA-256, λ,
@@ -625,7 +671,7 @@ def export_merged_model(
     info = {**dict(provenance or {}), "base": str(base_dir), "task_vector": str(task_vector_path), "lambda": float(lam),
             "sha256": {"task_vector": file_sha256(task_vector_path),
                        **{name: file_sha256(Path(base_dir, name)) for name in base_files}}}
-    with _model_folder(base_dir, out_dir, info) as staging:
+    with _model_folder(base_dir, out_dir, info, [task_vector_path], overwrite) as staging:
         apply_task_vector(base_dir, task_vector_path, lam, staging / WEIGHTS_NAME)
     log.info("exported θ0 + %s·τ -> %s", lam, out_dir)
     return Path(out_dir)

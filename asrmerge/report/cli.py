@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from asrmerge.guard import declare_paths
 from asrmerge.workflow.experiment import Experiment
 from asrmerge.workflow.commands import configfile_argument
 
@@ -82,4 +83,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     configfile_argument(p)
     p.add_argument("--screenshots", default=None, metavar="DIR", help="save a screenshot of every rendered item here")
     p.add_argument("--chromium", default=None, metavar="PATH", help="the browser binary (default: chromium on PATH)")
+    declare_paths(p, inputs=["report"], outputs=["screenshots"])
     p.set_defaults(func=_report_check)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from asrmerge.atomic import write_text
+from asrmerge.data.languages import UNSEGMENTED_LANGUAGES
 from asrmerge.layout import BASE, JOINT, MERGED, finetuned_system, is_finetuned, split_system
 from asrmerge.report.naming import (
     OWN_DOMAIN, chosen_lambda, ordered_systems, system_family, system_label,
@@ -48,8 +49,6 @@ SET_GROUP_NAMES = {"ID": "EP in-domain", "OOD": "EP out-of-domain", "EP general"
                    "Multilingual": "multilingual"}
 ID_FT = "ID-FT (own domain)"
 SIGNIFICANCE_LEVEL = 0.05
-#: Languages written without spaces between words: scored by CER (Whisper's and FLEURS' convention).
-UNSEGMENTED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
 REFERENCE_LABEL = {JOINT: "Full-FT", BASE: "Zero-shot"}
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from asrmerge.guard import declare_paths
 from asrmerge.merging.registry import PER_TASK_STATISTICS
 from asrmerge.workflow import stages
 from asrmerge.workflow.experiment import DEFAULT_CONFIG, Experiment
@@ -124,6 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     configfile_argument(p)
     p.add_argument("--out", default=None, help="model folder to write (default: the run's models/base)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: config `device`")
+    declare_paths(p, folders=["out"])
     p.set_defaults(func=_pretrain)
 
     p = subparsers.add_parser(
@@ -137,6 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--seed", type=int, default=0)
     _model_run_arguments(p, "training option of config `finetune.domain` (steps and learning_rate are required)")
+    declare_paths(p, inputs=["base", "train", "replay"], folders=["out"])
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser(
@@ -150,6 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output safetensors file")
     p.add_argument("--seed", type=int, default=0)
     _model_run_arguments(p, "option of config `statistics` (utterances, batch_size, fisher_outputs, max_memory_mb)")
+    declare_paths(p, inputs=["model", "train"], outputs=["out"])
     p.set_defaults(func=_statistics)
 
     p = subparsers.add_parser(
@@ -165,6 +169,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", choices=["wer", "cer"], default="wer")
     p.add_argument("--tie-break", choices=["smallest", "largest"], default="smallest")
     _model_run_arguments(p, DECODING_OPTIONS)
+    declare_paths(p, inputs=["base", "task_vector", "validation"], outputs=["out"])
     p.set_defaults(func=_select_lambda)
 
     p = subparsers.add_parser(
@@ -178,6 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-set", action="append", required=True, metavar="NAME=MANIFEST")
     p.add_argument("--out-dir", required=True)
     _model_run_arguments(p, DECODING_OPTIONS)
+    declare_paths(p, inputs=["model", "task_vector", "selection"], pairs=["test_set"], outputs=["out_dir"])
     p.set_defaults(func=_decode)
 
     p = subparsers.add_parser(
@@ -186,6 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--hypotheses", action="append", required=True, metavar="NAME=FILE")
     p.add_argument("--out", required=True)
+    declare_paths(p, pairs=["hypotheses"], outputs=["out"])
     p.set_defaults(func=_score)
 
     p = subparsers.add_parser(

@@ -8,8 +8,10 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from asrmerge.data.manifest import Utterance, read_manifest
+from asrmerge.guard import check_outputs
 
 
 def share_package_with_jobs() -> None:
@@ -21,8 +23,10 @@ def share_package_with_jobs() -> None:
 
 
 @contextlib.contextmanager
-def job_logging(log_path: str | Path, threads: int | None = None) -> Iterator[logging.Logger]:
-    """Send library logging (and any traceback) of one job to its log file; use at most `threads` CPU threads."""
+def job_logging(log_path: str | Path, threads: int | None = None, job: Any = None) -> Iterator[logging.Logger]:
+    """Send library logging (and any traceback) of one job to its log file; use at most `threads` CPU threads;
+    refuse outputs that would land on the rule's inputs (`job`: the rule script's `snakemake` object;
+    asrmerge.guard.check_outputs) before any work."""
     if threads:
         import torch  # only jobs that give a thread count run models
 
@@ -36,6 +40,8 @@ def job_logging(log_path: str | Path, threads: int | None = None) -> Iterator[lo
     root.setLevel(logging.INFO)
     logger = logging.getLogger("asrmerge.job")
     try:
+        if job is not None:
+            check_outputs(job.input, job.output)
         yield logger
     except Exception:
         logger.exception("job failed")

@@ -7,6 +7,7 @@ run by hand (a debugger, a notebook, a cluster node without Snakemake) does what
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -68,9 +69,14 @@ def statistics(
     from asrmerge.training.statistics import StatisticsOptions, write_statistics
     from asrmerge.workflow.jobs import utterances
 
+    from asrmerge.merging.checkpoint import MODEL_FINGERPRINT, open_checkpoint
+
     target = resolve_device(device)
     settings = StatisticsOptions(**{**options, "layers": tuple(options.get("layers", ()))}, seed=seed)
-    provenance = {"model": str(model), "manifests": ", ".join(str(m) for m in train_manifests)}
+    with open_checkpoint(model) as checkpoint:  # merges match statistics to task vectors by this, never by position
+        fingerprint = checkpoint.fingerprint
+    provenance = {"model": str(model), MODEL_FINGERPRINT: fingerprint,
+                  "manifests": ", ".join(str(m) for m in train_manifests)}
     return write_statistics(kind, load_whisper(model, device=target), utterances(train_manifests, split="train"),
                             settings, target, out, provenance)
 
@@ -85,6 +91,7 @@ def adamerging_coefficients(
     import torch
     from safetensors.torch import load_file
 
+    from asrmerge.merging.checkpoint import TASK_FINGERPRINTS
     from asrmerge.models.whisper import load_whisper, resolve_device
     from asrmerge.training.adamerging import AdaMergingOptions, learn_coefficients, write_coefficients
     from asrmerge.workflow.jobs import utterances
@@ -96,8 +103,29 @@ def adamerging_coefficients(
     settings = AdaMergingOptions(**options, max_new_tokens=max_new_tokens, seed=seed)
     coefficients, curve = learn_coefficients(whisper, stacked, utterances(validation_manifests, split="validation"),
                                              settings, target)
-    provenance = {"base": str(base), "task_vectors": ", ".join(str(p) for p in task_vectors)}
+    provenance = {"base": str(base), "task_vectors": ", ".join(str(p) for p in task_vectors),
+                  TASK_FINGERPRINTS: json.dumps(task_origins(task_vectors))}
     return write_coefficients(coefficients, curve, settings, out, summary, provenance)
+
+
+def check_made_from(base: PathLike, task_vector: PathLike) -> None:
+    """A task vector is applied only to the base it was made from (names, shapes and recorded content fingerprint:
+    asrmerge.merging.checkpoint.check_compatible), before any audio is decoded."""
+    from asrmerge.merging.checkpoint import check_compatible, open_checkpoint
+
+    with open_checkpoint(base) as base_checkpoint, open_checkpoint(task_vector) as tau:
+        check_compatible(base_checkpoint, tau, names=base_checkpoint.float_names)
+
+
+def task_origins(task_vectors: Sequence[PathLike]) -> list[str | None]:
+    """The fine-tune each task vector was made from (its recorded fingerprint), in order."""
+    from asrmerge.merging.checkpoint import FINETUNED_FINGERPRINT, open_checkpoint
+
+    origins = []
+    for path in task_vectors:
+        with open_checkpoint(path) as tau:
+            origins.append(tau.metadata.get(FINETUNED_FINGERPRINT))
+    return origins
 
 
 def select_lambda(
@@ -111,6 +139,7 @@ def select_lambda(
     from asrmerge.models.whisper import resolve_device
     from asrmerge.evaluation.selection import select_lambda as sweep
 
+    check_made_from(base, task_vector)
     result = sweep(base, task_vector, validation_manifests, lambdas, DecodingOptions(**evaluation),
                    resolve_device(device), metric=metric, tie_break=tie_break)
     return write_json(out, {**dict(record or {}), **result}, indent=2)
@@ -134,6 +163,7 @@ def decode(
     target = resolve_device(device)
     whisper = load_whisper(model, device=target)
     if task_vector is not None:
+        check_made_from(model, task_vector)
         lam = read_chosen_lambda(selection)
         log.info("merged model at lambda %g", lam)
         whisper = ScaledTaskVector(whisper, task_vector).set_lambda(lam)

@@ -1,0 +1,95 @@
+"""What a manifest's rows hold, checked before any work (asrmerge.data.manifest.validate_manifest: the corpus stage
+and `asrmerge validate-manifest` run the same code): a reference that has words once normalised as it will be
+scored, audio whose samples are finite and within full scale, a speaking rate a person can reach for the row's
+duration, and no recording shared between the training or validation splits and the test split (by content).
+
+Each check returns a message naming what is wrong (None when the row is sound); the caller names the manifest, line
+and id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from asrmerge.data.languages import UNSEGMENTED_LANGUAGES
+
+#: Fastest speech a row may claim: words per second (characters per second for unsegmented languages). Fast read
+#: speech reaches 5-6 words/s; beyond these a transcript cannot belong to its audio (a clip cut short, a wrong file).
+MAX_WORDS_PER_SECOND = 10.0
+MAX_CHARACTERS_PER_SECOND = 25.0
+#: Samples beyond full scale: a float file at ±200, a file written without normalisation. A hair of tolerance for
+#: float files that round to just above 1.
+FULL_SCALE = 1.0 + 1e-4
+
+
+def scored_words(text: str, language: str) -> list[str]:
+    """The reference's words as scoring sees them (its normaliser; characters for unsegmented languages)."""
+    from asrmerge.evaluation.scoring import normalizer_for
+
+    normalised = normalizer_for(language)(text)
+    if language.split("-")[0] in UNSEGMENTED_LANGUAGES:
+        return [c for c in normalised if not c.isspace()]
+    return normalised.split()
+
+
+def _spoken(word: str) -> bool:
+    """A word holds a letter or a digit (not only invisible or format characters such as a zero-width space)."""
+    return any(unicodedata.category(c)[0] in "LN" for c in word)
+
+
+def reference_problem(text: str, language: str) -> str | None:
+    """A reference with no spoken word left after normalisation ("...", a zero-width space) would count every
+    hypothesis word as an insertion against nothing."""
+    if not any(_spoken(word) for word in scored_words(text, language)):
+        return f"transcript {text!r} has no words once normalised for scoring"
+    return None
+
+
+def speaking_rate_problem(text: str, language: str, seconds: float) -> str | None:
+    """More words (characters) per second than anyone speaks: the transcript does not belong to this audio."""
+    count = len(scored_words(text, language))
+    unsegmented = language.split("-")[0] in UNSEGMENTED_LANGUAGES
+    limit, unit = (MAX_CHARACTERS_PER_SECOND, "characters") if unsegmented else (MAX_WORDS_PER_SECOND, "words")
+    if seconds <= 0 or count / seconds > limit:
+        return (f"{count} {unit} in {seconds:.3f} s of audio ({count / max(seconds, 1e-9):.0f} {unit}/s, more than "
+                f"{limit:g}): the transcript does not fit the recording")
+    return None
+
+
+def samples_problem(samples: np.ndarray) -> str | None:
+    """Samples that are not finite, or beyond full scale (a float file not normalised to ±1)."""
+    finite = np.isfinite(samples)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        return f"sample {first} is {samples.reshape(-1)[first]} (not a finite number)"
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > FULL_SCALE:
+        return f"samples reach {peak:g}, beyond full scale (±1): a float file not normalised, or not audio"
+    return None
+
+
+def audio_digest(path: str | Path) -> str:
+    """SHA-256 of an audio file's bytes: the same recording under two names is one recording."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def leakage_problem(rows: Iterable[tuple[str, str, str]]) -> str | None:
+    """One recording (by content digest) in a training or validation split and in a test split: the test would score
+    what the model was tuned on. `rows`: (digest, split, name of the row) over any number of sets."""
+    first: dict[str, dict[str, str]] = {}
+    for digest, split, name in rows:
+        splits = first.setdefault(digest, {})
+        splits.setdefault(split, name)
+        tuned = splits.get("train") or splits.get("validation")
+        if tuned and "test" in splits:
+            return f"the same audio is {tuned} and {splits['test']} (a test recording also used for tuning)"
+    return None
