@@ -49,6 +49,18 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    take_results_folder()
+
+
+onsuccess:
+    results_lock.release(RESULTS)
+
+
+onerror:
+    results_lock.release(RESULTS)
+
+
 rule all:
     default_target: True
     input:

@@ -28,6 +28,15 @@ BRANCH = "{method}/{params}"
 #: receive their wildcards as Snakemake's --target-jobs "rule:name=value,name=value", split at every comma.
 PARAM_SEPARATOR = "+"
 
+LOGS = "logs"  # one log per job, under the folder of its outputs' kind
+BENCHMARKS = "benchmarks"  # one Snakemake benchmark file (wall clock, memory) per job
+#: Written into a results folder by the run that holds it (its lock, asrmerge.workflow.lock): a folder with it is a
+#: results folder of this project, and a second run on it is refused while the first holds it.
+RESULTS_MARKER = ".asrmerge-results"
+RESULTS_LOCK = ".asrmerge-lock"
+#: Content digests of the user's files (manifests, audio, supplied checkpoints), by path, size and time.
+DIGEST_CACHE = ".asrmerge-digests.json"
+
 MANIFEST = "data/{set}/manifest.jsonl"
 BASE_MODEL = "models/base"
 MODEL = "models/{model}"  # model: a trained system id (base, joint, finetuned/<domain>)
@@ -53,6 +62,13 @@ CHOSEN_LAMBDA = "chosen_lambda"
 class _Wildcards(dict):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
+
+
+def top_level_names() -> frozenset[str]:
+    """The names a results folder holds at its top level (the first part of every template here)."""
+    templates = [value for name, value in globals().items() if name.isupper() and isinstance(value, str) and "/" in value
+                 and not value.startswith("{")]
+    return frozenset({t.split("/")[0] for t in templates} | {LOGS, BENCHMARKS, RESULTS_MARKER, RESULTS_LOCK, DIGEST_CACHE})
 
 
 def path(results: str | os.PathLike[str], template: str, **fields: str) -> str:

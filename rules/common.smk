@@ -6,7 +6,9 @@ from pathlib import Path
 import asrmerge.layout as layout
 from asrmerge.workflow.jobs import share_package_with_jobs
 from asrmerge.workflow.config import ConfigError, check_config_file, validate_config
+from asrmerge.data.content import content_digest, manifest_digest
 from asrmerge.workflow.experiment import Experiment
+from asrmerge.workflow import lock as results_lock
 from asrmerge.merging.registry import PER_TASK_STATISTICS
 
 try:
@@ -23,8 +25,8 @@ share_package_with_jobs()
 # report-check commands derive the same from the same config).
 EXPERIMENT = Experiment(config)
 RESULTS = EXPERIMENT.results
-LOGS = f"{RESULTS}/logs"
-BENCHMARKS = f"{RESULTS}/benchmarks"  # one Snakemake benchmark file (wall clock, memory) per job
+LOGS = f"{RESULTS}/{layout.LOGS}"
+BENCHMARKS = f"{RESULTS}/{layout.BENCHMARKS}"
 DOMAINS = EXPERIMENT.domains
 TEST_SETS = EXPERIMENT.test_sets
 GENERAL_SETS = EXPERIMENT.general_sets
@@ -48,6 +50,19 @@ wildcard_constraints:
     model=rf"{layout.BASE}|{layout.JOINT}|{layout.FINETUNED}/[A-Za-z0-9][A-Za-z0-9_-]*",
     system=rf"{layout.BASE}|{layout.JOINT}|{layout.FINETUNED}/[^/]+|{layout.MERGED}/[^/]+/[^/]+",
     figure="|".join(FIGURES),
+
+
+def user_content(wildcards):
+    """The content digest of what the user supplies for a set or a model (a manifest and its audio, a checkpoint
+    folder's files): a param of the rule that imports it, so replacing a file in place reruns exactly what depends
+    on it, and a copy with older times does not."""
+    cache = f"{RESULTS}/{layout.DIGEST_CACHE}"
+    name = getattr(wildcards, "set", None)
+    if name is not None:
+        spec = config["corpus"]["sets"][name]
+        return manifest_digest(spec["manifest"], cache) if "manifest" in spec else ""
+    folder = Path(SUPPLIED[wildcards.model])
+    return content_digest(sorted(p for p in folder.rglob("*") if p.is_file()), cache) if folder.is_dir() else ""
 
 
 def corpus_inputs(wildcards):
@@ -138,3 +153,11 @@ def final_outputs():
         *(path for figure in FIGURES for path in EXPERIMENT.figure_files(figure).values()),
         *merged_model_outputs(),
     ]
+
+
+def take_results_folder():
+    """The run's lock on its results folder (asrmerge.workflow.lock), taken before any job starts."""
+    try:
+        results_lock.acquire(RESULTS)
+    except results_lock.ResultsInUse as err:
+        sys.exit(f"asrmerge: {err}")

@@ -13,6 +13,7 @@ rule corpus_set:
         "../envs/asrmerge.yaml"
     params:
         spec=lambda wc: config["corpus"]["sets"][wc.set],
+        content=user_content,
         sample_rate=config["corpus"]["sample_rate"],
         seed=config["seed"],
     script:

@@ -61,5 +61,6 @@ rule import_finetune:
         "../envs/asrmerge.yaml"
     params:
         checkpoint=lambda wc: SUPPLIED[wc.model],
+        content=user_content,
     script:
         "../scripts/import_finetune.py"

@@ -10,6 +10,7 @@ and id.
 from __future__ import annotations
 
 import hashlib
+import json
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,7 +75,7 @@ def samples_problem(samples: np.ndarray) -> str | None:
 
 
 def audio_digest(path: str | Path) -> str:
-    """SHA-256 of an audio file's bytes: the same recording under two names is one recording."""
+    """SHA-256 of a file's bytes: the same recording under two names is one recording."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -93,3 +94,39 @@ def leakage_problem(rows: Iterable[tuple[str, str, str]]) -> str | None:
         if tuned and "test" in splits:
             return f"the same audio is {tuned} and {splits['test']} (a test recording also used for tuning)"
     return None
+
+
+def content_digest(files: Iterable[str | Path], cache: str | Path) -> str:
+    """One SHA-256 over the content of `files` (in the order given): what decides whether the work made from them
+    reruns (a Snakemake param), so a file replaced in place reruns it and a copied folder does not. Each file's digest
+    is kept in the JSON `cache`, keyed by its path, size, inode and modification and change times (the change time
+    moves with every write, whatever the modification time is set back to), so unchanged files are not read again."""
+    from asrmerge.atomic import write_json
+
+    cache = Path(cache)
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    digest, changed = hashlib.sha256(), False
+    for file in map(Path, files):
+        if not file.is_file():  # the job that imports it names the row (asrmerge.data.manifest.validate_manifest)
+            digest.update(f"missing {file}".encode())
+            continue
+        stat = file.stat()
+        key, stamp = str(file.resolve()), [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
+        entry = known.get(key)
+        if not entry or entry[:-1] != stamp:
+            known[key], changed = [*stamp, audio_digest(file)], True
+        digest.update(known[key][-1].encode())
+    if changed:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, known)
+    return digest.hexdigest()
+
+
+def manifest_digest(manifest: str | Path, cache: str | Path) -> str:
+    """The content digest of a user manifest and every audio file its rows name."""
+    from asrmerge.data.manifest import read_manifest
+
+    return content_digest([manifest, *(row.audio for row in read_manifest(manifest))], cache)

@@ -406,10 +406,34 @@ def check_roles(config: Mapping) -> None:
             raise ConfigError(f"config key corpus.sets.{name}.sizes.{missing[0]}: a {spec['role']} set needs it > 0")
 
 
+def results_folder(value: str, workdir: Path) -> str:
+    """`results` with `~` and environment variables expanded; refused when empty, an unset variable, the file system
+    root, the home folder, the working directory itself, a file, or a folder holding files that are not this
+    project's outputs (a folder with layout.RESULTS_MARKER, or holding only the layout's names, is a results folder)."""
+    key = "config key results"
+    expanded = os.path.expandvars(os.path.expanduser(value.strip()))
+    if re.search(r"\$\{?\w+", expanded):
+        raise ConfigError(f"{key}: {value!r} names an environment variable that is not set")
+    if not expanded:
+        raise ConfigError(f"{key}: empty; name a folder of its own for the run's outputs (e.g. results/demo)")
+    folder = (workdir / expanded).resolve()
+    if folder in (Path(folder.anchor), Path.home().resolve(), workdir.resolve()):
+        raise ConfigError(f"{key}: {value!r} is {folder}, not a folder of its own; name one (e.g. results/demo)")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key}: {value!r} is a file")
+    if folder.is_dir() and not (folder / layout.RESULTS_MARKER).exists():
+        foreign = sorted(set(os.listdir(folder)) - layout.top_level_names())
+        if foreign:
+            raise ConfigError(f"{key}: {folder} holds {foreign[0]}, which is not an output of this project; name a "
+                              "new folder for the results")
+    return expanded
+
+
 def validate_config(config: dict, workdir: str | Path = ".") -> dict:
     """World, schema, roles, merge entries and paths; returns the config with defaults filled in (in place)."""
     expand_world(config)
     validate_schema(config)
+    config["results"] = results_folder(config["results"], Path(workdir))
     check_roles(config)
     merge_branches(config)
     check_paths(config, Path(workdir))
