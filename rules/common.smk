@@ -5,7 +5,7 @@ from pathlib import Path
 
 import asrmerge.layout as layout
 from asrmerge.workflow.jobs import share_package_with_jobs
-from asrmerge.workflow.config import ConfigError, check_config_file, validate_config
+from asrmerge.workflow.config import ConfigError, check_config_file, check_devices, validate_config
 from asrmerge.data.content import content_digest, manifest_digest
 from asrmerge.workflow.experiment import Experiment
 from asrmerge.workflow import lock as results_lock
@@ -15,6 +15,8 @@ try:
     for config_path in workflow.configfiles:
         check_config_file(config_path)
     validate_config(config, workdir=Path.cwd())  # jobs resolve relative paths from the working directory
+    if workflow.local_exec:  # jobs run here: a device they name must exist here
+        check_devices(config)
 except ConfigError as err:
     sys.exit(f"asrmerge: invalid configuration: {err}")
 

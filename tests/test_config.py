@@ -230,4 +230,7 @@ def test_a_given_fine_tune_is_checked_against_the_base_before_any_job(demo_confi
     (longer / "config.json").write_text(json.dumps({**base, "max_source_positions": 1500}))
     (longer / "model.safetensors").write_bytes(b"")
     demo_config["finetune"]["checkpoints"] = {"weather": str(longer), "joint": str(longer)}
+    with pytest.raises(ConfigError, match="config key finetune.joint: has no effect"):
+        validate_config(copy.deepcopy(demo_config), ROOT)  # the demo's joint settings: nothing to train now
+    del demo_config["finetune"]["joint"]
     validate_config(demo_config, ROOT)  # a longer window is sliced like the base's

@@ -158,6 +158,7 @@ def test_supplied_fine_tunes_are_imported_not_trained(tmp_path):
     config["base_model"] = {"source": "pretrained", "path": "assets/foundation", "audio_seconds": 6}
     config["finetune"]["checkpoints"] = {"weather": str(ROOT / "assets" / "foundation"),
                                          "joint": str(ROOT / "assets" / "foundation")}
+    del config["finetune"]["joint"]  # nothing to train there: its settings would have no effect
     path = tmp_path / "supplied.yaml"
     path.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(path)
@@ -167,17 +168,22 @@ def test_supplied_fine_tunes_are_imported_not_trained(tmp_path):
 
 
 def test_supplied_fine_tunes_need_no_training_settings_and_full_ft_can_be_left_out(tmp_path):
-    """Every domain fine-tune supplied and `finetune.joint: null`: nothing is trained, the training settings are not
-    checked (here a replay fraction with no general set to replay), and no Full-FT job or system exists."""
+    """Every domain fine-tune supplied and `finetune.joint: null`: nothing is trained, no training setting is asked
+    for (the defaults' replay fraction needs a general set, and there is none), and no Full-FT job or system exists;
+    training settings written for a stage that trains nothing are an error naming them."""
     config = yaml.safe_load(MICRO.read_text())
     config["results"] = str(tmp_path / "results")
     config["base_model"] = {"source": "pretrained", "path": "assets/foundation", "audio_seconds": 6}
     config["corpus"]["sets"] = {name: spec for name, spec in config["corpus"]["sets"].items()
                                 if spec.get("role") != "general"}
     config["finetune"] = {"checkpoints": {"weather": str(ROOT / "assets" / "foundation"),
-                                          "medical": str(ROOT / "assets" / "foundation")},
-                          "domain": {"steps": 1, "learning_rate": 1e-4, "replay_fraction": 0.5}, "joint": None}
+                                          "medical": str(ROOT / "assets" / "foundation")}, "joint": None}
     path = tmp_path / "supplied.yaml"
+    path.write_text(yaml.safe_dump({**config, "finetune": {**config["finetune"], "domain": {"steps": 1,
+                                                                                           "learning_rate": 1e-4}}}))
+    result = subprocess.run([*SNAKEMAKE, "--configfile", str(path), "--dry-run"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "config key finetune.domain: has no effect" in result.stdout + result.stderr
     path.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(path)
     assert jobs["import_finetune"] == 2

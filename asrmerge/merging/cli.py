@@ -17,11 +17,17 @@ from asrmerge.guard import declare_paths
 SVD_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+#: Largest |λ| a command takes: beyond it θ₀ + λ·τ leaves the range of any trained weights (and 1e39 overflows the
+#: float32 weights to inf).
+MAX_ABS_LAMBDA = 100.0
+
+
 def finite_float(text: str) -> float:
-    """argparse type of λ: a finite number (nan or inf would write a model of NaNs)."""
+    """argparse type of λ: a finite number of at most MAX_ABS_LAMBDA in size (nan, inf or 1e39 would write a model of
+    NaNs or infinities)."""
     value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"needs a finite number, got {text!r}")
+    if not math.isfinite(value) or abs(value) > MAX_ABS_LAMBDA:
+        raise argparse.ArgumentTypeError(f"needs a finite number within ±{MAX_ABS_LAMBDA:g}, got {text!r}")
     return value
 
 

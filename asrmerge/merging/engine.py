@@ -383,7 +383,10 @@ def _merge_one(
     if method.uses_svd:
         call["svd_dtype"] = svd_dtype
         call["map_tasks"] = map_tasks
-    return method.fn(stack, base_tensor, **call)
+    try:
+        return method.fn(stack, base_tensor, **call)
+    except (ValueError, torch.linalg.LinAlgError) as err:  # one line naming the method and the tensor
+        raise ValueError(f"{method.name} on tensor {name}: {err}") from None
 
 
 def _merge_tapped(

@@ -289,6 +289,10 @@ def check_paths(config: Mapping, workdir: Path) -> None:
                 raise ConfigError(f"config key corpus.sets.{name}.manifest: {spec['manifest']} is already the "
                                   f"manifest of set {manifests[path]} (one recording set, two roles)")
             manifests[path] = name
+            dead = sorted(set(spec) - MANIFEST_SET_KEYS)
+            if dead:
+                raise ConfigError(f"config key corpus.sets.{name}.{dead[0]}: has no effect beside `manifest:` (its rows "
+                                  "say what the set holds); remove it")
             check_manifest_splits(name, spec["role"], path)
     base = config["base_model"]
     if base["source"] == "pretrain" and base["init"] and not (workdir / base["init"]).is_dir():
@@ -429,12 +433,77 @@ def results_folder(value: str, workdir: Path) -> str:
     return expanded
 
 
+#: The keys of a user set: the rest (generator keys) would have no effect beside its manifest.
+MANIFEST_SET_KEYS = frozenset({"role", "manifest", "description"})
+#: base_model keys that only one source reads.
+SOURCE_KEYS = {"pretrained": ("path",), "pretrain": ("init", "architecture", "vocab_size", "pretrain")}
+
+
+def check_effective_keys(given: Mapping, config: Mapping) -> None:
+    """Every key the user wrote (`given`, before defaults) takes effect where it is written: a base_model key of the
+    other source, or the training settings of a stage whose every model is supplied, is an error naming it."""
+    base = given.get("base_model") or {}
+    source = config["base_model"]["source"]
+    for other, keys in SOURCE_KEYS.items():
+        for key in keys:
+            if other != source and _written(base, "base_model", key) and key not in SOURCE_KEYS[source]:
+                raise ConfigError(f"config key base_model.{key}: has no effect with base_model.source {source} "
+                                  f"(only {other} reads it); remove it")
+    finetune = given.get("finetune") or {}
+    trained = trained_stages(config)
+    for stage in ("domain", "joint"):
+        if _written(finetune, "finetune", stage) and stage not in trained:
+            raise ConfigError(f"config key finetune.{stage}: has no effect, every model of that stage is supplied in "
+                              "finetune.checkpoints (nothing is trained); remove it")
+    sets = config["corpus"]["sets"]
+    for name, spec in sets.items():
+        if spec.get("role") != "ood" or "text" not in spec:
+            continue
+        same = [d for d in domains(config) if _generator(sets[d]) == _generator(spec)]
+        if same:
+            raise ConfigError(f"config key corpus.sets.{name}: the OOD set is generated as domain {same[0]} is (same "
+                              "text, voices, rate, pitch and channel): out-of-domain needs another generator")
+
+
+def _written(section: Mapping, name: str, key: str) -> bool:
+    """Whether the user set `name`.`key` to something other than its schema default (a config validated once holds
+    the defaults: validating it again must not count them as written)."""
+    if section.get(key) is None:
+        return False
+    root = load_schema()
+    schema = _resolve(_resolve(root["properties"][name], root)["properties"][key], root)
+    default = copy.deepcopy(schema.get("default"))
+    fill_defaults(default, schema, root)
+    return section[key] != default
+
+
+def _generator(spec: Mapping) -> dict:
+    """What a synthetic set's audio and text are made from (a set's role, sizes and description aside)."""
+    return {key: value for key, value in spec.items() if key not in ("role", "sizes", "description")}
+
+
+def check_devices(config: Mapping) -> None:
+    """A CUDA device named where jobs run on this machine (no cluster executor) must exist here."""
+    named = {key: value for key, value in (("device", config["device"]), ("merge.device", config["merge"]["device"]))
+             if str(value).startswith("cuda")}
+    if not named:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        key, value = next(iter(named.items()))
+        raise ConfigError(f"config key {key}: {value!r}, but this machine has no CUDA device; use auto or cpu (or run "
+                          "on a GPU node: profiles/slurm)")
+
+
 def validate_config(config: dict, workdir: str | Path = ".") -> dict:
     """World, schema, roles, merge entries and paths; returns the config with defaults filled in (in place)."""
+    given = copy.deepcopy(config)
     expand_world(config)
     validate_schema(config)
     config["results"] = results_folder(config["results"], Path(workdir))
     check_roles(config)
     merge_branches(config)
     check_paths(config, Path(workdir))
+    check_effective_keys(given, config)
     return config

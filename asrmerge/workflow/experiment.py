@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asrmerge import layout
+from asrmerge.data.manifest import read_manifest
 from asrmerge.workflow.config import (
     MergeBranch,
     check_config_file,
@@ -125,12 +126,24 @@ class Experiment:
         """Format -> path of one figure."""
         return {ext: self.result(layout.FIGURE, figure=name, ext=ext) for ext in FIGURE_FORMATS}
 
+    def languages_of(self, name: str) -> set[Any]:
+        """The languages of a set: its spec's, or those of its manifest's rows for a user set (unknown, None, while
+        the manifest is unreadable: its corpus job names the row at fault)."""
+        spec = self.config["corpus"]["sets"][name]
+        if "manifest" not in spec:
+            language = spec.get("language")
+            return set(language) if isinstance(language, list) else {language}
+        try:
+            return {row.language for row in read_manifest(spec["manifest"])}
+        except (OSError, ValueError):
+            return {None}
+
     @property
     def generation(self) -> dict[str, Any]:
         """How the run transcribes, for the generation config of every model folder it writes: the language of its
         domains (None, detected, when they do not declare one language), `evaluation.num_beams` and the token cap
         `evaluation.max_new_tokens`."""
-        languages = {self.config["corpus"]["sets"][d].get("language") for d in self.domains}
+        languages = {language for d in self.domains for language in self.languages_of(d)}
         language = languages.pop() if len(languages) == 1 else None
         return {"language": language if isinstance(language, str) else None,
                 "num_beams": self.config["evaluation"]["num_beams"],

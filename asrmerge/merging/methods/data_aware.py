@@ -49,7 +49,15 @@ def regmean(
         shrunk.diagonal().copy_(gram.diagonal())
         total += shrunk
         weighted += shrunk @ tau.to(torch.float64).T
-    return torch.linalg.solve(total, weighted).T.to(task_vectors.dtype)
+    try:
+        return torch.linalg.solve(total, weighted).T.to(task_vectors.dtype)
+    except torch.linalg.LinAlgError:
+        dead = int((total.diagonal() <= 0).sum())
+        if dead:
+            raise ValueError(f"the summed Gram matrix is singular: {dead} input dimension(s) no utterance excites "
+                             "(zero diagonal); compute the statistics on more utterances") from None
+        raise ValueError(f"the summed Gram matrix is singular at alpha {alpha:g}; a smaller alpha (e.g. "
+                         f"{alpha / 2:g}) shrinks its off-diagonal entries and makes it invertible") from None
 
 
 def fisher_task_weights(stream: TensorStream, params: Mapping[str, Any]) -> dict[str, Any]:
