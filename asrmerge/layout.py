@@ -38,6 +38,7 @@ RESULTS_LOCK = ".asrmerge-lock"
 DIGEST_CACHE = ".asrmerge-digests.json"
 
 MANIFEST = "data/{set}/manifest.jsonl"
+SPLITS_CHECK = "data/splits_checked.json"  # no recording both in a tuning split and a test split, across all sets
 BASE_MODEL = "models/base"
 MODEL = "models/{model}"  # model: a trained system id (base, joint, finetuned/<domain>)
 TASK_VECTOR = "task_vectors/{domain}.safetensors"

@@ -18,3 +18,23 @@ rule corpus_set:
         seed=config["seed"],
     script:
         "../scripts/corpus_set.py"
+
+
+rule check_splits:
+    """No recording (by content) in a training or validation split of one set and a test split of another: checked
+    once every set is built, before any training or decoding reads them."""
+    input:
+        manifests=manifests(list(config["corpus"]["sets"])),
+    output:
+        result(layout.SPLITS_CHECK),
+    log:
+        f"{LOGS}/data/splits_checked.log",
+    benchmark:
+        f"{BENCHMARKS}/data/splits_checked.tsv"
+    conda:
+        "../envs/asrmerge.yaml"
+    params:
+        sets=list(config["corpus"]["sets"]),
+        cache=f"{RESULTS}/{layout.DIGEST_CACHE}",
+    script:
+        "../scripts/check_splits.py"

@@ -27,6 +27,7 @@ rule decode_model:
     input:
         model=result(layout.MODEL),
         test_sets=manifests(TEST_SETS),
+        splits_checked=ancient(result(layout.SPLITS_CHECK)),
     output:
         list(hypotheses("{model}").values()),
     log:

@@ -130,9 +130,25 @@ def test_user_manifest_without_a_split_its_role_needs_is_refused(demo_config, tm
         validate_config(demo_config, ROOT)
 
 
+def _manifest_row(row_id: str, split: str) -> dict:
+    """A manifest row whose fields are sound (its audio is checked by the corpus job, not here)."""
+    return {"id": row_id, "audio": f"{row_id}.wav", "text": "bom dia", "duration": 1.0, "set": "mine", "split": split,
+            "language": "pt"}
+
+
+def test_a_user_manifest_row_at_fault_is_named_when_the_config_is_checked(demo_config, tmp_path):
+    manifest = tmp_path / "mine.jsonl"
+    rows = [_manifest_row(f"u{i}", s) for i, s in enumerate(SPLITS)]
+    rows[1]["language"] = "portuguese"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    demo_config["corpus"]["sets"] = {"mine": {"role": "domain", "manifest": str(manifest)}}
+    with pytest.raises(ConfigError, match=r"corpus.sets.mine.manifest: .*line 2.*u1.*'portuguese'"):
+        validate_config(demo_config, ROOT)
+
+
 def test_an_accented_user_set_is_scored_in_its_own_column(demo_config, tmp_path):
     manifest = tmp_path / "african.jsonl"
-    manifest.write_text(json.dumps({"id": "u0", "split": "test"}) + "\n")
+    manifest.write_text(json.dumps(_manifest_row("u0", "test")) + "\n")
     demo_config["corpus"]["sets"] = {"pt_african": {"role": "accented", "manifest": str(manifest)}}
     validate_config(demo_config, ROOT)
     assert "pt_african" in scored_sets(demo_config)
@@ -167,7 +183,7 @@ def test_duplicate_merge_is_rejected(demo_config):
 
 def test_one_manifest_for_two_sets_is_refused(demo_config, tmp_path):
     manifest = tmp_path / "mine.jsonl"
-    manifest.write_text("".join(json.dumps({"id": f"u{i}", "split": s}) + "\n" for i, s in enumerate(SPLITS)))
+    manifest.write_text("".join(json.dumps(_manifest_row(f"u{i}", s)) + "\n" for i, s in enumerate(SPLITS)))
     demo_config["corpus"]["sets"] = {"mine": {"role": "domain", "manifest": str(manifest)},
                                      "again": {"role": "ood", "manifest": str(manifest)}}
     with pytest.raises(ConfigError, match="corpus.sets.again.manifest: .* already the manifest of set mine"):

@@ -99,3 +99,33 @@ def test_validate_manifest_says_what_the_import_says(tmp_path, capsys):
     rows[0]["text"] = "..."
     assert main(["validate-manifest", str(_write(tmp_path, rows, audio))]) == 2
     assert "u0" in capsys.readouterr().err
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), tuned_split=st.sampled_from(["train", "validation"]), leak=st.booleans())
+def test_a_recording_shared_across_sets_between_tuning_and_test_is_refused(tmp_path_factory, seed, tuned_split, leak):
+    """check_splits (the workflow's rule before training and decoding) sees every set together: a test recording of
+    one set copied under another name into a tuning split of another set is leakage; distinct recordings pass."""
+    from asrmerge.data.content import check_splits
+
+    root = tmp_path_factory.mktemp("sets")
+    rng = np.random.default_rng(seed)
+    manifests = {}
+    for name in ("domain", "ood"):
+        (root / name).mkdir()
+        rows, audio = _sound_set(rng, 3)
+        manifests[name] = _write(root / name, rows, audio)
+    if leak:
+        test_row = next(json.loads(line) for line in manifests["ood"].read_text().splitlines()
+                        if json.loads(line)["split"] == "test")
+        rows = [json.loads(line) for line in manifests["domain"].read_text().splitlines()]
+        victim = next(row for row in rows if row["split"] == tuned_split)
+        (root / "domain" / "copy.wav").write_bytes((root / "ood" / test_row["audio"]).read_bytes())
+        victim.update(audio="copy.wav", duration=test_row["duration"])
+        manifests["domain"].write_text("".join(json.dumps(row) + "\n" for row in rows))
+        with pytest.raises(ValueError, match=f"row {victim['id']} of set domain .* row {test_row['id']} of set ood"):
+            check_splits(manifests, root / "checked.json", root / "digests.json")
+        assert not (root / "checked.json").exists()
+    else:
+        check_splits(manifests, root / "checked.json", root / "digests.json")
+        assert json.loads((root / "checked.json").read_text())["recordings"] == 6

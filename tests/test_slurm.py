@@ -44,7 +44,7 @@ FAULT_RULE = "finetune_domain"
 FAULT_DOMAIN = "weather"  # the micro config's first domain
 GPU_RULES = {"base_model", "finetune_domain", "finetune_joint", "statistics", "adamerging_coefficients", "merge",
              "select_lambda", "decode_model", "decode_merged"}
-CPU_RULES = {"corpus_set", "import_finetune", "task_vector", "task_spectra", "merge_diagnostics", "score",
+CPU_RULES = {"corpus_set", "check_splits", "import_finetune", "task_vector", "task_spectra", "merge_diagnostics", "score",
              "export_merged", "export_best_merge"}
 
 _reason = slurm_cluster.unavailable_reason()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +96,11 @@ def leakage_problem(rows: Iterable[tuple[str, str, str]]) -> str | None:
     return None
 
 
-def content_digest(files: Iterable[str | Path], cache: str | Path) -> str:
-    """One SHA-256 over the content of `files` (in the order given): what decides whether the work made from them
-    reruns (a Snakemake param), so a file replaced in place reruns it and a copied folder does not. Each file's digest
-    is kept in the JSON `cache`, keyed by its path, size, inode and modification and change times (the change time
-    moves with every write, whatever the modification time is set back to), so unchanged files are not read again."""
+def file_digests(files: Iterable[str | Path], cache: str | Path) -> list[str]:
+    """The SHA-256 of each file's content (a missing file: a digest of its name, so that the job reading it names
+    it). Each is kept in the JSON `cache`, keyed by the file's path, size, inode and modification and change times
+    (the change time moves with every write, whatever the modification time is set back to), so unchanged files are
+    not read again."""
     from asrmerge.atomic import write_json
 
     cache = Path(cache)
@@ -108,21 +108,27 @@ def content_digest(files: Iterable[str | Path], cache: str | Path) -> str:
         known = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
-    digest, changed = hashlib.sha256(), False
+    digests, changed = [], False
     for file in map(Path, files):
-        if not file.is_file():  # the job that imports it names the row (asrmerge.data.manifest.validate_manifest)
-            digest.update(f"missing {file}".encode())
+        if not file.is_file():
+            digests.append(hashlib.sha256(f"missing {file}".encode()).hexdigest())
             continue
         stat = file.stat()
         key, stamp = str(file.resolve()), [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
         entry = known.get(key)
         if not entry or entry[:-1] != stamp:
             known[key], changed = [*stamp, audio_digest(file)], True
-        digest.update(known[key][-1].encode())
+        digests.append(known[key][-1])
     if changed:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_json(cache, known)
-    return digest.hexdigest()
+    return digests
+
+
+def content_digest(files: Iterable[str | Path], cache: str | Path) -> str:
+    """One SHA-256 over the content of `files` (in the order given): what decides whether the work made from them
+    reruns (a Snakemake param), so a file replaced in place reruns it and a copied folder does not."""
+    return hashlib.sha256("".join(file_digests(files, cache)).encode()).hexdigest()
 
 
 def manifest_digest(manifest: str | Path, cache: str | Path) -> str:
@@ -130,3 +136,23 @@ def manifest_digest(manifest: str | Path, cache: str | Path) -> str:
     from asrmerge.data.manifest import read_manifest
 
     return content_digest([manifest, *(row.audio for row in read_manifest(manifest))], cache)
+
+
+def check_splits(manifests: Mapping[str, str | Path], out: str | Path, cache: str | Path) -> Path:
+    """The leakage check across every set of a run: no recording (by content) in a training or validation split of
+    any set and in a test split of any set. Writes a summary (sets, rows per split, recordings) to `out`; raises
+    ValueError naming both rows otherwise."""
+    from asrmerge.atomic import write_json
+    from asrmerge.data.manifest import read_manifest
+
+    rows = [(name, row) for name, path in manifests.items() for row in read_manifest(path)]
+    digests = file_digests([row.audio for _, row in rows], cache)
+    problem = leakage_problem((digest, row.split, f"row {row.id} of set {name} ({row.split})")
+                              for digest, (name, row) in zip(digests, rows))
+    if problem:
+        raise ValueError(problem)
+    splits: dict[str, dict[str, int]] = {}
+    for name, row in rows:
+        splits.setdefault(name, {}).setdefault(row.split, 0)
+        splits[name][row.split] += 1
+    return write_json(out, {"sets": splits, "recordings": len(set(digests))}, indent=1)

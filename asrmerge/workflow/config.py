@@ -22,6 +22,7 @@ import yaml
 
 from asrmerge import layout
 from asrmerge.data.corpus import TEST_ROLES, default_sets, parse_spec, required_splits
+from asrmerge.data.manifest import validate_manifest
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.merging.registry import get_method, resolve_params
 from asrmerge.models.source import is_hub_id
@@ -277,6 +278,10 @@ def check_manifest_splits(name: str, role: str, path: Path) -> None:
     if missing:
         raise ConfigError(f"{key}: {path} has no {missing[0]} rows, which a {role} set needs "
                           f"(rows per split: {counts or 'none'})")
+    try:  # every row's fields and transcript now; its audio in the set's corpus job
+        validate_manifest(path, check_audio=False)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def check_paths(config: Mapping, workdir: Path) -> None:
