@@ -1,4 +1,5 @@
-"""A tiny speech world for unit tests: a few espeak utterances and a small Whisper with a trained tokenizer."""
+"""A tiny speech world for unit tests: a few espeak utterances, a small Whisper with a trained tokenizer, and task
+vectors made by the command line."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,3 +24,14 @@ def build_tiny_whisper(manifest: Path, seed: int = 0) -> LoadedWhisper:
     tokenizer = train_tokenizer(texts * 4, ["pt", "en"], vocab_size=300)
     model = build_small_whisper(tokenizer, ARCHITECTURE, audio_seconds=6, seed=seed)
     return LoadedWhisper(model.eval(), feature_extractor_for(80, 6), tokenizer)
+
+
+def task_vectors_by_command(base: Path, finetuned: list[Path], folder: Path) -> list[Path]:
+    """`asrmerge task-vector` of every fine-tune against `base`, into `folder` (tau0.safetensors, ...)."""
+    from asrmerge.cli import main
+
+    taus = []
+    for i, model in enumerate(finetuned):
+        taus.append(folder / f"tau{i}.safetensors")
+        assert main(["task-vector", "--base", str(base), "--finetuned", str(model), "--out", str(taus[-1])]) == 0
+    return taus

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from asrmerge.workflow.config import ConfigError, check_config_file, load_schema, merge_branches, scored_sets, validate_config
 from asrmerge.data.corpus import ROLES, TEST_ROLES, default_sets
@@ -250,3 +252,32 @@ def test_a_given_fine_tune_is_checked_against_the_base_before_any_job(demo_confi
         validate_config(copy.deepcopy(demo_config), ROOT)  # the demo's joint settings: nothing to train now
     del demo_config["finetune"]["joint"]
     validate_config(demo_config, ROOT)  # a longer window is sliced like the base's
+
+
+#: A value of each generator key that the schema accepts: only its place beside `manifest:` is wrong.
+GENERATOR_VALUES = {"language": "pt", "text": "weather", "voices": ["pt"], "rate": [150, 160], "pitch": [40, 50],
+                    "channel": [{"type": "telephone"}], "sizes": {"test": 3}, "max_duration": 4.0}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.sampled_from(sorted(GENERATOR_VALUES)), min_size=1, max_size=3, unique=True))
+def test_generator_keys_beside_a_manifest_are_refused(demo_config, tmp_path_factory, keys):
+    manifest = tmp_path_factory.mktemp("user") / "mine.jsonl"
+    manifest.write_text("".join(json.dumps(_manifest_row(f"u{i}", s)) + "\n" for i, s in enumerate(SPLITS)))
+    config = copy.deepcopy(demo_config)
+    config["corpus"]["sets"] = {"mine": {"role": "domain", "manifest": str(manifest),
+                                         **{key: GENERATOR_VALUES[key] for key in keys}}}
+    with pytest.raises(ConfigError, match=rf"corpus.sets.mine.{sorted(keys)[0]}: has no effect beside `manifest:`"):
+        validate_config(config, ROOT)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["init", "vocab_size", "architecture", "pretrain"]))
+def test_base_model_keys_of_the_other_source_are_refused(demo_config, key):
+    values = {"init": "assets/foundation", "vocab_size": 512, "architecture": {"d_model": 64},
+              "pretrain": {"steps": 5, "learning_rate": 1e-3}}
+    config = copy.deepcopy(demo_config)  # source: pretrained
+    config["base_model"][key] = values[key]
+    with pytest.raises(ConfigError, match=rf"config key base_model.{key}: has no effect with base_model.source "
+                                          "pretrained"):
+        validate_config(config, ROOT)

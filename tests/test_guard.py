@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from asrmerge.cli import build_parser, main
 from asrmerge.guard import MARKER, OutputConflict, check_outputs
+from speech_world import task_vectors_by_command
 
 ALIASES = ("same", "symlink", "hardlink", "inside_input_folder", "holds_input", "free", "free_beside")
 
@@ -134,11 +135,7 @@ def artefacts(tiny_whisper_factory, tmp_path_factory):
     """A base, two fine-tunes, their task vectors and a user's manifest folder."""
     base, finetuned = tiny_whisper_factory(num_finetuned=2)
     root = tmp_path_factory.mktemp("artefacts")
-    taus = []
-    for i, folder in enumerate(finetuned):
-        tau = root / f"tau{i}.safetensors"
-        assert main(["task-vector", "--base", str(base), "--finetuned", str(folder), "--out", str(tau)]) == 0
-        taus.append(tau)
+    taus = task_vectors_by_command(base, finetuned, root)
     data = root / "mydata"
     data.mkdir()
     (data / "manifest.jsonl").write_text('{"id": "a"}\n')

@@ -13,17 +13,14 @@ from safetensors.torch import load_file
 from asrmerge.cli import main
 from asrmerge.merging import get_method
 from asrmerge.merging.cli import parse_params
+from speech_world import task_vectors_by_command
 
 ATTN = "model.encoder.layers.0.self_attn.q_proj.weight"
 
 
 def test_task_vector_merge_export(tiny_whisper, tmp_path: Path) -> None:
     base, finetuned = tiny_whisper
-    tvs = []
-    for i, ft in enumerate(finetuned):
-        out = tmp_path / f"tv{i}.safetensors"
-        assert main(["task-vector", "--base", str(base), "--finetuned", str(ft), "--out", str(out)]) == 0
-        tvs.append(out)
+    tvs = task_vectors_by_command(base, finetuned, tmp_path)
     merged = tmp_path / "merged.safetensors"
     diag = tmp_path / "diag.json"
     argv = ["merge", "--method", "boosted_tsv_m", "--base", str(base), "--task-vectors", *map(str, tvs),

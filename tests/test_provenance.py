@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from asrmerge.cli import main
 from asrmerge.merging import open_checkpoint
+from speech_world import task_vectors_by_command
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +24,7 @@ def world(tiny_whisper_factory, tmp_path_factory):
     task vectors against the first base, and a validation/test manifest."""
     base, finetuned = tiny_whisper_factory(num_finetuned=3)
     root = tmp_path_factory.mktemp("provenance")
-    taus = []
-    for i, folder in enumerate(finetuned[1:]):
-        taus.append(root / f"tau{i}.safetensors")
-        assert main(["task-vector", "--base", str(base), "--finetuned", str(folder), "--out", str(taus[-1])]) == 0
+    taus = task_vectors_by_command(base, finetuned[1:], root)
     return {"base": base, "other_base": finetuned[0], "finetuned": finetuned[1:], "taus": taus, "root": root}
 
 

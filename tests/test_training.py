@@ -48,7 +48,7 @@ def test_same_seed_same_weights(corpus, tmp_path):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
-def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_bit_for_bit(corpus, tmp_path, monkeypatch):
     utterances = read_manifest(corpus, split="train")
     options = TrainingOptions(steps=6, learning_rate=1e-3, batch_size=4, checkpoint_every=3, seed=1)
     straight = train(build_tiny_whisper(corpus), utterances, options, tmp_path / "straight", CPU)
@@ -56,7 +56,9 @@ def test_killed_run_resumes_from_its_checkpoint(corpus, tmp_path, monkeypatch):
     shutil.rmtree(tmp_path / "resumed", ignore_errors=True)  # as a workflow manager does with unfinished outputs
     resumed = train(build_tiny_whisper(corpus), utterances, options, tmp_path / "resumed", CPU)
     assert [p["step"] for p in resumed] == list(range(1, 7))
-    assert [p["loss"] for p in resumed] == pytest.approx([p["loss"] for p in straight], rel=1e-5)
+    assert resumed == straight  # bit for bit: losses, learning rates
+    for name in ("model.safetensors", "loss.csv"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
 
 
 def _kill_after_first_checkpoint(whisper, utterances, options, out_dir, monkeypatch):

@@ -74,7 +74,7 @@ def samples_problem(samples: np.ndarray) -> str | None:
     return None
 
 
-def audio_digest(path: str | Path) -> str:
+def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes: the same recording under two names is one recording."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -117,7 +117,7 @@ def file_digests(files: Iterable[str | Path], cache: str | Path) -> list[str]:
         key, stamp = str(file.resolve()), [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
         entry = known.get(key)
         if not entry or entry[:-1] != stamp:
-            known[key], changed = [*stamp, audio_digest(file)], True
+            known[key], changed = [*stamp, file_digest(file)], True
         digests.append(known[key][-1])
     if changed:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import soundfile as sf
 from asrmerge.atomic import write_text
 from asrmerge.data.channel import resample
 from asrmerge.data.content import (
-    audio_digest, leakage_problem, reference_problem, samples_problem, speaking_rate_problem,
+    file_digest, leakage_problem, reference_problem, samples_problem, speaking_rate_problem,
 )
 from asrmerge.data.languages import WHISPER_LANGUAGES, canonical_language
 
@@ -241,7 +241,7 @@ def validate_manifest(
             problem = samples_problem(samples) or speaking_rate_problem(utt.text, utt.language, real)
             if problem:
                 raise _row_error(manifest, line_number, utt.id, f"audio file {utt.audio}: {problem}")
-            digests.append((audio_digest(utt.audio), utt.split, f"row {utt.id} ({utt.split}, line {line_number})"))
+            digests.append((file_digest(utt.audio), utt.split, f"row {utt.id} ({utt.split}, line {line_number})"))
         problem = leakage_problem(digests)
         if problem:
             raise ValueError(f"manifest {manifest}: {problem}")

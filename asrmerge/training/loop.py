@@ -85,7 +85,9 @@ def label_sequence(whisper: LoadedWhisper, utterance: Utterance) -> list[int]:
 class FeatureCache:
     """Log-mel features of the utterances seen so far, kept (in float16) until `max_bytes` are used.
 
-    Small corpora are read over many epochs: from the second epoch on, a batch costs no audio decoding or STFT.
+    Small corpora are read over many epochs: from the second epoch on, a batch costs no audio decoding or STFT. A
+    feature is rounded to float16 whether or not it is kept, so training never depends on what the cache holds: a run
+    resumed with a cold cache is bit for bit the uninterrupted one.
     """
 
     def __init__(self, whisper: LoadedWhisper, max_bytes: int = 2 << 30):
@@ -103,13 +105,13 @@ class FeatureCache:
                     raise ValueError(f"utterance {utterance.id} ({utterance.audio}) lasts {len(audio) / sr:.1f} s, longer "
                                      f"than the model's {window / sr:.0f} s window: split it, or leave it out of training")
             computed = log_mel(self.whisper, audios, torch.device("cpu"))
-            fresh = dict(zip((u.id for u in missing), computed.float()))
+            fresh = dict(zip((u.id for u in missing), computed.to(torch.float16)))
             for uid, feature in fresh.items():
                 size = feature.numel() * 2
                 if self.used + size <= self.max_bytes:
-                    self.features[uid] = feature.to(torch.float16)
+                    self.features[uid] = feature
                     self.used += size
-        stacked = torch.stack([fresh[u.id] if u.id in fresh else self.features[u.id].float() for u in utterances])
+        stacked = torch.stack([(fresh[u.id] if u.id in fresh else self.features[u.id]).float() for u in utterances])
         return stacked.to(device=device, dtype=self.whisper.model.dtype)
 
 
