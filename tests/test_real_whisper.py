@@ -67,7 +67,8 @@ def run(whisper_base, tmp_path_factory) -> dict:
 
 
 def check_generation_config(folder: Path) -> None:
-    """Languages are the language tokens, timestamps are timestamps: read back from the folder, against its tokenizer."""
+    """Languages are the language tokens, timestamps are timestamps: read back from the folder, against its tokenizer
+    and Whisper's released token ids (load_whisper refuses a folder with a missing, extra or mis-shaped tensor)."""
     whisper = load_whisper(folder)
     config, vocabulary = whisper.model.generation_config, whisper.tokenizer.get_vocab()
     assert generation_config_problems(whisper) == []
@@ -77,6 +78,7 @@ def check_generation_config(folder: Path) -> None:
     assert len(timestamps) == 1501 and timestamps[0] == vocabulary[NO_TIMESTAMPS] + 1 == 50364
     assert not set(timestamps) & set(config.suppress_tokens) and whisper.eot_id not in config.suppress_tokens
     assert config.no_timestamps_token_id == 50363 and config.task_to_id == {"transcribe": 50359, "translate": 50358}
+    assert config.decoder_start_token_id == vocabulary["<|startoftranscript|>"] == 50258
     assert (config.language, config.task, config.num_beams, config.max_new_tokens) == ("en", "transcribe", 1, 444)
 
 
