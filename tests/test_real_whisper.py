@@ -169,3 +169,61 @@ def test_a_merge_exported_decodes_the_same_in_the_plain_pipeline(run, tmp_path):
     asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "merged"), device="cpu")
     theirs = asr([load_audio(u.audio, 16000) for u in sentences], batch_size=8)
     assert [row["hypothesis"] for row in ours] == [out["text"].strip() for out in theirs]
+
+
+def test_a_small_workflow_on_real_whisper_agrees_with_the_plain_pipeline(whisper_base, tmp_path):
+    """The DAG on released Whisper base (10 s window), with user fine-tunes (released 30 s window, nudged by seeded
+    noise), no Full-FT, a long-form set decoded by VAD and a task-arithmetic merge exported: it runs through, every
+    model folder's generation config is true to its tokenizer, no hypothesis is flagged, and the exported merge
+    transcribes in `pipeline("automatic-speech-recognition", model=folder)` exactly as the workflow did."""
+    import subprocess
+    import sys
+
+    import yaml
+    from transformers import pipeline
+
+    from asrmerge.evaluation.hypotheses import read_jsonl
+
+    root = Path(__file__).resolve().parents[1]
+    checkpoints = {}
+    for seed, domain in enumerate(("news", "talk"), start=1):
+        whisper = load_whisper(whisper_base)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, parameter in whisper.model.named_parameters():
+                if "embed_positions" not in name:
+                    parameter.add_(torch.randn(parameter.shape, generator=generator) * 2e-4)
+        whisper.save(tmp_path / domain)
+        checkpoints[domain] = str(tmp_path / domain)
+    speech = {"language": "en", "text": "general", "rate": [150, 165], "pitch": [40, 55], "channel": []}
+    config = {
+        "results": str(tmp_path / "results"), "seed": 0, "device": "cpu",
+        "corpus": {"sets": {
+            "news": {"role": "domain", **speech, "voices": ["en+m3"], "sizes": {"train": 2, "validation": 2, "test": 8}},
+            "talk": {"role": "domain", **speech, "voices": ["en+f2"], "sizes": {"train": 2, "validation": 2, "test": 3}},
+            "news_long": {"role": "long_form", "recordings_of": "news", "recording_seconds": [15, 40]},
+        }},
+        "base_model": {"source": "pretrained", "path": str(whisper_base), "audio_seconds": 10},
+        "finetune": {"checkpoints": checkpoints, "joint": None},
+        "merge": {"methods": [{"method": "task_arithmetic", "lambdas": [0.5]}], "export_models": "all"},
+        "evaluation": {"batch_size": 8, "long_form": "vad"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(root / "Snakefile"),
+                             "--directory", str(root), "--configfile", str(path)],
+                            capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = tmp_path / "results"
+    folders = [p.parent for p in results.rglob("generation_config.json")]
+    assert len(folders) == 4  # base, two imported fine-tunes, the exported merge
+    for folder in folders:
+        assert generation_config_problems(load_whisper(folder)) == [], folder
+    hypotheses = list(results.glob("hypotheses/**/*.jsonl"))
+    assert hypotheses and not [row for f in hypotheses for row in read_jsonl(f) if row["flags"]]
+    merged = results / "merged_models" / "task_arithmetic" / "default"
+    rows = read_jsonl(results / "hypotheses" / "merged" / "task_arithmetic" / "default" / "talk.jsonl")
+    manifest = {u.id: u for u in read_manifest(results / "data" / "talk" / "manifest.jsonl", split="test")}
+    asr = pipeline("automatic-speech-recognition", model=str(merged), device="cpu")
+    theirs = asr([load_audio(manifest[row["id"]].audio, 16000) for row in rows], batch_size=8)
+    assert [row["hypothesis"] for row in rows] == [out["text"].strip() for out in theirs]
