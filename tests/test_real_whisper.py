@@ -82,6 +82,19 @@ def check_generation_config(folder: Path) -> None:
     assert (config.language, config.task, config.num_beams, config.max_new_tokens) == ("en", "transcribe", 1, 444)
 
 
+def nudged_copy(source: Path, folder: Path, seed: int) -> Path:
+    """A stand-in fine-tune: the model of `source` with seeded noise (2e-4) on every weight but the positional
+    tables, saved as the training loop saves."""
+    whisper = load_whisper(source)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in whisper.model.named_parameters():
+            if "embed_positions" not in name:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 2e-4)
+    whisper.save(folder)
+    return folder
+
+
 def test_the_run_base_has_a_generation_config_true_to_its_tokenizer(run):
     check_generation_config(run["base"])
 
@@ -148,17 +161,9 @@ def test_a_merge_exported_decodes_the_same_in_the_plain_pipeline(run, tmp_path):
 
     from asrmerge.cli import main
 
-    finetunes = []
-    for seed in (1, 2):
-        whisper = load_whisper(run["base"])
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, parameter in whisper.model.named_parameters():
-                if "embed_positions" not in name:
-                    parameter.add_(torch.randn(parameter.shape, generator=generator) * 2e-4)
-        whisper.save(tmp_path / f"ft{seed}")
-        finetunes.append(str(tmp_path / f"ft{seed}"))
-        check_generation_config(tmp_path / f"ft{seed}")
+    finetunes = [str(nudged_copy(run["base"], tmp_path / f"ft{seed}", seed)) for seed in (1, 2)]
+    for folder in finetunes:
+        check_generation_config(Path(folder))
     assert main(["merge", "--method", "task_arithmetic", "--base", str(run["base"]), "--finetuned", *finetunes,
                  "--out", str(tmp_path / "merged.safetensors"), "--out-model", str(tmp_path / "merged"),
                  "--lambda", "0.5"]) == 0
@@ -185,16 +190,8 @@ def test_a_small_workflow_on_real_whisper_agrees_with_the_plain_pipeline(whisper
     from asrmerge.evaluation.hypotheses import read_jsonl
 
     root = Path(__file__).resolve().parents[1]
-    checkpoints = {}
-    for seed, domain in enumerate(("news", "talk"), start=1):
-        whisper = load_whisper(whisper_base)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, parameter in whisper.model.named_parameters():
-                if "embed_positions" not in name:
-                    parameter.add_(torch.randn(parameter.shape, generator=generator) * 2e-4)
-        whisper.save(tmp_path / domain)
-        checkpoints[domain] = str(tmp_path / domain)
+    checkpoints = {domain: str(nudged_copy(whisper_base, tmp_path / domain, seed))
+                   for seed, domain in enumerate(("news", "talk"), start=1)}
     speech = {"language": "en", "text": "general", "rate": [150, 165], "pitch": [40, 55], "channel": []}
     config = {
         "results": str(tmp_path / "results"), "seed": 0, "device": "cpu",
