@@ -13,7 +13,7 @@ import importlib
 import logging
 import sys
 
-from asrmerge.guard import check_command
+from asrmerge.guard import check_command, end_command
 
 COMMAND_MODULES = [
     "asrmerge.workflow.commands",
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         # Input errors: one clear line, no traceback.
         print(f"asrmerge {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        end_command()
 
 
 if __name__ == "__main__":

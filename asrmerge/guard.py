@@ -114,6 +114,11 @@ def check_outputs(inputs: Iterable[Any], outputs: Iterable[Any], folders: Iterab
         check_replaceable(folder, overwrite)
 
 
+def end_command() -> None:
+    """Forget the running command's --overwrite approvals (asrmerge.cli.main calls it when the command ends)."""
+    _REPLACE_APPROVED.clear()
+
+
 def declare_paths(parser: argparse.ArgumentParser, *, inputs: Iterable[str] = (), outputs: Iterable[str] = (),
                   folders: Iterable[str] = (), pairs: Iterable[str] = ()) -> None:
     """Name a command's path arguments by destination: `inputs`, `outputs` (files, or folders written into),
@@ -128,6 +133,7 @@ def declare_paths(parser: argparse.ArgumentParser, *, inputs: Iterable[str] = ()
 
 def check_command(args: argparse.Namespace) -> None:
     """The output guard for a parsed `asrmerge` command (its `declare_paths` roles)."""
+    _REPLACE_APPROVED.clear()  # an approval holds for the command that was given --overwrite, no other
     roles: Mapping[str, tuple[str, ...]] | None = getattr(args, "path_roles", None)
     if not roles:
         return

@@ -147,6 +147,8 @@ def test_output_model_folder_never_replaces_an_input_or_a_foreign_folder(tiny_wh
     assert main([*common, "--out-model", str(ours), "--lambda", "0.3"]) == 2  # its own earlier output: not silently
     assert "pass --overwrite" in capsys.readouterr().err
     assert main([*common, "--out-model", str(ours), "--lambda", "0.3", "--overwrite"]) == 0  # replaced when asked
+    assert main([*common, "--out-model", str(ours), "--lambda", "0.3"]) == 2  # that approval ended with its command
+    assert "pass --overwrite" in capsys.readouterr().err
     (ours / "notes.txt").write_text("mine")
     assert main([*common, "--out-model", str(ours), "--lambda", "0.3", "--overwrite"]) == 2  # never over added files
     assert "holds notes.txt, which this project did not write" in capsys.readouterr().err
