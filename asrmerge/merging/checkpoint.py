@@ -119,7 +119,8 @@ class Checkpoint:
         """A content fingerprint of the weights: SHA-256 over every tensor's name, dtype and shape and FINGERPRINT_SAMPLES
         stretches of its bytes (start, evenly spaced, end). Independent of file layout (shards, metadata); two
         trainings of one architecture differ in it with certainty, and reading it costs a few reads per tensor, not a
-        pass over the weights. Artefacts record the fingerprints of what they were made from (PROVENANCE_KEYS)."""
+        pass over the weights. Artefacts record the fingerprints of what they were made from (BASE_FINGERPRINT,
+        FINETUNED_FINGERPRINT, MODEL_FINGERPRINT, TASK_FINGERPRINTS)."""
         digest = hashlib.sha256()
         by_file: dict[Path, list[str]] = {}
         for name in sorted(self.files):

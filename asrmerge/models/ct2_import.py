@@ -59,7 +59,7 @@ import torch
 from asrmerge.atomic import staged_folder
 from asrmerge.models.whisper import (
     END_OF_TEXT, LANGUAGE_TOKEN, NO_TIMESTAMPS, START_OF_PREV, START_OF_TRANSCRIPT, TRANSCRIBE, TRANSLATE,
-    feature_extractor_for,
+    feature_extractor_for, language_tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -496,11 +496,8 @@ def language_token_ids(tokenizer: Any, ct2_config: Mapping[str, Any]) -> dict[st
         if bad:
             raise ValueError(f"CTranslate2 lang_ids name the non-language token {bad[0]!r}")
         return dict(zip(tokens, (int(i) for i in lang_ids)))
-    return {
-        token: int(token_id)
-        for token, token_id in tokenizer.get_added_vocab().items()
-        if LANGUAGE_TOKEN.match(token)
-    }
+    vocabulary = tokenizer.get_vocab()
+    return {token: int(vocabulary[token]) for token in language_tokens(tokenizer)}
 
 
 def whisper_config_kwargs(

@@ -215,8 +215,9 @@ def generation_config_problems(whisper: LoadedWhisper) -> list[str]:
     vocabulary = tokenizer.get_vocab()
     problems = []
     lang_to_id = dict(getattr(config, "lang_to_id", None) or {})
-    if lang_to_id != {t: vocabulary[t] for t in language_tokens(tokenizer)}:
-        wrong = sorted(set(lang_to_id.items()) ^ {(t, vocabulary[t]) for t in language_tokens(tokenizer)})
+    languages = {t: vocabulary[t] for t in language_tokens(tokenizer)}
+    if lang_to_id != languages:
+        wrong = sorted(set(lang_to_id.items()) ^ set(languages.items()))
         problems.append(f"lang_to_id differs from the tokenizer's language tokens at {wrong[0]}")
     if getattr(config, "no_timestamps_token_id", None) != vocabulary.get(NO_TIMESTAMPS):
         problems.append(f"no_timestamps_token_id {getattr(config, 'no_timestamps_token_id', None)} is not "
@@ -224,10 +225,10 @@ def generation_config_problems(whisper: LoadedWhisper) -> list[str]:
     for task, token in (getattr(config, "task_to_id", None) or {}).items():
         if token != vocabulary.get(f"<|{task}|>"):
             problems.append(f"task_to_id[{task!r}] {token} is not <|{task}|> ({vocabulary.get(f'<|{task}|>')})")
-    for token in getattr(config, "suppress_tokens", None) or []:
-        if token in timestamp_token_ids(tokenizer) or token == whisper.eot_id:
-            problems.append(f"suppress_tokens holds {tokenizer.convert_ids_to_tokens(token)} ({token})")
-            break
+    never_suppressed = {whisper.eot_id, *timestamp_token_ids(tokenizer)}
+    wrongly = [token for token in getattr(config, "suppress_tokens", None) or [] if token in never_suppressed]
+    if wrongly:
+        problems.append(f"suppress_tokens holds {tokenizer.convert_ids_to_tokens(wrongly[0])} ({wrongly[0]})")
     language = getattr(config, "language", None)
     if language is not None and language_token(language) not in lang_to_id:
         problems.append(f"language {language!r} has no token in the tokenizer")
@@ -340,16 +341,13 @@ def log_mel(whisper: LoadedWhisper, audios: Sequence[np.ndarray], device: torch.
     return features.to(device=device, dtype=whisper.model.dtype)
 
 
-def _special_ids(whisper: LoadedWhisper) -> set[int]:
-    return set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
-
-
 def suppressed_token_ids(whisper: LoadedWhisper) -> list[int]:
     """Tokens a transcript never contains, as Whisper's decoder and transformers' generation suppress them: the
     special tokens (prompt, task, language, no-speech tokens) and the model's own `suppress_tokens` (Whisper's
     non-speech symbols), but end-of-text and the timestamps (which timestamp seeking predicts)."""
     allowed = {whisper.eot_id, *timestamp_token_ids(whisper.tokenizer)}
-    suppressed = _special_ids(whisper) | set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
+    suppressed = set(whisper.tokenizer.all_special_ids) | set(whisper.tokenizer.added_tokens_decoder)
+    suppressed |= set(getattr(whisper.model.generation_config, "suppress_tokens", None) or [])
     return sorted(i for i in suppressed - allowed if i < whisper.model.config.vocab_size)
 
 

@@ -65,9 +65,9 @@ class Experiment:
         self.general_sets: list[str] = sets_with_role(config, "general")
         self.branches: dict[str, MergeBranch] = {branch.id: branch for branch in merge_branches(config)}
         #: Full-FT is left out with `finetune.joint: null`; significance is then tested against zero-shot.
-        self.has_joint = config["finetune"]["joint"] is not None
-        self.reference = layout.JOINT if self.has_joint else layout.BASE
-        baselines = [layout.BASE, layout.JOINT] if self.has_joint else [layout.BASE]
+        has_joint = config["finetune"]["joint"] is not None
+        self.reference = layout.JOINT if has_joint else layout.BASE
+        baselines = [layout.BASE, layout.JOINT] if has_joint else [layout.BASE]
         self.model_systems = baselines + [layout.finetuned_system(d) for d in self.domains]
         self.merged_systems = [layout.merged_system(branch_id) for branch_id in self.branches]
         self.systems = self.model_systems + self.merged_systems
