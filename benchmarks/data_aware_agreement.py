@@ -70,7 +70,7 @@ def build_inputs(work: Path) -> tuple[Path, list[Path], list[Path], dict[str, li
 
     from asrmerge.merging import compute_task_vector
     from asrmerge.merging.checkpoint import save_tensors
-    from asrmerge.merging.registry import STATISTICS_FILE_KIND
+    from asrmerge.merging.spec import STATISTICS_FILE_KIND
 
     torch.manual_seed(0)
     base = work / "base"

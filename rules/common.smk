@@ -9,7 +9,7 @@ from asrmerge.workflow.config import ConfigError, check_config_file, check_devic
 from asrmerge.data.content import content_digest, manifest_digest
 from asrmerge.workflow.experiment import Experiment
 from asrmerge.workflow import lock as results_lock
-from asrmerge.merging.registry import PER_TASK_STATISTICS
+from asrmerge.merging.spec import PER_TASK_STATISTICS
 
 try:
     for config_path in workflow.configfiles:

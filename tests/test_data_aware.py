@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from asrmerge.data.manifest import read_manifest
 from asrmerge.merging import compute_task_vector, merge, open_checkpoint
 from asrmerge.merging.checkpoint import FINETUNED_FINGERPRINT, MODEL_FINGERPRINT, TASK_FINGERPRINTS, save_tensors
-from asrmerge.merging.registry import STATISTICS_FILE_KIND, get_method, resolve_params
+from asrmerge.merging.registry import get_method, resolve_params
+from asrmerge.merging.spec import STATISTICS_FILE_KIND
 from asrmerge.training.statistics import (
     StatisticsOptions,
     draw_utterances,

@@ -15,7 +15,7 @@ import torch
 
 from asrmerge.merging import REGISTRY, get_method, list_methods, resolve_params
 from asrmerge.merging.linalg import effective_rank, newton_schulz, orthogonality_error, polar_factor
-from asrmerge.merging.registry import SUBSPACE_LAMBDAS, TASK_VECTOR_LAMBDAS, ParamSpec
+from asrmerge.merging.spec import SUBSPACE_LAMBDAS, TASK_VECTOR_LAMBDAS, ParamSpec
 
 F64 = torch.float64
 TOL = 1e-5
@@ -832,17 +832,40 @@ def test_registry_contents() -> None:
     assert get_method("boosted_tsv_m").params["orthogonaliser"].default == "newton_schulz"
 
 
-def test_signature_default_that_drifts_from_its_paramspec_is_refused_at_registration() -> None:
-    from asrmerge.merging.registry import register
+def test_signature_default_that_drifts_from_its_paramspec_is_refused_at_declaration() -> None:
+    from asrmerge.merging.spec import declare
 
     def drifted(task_vectors, base, *, generator=None, density: float = 0.5):
         """A method whose signature says 0.5 while its declaration says 0.2."""
 
     with pytest.raises(ValueError, match=r"defaults density=0.5, its ParamSpec 0.2"):
-        register("drifted", family="task_vector", params={"density": ParamSpec(0.2, "float")})(drifted)
+        declare("drifted", family="task_vector", params={"density": ParamSpec(0.2, "float")})(drifted)
     with pytest.raises(ValueError, match="'rate' is not a keyword of drifted"):
-        register("drifted", family="task_vector", params={"rate": ParamSpec(0.2, "float")})(drifted)
+        declare("drifted", family="task_vector", params={"rate": ParamSpec(0.2, "float")})(drifted)
     assert "drifted" not in REGISTRY
+
+
+def test_registry_collects_each_declared_method_once_where_it_is_defined() -> None:
+    import types
+
+    from asrmerge.merging.registry import METHOD_MODULES, collect
+    from asrmerge.merging.spec import declare
+
+    # subspace imports task_space's ties: counted once, in task_space
+    assert sum(1 for module in METHOD_MODULES if "ties" in collect((module,))) == 1
+    twice = []
+    for module_name in ("family_a", "family_b"):
+        module = types.ModuleType(module_name)
+
+        def same_name(task_vectors, base, *, generator=None):
+            """A method two modules declare under one name."""
+
+        same_name.__module__ = module_name
+        module.same_name = declare("same_name", family="task_vector")(same_name)
+        twice.append(module)
+    assert list(collect(tuple(twice[:1]))) == ["same_name"]
+    with pytest.raises(ValueError, match="'same_name' is declared twice"):
+        collect(tuple(twice))
 
 
 def test_get_method_unknown_lists_known() -> None:

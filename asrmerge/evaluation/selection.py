@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from asrmerge.data.manifest import Utterance, read_manifest
 from asrmerge.evaluation.decoding import DecodingOptions, transcribe
 from asrmerge.layout import CHOSEN_LAMBDA
-from asrmerge.merging.engine import theta_plus
+from asrmerge.merging.linalg import theta_plus
 from asrmerge.models.whisper import LoadedWhisper, load_whisper
 from asrmerge.progress import Progress
 from asrmerge.evaluation.scoring import ErrorCounts, score_hypotheses
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 class ScaledTaskVector:
     """A model whose weights can be set to theta_0 + lambda * tau for any lambda, without reloading (the same sum as
-    an exported merged model: engine.theta_plus)."""
+    an exported merged model: asrmerge.merging.linalg.theta_plus)."""
 
     def __init__(self, whisper: LoadedWhisper, task_vector_path: str | Path):
         self.whisper = whisper

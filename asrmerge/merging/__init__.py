@@ -1,7 +1,8 @@
 """The merge engine: registered merge methods over task vectors, streamed tensor by tensor through safetensors files.
 
 Public API:
-    REGISTRY, MergeMethod, ParamSpec, register, get_method, resolve_params, list_methods   (registry)
+    REGISTRY, get_method, resolve_params, list_methods                                    (registry)
+    MergeMethod, ParamSpec, declare                                                         (spec)
     compute_task_vector, merge, apply_task_vector, export_merged_model, DEFAULT_SVD_EXCLUDE (engine)
     open_checkpoint, Checkpoint                                                             (checkpoint)
     polar_factor, newton_schulz, effective_rank                                             (linalg)
@@ -12,17 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from asrmerge.merging import methods  # noqa: F401  (fills REGISTRY; torch loads on first use, asrmerge.lazy_import)
 from asrmerge.merging.linalg import effective_rank, newton_schulz, polar_factor
-from asrmerge.merging.registry import (
-    REGISTRY,
-    MergeMethod,
-    ParamSpec,
-    get_method,
-    list_methods,
-    register,
-    resolve_params,
-)
+from asrmerge.merging.registry import REGISTRY, get_method, list_methods, resolve_params
+from asrmerge.merging.spec import MergeMethod, ParamSpec, declare
 
 # The engine and the checkpoint reader import torch and safetensors eagerly; they are resolved on first access
 # (PEP 562), so that the workflow's parse step, which reads only the registry, does not pay for them.
@@ -52,6 +45,7 @@ __all__ = [  # noqa: F822 (resolved by __getattr__)
     "ParamSpec",
     "apply_task_vector",
     "compute_task_vector",
+    "declare",
     "effective_rank",
     "export_merged_model",
     "get_method",
@@ -60,7 +54,6 @@ __all__ = [  # noqa: F822 (resolved by __getattr__)
     "newton_schulz",
     "open_checkpoint",
     "polar_factor",
-    "register",
     "resolve_params",
     "tensor_generator",
 ]

@@ -55,15 +55,14 @@ from asrmerge.merging.checkpoint import (
     open_checkpoint,
 )
 from asrmerge.merging.diagnostics import DiagnosticsCollector, diagnostics_header, tensor_record
-from asrmerge.merging.linalg import record_orthogonality
+from asrmerge.merging.linalg import record_orthogonality, theta_plus
 from asrmerge.merging.runtime import cpu_workers, map_side_by_side, prefetch_thread, side_by_side_pool, tune_allocator
-from asrmerge.merging.registry import (
+from asrmerge.merging.registry import get_method, resolve_params
+from asrmerge.merging.spec import (
     STATISTICS_FILE_KIND,
     STATISTICS_KINDS,
     MergeMethod,
     TensorStream,
-    get_method,
-    resolve_params,
     statistics_shape,
 )
 
@@ -98,11 +97,6 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 def _metadata_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def theta_plus(theta0: torch.Tensor, tau: torch.Tensor, lam: float) -> torch.Tensor:
-    """θ₀ + λ·τ in one pass (a new tensor): the merged model's weights, identically for export and one-pass merges."""
-    return torch.add(theta0, tau, alpha=float(lam))
 
 
 # -------------------------------------------------------------------------------------------------- task vectors

@@ -1,5 +1,6 @@
 """Linear-algebra helpers shared by the merge methods and diagnostics.
 
+- `theta_plus`: θ₀ + λ·τ, the merged model's weights (engine and λ selection alike).
 - `polar_factor`: the one orthogonaliser used by TSV-M, Iso-CTS and BoostedTSV-M (SVD Procrustes or Newton–Schulz).
 - `thin_svd`: SVD in a chosen working precision, cast back.
 - `top_singular_triplets`: the k largest singular triplets (and the whole spectrum), through the smaller Gram matrix.
@@ -29,6 +30,12 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
 
 ORTHOGONALISERS = ("svd", "newton_schulz")
+
+
+def theta_plus(theta0: torch.Tensor, tau: torch.Tensor, lam: float) -> torch.Tensor:
+    """θ₀ + λ·τ in one pass (a new tensor): the merged model's weights, identically for export, one-pass merges and
+    the λ sweep on validation (asrmerge.evaluation.selection), which must not import the engine for it."""
+    return torch.add(theta0, tau, alpha=float(lam))
 
 # Diagnostics hook: when a recorder is active, every Newton–Schulz polar factor reports max |σ_i(Q) − 1|.
 _NS_RECORDER: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("ns_recorder", default=None)

@@ -136,7 +136,7 @@ def write_coefficients(
     """The coefficients as a statistics file of kind "coefficients" (for the merge) and a JSON summary beside it."""
     from asrmerge.atomic import write_json
     from asrmerge.merging.checkpoint import save_tensors
-    from asrmerge.merging.registry import STATISTICS_FILE_KIND
+    from asrmerge.merging.spec import STATISTICS_FILE_KIND
 
     metadata = {"format": "pt", "kind": STATISTICS_FILE_KIND, "statistics": "coefficients", **provenance}
     save_tensors(out, coefficients, metadata)

@@ -29,7 +29,7 @@ import torch
 
 from asrmerge.data.manifest import Utterance
 from asrmerge.merging.checkpoint import save_tensors
-from asrmerge.merging.registry import PER_TASK_STATISTICS, STATISTICS_FILE_KIND
+from asrmerge.merging.spec import PER_TASK_STATISTICS, STATISTICS_FILE_KIND
 from asrmerge.models.whisper import LoadedWhisper
 from asrmerge.progress import Progress
 from asrmerge.training.loop import FeatureCache, teacher_forcing

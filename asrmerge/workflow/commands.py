@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from asrmerge.guard import declare_paths
-from asrmerge.merging.registry import PER_TASK_STATISTICS
+from asrmerge.merging.spec import PER_TASK_STATISTICS
 from asrmerge.workflow import stages
 from asrmerge.workflow.experiment import DEFAULT_CONFIG, Experiment
 

@@ -16,7 +16,7 @@ from asrmerge.merging.methods.sparsify import (
     magnitude_outliers,
     magprune_keep_probabilities,
 )
-from asrmerge.merging.registry import ParamSpec, register
+from asrmerge.merging.spec import ParamSpec, declare
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
@@ -45,7 +45,7 @@ def _combine(stack: torch.Tensor, then: str, aggregation: str) -> torch.Tensor:
 # -------------------------------------------------------------------------------------------------------------- DARE
 
 
-@register(
+@declare(
     "dare",
     family="task_vector",
     uses_rng=True,
@@ -92,7 +92,7 @@ def dare(
 # ------------------------------------------------------------------------------------------------------- Breadcrumbs
 
 
-@register(
+@declare(
     "breadcrumbs",
     family="task_vector",
     params={
@@ -125,7 +125,7 @@ def _check_della(params: Mapping[str, Any]) -> None:
         raise ValueError(f"density ± epsilon must lie in (0, 1); got density={density}, epsilon={epsilon}")
 
 
-@register(
+@declare(
     "della",
     family="task_vector",
     uses_rng=True,
@@ -178,7 +178,7 @@ def della(
 # ------------------------------------------------------------------------------------------------------ Consensus TA
 
 
-@register(
+@declare(
     "consensus_ta",
     family="task_vector",
     elementwise=True,

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from asrmerge.lazy_import import lazy_import
-from asrmerge.merging.registry import PARAMETER_LAMBDAS, ParamSpec, TensorStream, register
+from asrmerge.merging.spec import PARAMETER_LAMBDAS, ParamSpec, TensorStream, declare
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
 
-@register(
+@declare(
     "regmean",
     family="data_aware",
     statistics="gram",
@@ -72,7 +72,7 @@ def fisher_task_weights(stream: TensorStream, params: Mapping[str, Any]) -> dict
     return {"task_weights": (inverse / inverse.sum()).to(torch.float32)}
 
 
-@register(
+@declare(
     "fisher",
     family="data_aware",
     statistics="fisher",
@@ -105,7 +105,7 @@ def fisher(
     return (weights * task_vectors).sum(dim=0) / weights.sum(dim=0)
 
 
-@register(
+@declare(
     "adamerging",
     family="data_aware",
     statistics="coefficients",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from asrmerge.lazy_import import lazy_import
-from asrmerge.merging.registry import ParamSpec, register
+from asrmerge.merging.spec import ParamSpec, declare
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
@@ -18,14 +18,14 @@ def _weights_from(task_vectors: torch.Tensor, base: torch.Tensor) -> torch.Tenso
     return base.unsqueeze(0) + task_vectors
 
 
-@register("model_soup", family="parameter", elementwise=True, reference="mergekit 0.1.5 linear (normalize=True, uniform weights)")
+@declare("model_soup", family="parameter", elementwise=True, reference="mergekit 0.1.5 linear (normalize=True, uniform weights)")
 def model_soup(task_vectors: torch.Tensor, base: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform Model Soup: θ = Σ_t θ_t / T (Wortsman et al., "Model soups", ICML 2022), i.e. τ = mean of the τ_t (the
     same to float round-off, in one pass over the task vectors)."""
     return task_vectors.mean(dim=0)
 
 
-@register(
+@declare(
     "model_stock",
     family="parameter",
     params={"filter_wise": ParamSpec(False, "bool", doc="one interpolation ratio per row (last dimension) instead of per tensor")},
@@ -114,7 +114,7 @@ def _karcher_mean(points: torch.Tensor, alphas: list[float], max_iter: int, tol:
     return (alpha * norms).sum() * mean
 
 
-@register(
+@declare(
     "karcher",
     family="parameter",
     params={
@@ -145,7 +145,7 @@ def karcher(
     return merged.reshape(base.shape) - base
 
 
-@register(
+@declare(
     "multislerp",
     family="parameter",
     params={

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.linalg import ORTHOGONALISERS, polar_factor, thin_svd, top_singular_triplets
 from asrmerge.merging.methods.task_space import DENSITY, ties
-from asrmerge.merging.registry import ParamSpec, register
+from asrmerge.merging.spec import ParamSpec, declare
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
@@ -51,7 +51,7 @@ def _polar_factors(
 # ------------------------------------------------------------------------------------------------------------- Iso-C
 
 
-@register(
+@declare(
     "iso_c",
     family="subspace",
     matrix_only=True,
@@ -90,7 +90,7 @@ def iso_cts_split(rank: int, num_tasks: int, common_space_fraction: float) -> tu
     return common, task_total // num_tasks
 
 
-@register(
+@declare(
     "iso_cts",
     family="subspace",
     matrix_only=True,
@@ -194,7 +194,7 @@ def _tsv_merge(
     return (u_orth * s_cat) @ vh_orth
 
 
-@register(
+@declare(
     "tsv_m",
     family="subspace",
     matrix_only=True,
@@ -251,7 +251,7 @@ def boost_spectrum(
     return torch.maximum(kept, kept[j_star])
 
 
-@register(
+@declare(
     "boosted_tsv_m",
     family="subspace",
     matrix_only=True,
@@ -314,7 +314,7 @@ def star_truncate(matrix: torch.Tensor, eta: float, svd_dtype: torch.dtype | Non
     return (u[:, :keep] * scaled) @ vh[:keep]
 
 
-@register(
+@declare(
     "star",
     family="subspace",
     matrix_only=True,
@@ -344,7 +344,7 @@ def star(
 KNOTS_MIN_SINGULAR_VALUE = 1e-5
 
 
-@register(
+@declare(
     "knots",
     family="subspace",
     matrix_only=True,

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping
 from asrmerge.lazy_import import lazy_import
 from asrmerge.merging.linalg import streaming_order_statistics
 from asrmerge.merging.methods.sparsify import disjoint_merge, elect_sign, magnitude_topk_mask, order_statistics
-from asrmerge.merging.registry import ParamSpec, TensorStream, register
+from asrmerge.merging.spec import ParamSpec, TensorStream, declare
 
 torch = lazy_import("torch")  # executed on first use (asrmerge.lazy_import)
 
@@ -26,7 +26,7 @@ SLICE_ENTRIES = 1 << 16
 # --------------------------------------------------------------------------------------------------- Task Arithmetic
 
 
-@register(
+@declare(
     "task_arithmetic",
     family="task_vector",
     elementwise=True,
@@ -78,7 +78,7 @@ def _ties_global_stats(stream: TensorStream, params: Mapping[str, Any]) -> dict[
     return {"thresholds": thresholds, "zero_sign": float(torch.sign(torch.tensor(sign_total)))}
 
 
-@register(
+@declare(
     "ties",
     family="task_vector",
     params={
@@ -194,7 +194,7 @@ def _pcb_global_stats(stream: TensorStream, params: Mapping[str, Any]) -> dict[s
     return {"abs_bounds": abs_bounds, "score_bounds": score_bounds}
 
 
-@register(
+@declare(
     "pcb",
     family="task_vector",
     params={
@@ -254,7 +254,7 @@ def _sce_select_mask(task_vectors: torch.Tensor, select_topk: float) -> torch.Te
     return mask
 
 
-@register(
+@declare(
     "sce",
     family="task_vector",
     params={
