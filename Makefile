@@ -36,7 +36,7 @@ dry-run: venv
 	$(BIN)/snakemake -n --cores $(CORES)
 
 # Merge speed/memory against mergekit and FusionBench (benchmarks/merge_speed.py; creates benchmarks/.venvs/*).
-# Whisper-small geometry, 10 tasks, ~11 GB of synthetic checkpoints in .bench/merge-speed. BENCH_ARGS="--scale tiny"
+# Whisper-small geometry, 10 tasks, ~11 GB of synthetic checkpoints in .bench/merge-speed. BENCH_ARGS="--scale toy"
 # checks the script in a minute.
 bench-merge: venv
 	$(BIN)/python benchmarks/merge_speed.py $(BENCH_ARGS)

@@ -2,8 +2,9 @@
 
 Run on purpose, not in the tests (`make bench-merge`, or):
 
-    .venv/bin/python benchmarks/merge_speed.py [--scale small|tiny] [--tasks 10] [--methods ties,tsv_m]
-                                               [--libraries ours,mergekit,fusionbench] [--threads N] [--seed 0]
+    .venv/bin/python benchmarks/merge_speed.py [--scale small|toy|tiny|base|medium|large-v3] [--tasks 10]
+        [--methods ties,tsv_m] [--libraries ours,mergekit,fusionbench] [--threads N] [--seed 0] [--update]
+    .venv/bin/python benchmarks/merge_speed.py --write-doc .bench/merge-speed/results-small-T10.json
 
 What it does:
 1. Virtual environments benchmarks/.venvs/mergekit and benchmarks/.venvs/fusionbench (pinned mergekit / fusion-bench
@@ -13,7 +14,7 @@ What it does:
    12 + 12 layers, 12 heads, FFN 3072, vocab 51865, 80 mel bins, 1500/448 positions, ~242M parameters, float32,
    safetensors) with random weights, and T "fine-tuned" checkpoints θ_t = θ₀ + τ_t whose task vectors have the
    structure of real ones: per matrix a low-rank part shared by the tasks, a low-rank part of the task's own, dense
-   noise and sparse large outliers; the encoder's sinusoidal positions stay frozen (τ = 0). `--scale tiny` is a toy
+   noise and sparse large outliers; the encoder's sinusoidal positions stay frozen (τ = 0). `--scale toy` is a toy
    geometry (~0.6M parameters) for checking the script in seconds.
 3. Every method of asrmerge's registry as its CLI, fine-tuned checkpoints → merged model folder in one pass
    (`asrmerge merge --finetuned ... --out-model DIR --lambda 1`), and, on the same files, the same method in mergekit
@@ -27,7 +28,11 @@ What it does:
 5. Outputs are compared with asrmerge's: the maximum absolute difference over all tensors, or n/a with the reason
    where the semantics differ (random drop masks, other definitions).
 
-Prints one Markdown table (and writes it, with the raw numbers as JSON, to the work folder).
+Prints one Markdown table (and writes it, with the raw numbers as JSON, to the work folder). Every run records the
+invocation that measured it, and a ratio (library ÷ library, asrmerge ÷ I/O floor) is only taken between runs of one
+invocation: `--update` re-measures the rows it is given into the previous results, keeping the cells of the
+libraries it does not re-run, and takes no ratio between those and the new ones (give it every library of the row to
+have them). `--write-doc` writes the table of a results file into docs/results/merge-speed.md.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from asrmerge.atomic import write_json, write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = ROOT / "benchmarks" / ".venvs"
 TORCH_SPEC = "torch==2.13.0"
@@ -58,13 +65,28 @@ LIBRARIES = {
     "fusionbench": [TORCH_SPEC, "fusion-bench==0.2.33"],
 }
 GIB = 1024**3
+#: The results page and the lines around the table that `--write-doc` replaces.
+DOC_PAGE = ROOT / "docs" / "results" / "merge-speed.md"
+DOC_MARKERS = ("<!-- merge-speed:begin -->", "<!-- merge-speed:end -->")
 
-#: Whisper geometries. small = openai/whisper-small; tiny = a toy for quick checks (not Whisper tiny).
+
+
+def _whisper(d_model: int, layers: int, heads: int, vocab_size: int = 51865, num_mel_bins: int = 80) -> dict[str, Any]:
+    """The WhisperConfig values that set the tensor shapes of a released Whisper (FFN 4·d_model, 1500/448 positions)."""
+    return dict(d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
+                decoder_attention_heads=heads, encoder_ffn_dim=4 * d_model, decoder_ffn_dim=4 * d_model,
+                vocab_size=vocab_size, num_mel_bins=num_mel_bins, max_source_positions=1500, max_target_positions=448)
+
+
+#: Geometries: the released Whisper sizes (transformers' configs of openai/whisper-tiny … large-v3), and a toy for
+#: checking the script in seconds.
 SCALES: dict[str, dict[str, Any]] = {
-    "small": dict(d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,
-                  decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, vocab_size=51865,
-                  num_mel_bins=80, max_source_positions=1500, max_target_positions=448),
-    "tiny": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+    "tiny": _whisper(384, 4, 6),
+    "base": _whisper(512, 6, 8),
+    "small": _whisper(768, 12, 12),
+    "medium": _whisper(1024, 24, 16),
+    "large-v3": _whisper(1280, 32, 20, vocab_size=51866, num_mel_bins=128),
+    "toy": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
                  encoder_ffn_dim=256, decoder_ffn_dim=256, vocab_size=1000, num_mel_bins=80, max_source_positions=150,
                  max_target_positions=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
                  suppress_tokens=None, begin_suppress_tokens=None),
@@ -236,10 +258,12 @@ def _task_vector(name: str, shape: tuple[int, ...], seed: int, task: int):
     return tau
 
 
-def build_checkpoints(folder: Path, scale: str, tasks: int, seed: int) -> tuple[Path, list[Path]]:
-    """base/ and ft00/ .. ft{T-1}/ under `folder` (transformers Whisper folders, float32 safetensors); reused when
-    the marker matches (scale, tasks, seed, data version)."""
-    spec = {"scale": scale, "tasks": tasks, "seed": seed, "version": DATA_VERSION, "geometry": SCALES[scale]}
+def build_checkpoints(folder: Path, scale: str, tasks: int, seed: int, dtype: str = "float32") -> tuple[Path, list[Path]]:
+    """base/ and ft00/ .. ft{T-1}/ under `folder` (transformers Whisper folders, safetensors of `dtype`: float32, or
+    float16 as Whisper is released, where θ_t is θ₀ + τ_t rounded); reused when the marker matches (scale, tasks,
+    seed, dtype, data version)."""
+    spec = {"scale": scale, "tasks": tasks, "seed": seed, "version": DATA_VERSION, "geometry": SCALES[scale],
+            **({"dtype": dtype} if dtype != "float32" else {})}
     base, finetuned = folder / "base", [folder / f"ft{t:02d}" for t in range(tasks)]
     marker = folder / "checkpoints.json"
     if marker.is_file() and json.loads(marker.read_text()) == spec:
@@ -259,7 +283,8 @@ def build_checkpoints(folder: Path, scale: str, tasks: int, seed: int) -> tuple[
     tied = {"proj_out.weight"} if config.tie_word_embeddings else set()
     shapes = {n: tuple(t.shape) for n, t in model.state_dict().items() if n not in tied}
     names = sorted(shapes)
-    entries = [TensorEntry(n, torch.float32, shapes[n]) for n in names]
+    stored = getattr(torch, dtype)
+    entries = [TensorEntry(n, stored, shapes[n]) for n in names]
     staging = folder.with_name(folder.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -271,9 +296,9 @@ def build_checkpoints(folder: Path, scale: str, tasks: int, seed: int) -> tuple[
         writers.append(SafetensorsWriter(out / "model.safetensors", entries, {"format": "pt"}).__enter__())
     for name in names:
         theta0 = _base_tensor(name, shapes[name], seed)
-        writers[0].write(name, theta0)
+        writers[0].write(name, theta0.to(stored))
         for task, writer in enumerate(writers[1:]):
-            writer.write(name, theta0 + _task_vector(name, shapes[name], seed, task))
+            writer.write(name, (theta0 + _task_vector(name, shapes[name], seed, task)).to(stored))
     for writer in writers:
         writer.__exit__(None, None, None)
     os.replace(staging, folder)
@@ -292,6 +317,7 @@ class Run:
     log: str = ""
     cpu_seconds: float | None = None  # user + system time of the measured process
     others: float | None = None  # share of the machine's CPU time that other processes used meanwhile
+    invocation: str = ""  # the benchmark invocation that measured it (INVOCATIONS key): ratios stay within one
 
     @property
     def disturbed(self) -> bool:
@@ -501,9 +527,16 @@ def _fmt_run(run: Run | None, note: str = "") -> tuple[str, str]:
     return f"{run.seconds:.1f}" + ("*" if run.disturbed else ""), f"{run.peak_gib:.2f}"
 
 
+#: The ratio cell of two runs from different invocations (machines and loads differ between them).
+NO_RATIO = "no ratio ‡"
+
+
 def _ratio(numerator: Run | None, denominator: Run | None, attr: str) -> str:
+    """numerator ÷ denominator of `attr`, only for two runs of the same invocation."""
     if numerator is None or denominator is None or not numerator.ok:
         return "–"
+    if numerator.invocation != denominator.invocation:
+        return NO_RATIO
     if attr == "peak_gib" and denominator.status.startswith("stopped") and denominator.peak_gib:
         return f"< {numerator.peak_gib / denominator.peak_gib:.2f}×"  # it needed more than it had when stopped
     if not denominator.ok:
@@ -512,8 +545,17 @@ def _ratio(numerator: Run | None, denominator: Run | None, attr: str) -> str:
     return f"{top / bottom:.2f}×" if bottom else "–"
 
 
-def table(results: list[dict[str, Any]], floor: Run | None) -> str:
+def table(results: list[dict[str, Any]], floors: dict[str, Run]) -> str:
+    """The Markdown table of `results` (rows of runs); `floors`: the I/O floor of each invocation. A table whose runs
+    come from several invocations tags every time with its invocation's letter (A, B, … in the order of `floors`)."""
     notes: list[str] = []
+    letters = {key: chr(ord("A") + i) for i, key in enumerate(floors)}
+
+    def tagged(run: Run | None, note: str = "") -> tuple[str, str]:
+        seconds, gib = _fmt_run(run, note)
+        if run is not None and len(floors) > 1:
+            seconds += f" ({letters.get(run.invocation, '?')})"
+        return seconds, gib
 
     def marker(note: str | None) -> str:
         if not note:
@@ -525,7 +567,7 @@ def table(results: list[dict[str, Any]], floor: Run | None) -> str:
     def cells(result: dict[str, Any], library: str) -> tuple[str, str, str]:
         """(seconds, GiB, diff) of one library, with the footnote on the diff or on the status of a failed run."""
         row, run = result["row"], result.get(library)
-        seconds, gib = _fmt_run(run, row.absent.get(library, ""))
+        seconds, gib = tagged(run, row.absent.get(library, ""))
         difference = result.get(f"diff_{library}", "–")
         if run is not None and not run.ok:
             seconds += marker(row.failure_note.get(library))
@@ -542,13 +584,17 @@ def table(results: list[dict[str, Any]], floor: Run | None) -> str:
         ours, mk, fb = result.get("ours"), result.get("mergekit"), result.get("fusionbench")
         mk_s, mk_gib, mk_diff = cells(result, "mergekit")
         fb_s, fb_gib, fb_diff = cells(result, "fusionbench")
-        line = [row.label, *_fmt_run(ours), _ratio(ours, floor, "seconds"), mk_s, mk_gib, _ratio(mk, ours, "seconds"),
+        floor = floors.get(ours.invocation) if ours is not None else None
+        line = [row.label, *tagged(ours), _ratio(ours, floor, "seconds"), mk_s, mk_gib, _ratio(mk, ours, "seconds"),
                 mk_diff, fb_s, fb_gib, _ratio(fb, ours, "seconds"), _ratio(ours, fb, "peak_gib"), fb_diff]
         lines.append("| " + " | ".join(line) + " |")
     lines += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)] if notes else []
     runs = [r.get(k) for r in results for k in ("ours", "mergekit", "fusionbench")]
     if any(run is not None and run.disturbed for run in runs):
         lines += ["", "\\* other processes used more than 10 % of the CPUs during that run."]
+    if any(NO_RATIO in line for line in lines):
+        lines += ["", "‡ the two runs come from different invocations of the benchmark: no ratio is taken between "
+                  "them (re-measure every library of the row in one invocation)."]
     return "\n".join(lines)
 
 
@@ -559,7 +605,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", help="comma-separated asrmerge method names (default: all)")
     parser.add_argument("--libraries", default="ours,mergekit,fusionbench", help="subset of ours,mergekit,fusionbench")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="small", help="small: Whisper small; tiny: a toy")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small", help="a Whisper size, or toy (seconds)")
     parser.add_argument("--tasks", type=int, default=10, help="number of fine-tuned checkpoints T")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic checkpoints (and of random merges)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".bench" / "merge-speed")
@@ -573,10 +619,17 @@ def main() -> None:
     parser.add_argument("--io-floor", nargs="+", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--io-floor-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--io-floor-bytes", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--write-doc", type=Path, metavar="RESULTS_JSON",
+                        help=f"measure nothing: write the table of this results file into {DOC_PAGE.relative_to(ROOT)}")
     args = parser.parse_args()
     if args.io_floor:
         io_floor_worker(args)
         return
+    if args.write_doc:
+        write_doc(json.loads(args.write_doc.read_text()), DOC_PAGE)
+        return
+    started = datetime.datetime.now(datetime.timezone.utc)
+    invocation, started = started.strftime("%Y%m%dT%H%M%SZ"), started.strftime("%Y-%m-%d %H:%M UTC")
 
     libraries = [name.strip() for name in args.libraries.split(",") if name.strip()]
     pythons = {name: ensure_venv(name) for name in libraries if name in LIBRARIES}
@@ -622,6 +675,7 @@ def main() -> None:
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         warm(inputs)
         run = measure(cmd, env, runs_dir / f"{label}.log", args.timeout, memory_limit)
+        run.invocation = invocation
         os.sync()
         print(f"  {label}: {run.status}, {run.seconds:.1f} s, {run.peak_gib:.2f} GiB", flush=True)
         return run
@@ -661,43 +715,93 @@ def main() -> None:
         results.append(result)
 
     stamp = f"{args.scale}-T{args.tasks}"
+    document = {"invocations": {invocation: {
+        "machine": machine(), "date": started, "threads": args.threads, "floor": floor.__dict__,
+        "checkpoints": f"Whisper {args.scale} geometry ({params / 1e6:.1f}M parameters, float32), base + "
+                       f"{args.tasks} fine-tuned, {input_bytes / 1e9:.2f} GB of inputs",
+        "floor_file_gb": inputs[0].stat().st_size / 1e9}},
+        "rows": [_row_record(r) for r in results]}
     previous = args.work_dir / f"results-{stamp}.json"
     if args.update and previous.is_file():
-        fresh = {r["row"].label: r for r in results}
-        results = []
-        for row in rows(exclude_keys):
-            old = next((r for r in json.loads(previous.read_text())["rows"] if r["label"] == row.label), None)
-            kept = {} if old is None else {k: Run(**v) if isinstance(v, dict) else v for k, v in old.items()
-                                           if k != "label"}
-            if row.label in fresh:
-                # Libraries not re-run keep their cells; their outputs were not compared with the new ones.
-                for name in ("mergekit", "fusionbench"):
-                    if name not in fresh[row.label] and name in kept:
-                        fresh[row.label][name] = kept[name]
-                        fresh[row.label][f"diff_{name}"] = "not re-compared (--update)"
-                results.append(fresh[row.label])
-            elif old is not None:
-                results.append({"row": row, **kept})
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = [
-        f"Machine: {machine()}; {now}; torch threads: {args.threads or 'default (all cores)'}.",
-        f"Checkpoints: Whisper {args.scale} geometry ({params / 1e6:.1f}M parameters, float32), base + {args.tasks} "
-        f"fine-tuned, {input_bytes / 1e9:.2f} GB of inputs; asrmerge writes θ₀ + 1·τ to a model folder in one pass.",
-        f"I/O floor (read every input once, write and fsync one {inputs[0].stat().st_size / 1e9:.2f} GB file): "
-        f"{floor.seconds:.1f} s, {floor.peak_gib:.2f} GiB.",
-        "Times are wall clock of the whole process (start-up, loading, merging, writing); GiB is its peak resident "
-        "memory (rusage). Before each run every input is read once, so each library starts from the same warm page "
-        "cache; after it, sync flushes its output outside the timing.",
-        "",
-    ]
-    text = "\n".join(head) + table(results, floor) + "\n"
+        document = merge_documents(json.loads(previous.read_text()), document)
+    write_json(args.work_dir / f"results-{stamp}.json", document)
+    text = render(document)
     print()
     print(text)
-    (args.work_dir / f"results-{stamp}.md").write_text(text)
-    raw = [{"label": r["row"].label, **{k: (v.__dict__ if isinstance(v, Run) else v) for k, v in r.items() if k != "row"}}
-           for r in results]
-    (args.work_dir / f"results-{stamp}.json").write_text(json.dumps({"floor": floor.__dict__, "rows": raw}, indent=1))
+    write_text(args.work_dir / f"results-{stamp}.md", text)
 
+
+def _row_record(result: dict[str, Any]) -> dict[str, Any]:
+    return {"label": result["row"].label,
+            **{k: (v.__dict__ if isinstance(v, Run) else v) for k, v in result.items() if k != "row"}}
+
+
+def merge_documents(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """--update: the fresh rows replace the previous ones of the same label (cells of libraries not re-run are kept,
+    with their own invocation, so no ratio is taken between them and the fresh cells); invocations no row refers to
+    any more are dropped."""
+    if "invocations" not in previous:
+        raise ValueError("the previous results were written by an older version of this benchmark (no invocations): "
+                         "run without --update")
+    by_label = {r["label"]: r for r in fresh["rows"]}
+    merged = []
+    for old in previous["rows"]:
+        new = by_label.pop(old["label"], None)
+        if new is None:
+            merged.append(old)
+            continue
+        for name in ("mergekit", "fusionbench"):
+            if name not in new and name in old:
+                new[name] = old[name]
+                new[f"diff_{name}"] = "not re-compared (--update)"
+        merged.append(new)
+    merged += by_label.values()
+    invocations = {**previous["invocations"], **fresh["invocations"]}
+    used = {cell["invocation"] for r in merged for cell in r.values() if isinstance(cell, dict)}
+    return {"invocations": {k: v for k, v in invocations.items() if k in used}, "rows": merged}
+
+
+def render(document: dict[str, Any]) -> str:
+    """The Markdown of a results document: one head line per invocation (machine, date, inputs, I/O floor), the
+    table in the order of the benchmark's rows, its notes."""
+    order = {row.label: (i, row) for i, row in enumerate(rows([]))}  # labels do not depend on exclude_keys
+    unknown = [r["label"] for r in document["rows"] if r["label"] not in order]
+    if unknown:
+        raise ValueError(f"results row {unknown[0]!r} is no row of this benchmark")
+    results = []
+    for record in sorted(document["rows"], key=lambda r: order[r["label"]][0]):
+        result: dict[str, Any] = {"row": order[record["label"]][1]}
+        for key, value in record.items():
+            if key != "label":
+                result[key] = Run(**value) if isinstance(value, dict) else value
+        results.append(result)
+    floors = {key: Run(**inv["floor"]) for key, inv in document["invocations"].items()}
+    head = []
+    for index, (key, inv) in enumerate(document["invocations"].items()):
+        tag = f"Invocation {chr(ord('A') + index)}: " if len(floors) > 1 else ""
+        head.append(f"{tag}{inv['machine']}; {inv['date']}; torch threads: {inv['threads'] or 'default (all cores)'}. "
+                    f"{inv['checkpoints']}; asrmerge writes θ₀ + 1·τ to a model folder in one pass. I/O floor (read "
+                    f"every input once, write and fsync one {inv['floor_file_gb']:.2f} GB file): "
+                    f"{floors[key].seconds:.1f} s, {floors[key].peak_gib:.2f} GiB.")
+    head += [
+        "Times are wall clock of the whole process (start-up, loading, merging, writing); GiB is its peak resident "
+        "memory (rusage). Before each run every input is read once, so each library starts from the same warm page "
+        "cache; after it, sync flushes its output outside the timing. Ratios are taken only between runs of one "
+        "invocation.",
+        "",
+    ]
+    return "\n".join(head) + table(results, floors) + "\n"
+
+
+def write_doc(document: dict[str, Any], page: Path) -> None:
+    """Replace the table section of `page` (between its DOC_MARKERS) with `render(document)`."""
+    begin, end = DOC_MARKERS
+    text = page.read_text()
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"{page} needs one {begin} and one {end} line around the table it receives")
+    before, rest = text.split(begin)
+    _, after = rest.split(end)
+    write_text(page, f"{before}{begin}\n{render(document)}{end}{after}")
 
 if __name__ == "__main__":
     main()

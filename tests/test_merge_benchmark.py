@@ -1,0 +1,82 @@
+"""The merge benchmarks' tables: a ratio is only taken between two runs of one invocation (benchmarks/merge_speed.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import merge_speed  # noqa: E402
+
+
+def _run(seconds: float, gib: float, invocation: str) -> dict:
+    return merge_speed.Run(seconds=seconds, peak_gib=gib, invocation=invocation).__dict__
+
+
+def _invocation(floor_seconds: float) -> dict:
+    return {"machine": "test machine", "date": "2026-12-06 00:00 UTC", "threads": None,
+            "floor": _run(floor_seconds, 0.1, ""), "checkpoints": "test checkpoints", "floor_file_gb": 1.0}
+
+
+def _document(rows: list[dict], *invocations: str, floors: tuple[float, ...] = (2.0, 4.0)) -> dict:
+    entries = {key: _invocation(seconds) for key, seconds in zip(invocations, floors)}
+    for key, entry in entries.items():
+        entry["floor"]["invocation"] = key
+    return {"invocations": entries, "rows": rows}
+
+
+def _line(text: str, label: str) -> list[str]:
+    return next(line for line in text.splitlines() if line.startswith(f"| {label} |")).strip("| ").split(" | ")
+
+
+def test_ratios_within_one_invocation_only():
+    rows = [{"label": "model_soup", "ours": _run(6.0, 0.5, "A"), "mergekit": _run(12.0, 10.0, "A"),
+             "fusionbench": _run(18.0, 5.0, "B")}]
+    cells = _line(merge_speed.render(_document(rows, "A", "B")), "model_soup")
+    assert cells[1] == "6.0 (A)" and cells[3] == "3.00×"  # ÷ the floor of its own invocation (2.0 s), not B's
+    assert cells[6] == "2.00×"  # mergekit, same invocation
+    assert cells[10] == cells[11] == merge_speed.NO_RATIO  # FusionBench was measured in another invocation
+
+
+def test_one_invocation_has_no_tags_and_every_ratio():
+    rows = [{"label": "task_arithmetic", "ours": _run(5.0, 0.5, "A"), "fusionbench": _run(15.0, 5.0, "A")}]
+    text = merge_speed.render(_document(rows, "A"))
+    cells = _line(text, "task_arithmetic")
+    assert cells[1] == "5.0" and cells[3] == "2.50×" and cells[10] == "3.00×" and cells[11] == "0.10×"
+    assert "‡" not in text and "Invocation A" not in text
+
+
+def test_update_keeps_old_cells_without_ratios_and_drops_unused_invocations():
+    old = _document([{"label": "iso_c", "ours": _run(20.0, 1.0, "A"), "fusionbench": _run(40.0, 15.0, "A")},
+                     {"label": "tsv_m", "ours": _run(100.0, 1.0, "A")}], "A")
+    fresh = _document([{"label": "iso_c", "ours": _run(10.0, 1.0, "B")}], "B")
+    merged = merge_speed.merge_documents(old, fresh)
+    assert list(merged["invocations"]) == ["A", "B"]  # tsv_m's cell still comes from A
+    cells = _line(merge_speed.render(merged), "iso_c")
+    assert cells[8] == "40.0 (A)" and cells[10] == merge_speed.NO_RATIO
+    assert cells[12] == "not re-compared (--update)"
+    again = merge_speed.merge_documents(merged, _document([{"label": "tsv_m", "ours": _run(90.0, 1.0, "C")}], "C"))
+    again = merge_speed.merge_documents(again, _document([{"label": "iso_c", "ours": _run(9.0, 1.0, "D"),
+                                                          "fusionbench": _run(36.0, 15.0, "D")}], "D"))
+    assert list(again["invocations"]) == ["C", "D"]
+    assert _line(merge_speed.render(again), "iso_c")[10] == "4.00×"
+
+
+def test_write_doc_replaces_only_the_marked_section(tmp_path):
+    page = tmp_path / "page.md"
+    begin, end = merge_speed.DOC_MARKERS
+    page.write_text(f"intro\n{begin}\nold table\n{end}\noutro\n")
+    merge_speed.write_doc(_document([{"label": "model_soup", "ours": _run(6.0, 0.5, "A")}], "A"), page)
+    text = page.read_text()
+    assert text.startswith(f"intro\n{begin}\n") and text.endswith(f"{end}\noutro\n") and "old table" not in text
+    assert "| model_soup | 6.0 | 0.50 | 3.00× |" in text
+    page.write_text("no markers\n")
+    with pytest.raises(ValueError, match="needs one"):
+        merge_speed.write_doc(_document([], "A"), page)
+
+
+def test_unknown_row_is_refused():
+    with pytest.raises(ValueError, match="no row of this benchmark"):
+        merge_speed.render(_document([{"label": "nonsense"}], "A"))
