@@ -17,7 +17,7 @@
 #   scores/{system}.json                         error counts per test set and per utterance
 #   tables/paper.{md,tex,csv,html}               the paper's layout (groups as columns, significance vs Full-FT)
 #   tables/wer.{csv,md,tex,html}, wer_wide.csv   every system on every test set, all error counts
-#   figures/{figure}.png|pdf                     asrmerge/report/plan.py lists the figures a config supports
+#   figures/{figure}.png|pdf                     asrmerge/workflow/figure_plan.py lists the figures a config supports
 # {system} is base, joint, finetuned/{domain} or merged/{method}/{params};
 # {params} is "default" or the hyperparameters the config sets, e.g. "density=0.2+scope=tensor".
 #   logs/...                                     one log file per job, mirroring the paths above

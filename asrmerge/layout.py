@@ -1,8 +1,8 @@
 """The results folder: its path templates, the system ids and the selection record, in one place.
 
 Every cached file of a run lives under its results folder (`config.results`) at one of the templates below, written
-in Snakemake's wildcard syntax. The rules (rules/*.smk) build their inputs and outputs from them, the report planner
-(asrmerge.report.plan) the inputs of each figure, and the scripts and report code read the files they name.
+in Snakemake's wildcard syntax. The rules (rules/*.smk) build their inputs and outputs from them, the figure planner
+(asrmerge.workflow.figure_plan) the inputs of each figure, and the scripts and report code read the files they name.
 
 A system id names one transcribing system and is also the folder of its hypotheses and the name of its score file:
     base                      the zero-shot base model

@@ -1,7 +1,7 @@
 # Tables and figures, and what `snakemake --report report.html` shows of them (captions under report/).
-# Which figures a config supports and which cached files each reads: asrmerge/report/plan.py.
+# Which figures a config supports and which cached files each reads: asrmerge/workflow/figure_plan.py.
 from asrmerge.workflow.experiment import PAPER_LAYOUT, PER_TEST_SET, TABLE_FILES
-from asrmerge.report.plan import TITLES
+from asrmerge.workflow.figure_plan import TITLES
 
 
 localrules:

@@ -1,4 +1,4 @@
-"""Rule figure: draw one figure (its name is the wildcard) from the cached files asrmerge.report.plan names."""
+"""Rule figure: draw one figure (its name is the wildcard) from the cached files asrmerge.workflow.figure_plan names."""
 from asrmerge.report.figures import draw_figure
 from asrmerge.workflow.jobs import job_logging
 

@@ -12,7 +12,7 @@ import yaml
 
 from asrmerge.workflow.config import domains, merge_branches, scored_sets, validate_config
 from asrmerge.data.corpus import required_splits
-from asrmerge.report.plan import requested_figures
+from asrmerge.workflow.figure_plan import requested_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "experiments" / "paper.yaml"

@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "figure", help="draw a run's figures, PNG and PDF (rule figure)",
         description="Inputs: tables/wer.csv, selection records or merge diagnostics, as each figure needs "
-                    "(asrmerge.report.plan). Outputs: figures/NAME.{png,pdf} under the run's results folder.",
+                    "(asrmerge.workflow.figure_plan). Outputs: figures/NAME.{png,pdf} under the run's results folder.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: every one the config supports)")
     configfile_argument(p)

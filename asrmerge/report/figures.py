@@ -1,6 +1,6 @@
 """Figures of the benchmark, each written as PNG and PDF at a size readable in a two-column paper.
 
-Every figure is drawn only from cached files of the workflow (asrmerge.report.plan says which):
+Every figure is drawn only from cached files of the workflow (asrmerge.workflow.figure_plan says which):
 the per-set table `tables/wer.csv` (written by the table rule, with row labels and families), the selection records
 `selection/{method}/{params}.json`, and the merge diagnostics `merges/{method}/{params}/diagnostics.json`.
 """
@@ -27,7 +27,7 @@ from asrmerge.layout import chosen_lambda as recorded_lambda  # noqa: E402
 from asrmerge.report.naming import (  # noqa: E402
     FAMILY_NAMES, METHOD_NAMES, OWN_DOMAIN, method_label, parse_params, system_colour, system_label,
 )
-from asrmerge.report.plan import DEFAULT_SPECTRUM_LAYER, FIGURE_KINDS, HIGHLIGHTED_BETA, SWEEP_PARAM  # noqa: E402
+from asrmerge.workflow.figure_plan import DEFAULT_SPECTRUM_LAYER, FIGURE_KINDS, HIGHLIGHTED_BETA, SWEEP_PARAM  # noqa: E402
 from asrmerge.report.tables import COLUMN_NAMES  # noqa: E402
 from asrmerge.report.tables import system_averages as average_fractions  # noqa: E402
 
@@ -455,7 +455,7 @@ def effective_rank(diagnostics: Mapping[str, str | Path], layer: str, *paths: st
         _save(fig, paths)
 
 
-#: name -> function; what each reads is its kind in asrmerge.report.plan (FIGURE_KINDS): "table" fn(frame, png, pdf);
+#: name -> function; what each reads is its kind in asrmerge.workflow.figure_plan (FIGURE_KINDS): "table" fn(frame, png, pdf);
 #: "sweep" fn(frame, branch_ids, png, pdf); "selections" fn({branch: path}, png, pdf); "diagnostics"
 #: fn({branch: path}, layer, png, pdf).
 FIGURES: dict[str, Callable] = {
@@ -473,7 +473,7 @@ def draw_figure(
     name: str, paths: Sequence[str | Path], table: str | Path | None = None, branches: Sequence[str] = (),
     branch_files: Mapping[str, str | Path] | None = None, layer: str | None = None,
 ) -> None:
-    """Draw figure `name` (the figure rule, `asrmerge figure`) from what asrmerge.report.plan says it reads: the
+    """Draw figure `name` (the figure rule, `asrmerge figure`) from what asrmerge.workflow.figure_plan says it reads: the
     per-set table, the branch ids it shows, their selection records or diagnostics, the spectra's layer."""
     arguments = {
         "table": lambda: (pd.read_csv(table),),

@@ -25,7 +25,7 @@ from asrmerge.workflow.config import (
     validate_config,
 )
 from asrmerge.merging.registry import get_method
-from asrmerge.report import plan
+from asrmerge.workflow import figure_plan as plan
 
 #: The table rule's outputs: output name -> file name under tables/ (asrmerge.layout.TABLE).
 TABLE_FILES = {
@@ -45,7 +45,7 @@ DEFAULT_CONFIG = "config.yaml"
 
 @dataclass(frozen=True)
 class FigureJob:
-    """What the figure rule reads and passes for one figure (asrmerge.report.plan decides)."""
+    """What the figure rule reads and passes for one figure (asrmerge.workflow.figure_plan decides)."""
 
     name: str
     inputs: dict[str, str | list[str]]
