@@ -506,6 +506,38 @@ def command_fusionbench(row: Row, python: Path, base: Path, finetuned: list[Path
     return [str(python), str(ROOT / "benchmarks" / "merge_speed_fusionbench.py"), str(path)]
 
 
+def io_floor_command(inputs: Sequence[Path], out: Path) -> list[str]:
+    """The I/O floor's process: read every input once, write (and fsync) one file of the first input's size."""
+    return [sys.executable, str(Path(__file__).resolve()), "--io-floor", *map(str, inputs), "--io-floor-out", str(out),
+            "--io-floor-bytes", str(inputs[0].stat().st_size)]
+
+
+def run_env(threads: int | None) -> dict[str, str]:
+    """The environment of every measured process: offline, unbuffered, `threads` CPU threads when given."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONUNBUFFERED="1")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def available_bytes() -> int:
+    """MemAvailable of /proc/meminfo."""
+    return next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemAvailable:"))
+
+
+def geometry_of(base: Path) -> tuple[int, list[str]]:
+    """The base's parameter count, and the tensors asrmerge keeps out of SVDs (FusionBench's exclude_keys)."""
+    from asrmerge.merging import DEFAULT_SVD_EXCLUDE
+    from asrmerge.merging.checkpoint import open_checkpoint
+
+    with open_checkpoint(base) as ckpt:
+        names = ckpt.names
+        params = sum(ckpt.numel(n) for n in names)
+    return params, [n for n in names if any(re.search(p, n) for p in DEFAULT_SVD_EXCLUDE)] + ["proj_out.weight"]
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -640,24 +672,9 @@ def main() -> None:
     runs_dir = args.work_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONUNBUFFERED="1")
-    if args.threads:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    if args.memory_limit_gib is not None:
-        memory_limit = args.memory_limit_gib * GIB
-    else:
-        available = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-                         if line.startswith("MemAvailable:"))
-        memory_limit = 0.85 * available
-
-    from asrmerge.merging import DEFAULT_SVD_EXCLUDE
-    from asrmerge.merging.checkpoint import open_checkpoint
-
-    with open_checkpoint(base) as ckpt:
-        names = ckpt.names
-        params = sum(ckpt.numel(n) for n in names)
-    exclude_keys = [n for n in names if any(re.search(p, n) for p in DEFAULT_SVD_EXCLUDE)] + ["proj_out.weight"]
+    env = run_env(args.threads)
+    memory_limit = args.memory_limit_gib * GIB if args.memory_limit_gib is not None else 0.85 * available_bytes()
+    params, exclude_keys = geometry_of(base)
     selected = set(args.methods.split(",")) if args.methods else None
     table_rows = [r for r in rows(exclude_keys) if selected is None or r.method in selected]
     if selected and selected - {r.method for r in table_rows}:
@@ -681,9 +698,7 @@ def main() -> None:
         return run
 
     floor_out = runs_dir / "floor.bin"
-    floor = timed("io_floor", [sys.executable, str(Path(__file__).resolve()), "--io-floor", *map(str, inputs),
-                               "--io-floor-out", str(floor_out), "--io-floor-bytes",
-                               str((base / "model.safetensors").stat().st_size)], floor_out)
+    floor = timed("io_floor", io_floor_command(inputs, floor_out), floor_out)
     floor_out.unlink(missing_ok=True)
 
     results: list[dict[str, Any]] = []
