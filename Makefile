@@ -7,7 +7,7 @@ CORES  ?= 2
 # CPU wheel by default. Cluster users: make venv TORCH_SPEC="torch==2.13.0 --index-url <PyTorch CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-fast lint dry-run report clean bench-merge whisper-base
+.PHONY: venv demo test test-fast lint dry-run report docs docs-serve clean bench-merge whisper-base
 
 venv: $(VENV)/.installed
 
@@ -51,5 +51,14 @@ whisper-base: venv
 report: venv
 	$(BIN)/snakemake --cores $(CORES) --report report.html
 
+# The documentation site (mkdocs.yml): the generated reference pages checked against the code, then built into
+# site/ with --strict (a broken link or a page missing from the nav fails). docs-serve previews it while you edit.
+docs: venv
+	$(BIN)/asrmerge docs --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: venv
+	$(BIN)/mkdocs serve
+
 clean:
-	rm -rf results logs .snakemake report.html
+	rm -rf results logs .snakemake report.html site

@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "asrmerge.models.cli",
     "asrmerge.data.cli",
     "asrmerge.report.cli",
+    "asrmerge.report.results_page",
+    "asrmerge.reference",
 ]
 
 

@@ -33,28 +33,28 @@ BENCHMARKS = "benchmarks"  # one Snakemake benchmark file (wall clock, memory) p
 #: Written into a results folder by the run that holds it (its lock, asrmerge.workflow.lock): a folder with it is a
 #: results folder of this project, and a second run on it is refused while the first holds it.
 RESULTS_MARKER = ".asrmerge-results"
-RESULTS_LOCK = ".asrmerge-lock"
+RESULTS_LOCK = ".asrmerge-lock"  # the running workflow's lock on the folder (asrmerge.workflow.lock)
 #: Content digests of the user's files (manifests, audio, supplied checkpoints), by path, size and time.
 DIGEST_CACHE = ".asrmerge-digests.json"
 
-MANIFEST = "data/{set}/manifest.jsonl"
+MANIFEST = "data/{set}/manifest.jsonl"  # every split of a set, one utterance per line (audio beside it under audio/)
 SPLITS_CHECK = "data/splits_checked.json"  # no recording both in a tuning split and a test split, across all sets
-BASE_MODEL = "models/base"
+BASE_MODEL = "models/base"  # the base model (θ₀) as a transformers folder
 MODEL = "models/{model}"  # model: a trained system id (base, joint, finetuned/<domain>)
-TASK_VECTOR = "task_vectors/{domain}.safetensors"
+TASK_VECTOR = "task_vectors/{domain}.safetensors"  # τ = θ_domain − θ₀
 TASK_SPECTRA = "task_vectors/{domain}.spectra.json"  # every matrix's spectrum, for the merge diagnostics
 STATISTICS = "statistics/{domain}/{kind}.safetensors"  # kind: gram | fisher (data-aware merges)
-MERGED_TASK_VECTOR = "merges/{branch}/task_vector.safetensors"
-MERGE_DIAGNOSTICS = "merges/{branch}/diagnostics.json"
+MERGED_TASK_VECTOR = "merges/{branch}/task_vector.safetensors"  # the merged τ, independent of λ
+MERGE_DIAGNOSTICS = "merges/{branch}/diagnostics.json"  # spectra, effective ranks, sign conflicts (the figures' merges)
 MERGE_COEFFICIENTS = "merges/{branch}/coefficients.safetensors"  # AdaMerging's learned coefficients, for the merge
 MERGE_COEFFICIENTS_SUMMARY = "merges/{branch}/coefficients.json"  # the same, readable, with the entropy curve
-SELECTION = "selection/{branch}.json"
+SELECTION = "selection/{branch}.json"  # the validation curve over λ, the chosen λ and the rule
 MERGED_MODEL = "merged_models/{branch}"  # θ₀ + λ·τ at the chosen λ, a transformers folder
 BEST_MERGED_MODEL = "merged_models/best"  # the merge branch best on validation (merge.export_models: best)
-HYPOTHESES = "hypotheses/{system}/{test_set}.jsonl"
-SCORES = "scores/{system}.json"
-TABLE = "tables/{name}"
-FIGURE = "figures/{figure}.{ext}"
+HYPOTHESES = "hypotheses/{system}/{test_set}.jsonl"  # id, language, reference, hypothesis, flags per utterance
+SCORES = "scores/{system}.json"  # error counts per test set and per utterance
+TABLE = "tables/{name}"  # paper.{md,tex,csv,html}, wer.{csv,md,tex,html}, wer_wide.csv
+FIGURE = "figures/{figure}.{ext}"  # PNG and PDF of each figure the config supports (asrmerge.workflow.figure_plan)
 
 #: The selection record's key for the λ chosen on validation (asrmerge.evaluation.selection writes it, decoding applies it).
 CHOSEN_LAMBDA = "chosen_lambda"

@@ -1,0 +1,186 @@
+"""The documentation: the README is an entrance (at most README_LINES lines), the site builds with --strict, the
+generated reference pages match the code, a run's results page is written from its files, and every shell and
+config block of the README and the site does what its marker comment says (docs/development.md, "The
+documentation")."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asrmerge import reference
+from asrmerge.cli import main
+from asrmerge.report import results_page
+
+ROOT = Path(__file__).resolve().parents[1]
+README_LINES = 250
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+#: Block languages that must carry a marker, and the modes each may have.
+MODES = {"bash": ("run", "dry-run", "skip"), "yaml": ("config", "skip")}
+FENCE = re.compile(r"^```(\w*)\s*$")
+MARKER = re.compile(r"^<!-- docs-test: ([\w-]+)(?: (.*?))? -->$")
+#: Commands a dry-run block may hold, and where its -n goes (after the first word).
+DRY_RUNNABLE = ("make", ".venv/bin/snakemake")
+QUIET_MKDOCS = {"NO_MKDOCS_2_WARNING": "1"}  # the theme's notice about its successor, printed on every build
+
+
+@dataclass(frozen=True)
+class Block:
+    document: Path
+    line: int  # of the opening fence
+    language: str
+    mode: str | None
+    detail: str  # the reason of a skip or a dry run, "complete" for a whole config
+    text: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.document.relative_to(ROOT)}:{self.line}"
+
+    def commands(self) -> list[str]:
+        """The block's command lines, continuation lines joined, comment lines dropped."""
+        joined = self.text.replace("\\\n", " ")
+        return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def blocks(document: Path) -> list[Block]:
+    found = []
+    lines = document.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        fence = FENCE.match(lines[index])
+        if not fence:
+            index += 1
+            continue
+        end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
+        marker = MARKER.match(lines[index - 1]) if index else None
+        found.append(Block(document, index + 1, fence.group(1), marker.group(1) if marker else None,
+                           (marker.group(2) or "") if marker else "", "\n".join(lines[index + 1:end])))
+        index = end + 1
+    return found
+
+
+BLOCKS = [block for document in DOCUMENTS for block in blocks(document) if block.language in MODES]
+
+
+def by_mode(*modes: str) -> list:
+    return [pytest.param(block, id=block.name) for block in BLOCKS if block.mode in modes]
+
+
+def test_the_readme_is_an_entrance():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_LINES, f"README.md has {len(lines)} lines; the reference material goes into docs/"
+
+
+def test_every_block_says_how_it_is_tested():
+    unmarked = [f"{b.name} ({b.language})" for b in BLOCKS if b.mode not in MODES[b.language]]
+    assert not unmarked, ("blocks without a valid <!-- docs-test: MODE --> comment on the line before: "
+                          + ", ".join(unmarked))
+    unexplained = [b.name for b in BLOCKS if b.mode in ("skip", "dry-run") and not b.detail.strip("() ")]
+    assert not unexplained, "a skipped or dry-run block says why: " + ", ".join(unexplained)
+
+
+@pytest.mark.parametrize("block", by_mode("run"))
+def test_a_runnable_block_runs(block: Block):
+    for command in block.commands():
+        done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{block.name}: `{command}` exited {done.returncode}:\n{done.stderr[-2000:]}"
+
+
+def dry_run(command: str) -> str:
+    """The command with -n after its program: make prints what it would run, snakemake plans the jobs."""
+    words = command.split(maxsplit=1)
+    assert words[0] in DRY_RUNNABLE, f"`{command}`: a dry-run block holds only {' and '.join(DRY_RUNNABLE)} commands"
+    return " ".join([words[0], "-n", *words[1:]])
+
+
+@pytest.mark.parametrize("block", by_mode("dry-run"))
+def test_a_long_block_plans(block: Block):
+    for command in block.commands():
+        done = subprocess.run(["bash", "-c", dry_run(command)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (f"{block.name}: `{dry_run(command)}` exited {done.returncode}:\n"
+                                      f"{done.stdout[-1500:]}\n{done.stderr[-1500:]}")
+
+
+@pytest.mark.parametrize("block", by_mode("config"))
+def test_a_config_block_is_a_valid_config(block: Block):
+    """Every key and value checked as for a run (its world expanded, the schema, and for a whole config its roles,
+    merge entries and keys that take effect); the files it names are the reader's, so their checks are left out."""
+    from asrmerge.workflow.config import (
+        check_effective_keys, check_roles, expand_world, merge_branches, validate_schema,
+    )
+
+    config = yaml.safe_load(block.text)
+    given = copy.deepcopy(config)
+    expand_world(config)
+    validate_schema(config)
+    if block.detail == "complete":
+        check_roles(config)
+        merge_branches(config)
+        check_effective_keys(given, config)
+
+
+def test_a_wrong_block_is_caught(tmp_path):
+    """The checks above are not vacuous: an unknown key and an unmarked block are found."""
+    from asrmerge.workflow.config import ConfigError, validate_schema
+
+    page = tmp_path / "page.md"
+    page.write_text("text\n\n```bash\nmake demo\n```\n\n"
+                    "<!-- docs-test: config -->\n```yaml\nmerge: {methds: []}\n```\n")
+    found = blocks(page)
+    assert [b.mode for b in found] == [None, "config"]
+    with pytest.raises(ConfigError, match="methds"):
+        validate_schema(yaml.safe_load(found[1].text))
+    assert dry_run("make demo  # all") == "make -n demo  # all"
+
+
+def test_the_reference_pages_match_the_code():
+    assert main(["docs", "--check", "--root", str(ROOT)]) == 0, "run `asrmerge docs` and commit docs/reference/"
+
+
+def test_a_stale_reference_page_is_named(tmp_path, capsys):
+    written = reference.write_pages(ROOT, tmp_path)
+    assert len(written) == len(reference.pages(ROOT))
+    stale = Path(written[0])
+    stale.write_text(stale.read_text(encoding="utf-8").replace("|", "!", 1), encoding="utf-8")
+    assert reference.stale_pages(ROOT, tmp_path) == [str(stale)]
+
+
+def test_the_site_builds_strictly(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+                           str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **QUIET_MKDOCS})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "reference" / "config" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_results_page_is_written_from_a_run(micro_workflow, tmp_path):
+    _, results, _ = micro_workflow
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{results_page.README_START}\nold\n{results_page.README_END}\n\nend\n")
+    page, figures = tmp_path / "docs" / "results" / "micro.md", tmp_path / "docs" / "figures" / "micro"
+    assert main(["results-page", str(results), "--page", str(page), "--figures", str(figures), "--readme", str(readme),
+                 "--conditions", "in the test suite"]) == 0
+    text, table = page.read_text(), (results / "tables" / "paper.md").read_text().strip()
+    jobs = list((results / "benchmarks").rglob("*.tsv"))
+    assert table in text and f"- {len(jobs)} jobs" in text and "in the test suite" in text
+    assert shlex.split(text.splitlines()[0].split("`")[1])[:3] == ["asrmerge", "results-page", str(results)]
+    for png in (results / "figures").glob("*.png"):
+        assert (figures / png.name).read_bytes() == png.read_bytes()
+        assert f"](../figures/micro/{png.name})" in text
+    new_readme = readme.read_text()
+    assert table in new_readme and "old" not in new_readme and new_readme.endswith("\n\nend\n")
+
+    readme.write_text("# no markers\n")
+    assert main(["results-page", str(results), "--page", str(page), "--figures", str(figures), "--readme", str(readme),
+                 "--conditions", "x"]) == 2
