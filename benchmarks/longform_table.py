@@ -1,5 +1,5 @@
-"""The README's long-form table: real Whisper base on one 60-120 s espeak English recording against its sentences
-decoded one by one, from the measurements tests/test_real_whisper.py writes.
+"""The long-form table of docs/real-whisper.md: real Whisper base on one 60-120 s espeak English recording against
+its sentences decoded one by one, from the measurements tests/test_real_whisper.py writes.
 
     ASRMERGE_LONGFORM_REPORT=longform.json .venv/bin/python -m pytest -q tests/test_real_whisper.py
     .venv/bin/python benchmarks/longform_table.py longform.json

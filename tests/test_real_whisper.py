@@ -139,9 +139,9 @@ def test_long_form_modes_keep_every_sentence(run, decoded, mode):
     assert not any(row["flags"] for row in short)
 
 
-def test_long_form_measurements_are_written_for_the_readme(decoded, tmp_path):
+def test_long_form_measurements_are_written_for_the_docs(decoded, tmp_path):
     """WER, decoding time and flagged hypotheses per mode, as JSON (to ASRMERGE_LONGFORM_REPORT when it is set):
-    the README's long-form table is made from this file (benchmarks/longform_table.py)."""
+    the long-form table of docs/real-whisper.md is made from this file (benchmarks/longform_table.py)."""
     import json
 
     out = Path(os.environ.get("ASRMERGE_LONGFORM_REPORT") or tmp_path / "longform.json")
