@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from asrmerge.atomic import write_text
+from asrmerge.defaults import default
 from asrmerge.guard import declare_paths
 
 
@@ -118,8 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "default: the built-in demo world")
     corpus.add_argument("--set", dest="set_name", required=True, help="name of the set to build")
     corpus.add_argument("--out", type=Path, required=True, help="output folder for the set")
-    corpus.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
-    corpus.add_argument("--sample-rate", type=int, default=16000, help="output sample rate in Hz (default 16000)")
+    corpus.add_argument("--seed", type=int, default=default("seed"), help="base random seed (default %(default)s)")
+    corpus.add_argument("--sample-rate", type=int, default=default("corpus.sample_rate"), help="output sample rate in Hz (default %(default)s)")
     declare_paths(corpus, inputs=["spec"], folders=["out"])
     corpus.set_defaults(func=run_corpus)
 
@@ -136,6 +137,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Exit 0 if the manifest and its audio are sound; otherwise name the row and file at fault.",
     )
     validate.add_argument("manifest", type=Path, help="manifest.jsonl to check")
-    validate.add_argument("--sample-rate", type=int, default=16000, help="expected audio sample rate (default 16000)")
+    validate.add_argument("--sample-rate", type=int, default=default("corpus.sample_rate"), help="expected audio sample rate (default %(default)s)")
     validate.add_argument("--no-audio", action="store_true", help="check the rows only, not the audio files")
     validate.set_defaults(func=run_validate_manifest)

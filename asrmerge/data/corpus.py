@@ -54,6 +54,7 @@ from asrmerge.data.espeak import PITCH_RANGE, RATE_RANGE, EspeakSynthesizer, res
 from asrmerge.data.languages import canonical_language, language_variant, whisper_language
 from asrmerge.data.manifest import SPLITS, Utterance, write_manifest
 from asrmerge.data.text import EP_DOMAINS, TEXT_GENERATORS, get_generator
+from asrmerge.defaults import default
 from asrmerge.guard import mark_folder
 
 logger = logging.getLogger(__name__)
@@ -421,7 +422,7 @@ def _remove_stale_audio(out_dir: Path, keep: set[Path]) -> None:
                 path.unlink()
 
 
-def build_set(name: str, spec: Mapping[str, Any], out_dir: Path, *, seed: int, sample_rate: int = 16000) -> Path:
+def build_set(name: str, spec: Mapping[str, Any], out_dir: Path, *, seed: int, sample_rate: int = default("corpus.sample_rate")) -> Path:
     """Synthesise set ``name`` into ``out_dir``: ``audio/<split>/<id>.wav`` and ``manifest.jsonl``; returns the
     manifest path. Deterministic in (seed, name, spec, sample_rate); see the module docstring."""
     parsed = parse_spec(name, spec)
@@ -453,7 +454,7 @@ def build_set(name: str, spec: Mapping[str, Any], out_dir: Path, *, seed: int, s
 
 
 def build_sets(
-    specs: Mapping[str, Mapping[str, Any]], out_root: Path, *, seed: int, sample_rate: int = 16000
+    specs: Mapping[str, Mapping[str, Any]], out_root: Path, *, seed: int, sample_rate: int = default("corpus.sample_rate")
 ) -> dict[str, Path]:
     """Build every set of ``specs`` into ``out_root/<name>``; returns name -> manifest path."""
     for name, spec in specs.items():

@@ -35,6 +35,7 @@ import numpy as np
 
 from asrmerge.data.channel import resample
 from asrmerge.data.languages import canonical_language
+from asrmerge.defaults import default
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class EspeakSynthesizer:
     serialised with a process-wide lock.
     """
 
-    def __init__(self, sample_rate: int = 16000) -> None:
+    def __init__(self, sample_rate: int = default("corpus.sample_rate")) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = int(sample_rate)

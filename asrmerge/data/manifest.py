@@ -36,6 +36,7 @@ from asrmerge.data.content import (
     file_digest, leakage_problem, reference_problem, samples_problem, speaking_rate_problem,
 )
 from asrmerge.data.languages import WHISPER_LANGUAGES, canonical_language
+from asrmerge.defaults import default
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def _audio_info(manifest: Path, line_number: int, utt: Utterance) -> Any:
     return info
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | os.PathLike[str], sample_rate: int = default("corpus.sample_rate")) -> np.ndarray:
     """Read an audio file as float32 mono at ``sample_rate`` (channels averaged).
 
     A file at another rate is resampled with a polyphase filter, and a warning saying so is logged.

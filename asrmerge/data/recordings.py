@@ -26,6 +26,7 @@ import numpy as np
 
 from asrmerge.data.corpus import write_wav
 from asrmerge.data.manifest import Utterance, load_audio, read_manifest, write_manifest
+from asrmerge.defaults import default
 
 SPEC_KEYS = ("role", "recordings_of", "recording_seconds", "pause_seconds", "description")
 DEFAULT_PAUSE_SECONDS = (0.4, 1.2)
@@ -84,7 +85,7 @@ def _group(durations: Sequence[float], targets: np.ndarray, low: float) -> list[
 
 
 def build_recordings(name: str, spec: Mapping[str, Any], source_manifest: str | Path, out_dir: str | Path, *,
-                     seed: int, sample_rate: int = 16000) -> Path:
+                     seed: int, sample_rate: int = default("corpus.sample_rate")) -> Path:
     """Write the long-form set `name` (audio and manifest) from the test split of `source_manifest`."""
     low, high = spec["recording_seconds"]
     pause_low, pause_high = spec["pause_seconds"]

@@ -8,12 +8,13 @@ import os
 from pathlib import Path
 
 from asrmerge.data.manifest import validate_manifest, write_manifest
+from asrmerge.defaults import default
 
 logger = logging.getLogger(__name__)
 
 
 def import_manifest(
-    source: str | os.PathLike[str], set_name: str, out_path: str | os.PathLike[str], sample_rate: int = 16000
+    source: str | os.PathLike[str], set_name: str, out_path: str | os.PathLike[str], sample_rate: int = default("corpus.sample_rate")
 ) -> Path:
     """Validate `source` (rows and audio) and write it to `out_path` with absolute audio paths and `set` = set_name;
     a row whose own `set` differs keeps it as `source_set` (and the log says so)."""

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from asrmerge.data.manifest import Utterance, load_audio
+from asrmerge.defaults import default
 from asrmerge.evaluation.hypotheses import hypothesis_flags
 from asrmerge.evaluation.longform import Piece, check_lengths, vad_pieces, window_pieces
 from asrmerge.models.whisper import (
@@ -35,10 +36,12 @@ LONG_FORM_PIECES = {
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    batch_size: int = 16
-    max_new_tokens: int | str = "auto"  # the most tokens of one hypothesis: asrmerge.models.whisper.token_cap
-    num_beams: int = 1
-    long_form: str = "reject"  # recordings longer than the window: asrmerge.evaluation.longform.LONG_FORM_MODES
+    batch_size: int = default("evaluation.batch_size")
+    # the most tokens of one hypothesis: asrmerge.models.whisper.token_cap
+    max_new_tokens: int | str = default("evaluation.max_new_tokens")
+    num_beams: int = default("evaluation.num_beams")
+    # recordings longer than the window: asrmerge.evaluation.longform.LONG_FORM_MODES
+    long_form: str = default("evaluation.long_form")
 
 
 def _suppress(logits: torch.Tensor, always: torch.Tensor, at_start: torch.Tensor, step: int) -> torch.Tensor:

@@ -28,6 +28,8 @@ import numpy as np
 from scipy.stats import norm
 from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
 
+from asrmerge.defaults import default
+
 log = logging.getLogger(__name__)
 
 Normalizer = Callable[[str], str]
@@ -327,7 +329,7 @@ _BOOTSTRAP_CHUNK = 64
 
 
 def bootstrap_wer_differences(
-    errors_a: Sequence[int], errors_b: Sequence[int], ref_lengths: Sequence[int], n_resamples: int = 1000, seed: int = 0
+    errors_a: Sequence[int], errors_b: Sequence[int], ref_lengths: Sequence[int], n_resamples: int = 1000, seed: int = default("seed")
 ) -> np.ndarray:
     """WER(A) − WER(B) on `n_resamples` bootstrap resamples of the utterances (with replacement).
 
@@ -358,7 +360,7 @@ def bootstrap_wer_differences(
 
 
 def paired_bootstrap(
-    errors_a: Sequence[int], errors_b: Sequence[int], ref_lengths: Sequence[int], n_resamples: int = 1000, seed: int = 0
+    errors_a: Sequence[int], errors_b: Sequence[int], ref_lengths: Sequence[int], n_resamples: int = 1000, seed: int = default("seed")
 ) -> float:
     """Bootstrap probability of improvement (Bisani & Ney 2004): the share of resamples where B's WER < A's WER.
 
@@ -373,7 +375,7 @@ def paired_bootstrap_interval(
     errors_b: Sequence[int],
     ref_lengths: Sequence[int],
     n_resamples: int = 1000,
-    seed: int = 0,
+    seed: int = default("seed"),
     confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of WER(A) − WER(B) (same resamples as `paired_bootstrap` for the same seed)."""

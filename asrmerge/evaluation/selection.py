@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from asrmerge.data.manifest import Utterance, read_manifest
+from asrmerge.defaults import default
 from asrmerge.evaluation.decoding import DecodingOptions, transcribe
 from asrmerge.layout import CHOSEN_LAMBDA
 from asrmerge.merging.linalg import theta_plus
@@ -74,20 +75,20 @@ def sweep_lambda(
     return curve
 
 
-def choose_lambda(curve: Sequence[Mapping], metric: str = "wer", tie_break: str = "smallest") -> float:
+def choose_lambda(curve: Sequence[Mapping], metric: str = default("selection.metric"), tie_break: str = default("selection.tie_break")) -> float:
     """The lambda with the lowest validation error; ties go to the smallest (or largest) lambda."""
     sign = 1 if tie_break == "smallest" else -1
     best = min(curve, key=lambda point: (point[metric], sign * point["lambda"]))
     return float(best["lambda"])
 
 
-def validation_error(record: Mapping, metric: str = "wer") -> float:
+def validation_error(record: Mapping, metric: str = default("selection.metric")) -> float:
     """The pooled validation error of a selection record at its chosen lambda."""
     chosen = record[CHOSEN_LAMBDA]
     return float(next(point[metric] for point in record["curve"] if point["lambda"] == chosen))
 
 
-def best_branch(records: Mapping[str, Mapping], metric: str = "wer") -> str:
+def best_branch(records: Mapping[str, Mapping], metric: str = default("selection.metric")) -> str:
     """The merge branch whose chosen lambda gives the lowest validation error (ties: the first in `records`' order).
     Test splits never enter: the same rule as the choice of lambda."""
     if not records:
@@ -97,7 +98,7 @@ def best_branch(records: Mapping[str, Mapping], metric: str = "wer") -> str:
 
 def select_lambda(
     base_dir: str | Path, task_vector_path: str | Path, manifests: Sequence[str | Path], lambdas: Sequence[float],
-    options: DecodingOptions, device: torch.device, metric: str = "wer", tie_break: str = "smallest",
+    options: DecodingOptions, device: torch.device, metric: str = default("selection.metric"), tie_break: str = default("selection.tie_break"),
 ) -> dict:
     """Sweep lambda on the validation split of `manifests` and return the curve, the choice and the rule.
 

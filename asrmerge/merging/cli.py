@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
+from asrmerge.defaults import default
 from asrmerge.merging.engine import DEFAULT_SVD_EXCLUDE, compute_task_vector, export_merged_model, merge
 from asrmerge.merging.registry import MergeMethod, get_method, list_methods, resolve_params
 from asrmerge.guard import declare_paths
@@ -159,9 +160,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output model folder θ_base + λ·τ (base dtypes and config files), written in the same pass")
     p.add_argument("--lambda", type=finite_float, dest="lam", default=None, help="λ for --out-model (default 1.0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the per-tensor generators (random methods)")
-    p.add_argument("--device", default="cpu", help="torch device for the per-tensor computation, e.g. cpu or cuda")
-    p.add_argument("--svd-dtype", choices=sorted(SVD_DTYPES), default="float32", help="working precision of SVDs")
+    p.add_argument("--seed", type=int, default=default("seed"), help="seed of the per-tensor generators (random methods)")
+    p.add_argument("--device", default=default("merge.device"), help="torch device for the per-tensor computation, e.g. cpu or cuda")
+    p.add_argument("--svd-dtype", choices=sorted(SVD_DTYPES), default=default("merge.svd_dtype"), help="working precision of SVDs")
     p.add_argument("--exclude-from-svd", nargs="*", default=None, metavar="REGEX",
                    help=f"tensors kept out of subspace methods' SVD (default: {' '.join(DEFAULT_SVD_EXCLUDE)})")
     p.add_argument("--diagnostics", default=None, help="also write per-tensor diagnostics JSON here")

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from asrmerge.atomic import staged_folder
+from asrmerge.defaults import default
 from asrmerge.guard import check_outputs
 from asrmerge.merging.checkpoint import (
     BASE_FINGERPRINT,
@@ -69,7 +70,7 @@ from asrmerge.merging.spec import (
 log = logging.getLogger(__name__)
 
 #: Regexes (re.search on the tensor name) of 2-D tensors that subspace methods must not decompose (Whisper).
-DEFAULT_SVD_EXCLUDE: tuple[str, ...] = (r"embed_tokens", r"embed_positions", r"proj_out")
+DEFAULT_SVD_EXCLUDE: tuple[str, ...] = default("merge.exclude_from_svd")
 
 #: Weight files that `export_merged_model` does not copy from the base folder (it writes its own model.safetensors).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5", ".ckpt")
@@ -429,8 +430,8 @@ def merge(
     out_path: str | os.PathLike[str] | None = None,
     out_model: str | os.PathLike[str] | None = None,
     lam: float = 1.0,
-    seed: int = 0,
-    device: str = "cpu",
+    seed: int = default("seed"),
+    device: str = default("merge.device"),
     svd_dtype: torch.dtype = torch.float32,
     exclude_from_svd: Sequence[str] = DEFAULT_SVD_EXCLUDE,
     diagnostics_path: str | os.PathLike[str] | None = None,

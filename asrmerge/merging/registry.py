@@ -6,7 +6,7 @@ method's first call, asrmerge.lazy_import), so the workflow's parse step reads t
 
 from __future__ import annotations
 
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import Any, Mapping
 
 from asrmerge.merging.methods import beyond, data_aware, parameter_space, subspace, task_space
@@ -22,6 +22,8 @@ def collect(modules: tuple[ModuleType, ...]) -> dict[str, MergeMethod]:
     found: dict[str, MergeMethod] = {}
     for module in modules:
         for value in vars(module).values():
+            if type(value) is not FunctionType:  # type(), not isinstance: a lazy module stays unloaded
+                continue
             method = getattr(value, "merge_method", None)
             if not isinstance(method, MergeMethod) or value.__module__ != module.__name__:
                 continue

@@ -32,6 +32,7 @@ from transformers import (
 )
 
 from asrmerge.atomic import staged_folder
+from asrmerge.defaults import default
 from asrmerge.models.source import is_hub_id
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def in_whisper_token_order(
 
 
 def complete_generation_config(
-    whisper: LoadedWhisper, language: str | None, num_beams: int, max_new_tokens: int | str = "auto",
+    whisper: LoadedWhisper, language: str | None, num_beams: int, max_new_tokens: int | str = default("evaluation.max_new_tokens"),
     task: str = "transcribe",
 ) -> None:
     """Fill the generation config with what transformers' Whisper generation reads (language and task token ids,
@@ -235,7 +236,7 @@ def generation_config_problems(whisper: LoadedWhisper) -> list[str]:
     return problems
 
 
-def token_cap(whisper: LoadedWhisper, max_new_tokens: int | str = "auto") -> int:
+def token_cap(whisper: LoadedWhisper, max_new_tokens: int | str = default("evaluation.max_new_tokens")) -> int:
     """The most tokens one hypothesis (one window) may have: `max_new_tokens`, or with "auto" the model's whole
     target space after the prompt (444 for released Whisper's 448 positions, the limit of transformers' ASR
     pipeline), never more than that space. A hypothesis that reaches it is flagged, never passed off as complete."""

@@ -27,7 +27,9 @@ import torch
 from torch.func import functional_call
 
 from asrmerge.data.manifest import Utterance
+from asrmerge.defaults import default
 from asrmerge.evaluation.decoding import greedy_decode
+from asrmerge.merging.registry import get_method
 from asrmerge.models.whisper import LoadedWhisper, token_cap
 from asrmerge.progress import Progress
 from asrmerge.training.loop import FeatureCache, batch_indices
@@ -37,17 +39,21 @@ log = logging.getLogger(__name__)
 GRANULARITIES = ("task", "layer")
 
 
+#: The registered method's parameters: the one declaration of the learning's defaults.
+_METHOD_PARAMS = get_method("adamerging").params
+
+
 @dataclass(frozen=True)
 class AdaMergingOptions:
     """The learning of the coefficients (the parameters of the registered method `adamerging`)."""
 
-    granularity: str = "layer"
-    steps: int = 100
-    learning_rate: float = 1e-3
-    init: float = 0.3
-    batch_size: int = 8
-    max_new_tokens: int | str = "auto"  # asrmerge.models.whisper.token_cap
-    seed: int = 0
+    granularity: str = _METHOD_PARAMS["granularity"].default
+    steps: int = _METHOD_PARAMS["steps"].default
+    learning_rate: float = _METHOD_PARAMS["learning_rate"].default
+    init: float = _METHOD_PARAMS["init"].default
+    batch_size: int = _METHOD_PARAMS["batch_size"].default
+    max_new_tokens: int | str = default("evaluation.max_new_tokens")  # asrmerge.models.whisper.token_cap
+    seed: int = default("seed")
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:

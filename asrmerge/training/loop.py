@@ -34,6 +34,7 @@ import safetensors.torch
 import torch
 
 from asrmerge.atomic import staged_path
+from asrmerge.defaults import default
 from asrmerge.data.manifest import Utterance, load_audio
 from asrmerge.models.whisper import log_mel
 from asrmerge.models.whisper import LoadedWhisper
@@ -55,21 +56,21 @@ CTC_HEAD_FILE = "ctc_head.safetensors"
 class TrainingOptions:
     steps: int
     learning_rate: float
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    replay_fraction: float = 0.0
-    precision: str = "fp32"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 100
-    ctc_weight: float = 0.0
-    mode: str = "full"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    seed: int = 0
+    batch_size: int = default("$defs.training.batch_size")
+    gradient_accumulation: int = default("$defs.training.gradient_accumulation")
+    warmup_steps: int = default("$defs.training.warmup_steps")
+    weight_decay: float = default("$defs.training.weight_decay")
+    max_grad_norm: float = default("$defs.training.max_grad_norm")
+    replay_fraction: float = default("$defs.training.replay_fraction")
+    precision: str = default("$defs.training.precision")
+    gradient_checkpointing: bool = default("$defs.training.gradient_checkpointing")
+    checkpoint_every: int = default("$defs.training.checkpoint_every")
+    ctc_weight: float = default("$defs.training.ctc_weight")
+    mode: str = default("$defs.training.mode")
+    lora_rank: int = default("$defs.training.lora_rank")
+    lora_alpha: float = default("$defs.training.lora_alpha")
+    lora_targets: tuple[str, ...] = default("$defs.training.lora_targets")
+    seed: int = default("seed")
 
     def __post_init__(self) -> None:
         if self.mode not in TRAINING_MODES:
@@ -139,7 +140,7 @@ def teacher_forcing(whisper: LoadedWhisper, utterances: Sequence[Utterance]) -> 
 
 def batch_loss(
     whisper: LoadedWhisper, utterances: Sequence[Utterance], device: torch.device,
-    ctc_head: torch.nn.Linear | None = None, ctc_weight: float = 0.0, features: FeatureCache | None = None,
+    ctc_head: torch.nn.Linear | None = None, ctc_weight: float = default("$defs.training.ctc_weight"), features: FeatureCache | None = None,
 ) -> torch.Tensor:
     """Mean token cross-entropy of the transcripts (the prompt tokens are given, not predicted), plus the weighted
     CTC loss of the encoder when a CTC head is given (its blank is the last class)."""

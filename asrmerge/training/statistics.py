@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from asrmerge.data.manifest import Utterance
+from asrmerge.defaults import default
 from asrmerge.merging.checkpoint import save_tensors
 from asrmerge.merging.spec import PER_TASK_STATISTICS, STATISTICS_FILE_KIND
 from asrmerge.models.whisper import LoadedWhisper
@@ -45,12 +46,12 @@ ENCODER_STATE_INPUTS = re.compile(r"encoder_attn\.[kv]_proj$")
 class StatisticsOptions:
     """Config `statistics` (asrmerge/schemas/config.schema.yaml documents each key)."""
 
-    utterances: int = 64
-    batch_size: int = 8
-    fisher_outputs: str = "empirical"
-    layers: tuple[str, ...] = field(default_factory=tuple)
-    max_memory_mb: float = 4096
-    seed: int = 0
+    utterances: int = default("statistics.utterances")
+    batch_size: int = default("statistics.batch_size")
+    fisher_outputs: str = default("statistics.fisher_outputs")
+    layers: tuple[str, ...] = default("statistics.layers")
+    max_memory_mb: float = default("statistics.max_memory_mb")
+    seed: int = default("seed")
 
     def __post_init__(self) -> None:
         if self.fisher_outputs not in FISHER_OUTPUTS:
@@ -65,7 +66,7 @@ def draw_utterances(utterances: Sequence[Utterance], count: int, seed: int) -> l
     return [utterances[i] for i in sorted(chosen.tolist())]
 
 
-def linear_weights(whisper: LoadedWhisper, layers: Sequence[str] = ()) -> dict[str, torch.nn.Linear]:
+def linear_weights(whisper: LoadedWhisper, layers: Sequence[str] = default("statistics.layers")) -> dict[str, torch.nn.Linear]:
     """Weight name -> linear layer, for the layers whose weight is a tensor of its own (Whisper's output projection is
     the token embedding: not a linear map of its own) and, with `layers`, whose weight name matches one regex."""
     patterns = [re.compile(p) for p in layers]

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from asrmerge.defaults import default
 from asrmerge.guard import declare_paths
 from asrmerge.merging.spec import PER_TASK_STATISTICS
 from asrmerge.workflow import stages
@@ -104,7 +105,7 @@ DECODING_OPTIONS = "decoding option KEY=VALUE of config `evaluation` (batch_size
 def _model_run_arguments(parser: argparse.ArgumentParser, option_help: str) -> None:
     """--option KEY=VALUE (repeatable) and --device, shared by the stages that run a model."""
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=option_help)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    parser.add_argument("--device", default=default("device"), choices=["auto", "cpu", "cuda"], help="where the model runs")
 
 
 def configfile_argument(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="manifests whose train split is used")
     p.add_argument("--replay", nargs="*", default=[], metavar="MANIFEST", help="general data mixed into each batch")
     p.add_argument("--out", required=True, help="output model folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=default("seed"))
     _model_run_arguments(p, "training option of config `finetune.domain` (steps and learning_rate are required)")
     declare_paths(p, inputs=["base", "train", "replay"], folders=["out"])
     p.set_defaults(func=_finetune)
@@ -151,7 +152,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the domain's fine-tuned model folder")
     p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="manifests whose train split is used")
     p.add_argument("--out", required=True, help="output safetensors file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=default("seed"))
     _model_run_arguments(p, "option of config `statistics` (utterances, batch_size, fisher_outputs, max_memory_mb)")
     declare_paths(p, inputs=["model", "train"], outputs=["out"])
     p.set_defaults(func=_statistics)
@@ -166,8 +167,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--validation", nargs="+", required=True, metavar="MANIFEST")
     p.add_argument("--lambdas", required=True, help="comma-separated grid, e.g. 0.25,0.5,1,1.5")
     p.add_argument("--out", required=True)
-    p.add_argument("--metric", choices=["wer", "cer"], default="wer")
-    p.add_argument("--tie-break", choices=["smallest", "largest"], default="smallest")
+    p.add_argument("--metric", choices=["wer", "cer"], default=default("selection.metric"))
+    p.add_argument("--tie-break", choices=["smallest", "largest"], default=default("selection.tie_break"))
     _model_run_arguments(p, DECODING_OPTIONS)
     declare_paths(p, inputs=["base", "task_vector", "validation"], outputs=["out"])
     p.set_defaults(func=_select_lambda)

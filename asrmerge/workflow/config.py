@@ -6,14 +6,12 @@ All checks run before any job starts, and each failure is one `ConfigError` nami
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +19,13 @@ import jsonschema
 import yaml
 
 from asrmerge import layout
+from asrmerge.defaults import load_schema
 from asrmerge.data.corpus import TEST_ROLES, default_sets, parse_spec, required_splits
 from asrmerge.data.manifest import validate_manifest
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.merging.registry import get_method, resolve_params
 from asrmerge.models.source import is_hub_id
 
-SCHEMA_PATH = Path(str(resources.files("asrmerge") / "schemas" / "config.schema.yaml"))
 SPLITS = ("train", "validation", "test")
 _PATH_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")  # no layout.PARAM_SEPARATOR
 
@@ -58,16 +56,6 @@ def check_config_file(path: str | Path) -> Any:
         raise ConfigError(f"config file {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
-
-
-@functools.lru_cache(maxsize=1)
-def _parsed_schema() -> dict:
-    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-def load_schema() -> dict:
-    """The config schema (a fresh copy: callers may modify it)."""
-    return copy.deepcopy(_parsed_schema())
 
 
 def _resolve(schema: Mapping, root: Mapping) -> Mapping:

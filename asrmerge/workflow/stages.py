@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from asrmerge.atomic import write_json
+from asrmerge.defaults import default
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ PathLike = str | os.PathLike[str]
 
 
 def base_model(
-    settings: Mapping[str, Any], general_manifests: Sequence[PathLike], out: PathLike, seed: int, device: str = "auto",
+    settings: Mapping[str, Any], general_manifests: Sequence[PathLike], out: PathLike, seed: int, device: str = default("device"),
     generation: Mapping[str, Any] | None = None,
 ) -> Path:
     """The foundation as config `base_model` says (`settings`): pretrained on the train splits of
@@ -39,7 +40,7 @@ def base_model(
 
 def finetune(
     base: PathLike, train_manifests: Sequence[PathLike], out: PathLike, options: Mapping[str, Any], seed: int,
-    device: str = "auto", replay_manifests: Sequence[PathLike] = (),
+    device: str = default("device"), replay_manifests: Sequence[PathLike] = (),
 ) -> Path:
     """Fully fine-tune the model folder `base` on the train splits of `train_manifests` (with replay of the train
     splits of `replay_manifests`), `options` as config `finetune.domain`; the model folder goes to `out`."""
@@ -61,7 +62,7 @@ def finetune(
 
 def statistics(
     kind: str, model: PathLike, train_manifests: Sequence[PathLike], out: PathLike, options: Mapping[str, Any],
-    seed: int, device: str = "auto",
+    seed: int, device: str = default("device"),
 ) -> Path:
     """`kind` statistics (asrmerge.training.statistics: gram, fisher) of the model folder `model` over a seeded draw
     from the train splits of `train_manifests`, `options` as config `statistics`; written to `out`."""
@@ -83,7 +84,7 @@ def statistics(
 
 def adamerging_coefficients(
     base: PathLike, task_vectors: Sequence[PathLike], validation_manifests: Sequence[PathLike], options: Mapping[str, Any],
-    out: PathLike, summary: PathLike, seed: int, device: str = "auto", max_new_tokens: int | str = "auto",
+    out: PathLike, summary: PathLike, seed: int, device: str = default("device"), max_new_tokens: int | str = default("evaluation.max_new_tokens"),
 ) -> Path:
     """AdaMerging's coefficients for θ_base + Σ_t λ_t τ_t (asrmerge.training.adamerging), learned on the audio of the
     validation splits of `validation_manifests`; `options` are the method's parameters (granularity, steps, ...).
@@ -130,8 +131,8 @@ def task_origins(task_vectors: Sequence[PathLike]) -> list[str | None]:
 
 def select_lambda(
     base: PathLike, task_vector: PathLike, validation_manifests: Sequence[PathLike], lambdas: Sequence[float],
-    out: PathLike, evaluation: Mapping[str, Any], metric: str = "wer", tie_break: str = "smallest",
-    device: str = "auto", record: Mapping[str, Any] | None = None,
+    out: PathLike, evaluation: Mapping[str, Any], metric: str = default("selection.metric"), tie_break: str = default("selection.tie_break"),
+    device: str = default("device"), record: Mapping[str, Any] | None = None,
 ) -> Path:
     """Sweep λ for θ₀ + λ·τ on the validation splits and write the selection record (asrmerge.layout.SELECTION),
     `record` (e.g. the method and parameters) included."""
@@ -146,7 +147,7 @@ def select_lambda(
 
 
 def decode(
-    model: PathLike, plan: Mapping[str, Mapping[str, PathLike]], evaluation: Mapping[str, Any], device: str = "auto",
+    model: PathLike, plan: Mapping[str, Mapping[str, PathLike]], evaluation: Mapping[str, Any], device: str = default("device"),
     task_vector: PathLike | None = None, selection: PathLike | None = None,
 ) -> None:
     """Transcribe the test split of each test set of `plan` (name -> {"manifest", "hypotheses"}) with the model
