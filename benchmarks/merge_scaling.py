@@ -145,7 +145,8 @@ def render(results: dict[str, Any]) -> str:
         floor_text = "; ".join(f"{f.seconds:.1f} s, {f.peak_gib:.2f} GiB (invocation {k})" for k, f in floors.items())
         head.append(f"- **{size}**: {info['parameters'] / 1e6:.1f}M parameters, float16, base + {info['tasks']} "
                     f"fine-tunes, {info['input_gb']:.2f} GB of inputs ({info['cache']}); RegMean's Gram statistics "
-                    f"{info['statistics_gb']:.2f} GB ({info['statistics_dtype']}); I/O floor: {floor_text}.")
+                    f"{info.get('statistics_gb', 0):.2f} GB ({info.get('statistics_dtype', 'not written')}); I/O "
+                    f"floor: {floor_text}.")
         for label in info["labels"]:
             ours = cells.get(cell_key(size, label, "ours"))
             floor = floors.get(ours.invocation) if ours is not None else None
@@ -305,8 +306,10 @@ def main() -> None:
         info = results["sizes"].setdefault(size, {"floors": {}})
         info.update(tasks=tasks, parameters=params, input_gb=input_bytes / 1e9,
                     cache="page cache warmed before each run" if cached else "read from disk: more than the page cache",
-                    statistics_gb=sum(p.stat().st_size for p in statistics) / 1e9,
-                    statistics_dtype=args.statistics_dtype, labels=[r.label for r in scaling_rows(exclude_keys)])
+                    labels=[r.label for r in scaling_rows(exclude_keys)])
+        if statistics:
+            info.update(statistics_gb=sum(p.stat().st_size for p in statistics) / 1e9,
+                        statistics_dtype=args.statistics_dtype)
 
         def timed(label: str, cmd: list[str], out: Path, timeout: float, inputs: list[Path] = inputs,
                   cached: bool = cached) -> ms.Run:
