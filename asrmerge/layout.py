@@ -56,6 +56,20 @@ SCORES = "scores/{system}.json"  # error counts per test set and per utterance
 TABLE = "tables/{name}"  # paper.{md,tex,csv,html}, wer.{csv,md,tex,html}, wer_wide.csv
 FIGURE = "figures/{figure}.{ext}"  # PNG and PDF of each figure the config supports (asrmerge.workflow.figure_plan)
 
+# The files of a model folder (base, fine-tunes, merged models): a transformers folder, and what this project adds.
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_WEIGHTS_INDEX = "model.safetensors.index.json"  # the weights in shards (released checkpoints)
+MODEL_CONFIG = "config.json"
+CTC_HEAD = "ctc_head.safetensors"  # a pretrained model's CTC head, kept so that a later stage continues it
+LOSS_CURVE = "loss.csv"  # a trained model's loss per step
+MERGE_INFO = "merge_info.json"  # a merged model's inputs, their digests and λ
+
+# The "kind" metadata of the safetensors files the workflow writes; a reader refuses a file of another kind.
+TASK_VECTOR_KIND = "task_vector"
+MERGED_TASK_VECTOR_KIND = "merged_task_vector"
+MERGED_MODEL_KIND = "merged_model"
+STATISTICS_KIND = "statistics"  # its "statistics" metadata names which (asrmerge.merging.spec.STATISTICS_KINDS)
+
 #: The selection record's key for the λ chosen on validation (asrmerge.evaluation.selection writes it, decoding applies it).
 CHOSEN_LAMBDA = "chosen_lambda"
 

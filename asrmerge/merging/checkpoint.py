@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from safetensors import safe_open
 
+from asrmerge import layout
 from asrmerge.atomic import FILE_MODE
 
 #: Stretches of each tensor's bytes that its checkpoint's fingerprint reads (Checkpoint.fingerprint), and their size.
@@ -51,9 +52,9 @@ TASK_FINGERPRINTS = "task_fingerprints"
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
+WEIGHTS_NAME = layout.MODEL_WEIGHTS
+INDEX_NAME = layout.MODEL_WEIGHTS_INDEX
+CONFIG_NAME = layout.MODEL_CONFIG
 
 DTYPE_TO_ST: dict[torch.dtype, str] = {
     torch.float64: "F64",

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from asrmerge import layout
 from asrmerge.atomic import staged_folder
 from asrmerge.defaults import default
 from asrmerge.guard import check_outputs
@@ -115,7 +116,7 @@ def compute_task_vector(base: str | os.PathLike[str], finetuned: str | os.PathLi
         check_differs_from_base(base_ckpt, ft_ckpt)
         names = base_ckpt.float_names
         entries = [TensorEntry(n, torch.float32, base_ckpt.shapes[n]) for n in names]
-        metadata = {"format": "pt", "kind": "task_vector", "base": str(base), "finetuned": str(finetuned),
+        metadata = {"format": "pt", "kind": layout.TASK_VECTOR_KIND, "base": str(base), "finetuned": str(finetuned),
                     BASE_FINGERPRINT: base_ckpt.fingerprint, FINETUNED_FINGERPRINT: ft_ckpt.fingerprint}
         with SafetensorsWriter(out_path, entries, metadata) as writer:
             changed = False
@@ -262,7 +263,7 @@ def _open_inputs(base_ckpt: Checkpoint, paths: Sequence[str | os.PathLike[str]],
             check_differs_from_base(base_ckpt, ckpt)
         else:
             check_compatible(base_ckpt, ckpt, names=base_ckpt.float_names)
-            if ckpt.metadata.get("kind") != "task_vector":
+            if ckpt.metadata.get("kind") != layout.TASK_VECTOR_KIND:
                 raise ValueError(f"{ckpt.path} is not a task-vector file (kind={ckpt.metadata.get('kind')!r}): "
                                  "write one with `asrmerge task-vector`, or pass fine-tuned models as --finetuned")
     return checkpoints
@@ -417,7 +418,7 @@ def _model_folder(
                     and item.name != INDEX_NAME:
                 shutil.copyfile(item, staging / item.name)
         yield staging
-        (staging / "merge_info.json").write_text(json.dumps(dict(info), indent=1))
+        (staging / layout.MERGE_INFO).write_text(json.dumps(dict(info), indent=1))
 
 
 def merge(
@@ -504,7 +505,7 @@ def merge(
         kwargs = {**resolved, **extra}
         metadata = {
             "format": "pt",
-            "kind": "merged_task_vector",
+            "kind": layout.MERGED_TASK_VECTOR_KIND,
             "method": spec.name,
             "params": _metadata_json(resolved),
             "seed": str(seed),
@@ -528,7 +529,7 @@ def merge(
                 name, merged.clone() if reader.owns(merged) else merged))
         model_writer, others = None, [n for n in base_ckpt.names if n not in set(names)]
         if out_model is not None:
-            model_meta = metadata | {"kind": "merged_model", "lambda": repr(float(lam))}
+            model_meta = metadata | {"kind": layout.MERGED_MODEL_KIND, "lambda": repr(float(lam))}
             info = {"method": spec.name, "params": resolved, "seed": seed, "lambda": float(lam), "base": str(base),
                     "inputs": [str(p) for p in paths], "input_kind": metadata["input_kind"]}
             staging = resources.enter_context(_model_folder(base, out_model, info, paths))
@@ -631,7 +632,7 @@ def apply_task_vector(
         check_compatible(base_ckpt, tv_ckpt, names=base_ckpt.float_names)
         names = base_ckpt.names
         entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in names]
-        metadata = {"format": "pt", "kind": "merged_model", "base": str(base), "task_vector": str(task_vector_path),
+        metadata = {"format": "pt", "kind": layout.MERGED_MODEL_KIND, "base": str(base), "task_vector": str(task_vector_path),
                     "lambda": repr(float(lam))}
         with SafetensorsWriter(out_path, entries, metadata) as writer:
             for name in names:

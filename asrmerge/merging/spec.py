@@ -30,6 +30,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from asrmerge import layout
+
 if TYPE_CHECKING:  # the declarations are read at workflow parse time, which never runs a method (asrmerge.lazy_import)
     import torch
 
@@ -42,7 +44,7 @@ STATISTICS_KINDS: dict[str, bool] = {"gram": True, "fisher": True, "coefficients
 #: The kinds computed per task by the workflow's rule `statistics`.
 PER_TASK_STATISTICS = tuple(kind for kind, per_task in STATISTICS_KINDS.items() if per_task)
 #: The "kind" metadata of a statistics file; its "statistics" metadata is one of STATISTICS_KINDS.
-STATISTICS_FILE_KIND = "statistics"
+STATISTICS_FILE_KIND = layout.STATISTICS_KIND
 
 
 def statistics_shape(kind: str, weight_shape: tuple[int, ...], num_tasks: int) -> tuple[int, ...] | None:

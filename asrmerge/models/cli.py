@@ -8,6 +8,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from asrmerge import layout
 from asrmerge.guard import declare_paths
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,15 @@ def run_ship_foundation(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file, save
 
     from asrmerge.models.whisper import complete_generation_config, in_whisper_token_order, load_whisper
-    from asrmerge.training.loop import CTC_HEAD_FILE
 
     out = Path(args.out)
     replace = args.overwrite  # the output guard has checked the folder (asrmerge.guard)
-    head_file = Path(args.source) / CTC_HEAD_FILE  # kept (float32, small) so that a later pretraining stage continues it
+    head_file = Path(args.source) / layout.CTC_HEAD  # kept (float32, small) so that a later pretraining stage continues it
     whisper, head = in_whisper_token_order(load_whisper(args.source, dtype=torch.float16),
                                            load_file(head_file) if head_file.is_file() else None)
     # The demo's target language and decoding (evaluation.num_beams: 1); a caller's arguments override both.
     complete_generation_config(whisper, language="pt", num_beams=1)
-    whisper.save(out, extra_files={CTC_HEAD_FILE: save(head)} if head is not None else None, replace=replace)
+    whisper.save(out, extra_files={layout.CTC_HEAD: save(head)} if head is not None else None, replace=replace)
     size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
     log.info("%s: %.1f MB", args.out, size / 1e6)
     return 0

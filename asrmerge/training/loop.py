@@ -33,6 +33,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from asrmerge import layout
 from asrmerge.atomic import staged_path
 from asrmerge.defaults import default
 from asrmerge.data.manifest import Utterance, load_audio
@@ -49,7 +50,7 @@ TRAINING_MODES = ("full", "lora")
 #: beside the model whose weights already hold them (W + alpha/rank · B A).
 LORA_ADAPTER_FILE = "lora_adapters.safetensors"
 #: The encoder's CTC head in a model folder (safetensors: weight, bias), written when training used one.
-CTC_HEAD_FILE = "ctc_head.safetensors"
+CTC_HEAD_FILE = layout.CTC_HEAD
 
 
 @dataclass(frozen=True)
@@ -324,7 +325,7 @@ def train(
     model.eval()
     if options.gradient_checkpointing:
         model.gradient_checkpointing_disable()
-    extra_files: dict[str, str | bytes] = {"loss.csv": curve_csv(curve)}
+    extra_files: dict[str, str | bytes] = {layout.LOSS_CURVE: curve_csv(curve)}
     if ctc_head is not None:
         extra_files[CTC_HEAD_FILE] = safetensors.torch.save({k: v.contiguous() for k, v in ctc_head.state_dict().items()})
     if lora is not None:
