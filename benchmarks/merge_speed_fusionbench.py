@@ -21,8 +21,11 @@ def main() -> None:
     from fusion_bench.modelpool import BaseModelPool
 
     def entry(folder: str) -> dict:
+        # float32 whatever the checkpoints store: transformers 5 loads float16 checkpoints in float16, in which
+        # FusionBench's SVD methods cannot run on a CPU (torch has no half-precision SVD there); asrmerge computes in
+        # float32 too.
         return {"_target_": "transformers.WhisperForConditionalGeneration.from_pretrained",
-                "pretrained_model_name_or_path": folder}
+                "pretrained_model_name_or_path": folder, "dtype": "float32"}
 
     models = {"_pretrained_": entry(spec["base"])}
     models.update({f"task{i:02d}": entry(folder) for i, folder in enumerate(spec["finetuned"])})
