@@ -142,7 +142,10 @@ def render(results: dict[str, Any]) -> str:
         if info is None:
             continue
         floors = {k: ms.Run(**v) for k, v in info["floors"].items()}
-        floor_text = "; ".join(f"{f.seconds:.1f} s, {f.peak_gib:.2f} GiB (invocation {k})" for k, f in floors.items())
+        startups = info.get("startups", {})
+        floor_text = "; ".join(f"{f.seconds:.1f} s, {f.peak_gib:.2f} GiB (invocation {k}"
+                               + (f"; asrmerge start-up {startups[k]['seconds']:.1f} s" if k in startups else "") + ")"
+                               for k, f in floors.items())
         head.append(f"- **{size}**: {info['parameters'] / 1e6:.1f}M parameters, float16, base + {info['tasks']} "
                     f"fine-tunes, {info['input_gb']:.2f} GB of inputs ({info['cache']}); RegMean's Gram statistics "
                     f"{info.get('statistics_gb', 0):.2f} GB ({info.get('statistics_dtype', 'not written')}); I/O "
@@ -328,6 +331,9 @@ def main() -> None:
             floor_out = runs_dir / "floor.bin"
             info["floors"][invocation] = timed(f"{size}-io_floor", ms.io_floor_command(inputs, floor_out),
                                                floor_out, args.timeout).__dict__
+            if "ours" in libraries:
+                info.setdefault("startups", {})[invocation] = timed(f"{size}-startup", ms.startup_command(),
+                                                                    runs_dir / "startup", args.timeout).__dict__
             save()
         for library in libraries:  # asrmerge's whole column first: a run stopped at a large size has it
             for row in rows:

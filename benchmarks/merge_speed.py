@@ -512,6 +512,12 @@ def io_floor_command(inputs: Sequence[Path], out: Path) -> list[str]:
             "--io-floor-bytes", str(inputs[0].stat().st_size)]
 
 
+def startup_command() -> list[str]:
+    """asrmerge's start-up alone: the merge command's imports and argument parsing (`asrmerge merge --help`), the
+    part of every asrmerge run that the I/O floor does not have."""
+    return [str(Path(sys.executable).with_name("asrmerge")), "merge", "--help"]
+
+
 def run_env(threads: int | None) -> dict[str, str]:
     """The environment of every measured process: offline, unbuffered, `threads` CPU threads when given."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
@@ -700,6 +706,7 @@ def main() -> None:
     floor_out = runs_dir / "floor.bin"
     floor = timed("io_floor", io_floor_command(inputs, floor_out), floor_out)
     floor_out.unlink(missing_ok=True)
+    startup = timed("startup", startup_command(), runs_dir / "startup") if "ours" in libraries else None
 
     results: list[dict[str, Any]] = []
     for index, row in enumerate(table_rows):
@@ -732,6 +739,7 @@ def main() -> None:
     stamp = f"{args.scale}-T{args.tasks}"
     document = {"invocations": {invocation: {
         "machine": machine(), "date": started, "threads": args.threads, "floor": floor.__dict__,
+        **({"startup": startup.__dict__} if startup is not None else {}),
         "checkpoints": f"Whisper {args.scale} geometry ({params / 1e6:.1f}M parameters, float32), base + "
                        f"{args.tasks} fine-tuned, {input_bytes / 1e9:.2f} GB of inputs",
         "floor_file_gb": inputs[0].stat().st_size / 1e9}},
@@ -797,7 +805,9 @@ def render(document: dict[str, Any]) -> str:
         head.append(f"{tag}{inv['machine']}; {inv['date']}; torch threads: {inv['threads'] or 'default (all cores)'}. "
                     f"{inv['checkpoints']}; asrmerge writes θ₀ + 1·τ to a model folder in one pass. I/O floor (read "
                     f"every input once, write and fsync one {inv['floor_file_gb']:.2f} GB file): "
-                    f"{floors[key].seconds:.1f} s, {floors[key].peak_gib:.2f} GiB.")
+                    f"{floors[key].seconds:.1f} s, {floors[key].peak_gib:.2f} GiB."
+                    + (f" asrmerge start-up (`asrmerge merge --help`: imports and argument parsing): "
+                       f"{inv['startup']['seconds']:.1f} s." if "startup" in inv else ""))
     head += [
         "Times are wall clock of the whole process (start-up, loading, merging, writing); GiB is its peak resident "
         "memory (rusage). Before each run every input is read once, so each library starts from the same warm page "
