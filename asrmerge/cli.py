@@ -1,6 +1,5 @@
-"""The `asrmerge` command line: every stage of the workflow (corpus, pretrain, finetune, task-vector, task-spectra,
-merge, diagnose, select-lambda, decode, score, table, figure, report-check), the export and model-import tools and
-compare-runs, usable without Snakemake.
+"""The `asrmerge` command line: every stage of the workflow (one command per rule: RULE_COMMANDS), report-check,
+the export and model-import tools and compare-runs, usable without Snakemake.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand(s) and sets
 `func` on the parser to a callable taking the parsed namespace.
@@ -14,6 +13,31 @@ import logging
 import sys
 
 from asrmerge.guard import check_command, end_command
+
+#: The command that does each workflow rule's work, by rule (tests/test_rules.py derives the rules from rules/*.smk
+#: and fails on a rule without one).
+RULE_COMMANDS: dict[str, str] = {
+    "corpus_set": "corpus",
+    "check_splits": "check-splits",
+    "base_model": "pretrain",
+    "finetune_domain": "finetune",
+    "finetune_joint": "finetune",
+    "import_finetune": "import-finetune",
+    "task_vector": "task-vector",
+    "task_spectra": "task-spectra",
+    "statistics": "statistics",
+    "adamerging_coefficients": "adamerging-coefficients",
+    "merge": "merge",
+    "merge_diagnostics": "diagnose",
+    "export_merged": "export",
+    "export_best_merge": "export",
+    "select_lambda": "select-lambda",
+    "decode_model": "decode",
+    "decode_merged": "decode",
+    "score": "score",
+    "table": "table",
+    "figure": "figure",
+}
 
 COMMAND_MODULES = [
     "asrmerge.workflow.commands",

@@ -74,6 +74,42 @@ STATISTICS_KIND = "statistics"  # its "statistics" metadata names which (asrmerg
 CHOSEN_LAMBDA = "chosen_lambda"
 
 
+#: Each rule's job record, by rule: its log is logs/<record>.log, its Snakemake benchmark benchmarks/<record>.tsv,
+#: where <record> is the path (in the rules' wildcards) of what the job makes, so the records mirror the results.
+JOB_RECORDS: dict[str, str] = {
+    "corpus_set": "data/{set}",
+    "check_splits": "data/splits_checked",
+    "base_model": "models/base",
+    "finetune_domain": "models/finetuned/{domain}",
+    "finetune_joint": "models/joint",
+    "import_finetune": "models/{model}",
+    "task_vector": "task_vectors/{domain}",
+    "task_spectra": "task_vectors/{domain}.spectra",
+    "statistics": "statistics/{domain}/{kind}",
+    "adamerging_coefficients": f"merges/{BRANCH}.coefficients",
+    "merge": f"merges/{BRANCH}",
+    "merge_diagnostics": f"merges/{BRANCH}.diagnostics",
+    "export_merged": f"merged_models/{BRANCH}",
+    "export_best_merge": "merged_models/best",
+    "select_lambda": f"selection/{BRANCH}",
+    "decode_model": "hypotheses/{model}",
+    "decode_merged": f"hypotheses/{MERGED}/{BRANCH}",
+    "score": "scores/{system}",
+    "table": "tables/wer",
+    "figure": "figures/{figure}",
+}
+
+
+def job_log(results: str | os.PathLike[str], rule: str) -> str:
+    """The log file of a job of `rule` (JOB_RECORDS), with the rule's wildcards left for Snakemake."""
+    return f"{os.fspath(results)}/{LOGS}/{JOB_RECORDS[rule]}.log"
+
+
+def job_benchmark(results: str | os.PathLike[str], rule: str) -> str:
+    """The Snakemake benchmark file (wall clock, CPU time, peak memory) of a job of `rule` (JOB_RECORDS)."""
+    return f"{os.fspath(results)}/{BENCHMARKS}/{JOB_RECORDS[rule]}.tsv"
+
+
 class _Wildcards(dict):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"

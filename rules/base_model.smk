@@ -6,9 +6,9 @@ rule base_model:
     output:
         directory(result(layout.BASE_MODEL)),
     log:
-        f"{LOGS}/models/base.log",
+        layout.job_log(RESULTS, "base_model"),
     benchmark:
-        f"{BENCHMARKS}/models/base.tsv"
+        layout.job_benchmark(RESULTS, "base_model")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2

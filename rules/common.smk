@@ -27,8 +27,6 @@ share_package_with_jobs()
 # report-check commands derive the same from the same config).
 EXPERIMENT = Experiment(config)
 RESULTS = EXPERIMENT.results
-LOGS = f"{RESULTS}/{layout.LOGS}"
-BENCHMARKS = f"{RESULTS}/{layout.BENCHMARKS}"
 DOMAINS = EXPERIMENT.domains
 TEST_SETS = EXPERIMENT.test_sets
 GENERAL_SETS = EXPERIMENT.general_sets

@@ -6,9 +6,9 @@ rule corpus_set:
     output:
         manifest=result(layout.MANIFEST),
     log:
-        f"{LOGS}/data/{{set}}.log",
+        layout.job_log(RESULTS, "corpus_set"),
     benchmark:
-        f"{BENCHMARKS}/data/{{set}}.tsv"
+        layout.job_benchmark(RESULTS, "corpus_set")
     conda:
         "../envs/asrmerge.yaml"
     params:
@@ -28,9 +28,9 @@ rule check_splits:
     output:
         result(layout.SPLITS_CHECK),
     log:
-        f"{LOGS}/data/splits_checked.log",
+        layout.job_log(RESULTS, "check_splits"),
     benchmark:
-        f"{BENCHMARKS}/data/splits_checked.tsv"
+        layout.job_benchmark(RESULTS, "check_splits")
     conda:
         "../envs/asrmerge.yaml"
     params:

@@ -7,9 +7,9 @@ rule select_lambda:
     output:
         result(layout.SELECTION, branch=layout.BRANCH),
     log:
-        f"{LOGS}/selection/{{method}}/{{params}}.log",
+        layout.job_log(RESULTS, "select_lambda"),
     benchmark:
-        f"{BENCHMARKS}/selection/{{method}}/{{params}}.tsv"
+        layout.job_benchmark(RESULTS, "select_lambda")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -31,9 +31,9 @@ rule decode_model:
     output:
         list(hypotheses("{model}").values()),
     log:
-        f"{LOGS}/hypotheses/{{model}}.log",
+        layout.job_log(RESULTS, "decode_model"),
     benchmark:
-        f"{BENCHMARKS}/hypotheses/{{model}}.tsv"
+        layout.job_benchmark(RESULTS, "decode_model")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -54,9 +54,9 @@ rule decode_merged:
     output:
         list(hypotheses(layout.merged_system(layout.BRANCH)).values()),
     log:
-        f"{LOGS}/hypotheses/merged/{{method}}/{{params}}.log",
+        layout.job_log(RESULTS, "decode_merged"),
     benchmark:
-        f"{BENCHMARKS}/hypotheses/merged/{{method}}/{{params}}.tsv"
+        layout.job_benchmark(RESULTS, "decode_merged")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -75,9 +75,9 @@ rule score:
     output:
         result(layout.SCORES),
     log:
-        f"{LOGS}/scores/{{system}}.log",
+        layout.job_log(RESULTS, "score"),
     benchmark:
-        f"{BENCHMARKS}/scores/{{system}}.tsv"
+        layout.job_benchmark(RESULTS, "score")
     conda:
         "../envs/asrmerge.yaml"
     params:

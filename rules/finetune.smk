@@ -5,9 +5,9 @@ rule finetune_domain:
     output:
         directory(result(layout.MODEL, model=layout.finetuned_system("{domain}"))),
     log:
-        f"{LOGS}/models/finetuned/{{domain}}.log",
+        layout.job_log(RESULTS, "finetune_domain"),
     benchmark:
-        f"{BENCHMARKS}/models/finetuned/{{domain}}.tsv"
+        layout.job_benchmark(RESULTS, "finetune_domain")
     wildcard_constraints:
         domain=rf"(?!(?:{one_of(d for d in DOMAINS if layout.finetuned_system(d) in SUPPLIED)})$)[A-Za-z0-9][A-Za-z0-9_-]*",
     conda:
@@ -28,9 +28,9 @@ rule finetune_joint:
     output:
         directory(result(layout.MODEL, model=layout.JOINT)),
     log:
-        f"{LOGS}/models/joint.log",
+        layout.job_log(RESULTS, "finetune_joint"),
     benchmark:
-        f"{BENCHMARKS}/models/joint.tsv"
+        layout.job_benchmark(RESULTS, "finetune_joint")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -52,9 +52,9 @@ rule import_finetune:
     output:
         directory(result(layout.MODEL)),
     log:
-        f"{LOGS}/models/{{model}}.log",
+        layout.job_log(RESULTS, "import_finetune"),
     benchmark:
-        f"{BENCHMARKS}/models/{{model}}.tsv"
+        layout.job_benchmark(RESULTS, "import_finetune")
     wildcard_constraints:
         model=one_of(SUPPLIED),
     conda:

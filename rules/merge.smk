@@ -8,9 +8,9 @@ rule merge:
     output:
         result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
     log:
-        f"{LOGS}/merges/{{method}}/{{params}}.log",
+        layout.job_log(RESULTS, "merge"),
     benchmark:
-        f"{BENCHMARKS}/merges/{{method}}/{{params}}.tsv"
+        layout.job_benchmark(RESULTS, "merge")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -34,9 +34,9 @@ rule merge_diagnostics:
     output:
         result(layout.MERGE_DIAGNOSTICS, branch=layout.BRANCH),
     log:
-        f"{LOGS}/merges/{{method}}/{{params}}.diagnostics.log",
+        layout.job_log(RESULTS, "merge_diagnostics"),
     benchmark:
-        f"{BENCHMARKS}/merges/{{method}}/{{params}}.diagnostics.tsv"
+        layout.job_benchmark(RESULTS, "merge_diagnostics")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -53,9 +53,9 @@ rule export_merged:
     output:
         directory(result(layout.MERGED_MODEL, branch=layout.BRANCH)),
     log:
-        f"{LOGS}/merged_models/{{method}}/{{params}}.log",
+        layout.job_log(RESULTS, "export_merged"),
     benchmark:
-        f"{BENCHMARKS}/merged_models/{{method}}/{{params}}.tsv"
+        layout.job_benchmark(RESULTS, "export_merged")
     conda:
         "../envs/asrmerge.yaml"
     params:
@@ -72,9 +72,9 @@ rule export_best_merge:
     output:
         directory(result(layout.BEST_MERGED_MODEL)),
     log:
-        f"{LOGS}/merged_models/best.log",
+        layout.job_log(RESULTS, "export_best_merge"),
     benchmark:
-        f"{BENCHMARKS}/merged_models/best.tsv"
+        layout.job_benchmark(RESULTS, "export_best_merge")
     conda:
         "../envs/asrmerge.yaml"
     params:

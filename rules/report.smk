@@ -43,9 +43,9 @@ rule table:
             result(layout.TABLE, name=TABLE_FILES["paper_html"]), **PAPER_TABLE, labels={"format": "HTML"}
         ),
     log:
-        f"{LOGS}/tables/wer.log",
+        layout.job_log(RESULTS, "table"),
     benchmark:
-        f"{BENCHMARKS}/tables/wer.tsv"
+        layout.job_benchmark(RESULTS, "table")
     conda:
         "../envs/asrmerge.yaml"
     params:
@@ -72,9 +72,9 @@ rule figure:
         ),
         pdf=result(layout.FIGURE, ext="pdf"),
     log:
-        f"{LOGS}/figures/{{figure}}.log",
+        layout.job_log(RESULTS, "figure"),
     benchmark:
-        f"{BENCHMARKS}/figures/{{figure}}.tsv"
+        layout.job_benchmark(RESULTS, "figure")
     conda:
         "../envs/asrmerge.yaml"
     params:

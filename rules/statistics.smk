@@ -7,9 +7,9 @@ rule statistics:
     output:
         result(layout.STATISTICS),
     log:
-        f"{LOGS}/statistics/{{domain}}/{{kind}}.log",
+        layout.job_log(RESULTS, "statistics"),
     benchmark:
-        f"{BENCHMARKS}/statistics/{{domain}}/{{kind}}.tsv"
+        layout.job_benchmark(RESULTS, "statistics")
     wildcard_constraints:
         kind=one_of(PER_TASK_STATISTICS),
     conda:
@@ -33,9 +33,9 @@ rule adamerging_coefficients:
         coefficients=result(layout.MERGE_COEFFICIENTS, branch=layout.BRANCH),
         summary=result(layout.MERGE_COEFFICIENTS_SUMMARY, branch=layout.BRANCH),
     log:
-        f"{LOGS}/merges/{{method}}/{{params}}.coefficients.log",
+        layout.job_log(RESULTS, "adamerging_coefficients"),
     benchmark:
-        f"{BENCHMARKS}/merges/{{method}}/{{params}}.coefficients.tsv"
+        layout.job_benchmark(RESULTS, "adamerging_coefficients")
     wildcard_constraints:
         method="adamerging",
     conda:

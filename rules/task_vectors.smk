@@ -6,9 +6,9 @@ rule task_vector:
     output:
         result(layout.TASK_VECTOR),
     log:
-        f"{LOGS}/task_vectors/{{domain}}.log",
+        layout.job_log(RESULTS, "task_vector"),
     benchmark:
-        f"{BENCHMARKS}/task_vectors/{{domain}}.tsv"
+        layout.job_benchmark(RESULTS, "task_vector")
     conda:
         "../envs/asrmerge.yaml"
     script:
@@ -22,9 +22,9 @@ rule task_spectra:
     output:
         result(layout.TASK_SPECTRA),
     log:
-        f"{LOGS}/task_vectors/{{domain}}.spectra.log",
+        layout.job_log(RESULTS, "task_spectra"),
     benchmark:
-        f"{BENCHMARKS}/task_vectors/{{domain}}.spectra.tsv"
+        layout.job_benchmark(RESULTS, "task_spectra")
     conda:
         "../envs/asrmerge.yaml"
     threads: 2

@@ -32,15 +32,43 @@ def test_stage_commands_name_what_is_wrong(tmp_path, capsys):
     assert "give both or neither" in capsys.readouterr().err
 
 
-def test_every_stage_of_the_workflow_is_a_command(capsys):
-    import pytest
+def test_the_commands_of_the_rules_that_lacked_one(tmp_path, capsys):
+    """import-finetune, check-splits, adamerging-coefficients and corpus with a long-form set run as their rules'
+    scripts do (every rule has a command: tests/test_rules.py)."""
+    import yaml
 
-    with pytest.raises(SystemExit):
-        main(["--help"])
-    listed = capsys.readouterr().out
-    for command in ("corpus", "pretrain", "finetune", "task-vector", "task-spectra", "merge", "diagnose",
-                    "select-lambda", "decode", "score", "table", "figure", "report-check"):
-        assert f"    {command} " in listed or f"    {command}\n" in listed, command
+    from safetensors.torch import load_file
+    from speech_world import task_vectors_by_command
+
+    manifest = build_tiny_corpus(tmp_path / "corpus")
+    build_tiny_whisper(manifest, seed=4).save(tmp_path / "base")
+    build_tiny_whisper(manifest, seed=5).save(tmp_path / "user_ft")
+    assert main(["import-finetune", "--checkpoint", str(tmp_path / "user_ft"), "--base", str(tmp_path / "base"),
+                 "--out", str(tmp_path / "ft")]) == 0
+    assert (tmp_path / "ft" / "model.safetensors").is_file()
+
+    assert main(["check-splits", "--set", f"weather={manifest}", "--out", str(tmp_path / "splits.json")]) == 0
+    assert json.loads((tmp_path / "splits.json").read_text())
+    assert main(["check-splits", "--set", "weather", "--out", str(tmp_path / "bad.json")]) == 2
+    assert "--set 'weather' is not NAME=PATH" in capsys.readouterr().err
+
+    taus = task_vectors_by_command(tmp_path / "base", [tmp_path / "ft", tmp_path / "ft"], tmp_path / "taus")
+    assert main(["adamerging-coefficients", "--base", str(tmp_path / "base"), "--task-vectors", *map(str, taus),
+                 "--validation", str(manifest), "--out", str(tmp_path / "coefficients.safetensors"),
+                 "--summary", str(tmp_path / "coefficients.json"), "--option", "steps=1", "--option", "batch_size=2",
+                 "--option", "granularity=task", "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    assert load_file(tmp_path / "coefficients.safetensors")
+
+    specs = {"weather": {"role": "domain", "language": "pt", "text": "weather", "sizes": {"test": 4}},
+                  "weather_long": {"role": "long_form", "recordings_of": "weather", "recording_seconds": [6, 8],
+                              "pause_seconds": [0.3, 0.5]}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"sets": specs}))
+    corpus = ["corpus", "--spec", str(tmp_path / "spec.yaml"), "--set", "weather_long", "--out", str(tmp_path / "long")]
+    assert main(corpus) == 2
+    assert "give --recordings-source, the manifest of 'weather'" in capsys.readouterr().err
+    assert main([*corpus, "--recordings-source", str(manifest)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "long" / "manifest.jsonl").read_text().splitlines()]
+    assert rows and all(row["split"] == "test" for row in rows)
 
 
 def test_run_level_commands_name_the_missing_input(tmp_path, capsys):

@@ -67,16 +67,21 @@ def select_spec(specs: Mapping[str, Any], name: str, source: str) -> Mapping[str
 def run_corpus(args: argparse.Namespace) -> int:
     """``asrmerge corpus``: build one set."""
     from asrmerge.data.corpus import build_set, default_sets  # the audio stack loads only for these commands
+    from asrmerge.data.recordings import build_recordings, is_recordings_spec, parse_recordings_spec
 
     if args.spec is None:
         specs, source = default_sets(), "the built-in demo world"
     else:
         specs, source = load_spec_file(args.spec), str(args.spec)
     spec = select_spec(specs, args.set_name, source)
-    if "recordings_of" in spec:
-        raise ValueError(f"set {args.set_name!r} joins the test utterances of set {spec['recordings_of']!r} into long "
-                         "recordings: the workflow builds it (rule corpus_set) once that set exists")
-    manifest = build_set(args.set_name, spec, args.out, seed=args.seed, sample_rate=args.sample_rate)
+    if is_recordings_spec(spec):
+        if args.recordings_source is None:
+            raise ValueError(f"set {args.set_name!r} joins the test utterances of set {spec['recordings_of']!r} into "
+                             f"long recordings: give --recordings-source, the manifest of {spec['recordings_of']!r}")
+        manifest = build_recordings(args.set_name, parse_recordings_spec(args.set_name, spec, specs),
+                                    args.recordings_source, args.out, seed=args.seed, sample_rate=args.sample_rate)
+    else:
+        manifest = build_set(args.set_name, spec, args.out, seed=args.seed, sample_rate=args.sample_rate)
     logger.info("wrote %s", manifest)
     return 0
 
@@ -111,8 +116,9 @@ def run_validate_manifest(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``corpus``, ``corpus-defaults`` and ``validate-manifest`` to the ``asrmerge`` parser."""
     corpus = subparsers.add_parser(
-        "corpus", help="synthesise one speech set (espeak-ng + channel effects) with its manifest",
-        description="Build audio/<split>/<id>.wav and manifest.jsonl for one set of a corpus spec.",
+        "corpus", help="synthesise one speech set (espeak-ng + channel effects) with its manifest (rule corpus_set)",
+        description="Build audio/<split>/<id>.wav and manifest.jsonl for one set of a corpus spec; a long-form set "
+                    "(recordings_of) joins the test utterances of --recordings-source into recordings.",
     )
     corpus.add_argument("--spec", type=Path, default=None,
                         help="YAML with set specs (top level, 'sets:', 'corpus:' or 'corpus: sets:'); "
@@ -121,7 +127,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     corpus.add_argument("--out", type=Path, required=True, help="output folder for the set")
     corpus.add_argument("--seed", type=int, default=default("seed"), help="base random seed (default %(default)s)")
     corpus.add_argument("--sample-rate", type=int, default=default("corpus.sample_rate"), help="output sample rate in Hz (default %(default)s)")
-    declare_paths(corpus, inputs=["spec"], folders=["out"])
+    corpus.add_argument("--recordings-source", type=Path, default=None, metavar="MANIFEST",
+                        help="for a long-form set (recordings_of): the built manifest of the set whose test "
+                             "utterances it joins")
+    declare_paths(corpus, inputs=["spec", "recordings_source"], folders=["out"])
     corpus.set_defaults(func=run_corpus)
 
     defaults = subparsers.add_parser(

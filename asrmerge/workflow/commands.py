@@ -1,5 +1,6 @@
-"""Sub-commands of the model stages (asrmerge.workflow.stages): pretrain, finetune, statistics, select-lambda, decode, score — the
-functions the workflow's rule scripts call, with inputs and outputs named on the command line — and compare-runs."""
+"""Sub-commands of the stages the workflow's rule scripts run (asrmerge.workflow.stages and the functions they call):
+check-splits, pretrain, finetune, import-finetune, statistics, adamerging-coefficients, select-lambda, decode, score,
+with inputs and outputs named on the command line; and compare-runs."""
 
 from __future__ import annotations
 
@@ -63,6 +64,29 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     stages.finetune(args.base, args.train, args.out, _options(args.option), args.seed, args.device, args.replay)
+    return 0
+
+
+def _import_finetune(args: argparse.Namespace) -> int:
+    from asrmerge.training.foundation import adopt_finetune
+
+    # the output guard has checked the folder (asrmerge.guard): an earlier output of this project, with --overwrite
+    adopt_finetune(args.checkpoint, args.base).save(args.out, replace=args.overwrite)
+    return 0
+
+
+def _check_splits(args: argparse.Namespace) -> int:
+    from asrmerge import layout
+    from asrmerge.data.content import check_splits
+
+    cache = args.cache or str(Path(args.out).parent / layout.DIGEST_CACHE)
+    check_splits(_pairs(args.set, "--set"), args.out, cache)
+    return 0
+
+
+def _adamerging_coefficients(args: argparse.Namespace) -> int:
+    stages.adamerging_coefficients(args.base, args.task_vectors, args.validation, _options(args.option), args.out,
+                                   args.summary, args.seed, args.device, _value(args.max_new_tokens))
     return 0
 
 
@@ -142,6 +166,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _model_run_arguments(p, "training option of config `finetune.domain` (steps and learning_rate are required)")
     declare_paths(p, inputs=["base", "train", "replay"], folders=["out"])
     p.set_defaults(func=_finetune)
+
+    p = subparsers.add_parser(
+        "import-finetune", help="a fine-tune you supply, checked against the base and adapted to its window "
+                                "(rule import_finetune)",
+        description="Inputs: --checkpoint model folder or hub id, --base model folder. Output: --out model folder "
+                    "(the base's window; any other difference from the base is an error naming both).",
+    )
+    p.add_argument("--checkpoint", required=True, help="the fine-tune: a transformers folder or a hub id")
+    p.add_argument("--base", required=True, help="the run's base model folder")
+    p.add_argument("--out", required=True, help="output model folder")
+    declare_paths(p, inputs=["base"], folders=["out"])
+    p.set_defaults(func=_import_finetune)
+
+    p = subparsers.add_parser(
+        "check-splits", help="no recording in a tuning split of one set and a test split of another (rule check_splits)",
+        description="Inputs: --set NAME=MANIFEST (repeatable; every set of the run). Output: --out summary JSON; a "
+                    "recording found in both names the two rows. Audio digests are cached in --cache.",
+    )
+    p.add_argument("--set", action="append", required=True, metavar="NAME=MANIFEST")
+    p.add_argument("--out", required=True, help="summary JSON to write")
+    p.add_argument("--cache", default=None, help="digest cache file (default: beside --out)")
+    declare_paths(p, pairs=["set"], outputs=["out"])
+    p.set_defaults(func=_check_splits)
+
+    p = subparsers.add_parser(
+        "adamerging-coefficients", help="learn AdaMerging's coefficients on validation audio (rule "
+                                        "adamerging_coefficients)",
+        description="Inputs: --base model folder, --task-vectors (one per domain, in order), --validation manifests "
+                    "(their validation split's audio; no labels). Outputs: --out coefficient file (the merge's "
+                    "statistics input), --summary JSON with the entropy curve.",
+    )
+    p.add_argument("--base", required=True)
+    p.add_argument("--task-vectors", nargs="+", required=True, metavar="TASK_VECTOR")
+    p.add_argument("--validation", nargs="+", required=True, metavar="MANIFEST")
+    p.add_argument("--out", required=True, help="coefficient safetensors file")
+    p.add_argument("--summary", required=True, help="readable summary JSON")
+    p.add_argument("--seed", type=int, default=default("seed"))
+    p.add_argument("--max-new-tokens", default=default("evaluation.max_new_tokens"),
+                   help="the most tokens of one transcript (an int, or auto)")
+    _model_run_arguments(p, "method parameter KEY=VALUE of adamerging (granularity, steps, learning_rate, init, "
+                            "batch_size)")
+    declare_paths(p, inputs=["base", "task_vectors", "validation"], outputs=["out", "summary"])
+    p.set_defaults(func=_adamerging_coefficients)
 
     p = subparsers.add_parser(
         "statistics", help="a fine-tune's statistics for data-aware merges: gram (RegMean), fisher (rule statistics)",
