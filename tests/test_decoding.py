@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 import asrmerge.evaluation.decoding as decoding
 from asrmerge.data.manifest import read_manifest
 from asrmerge.evaluation.decoding import DecodingOptions, beam_decode, greedy_decode, transcribe
-from asrmerge.models.whisper import log_mel, suppressed_token_ids
+from asrmerge.models.whisper import load_whisper, log_mel, suppressed_token_ids
 from asrmerge.data.manifest import load_audio
 from asrmerge.evaluation.selection import choose_lambda, select_lambda
 from speech_world import build_tiny_corpus, build_tiny_whisper
@@ -53,6 +53,28 @@ def test_cached_greedy_equals_full_recomputation(world):
     for row_cached, row_full in zip(cached, full):
         stop = row_full.index(whisper.eot_id) if whisper.eot_id in row_full else len(row_full)
         assert row_cached == row_full[:stop]
+
+
+def test_greedy_rows_that_end_leave_the_batch_without_changing_the_others(world):
+    """The demo's foundation on real speech: transcripts end at different steps, so finished rows leave the batch
+    mid-search; every transcript equals the step-by-step recomputation of transformers' decoder without a cache."""
+    manifest, _, _ = world
+    foundation = load_whisper("assets/foundation")
+    utterances = read_manifest(manifest)[:8]
+    features = log_mel(foundation, [load_audio(u.audio) for u in utterances], CPU)
+    prompt = foundation.prompt_ids("pt")
+    decoded = greedy_decode(foundation, features, prompt, 80)
+    assert len({len(ids) for ids in decoded}) > 2 and max(len(ids) for ids in decoded) < 80  # rows ended apart
+    ids = torch.tensor([prompt] * len(utterances))
+    suppressed, eot = suppressed_token_ids(foundation), foundation.eot_id
+    with torch.no_grad():
+        states = foundation.model.model.encoder(features).last_hidden_state
+        for _ in range(max(len(row) for row in decoded) + 1):
+            logits = foundation.model(encoder_outputs=(states,), decoder_input_ids=ids).logits[:, -1]
+            logits[:, suppressed] = -torch.inf
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+    recomputed = [row[len(prompt):] for row in ids.tolist()]
+    assert decoded == [row[: row.index(eot)] for row in recomputed]
 
 
 def test_beam_of_one_is_greedy_and_beams_score_no_worse(world):

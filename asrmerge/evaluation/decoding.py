@@ -7,7 +7,7 @@ extends all hypotheses one token per step, reusing cached self- and cross-attent
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,30 +53,80 @@ def _suppress(logits: torch.Tensor, always: torch.Tensor, at_start: torch.Tensor
 
 @torch.inference_mode()
 def greedy_decode(whisper: LoadedWhisper, features: torch.Tensor, prompt: Sequence[int], max_new_tokens: int) -> list[list[int]]:
-    """Greedy search for a batch of log-mel features sharing one prompt; returns token ids without prompt or EOT."""
+    """Greedy search for a batch of log-mel features sharing one prompt; returns token ids without prompt or EOT.
+
+    The prompt goes through transformers' decoder (its causal mask over several positions), which fills the key/value
+    caches; every later token goes through `_decoder_step`. A row leaves the batch at its end-of-text, so the
+    remaining steps compute only the unfinished transcripts.
+    """
     model = whisper.model
-    batch = features.shape[0]
-    encoder_states = model.model.encoder(features).last_hidden_state
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    step_input = torch.tensor([list(prompt)] * batch, device=features.device)
-    suppress = torch.tensor(suppressed_token_ids(whisper), device=features.device, dtype=torch.long)
-    suppress_first = torch.tensor(first_step_suppressed_ids(whisper), device=features.device, dtype=torch.long)
-    eot = whisper.eot_id
+    decoder = model.model.decoder
+    batch, device, eot = features.shape[0], features.device, whisper.eot_id
+    tokens: list[list[int]] = [[] for _ in range(batch)]
     limit = min(max_new_tokens, model.config.max_target_positions - len(prompt))
-    tokens = torch.full((batch, max(limit, 0)), eot, dtype=torch.long, device=features.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=features.device)
+    if limit <= 0:
+        return tokens
+    encoder_states = model.model.encoder(features).last_hidden_state
+    suppress = torch.tensor(suppressed_token_ids(whisper), device=device, dtype=torch.long)
+    suppress_first = torch.tensor(first_step_suppressed_ids(whisper), device=device, dtype=torch.long)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    hidden = decoder(input_ids=torch.tensor([list(prompt)] * batch, device=device), encoder_hidden_states=encoder_states,
+                     cache=cache, use_cache=True).last_hidden_state[:, -1]
+    self_keys = [(layer.keys, layer.values) for layer in cache.self_attention_cache.layers]
+    cross_keys = [(layer.keys, layer.values) for layer in cache.cross_attention_cache.layers]
+    rows = list(range(batch))  # the utterance of each row still in the batch
+    live = torch.ones(batch, dtype=torch.bool, device=device)
     for step in range(limit):
-        hidden = model.model.decoder(
-            input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache, use_cache=True
-        ).last_hidden_state
-        logits = _suppress(model.proj_out(hidden[:, -1]).float(), suppress, suppress_first, step)
-        next_token = logits.argmax(dim=-1).masked_fill(finished, eot)
-        tokens[:, step] = next_token
-        finished |= next_token == eot
-        if bool(finished.all()):
+        next_token = _suppress(model.proj_out(hidden).float(), suppress, suppress_first, step).argmax(dim=-1)
+        live &= next_token != eot
+        for row, token, going in zip(rows, next_token.tolist(), live.tolist()):
+            if going:
+                tokens[row].append(token)
+        if step + 1 == limit or not bool(live.any()):
             break
-        step_input = next_token[:, None]
-    return [[t for t in row.tolist() if t != eot] for row in _cut_at_eot(tokens, eot)]
+        # Rows are independent, so a finished row can leave the batch; it leaves once a quarter of the batch is
+        # finished, as copying the cached keys costs about a step.
+        if int((~live).sum()) * 4 >= len(rows):
+            keep = live.nonzero().squeeze(1)
+            rows, live, next_token = [rows[i] for i in keep.tolist()], live[keep], next_token[keep]
+            self_keys = [(keys[keep], values[keep]) for keys, values in self_keys]
+            cross_keys = [(keys[keep], values[keep]) for keys, values in cross_keys]
+        hidden = _decoder_step(decoder, next_token, len(prompt) + step, self_keys, cross_keys)
+    return tokens
+
+
+def _split_heads(states: torch.Tensor, attention: torch.nn.Module) -> torch.Tensor:
+    """(batch, positions, width) -> (batch, heads, positions, head width), contiguous, as transformers' Whisper does."""
+    return states.view(states.shape[0], -1, attention.num_heads, attention.head_dim).transpose(1, 2).contiguous()
+
+
+def _attend(attention: torch.nn.Module, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """One new position of a WhisperAttention on given keys and values: the operations of transformers' SDPA path
+    (query scaled before the product, SDPA with scale 1 and no mask, which a single query needs), in its order."""
+    query = _split_heads(attention.q_proj(hidden) * attention.scaling, attention)
+    output = torch.nn.functional.scaled_dot_product_attention(query, keys, values, dropout_p=0.0, scale=1.0)
+    return attention.out_proj(output.transpose(1, 2).contiguous().reshape(hidden.shape[0], 1, -1).contiguous())
+
+
+def _decoder_step(
+    decoder: torch.nn.Module, token: torch.Tensor, position: int, self_keys: list[tuple[torch.Tensor, torch.Tensor]],
+    cross_keys: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """The decoder's last hidden state for one more token per row (`token`: (batch,)), extending `self_keys` in place:
+    the operations of transformers' WhisperDecoder with a cache, in its order (so the same numbers), without its
+    per-call machinery (output capture, mask building, cache objects), which costs more than a small model's
+    arithmetic."""
+    hidden = decoder.embed_tokens(token[:, None]) + decoder.embed_positions.weight[position]
+    for index, (layer, cross) in enumerate(zip(decoder.layers, cross_keys)):
+        attention, (keys, values) = layer.self_attn, self_keys[index]
+        normed = layer.self_attn_layer_norm(hidden)
+        keys = torch.cat([keys, _split_heads(attention.k_proj(normed), attention)], dim=-2)
+        values = torch.cat([values, _split_heads(attention.v_proj(normed), attention)], dim=-2)
+        self_keys[index] = (keys, values)
+        hidden = hidden + _attend(attention, normed, keys, values)
+        hidden = hidden + _attend(layer.encoder_attn, layer.encoder_attn_layer_norm(hidden), *cross)
+        hidden = hidden + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden))))
+    return decoder.layer_norm(hidden)[:, -1]
 
 
 @torch.inference_mode()
@@ -200,12 +250,6 @@ def _window_reached_cap(window_output: torch.Tensor | dict, eot: int, cap: int) 
     tokens = window_output["sequences"] if isinstance(window_output, dict) else window_output
     tokens = tokens.reshape(-1)
     return bool((tokens != eot).all()) and tokens.numel() >= cap
-
-
-def _cut_at_eot(tokens: torch.Tensor, eot: int) -> Iterator[torch.Tensor]:
-    for row in tokens:
-        stop = (row == eot).nonzero()
-        yield row[: int(stop[0])] if len(stop) else row
 
 
 def transcribe(

@@ -169,11 +169,14 @@ def decode(
         log.info("merged model at lambda %g", lam)
         whisper = ScaledTaskVector(whisper, task_vector).set_lambda(lam)
     options = DecodingOptions(**evaluation)
-    for test_set, files in plan.items():
-        rows = transcribe(whisper, read_manifest(files["manifest"], split="test"), options, target)
-        write_jsonl(rows, files["hypotheses"])
-        log.info("%s: %d utterances", test_set, len(rows))
-        log_flagged(test_set, rows)
+    # All sets in one call: batches are filled across sets (each row is decoded independently of its batch).
+    sets = {test_set: read_manifest(files["manifest"], split="test") for test_set, files in plan.items()}
+    rows = iter(transcribe(whisper, [u for utterances in sets.values() for u in utterances], options, target))
+    for test_set, utterances in sets.items():
+        set_rows = [next(rows) for _ in utterances]
+        write_jsonl(set_rows, plan[test_set]["hypotheses"])
+        log.info("%s: %d utterances", test_set, len(set_rows))
+        log_flagged(test_set, set_rows)
 
 
 def log_flagged(test_set: str, rows: Sequence[Mapping[str, Any]]) -> None:
