@@ -53,6 +53,13 @@ MERGED_MODEL = "merged_models/{branch}"  # θ₀ + λ·τ at the chosen λ, a tr
 BEST_MERGED_MODEL = "merged_models/best"  # the merge branch best on validation (merge.export_models: best)
 HYPOTHESES = "hypotheses/{system}/{test_set}.jsonl"  # id, language, reference, hypothesis, flags per utterance
 SCORES = "scores/{system}.json"  # error counts per test set and per utterance
+#: The table rule's outputs: output name -> file name under tables/ (TABLE's {name}).
+TABLE_FILES: dict[str, str] = {
+    "csv": "wer.csv", "markdown": "wer.md", "latex": "wer.tex", "wide_csv": "wer_wide.csv", "html": "wer.html",
+    "paper_csv": "paper.csv", "paper_markdown": "paper.md", "paper_latex": "paper.tex", "paper_html": "paper.html",
+}
+#: The formats every figure is drawn in (FIGURE's {ext}).
+FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
 TABLE = "tables/{name}"  # paper.{md,tex,csv,html}, wer.{csv,md,tex,html}, wer_wide.csv
 FIGURE = "figures/{figure}.{ext}"  # PNG and PDF of each figure the config supports (asrmerge.workflow.figure_plan)
 
@@ -120,6 +127,11 @@ def top_level_names() -> frozenset[str]:
     templates = [value for name, value in globals().items() if name.isupper() and isinstance(value, str) and "/" in value
                  and not value.startswith("{")]
     return frozenset({t.split("/")[0] for t in templates} | {LOGS, BENCHMARKS, RESULTS_MARKER, RESULTS_LOCK, DIGEST_CACHE})
+
+
+def folder(results: str | os.PathLike[str], template: str) -> str:
+    """The top-level folder under `results` that holds a template's files ("R/selection" for SELECTION)."""
+    return f"{os.fspath(results)}/{template.split('/', 1)[0]}"
 
 
 def path(results: str | os.PathLike[str], template: str, **fields: str) -> str:

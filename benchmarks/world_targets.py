@@ -29,6 +29,7 @@ from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asrmerge import layout  # noqa: E402
 from asrmerge.report.tables import load_utterance_errors  # noqa: E402
 from asrmerge.evaluation.scoring import mapsswe  # noqa: E402
 
@@ -40,7 +41,7 @@ RECOVERY = 0.50
 NOT_SMALLEST_SHARE = 0.5
 SIGNIFICANCE = 0.05
 DEMO_SECONDS = 12 * 60
-TABLES_COMPARED = ("wer.csv", "paper.csv")
+TABLES_COMPARED = (layout.TABLE_FILES["csv"], layout.TABLE_FILES["paper_csv"])
 PARAMETER_FAMILIES = ("parameter", "task_vector")
 
 
@@ -59,21 +60,21 @@ def group_mean(frame: pd.DataFrame, system: str, group: str) -> float:
 
 def selections(results: Path) -> dict[str, dict]:
     """Branch id ("ties/density=0.2") -> its selection record."""
-    root = results / "selection"
+    root = Path(layout.folder(results, layout.SELECTION))
     return {str(path.relative_to(root).with_suffix("")): json.loads(path.read_text()) for path in sorted(root.rglob("*.json"))}
 
 
 def merged_systems(frame: pd.DataFrame) -> list[str]:
-    return sorted(s for s in frame.system.unique() if s.startswith("merged/"))
+    return sorted(s for s in frame.system.unique() if layout.split_system(s)[0] == layout.MERGED)
 
 
 def relative_norms(results: Path, domains: list[str]) -> dict[str, float]:
     """‖τ_t‖ / ‖θ₀‖ per domain, over the tensors of the task vector."""
-    with safe_open(results / "models" / "base" / "model.safetensors", "pt") as base:
+    with safe_open(Path(layout.path(results, layout.BASE_MODEL)) / layout.MODEL_WEIGHTS, "pt") as base:
         base_sq = {name: float(base.get_tensor(name).double().pow(2).sum()) for name in base.keys()}
     norms = {}
     for domain in domains:
-        path = results / "task_vectors" / f"{domain}.safetensors"
+        path = Path(layout.path(results, layout.TASK_VECTOR, domain=domain))
         if not path.is_file():
             continue
         with safe_open(path, "pt") as tv:
@@ -124,12 +125,12 @@ def targets(results: Path, frame: pd.DataFrame, demo_seconds: float | None, same
           f"(zero-shot {pct(zero_id)}, Full-FT {pct(full_id)}; target >= {pct(RECOVERY)}) {verdict(recovered >= RECOVERY)}")
 
     swept = {branch: record for branch, record in selections(results).items() if len(record.get("curve", [])) > 1}
-    inner = [b for b, r in swept.items() if float(r["chosen_lambda"]) > min(p["lambda"] for p in r["curve"])]
-    listing = ", ".join(f"{b} λ={float(swept[b]['chosen_lambda']):g}" for b in swept)
+    inner = [b for b, r in swept.items() if layout.chosen_lambda(r) > min(p["lambda"] for p in r["curve"])]
+    listing = ", ".join(f"{b} λ={layout.chosen_lambda(swept[b]):g}" for b in swept)
     print(f"W6 chosen λ above the grid's smallest: {len(inner)} of {len(swept)} branches ({listing}) "
           f"{verdict(bool(swept) and len(inner) >= NOT_SMALLEST_SHARE * len(swept))}")
 
-    scores = {s: results / "scores" / f"{s}.json" for s in (best, worst)}
+    scores = {s: Path(layout.path(results, layout.SCORES, system=s)) for s in (best, worst)}
     errors = load_utterance_errors(scores)
     pooled = {s: [errors[s][d][u] for d in domains for u in sorted(errors[s][d])] for s in scores}
     test = mapsswe(pooled[best], pooled[worst])
@@ -143,7 +144,7 @@ def targets(results: Path, frame: pd.DataFrame, demo_seconds: float | None, same
         parts.append(f"make demo {demo_seconds / 60:.1f} min (target <= {DEMO_SECONDS / 60:.0f})")
         ok &= demo_seconds <= DEMO_SECONDS
     if same_as is not None:
-        same = all((results / "tables" / t).read_bytes() == (same_as / "tables" / t).read_bytes() for t in TABLES_COMPARED)
+        same = all(Path(layout.path(results, layout.TABLE, name=t)).read_bytes() == Path(layout.path(same_as, layout.TABLE, name=t)).read_bytes() for t in TABLES_COMPARED)
         parts.append(f"tables {'identical to' if same else 'DIFFERENT from'} {same_as}")
         ok &= same
     if parts:
@@ -160,7 +161,7 @@ def targets(results: Path, frame: pd.DataFrame, demo_seconds: float | None, same
 def job_seconds(results: Path) -> dict[str, tuple[int, float]]:
     """Stage ("models/finetuned", "hypotheses/merged", ...) -> (jobs, wall-clock seconds summed over its jobs), from
     the per-job Snakemake benchmark files, largest first."""
-    root = results / "benchmarks"
+    root = results / layout.BENCHMARKS
     stages: dict[str, list[float]] = {}
     for path in root.rglob("*.tsv"):
         parts = path.relative_to(root).parts
@@ -195,20 +196,21 @@ def findings(results: Path, frame: pd.DataFrame) -> None:
             winner = "subspace" if sub[1] < par[1] else "parameter/task-vector space"
             print(f"- {claim}: best subspace {sub[0]} {pct(sub[1])}, best parameter/task-vector {par[0]} "
                   f"{pct(par[1])} on {group} -> {winner} is lower")
-    boosted = [s for s in merged if s.startswith("merged/boosted_tsv_m/")]
-    plain = [s for s in merged if s.startswith("merged/tsv_m/")]
+    boosted = [s for s in merged if layout.split_system(s)[1] == "boosted_tsv_m"]
+    plain = [s for s in merged if layout.split_system(s)[1] == "tsv_m"]
     if boosted and plain:
         b, p = best_of(boosted, "ID"), best_of(plain, "ID")
         print(f"- BoostedTSV-M vs TSV-M on EP ID: {b[0]} {pct(b[1])} vs {p[0]} {pct(p[1])}")
     ranks = {}
     for system in merged:
-        path = results / "merges" / system.removeprefix("merged/") / "diagnostics.json"
+        _, method, params = layout.split_system(system)
+        path = Path(layout.path(results, layout.MERGE_DIAGNOSTICS, branch=f"{method}/{params}"))
         if path.is_file():
             summary = json.loads(path.read_text()).get("summary", {})
             if "mean_merged_effective_rank" in summary:
                 ranks[system] = (summary["mean_merged_effective_rank"], summary["mean_task_effective_rank"])
     for method in ("task_arithmetic", "tsv_m", "boosted_tsv_m", "iso_c"):
-        shown = [(s, r) for s, r in ranks.items() if s.startswith(f"merged/{method}/")]
+        shown = [(s, r) for s, r in ranks.items() if layout.split_system(s)[1] == method]
         for system, (merged_rank, task_rank) in shown[:1]:
             print(f"- effective rank of the merged τ, {system}: {merged_rank:.1f} (tasks' mean {task_rank:.1f})")
     long_form(results, frame, merged)
@@ -218,7 +220,7 @@ def long_form(results: Path, frame: pd.DataFrame, merged: list[str]) -> None:
     """The same sentences scored short-form (the source set) and long-form (its recordings, VAD-chunked)."""
     pairs = []
     for long_set in sorted(frame[frame.group == "Long-form"].test_set.unique()):
-        with (results / "data" / long_set / "manifest.jsonl").open(encoding="utf-8") as rows:
+        with Path(layout.path(results, layout.MANIFEST, set=long_set)).open(encoding="utf-8") as rows:
             pairs.append((long_set, json.loads(rows.readline()).get("recordings_of")))
     best = sorted(merged, key=lambda s: group_mean(frame, s, "ID"))[:2]
     for long_set, short_set in pairs:
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-seconds", type=float, help="wall clock of `make demo` from no results (W8)")
     parser.add_argument("--same-as", type=Path, help="results folder of a second run from scratch (W8)")
     args = parser.parse_args(argv)
-    frame = pd.read_csv(args.results / "tables" / "wer.csv")
+    frame = pd.read_csv(layout.path(args.results, layout.TABLE, name=layout.TABLE_FILES["csv"]))
     targets(args.results, frame, args.demo_seconds, args.same_as)
     findings(args.results, frame)
     return 0

@@ -1,6 +1,6 @@
 # Tables and figures, and what `snakemake --report report.html` shows of them (captions under report/).
 # Which figures a config supports and which cached files each reads: asrmerge/workflow/figure_plan.py.
-from asrmerge.workflow.experiment import PAPER_LAYOUT, PER_TEST_SET, TABLE_FILES
+from asrmerge.workflow.experiment import PAPER_LAYOUT, PER_TEST_SET
 from asrmerge.workflow.figure_plan import TITLES
 
 
@@ -22,25 +22,35 @@ rule table:
         manifests=manifests(TEST_SETS),
     output:
         csv=report(
-            result(layout.TABLE, name=TABLE_FILES["csv"]), **SET_TABLE, labels={"format": "CSV, long: all counts"}
+            result(layout.TABLE, name=layout.TABLE_FILES["csv"]),
+            **SET_TABLE,
+            labels={"format": "CSV, long: all counts"},
         ),
-        markdown=report(result(layout.TABLE, name=TABLE_FILES["markdown"]), **SET_TABLE, labels={"format": "Markdown"}),
-        latex=report(result(layout.TABLE, name=TABLE_FILES["latex"]), **SET_TABLE, labels={"format": "LaTeX"}),
+        markdown=report(
+            result(layout.TABLE, name=layout.TABLE_FILES["markdown"]), **SET_TABLE, labels={"format": "Markdown"}
+        ),
+        latex=report(result(layout.TABLE, name=layout.TABLE_FILES["latex"]), **SET_TABLE, labels={"format": "LaTeX"}),
         wide_csv=report(
-            result(layout.TABLE, name=TABLE_FILES["wide_csv"]), **SET_TABLE, labels={"format": "CSV, wide, p-values"}
+            result(layout.TABLE, name=layout.TABLE_FILES["wide_csv"]),
+            **SET_TABLE,
+            labels={"format": "CSV, wide, p-values"},
         ),
-        html=report(result(layout.TABLE, name=TABLE_FILES["html"]), **SET_TABLE, labels={"format": "HTML"}),
+        html=report(result(layout.TABLE, name=layout.TABLE_FILES["html"]), **SET_TABLE, labels={"format": "HTML"}),
         paper_csv=report(
-            result(layout.TABLE, name=TABLE_FILES["paper_csv"]), **PAPER_TABLE, labels={"format": "CSV with p-values"}
+            result(layout.TABLE, name=layout.TABLE_FILES["paper_csv"]),
+            **PAPER_TABLE,
+            labels={"format": "CSV with p-values"},
         ),
         paper_markdown=report(
-            result(layout.TABLE, name=TABLE_FILES["paper_markdown"]), **PAPER_TABLE, labels={"format": "Markdown"}
+            result(layout.TABLE, name=layout.TABLE_FILES["paper_markdown"]),
+            **PAPER_TABLE,
+            labels={"format": "Markdown"},
         ),
         paper_latex=report(
-            result(layout.TABLE, name=TABLE_FILES["paper_latex"]), **PAPER_TABLE, labels={"format": "LaTeX"}
+            result(layout.TABLE, name=layout.TABLE_FILES["paper_latex"]), **PAPER_TABLE, labels={"format": "LaTeX"}
         ),
         paper_html=report(
-            result(layout.TABLE, name=TABLE_FILES["paper_html"]), **PAPER_TABLE, labels={"format": "HTML"}
+            result(layout.TABLE, name=layout.TABLE_FILES["paper_html"]), **PAPER_TABLE, labels={"format": "HTML"}
         ),
     log:
         layout.job_log(RESULTS, "table"),

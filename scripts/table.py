@@ -1,5 +1,5 @@
 """Rule table: the per-test-set table and the paper-layout table, from the error counts."""
-from asrmerge.workflow.experiment import TABLE_FILES
+from asrmerge.layout import TABLE_FILES
 from asrmerge.report.tables import write_run_tables
 from asrmerge.workflow.jobs import job_logging
 

@@ -26,7 +26,7 @@ from asrmerge import layout
 from asrmerge.atomic import write_text
 from asrmerge.guard import declare_paths
 
-PAPER_TABLE = "paper.md"
+PAPER_TABLE = layout.TABLE_FILES["paper_markdown"]
 README_START = "<!-- results-table: start (written by `asrmerge results-page`; do not edit) -->"
 README_END = "<!-- results-table: end -->"
 #: Prints targets W1–W8 and the findings of a run (run from the repository root).

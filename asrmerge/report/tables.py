@@ -513,7 +513,7 @@ def write_run_tables(
     outputs: Mapping[str, str | Path],
 ) -> None:
     """Every table of a run (the table rule, `asrmerge table`): system -> score file, merge branch -> selection record,
-    test set -> manifest and set -> role in; `outputs` maps asrmerge.workflow.experiment.TABLE_FILES' keys to paths."""
+    test set -> manifest and set -> role in; `outputs` maps asrmerge.layout.TABLE_FILES' keys to paths."""
     selections = {branch: json.loads(Path(path).read_text()) for branch, path in selection_files.items()}
     unsegmented = cer_sets(manifests)
     frame = load_scores(score_files, roles, unsegmented, system_catalog(list(score_files), selections))

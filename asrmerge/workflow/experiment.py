@@ -27,18 +27,12 @@ from asrmerge.workflow.config import (
 from asrmerge.merging.registry import get_method
 from asrmerge.workflow import figure_plan as plan
 
-#: The table rule's outputs: output name -> file name under tables/ (asrmerge.layout.TABLE).
-TABLE_FILES = {
-    "csv": "wer.csv", "markdown": "wer.md", "latex": "wer.tex", "wide_csv": "wer_wide.csv", "html": "wer.html",
-    "paper_csv": "paper.csv", "paper_markdown": "paper.md", "paper_latex": "paper.tex", "paper_html": "paper.html",
-}
 #: The report's two groups of tables (subcategories of "Tables") and the outputs each shows.
 PER_TEST_SET, PAPER_LAYOUT = "per test set", "paper layout"
 TABLE_GROUPS = {
     PER_TEST_SET: ("csv", "markdown", "latex", "wide_csv", "html"),
     PAPER_LAYOUT: ("paper_csv", "paper_markdown", "paper_latex", "paper_html"),
 }
-FIGURE_FORMATS = ("png", "pdf")
 #: The default experiment: the workflow reads it unless a --configfile replaces it (Snakefile).
 DEFAULT_CONFIG = "config.yaml"
 
@@ -119,12 +113,12 @@ class Experiment:
         return [self.result(layout.STATISTICS, domain=d, kind=kind) for d in self.domains]
 
     def table_files(self) -> dict[str, str]:
-        """Output name (TABLE_FILES) -> path of each table the table rule writes."""
-        return {key: self.result(layout.TABLE, name=name) for key, name in TABLE_FILES.items()}
+        """Output name (layout.TABLE_FILES) -> path of each table the table rule writes."""
+        return {key: self.result(layout.TABLE, name=name) for key, name in layout.TABLE_FILES.items()}
 
     def figure_files(self, name: str) -> dict[str, str]:
         """Format -> path of one figure."""
-        return {ext: self.result(layout.FIGURE, figure=name, ext=ext) for ext in FIGURE_FORMATS}
+        return {ext: self.result(layout.FIGURE, figure=name, ext=ext) for ext in layout.FIGURE_FORMATS}
 
     def languages_of(self, name: str) -> set[Any]:
         """The languages of a set: its spec's, or those of its manifest's rows for a user set (unknown, None, while

@@ -132,7 +132,7 @@ def branch_files(name: str, branches: Iterable[Branch], results: str) -> dict[st
 def figure_inputs(name: str, branches: Iterable[Branch], results: str) -> dict[str, str | list[str]]:
     """Named inputs of the figure rule for one figure (paths under the results folder)."""
     if name in TABLE_FIGURES or name in SWEEP_FIGURES:
-        return {"table": layout.path(results, layout.TABLE, name="wer.csv")}
+        return {"table": layout.path(results, layout.TABLE, name=layout.TABLE_FILES["csv"])}
     if name in SELECTION_FIGURES:
         return {"selections": list(branch_files(name, branches, results).values())}
     if name in DIAGNOSTICS_FIGURES:
