@@ -163,6 +163,29 @@ def test_the_site_builds_strictly(tmp_path):
     assert (tmp_path / "site" / "reference" / "config" / "index.html").is_file()
 
 
+def test_the_results_page_counts_what_the_run_measured(tmp_path):
+    """Jobs, job time, the span from the first start to the last end and the stages, from two benchmark files."""
+    results = tmp_path / "run"
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "paper.md").write_text("WER (%)\n\n| System | EP ID |\n|---|---|\n| Zero-shot | 50.00 |\n")
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for relative, seconds, end in [("models/finetuned/news.tsv", 100.0, 1_000_000), ("tables/wer.tsv", 50.0, 1_000_300)]:
+        path = results / "benchmarks" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:01:40\t512.0\t0\t0\t0\t0\t0\t90\t{seconds}\n")
+        os.utime(path, (end, end))
+    jobs = results_page.read_jobs(results)
+    assert [j.stage for j in jobs] == ["models", "tables"]
+    assert results_page.span_seconds(jobs) == 400.0  # 999,900 (first start) to 1,000,300 (last end)
+    page = tmp_path / "page.md"
+    assert main(["results-page", str(results), "--page", str(page), "--figures", str(tmp_path / "figures"),
+                 "--conditions", "alone"]) == 0
+    text = page.read_text()
+    assert "- 2 jobs" in text and "6.7 min from the first job's start" in text and "2.5 min of job time" in text
+    assert "| `models/` | 1 | 1.7 | 100.0 | 512 |" in text and "| Zero-shot | 50.00 |" in text
+    assert "conditions: alone" in text
+
+
 @pytest.mark.slow
 def test_the_results_page_is_written_from_a_run(micro_workflow, tmp_path):
     _, results, _ = micro_workflow
