@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asrmerge.workflow.config import ConfigError, check_config_file, load_schema, merge_branches, scored_sets, validate_config
-from asrmerge.data.corpus import ROLES, TEST_ROLES, default_sets
+from asrmerge.data.corpus import ROLES, TEST_ROLES
 from asrmerge.data.manifest import SPLITS
 from asrmerge.data.text import EP_DOMAINS
+from asrmerge.data.worlds import default_sets
 from asrmerge.report.tables import GROUP_OF_ROLE
 
 ROOT = Path(__file__).resolve().parents[1]

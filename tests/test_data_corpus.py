@@ -14,10 +14,11 @@ import soundfile as sf
 import yaml
 
 from asrmerge.data.cli import load_spec_file, register, run_corpus, run_validate_manifest
-from asrmerge.data.corpus import build_set, default_sets, is_heldout_text, parse_spec
+from asrmerge.data.corpus import build_set, is_heldout_text, parse_spec
 from asrmerge.data.manifest import read_manifest, validate_manifest
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.data.text import EP_DOMAINS
+from asrmerge.data.worlds import default_sets
 
 SMALL = {"train": 6, "validation": 2, "test": 4}
 

@@ -1,6 +1,6 @@
 """Offline synthetic speech corpus: text grammars, espeak-ng synthesis, channel effects, manifests.
 
-Public entry points: `build_set` / `default_sets` (corpus), `read_manifest` / `write_manifest` /
+Public entry points: `build_set` (corpus), `default_sets` (worlds, the demo world as data), `read_manifest` / `write_manifest` /
 `validate_manifest` / `load_audio` / `Utterance` (manifest format). The synthesiser is in
 `asrmerge.data.espeak`, effects in `asrmerge.data.channel`, sentence generators in `asrmerge.data.text`.
 """
@@ -11,7 +11,7 @@ from typing import Any
 # Resolved on first use (PEP 562), so that importing a submodule, e.g. for the `asrmerge` command line, does not load
 # the audio stack (scipy, soundfile) of the corpus builder.
 _SOURCES = {
-    "build_set": "corpus", "build_sets": "corpus", "default_sets": "corpus", "parse_spec": "corpus",
+    "build_set": "corpus", "build_sets": "corpus", "default_sets": "worlds", "parse_spec": "corpus",
     "SPLITS": "manifest", "Utterance": "manifest", "load_audio": "manifest", "read_manifest": "manifest",
     "validate_manifest": "manifest", "write_manifest": "manifest",
 }

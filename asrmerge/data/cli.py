@@ -66,7 +66,8 @@ def select_spec(specs: Mapping[str, Any], name: str, source: str) -> Mapping[str
 
 def run_corpus(args: argparse.Namespace) -> int:
     """``asrmerge corpus``: build one set."""
-    from asrmerge.data.corpus import build_set, default_sets  # the audio stack loads only for these commands
+    from asrmerge.data.corpus import build_set  # the audio stack loads only for these commands
+    from asrmerge.data.worlds import default_sets
     from asrmerge.data.recordings import build_recordings, is_recordings_spec, parse_recordings_spec
 
     if args.spec is None:
@@ -88,7 +89,7 @@ def run_corpus(args: argparse.Namespace) -> int:
 
 def run_corpus_defaults(args: argparse.Namespace) -> int:
     """``asrmerge corpus-defaults``: write the built-in demo world's specs as YAML."""
-    from asrmerge.data.corpus import default_sets
+    from asrmerge.data.worlds import default_sets
 
     out = Path(args.out)
     text = yaml.safe_dump({"sets": default_sets()}, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)

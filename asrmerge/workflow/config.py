@@ -20,9 +20,10 @@ import yaml
 
 from asrmerge import layout
 from asrmerge.defaults import load_schema
-from asrmerge.data.corpus import TEST_ROLES, default_sets, parse_spec, required_splits
+from asrmerge.data.corpus import TEST_ROLES, parse_spec, required_splits
 from asrmerge.data.manifest import validate_manifest
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
+from asrmerge.data.worlds import default_sets
 from asrmerge.merging.registry import get_method, resolve_params
 from asrmerge.models.source import is_hub_id
 
