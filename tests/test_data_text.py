@@ -14,10 +14,10 @@ from asrmerge.data.text import (
     generate_text,
     get_generator,
     is_transcript_word,
-    number_to_words,
     parse_grammar,
     WORDS_GENERATOR,
 )
+from asrmerge.data.numbers import number_to_words
 from asrmerge.data.wordlists import FUNCTION_WORD_RANKS, VOCABULARY_SIZE, word_list
 
 
