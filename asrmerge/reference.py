@@ -200,7 +200,8 @@ def _argument_rows(parser: argparse.ArgumentParser) -> Iterable[list[str]]:
             continue
         name = ", ".join(action.option_strings) if action.option_strings else (action.metavar or action.dest)
         default = action.default
-        shown = "" if default in (None, argparse.SUPPRESS, False, []) or action.required else _code(default)
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        shown = "" if unset or action.required else _code(default)
         choices = ", ".join(str(c) for c in action.choices) if action.choices else ""
         yield [_code(name), "yes" if action.required or not action.option_strings and action.nargs not in ("?", "*")
                else "", shown, (action.help or "") + (f" (one of {choices})" if choices else "")]
