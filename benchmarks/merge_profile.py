@@ -1,0 +1,149 @@
+"""What bounds the two merges that miss their targets in the merge table: Task Arithmetic against the I/O floor
+(start-up) and Iso-C against FusionBench (the per-matrix SVD both libraries run).
+
+    nice -n 5 .venv/bin/python benchmarks/merge_profile.py [--geometry small] [--repeats 3]
+    .venv/bin/python benchmarks/merge_profile.py --write-doc        # into docs/results/merge-speed.md
+
+1. Start-up, CPU seconds (user + system, from rusage: less sensitive to other load than wall clock) of processes
+   that only import: torch; torch after `asrmerge.data.channel` (which registers scipy.fft and scipy.signal for lazy
+   import: torch's import calls inspect.getmodule, whose hasattr(module, "__file__") over sys.modules executes them);
+   and `asrmerge merge --help` (everything an asrmerge merge does before reading its first tensor).
+2. Iso-C's SVDs: the CPU seconds of one thin float32 SVD (asrmerge.merging.linalg.thin_svd, LAPACK on one thread, as
+   the merge's workers run) and of the Gram–eigh polar factor (svd_polar_factor) for every matrix shape of the
+   geometry, times the number of such matrices: the SVD work of one Iso-C merge, which FusionBench's iso_c does
+   too (torch.linalg.svd of every matrix of the summed task vector).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import merge_speed as ms  # noqa: E402
+
+from asrmerge.atomic import write_json, write_text  # noqa: E402
+
+ROOT = ms.ROOT
+RESULTS = ROOT / ".bench" / "merge-profile" / "results.json"
+DOC_PAGE = ROOT / "docs" / "results" / "merge-speed.md"
+DOC_MARKERS = ("<!-- merge-profile:begin -->", "<!-- merge-profile:end -->")
+STARTUPS = {
+    "import torch": [sys.executable, "-c", "import torch"],
+    "import asrmerge.data.channel, then torch": [sys.executable, "-c", "import asrmerge.data.channel; import torch"],
+    "import torch, then asrmerge.data.channel": [sys.executable, "-c", "import torch; import asrmerge.data.channel"],
+    "asrmerge merge --help": [str(Path(sys.executable).with_name("asrmerge")), "merge", "--help"],
+}
+
+
+def cpu_seconds(cmd: list[str]) -> float:
+    """user + system CPU seconds of one run of `cmd` (rusage of the waited child)."""
+    pid = os.posix_spawn(cmd[0], cmd, dict(os.environ), file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull,
+                                                                        os.O_WRONLY, 0)])
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed")
+    return usage.ru_utime + usage.ru_stime
+
+
+def startup(repeats: int) -> dict[str, float]:
+    return {label: min(cpu_seconds(cmd) for _ in range(repeats)) for label, cmd in STARTUPS.items()}
+
+
+def matrix_shapes(geometry: str) -> collections.Counter:
+    """Shape -> count of the 2-D tensors Iso-C decomposes at `geometry` (the SVD-excluded ones left out)."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from asrmerge.merging import DEFAULT_SVD_EXCLUDE
+
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(WhisperConfig(**ms.SCALES[geometry]))
+    return collections.Counter(tuple(t.shape) for n, t in model.state_dict().items()
+                               if t.ndim == 2 and n != "proj_out.weight"
+                               and not any(re.search(p, n) for p in DEFAULT_SVD_EXCLUDE))
+
+
+def svd_costs(geometry: str, repeats: int) -> list[dict[str, Any]]:
+    import torch
+
+    from asrmerge.merging import linalg
+
+    torch.set_num_threads(1)
+    rows = []
+    for shape, count in sorted(matrix_shapes(geometry).items()):
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(shape, generator=gen) * 1e-3 + (torch.randn(shape[0], 8, generator=gen)
+                                                         @ torch.randn(8, shape[1], generator=gen)) * 1e-3
+        timings = {}
+        for label, function in (("thin_svd", linalg.thin_svd), ("gram_polar", linalg.svd_polar_factor)):
+            best = float("inf")
+            for _ in range(repeats):
+                start = resource.getrusage(resource.RUSAGE_SELF)
+                function(x)
+                end = resource.getrusage(resource.RUSAGE_SELF)
+                best = min(best, end.ru_utime - start.ru_utime + end.ru_stime - start.ru_stime)
+            timings[label] = best
+        rows.append({"shape": list(shape), "count": count, **timings})
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    s = results["startup"]
+    svd = results["svd"]
+    total_svd = sum(r["count"] * r["thin_svd"] for r in svd)
+    best = sum(r["count"] * min(r["thin_svd"], r["gram_polar"]) for r in svd)
+    lines = [f"From `benchmarks/merge_profile.py --geometry {results['geometry']}`, {results['machine']}, "
+             f"{results['date']}; CPU seconds (user + system), best of {results['repeats']}, measured while the machine "
+             "was shared with other work.", "",
+             "| start-up | CPU s |", "|---|---|"]
+    lines += [f"| {label} | {seconds:.2f} |" for label, seconds in s.items()]
+    lines += ["", f"| matrix shape (Whisper {results['geometry']}) | count | thin SVD, CPU s each | Gram polar factor, "
+              "CPU s each |", "|---|---|---|---|"]
+    lines += [f"| {r['shape'][0]} × {r['shape'][1]} | {r['count']} | {r['thin_svd']:.3f} | {r['gram_polar']:.3f} |"
+              for r in svd]
+    lines += ["", f"Iso-C's SVD work at this geometry: {total_svd:.1f} CPU s by thin SVD ({total_svd / 2:.1f} s on 2 "
+              f"cores), {best:.1f} CPU s taking the faster of the two per shape."]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(results: dict[str, Any], page: Path) -> None:
+    begin, end = DOC_MARKERS
+    text = page.read_text()
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"{page} needs one {begin} and one {end} line around the tables it receives")
+    before, rest = text.split(begin)
+    _, after = rest.split(end)
+    write_text(page, f"{before}{begin}\n{render(results)}{end}{after}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--geometry", choices=sorted(ms.SCALES), default="small")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write-doc", action="store_true", help=f"write the tables into {DOC_PAGE.relative_to(ROOT)}")
+    args = parser.parse_args()
+    if args.write_doc:
+        write_doc(json.loads(RESULTS.read_text()), DOC_PAGE)
+        return
+    started = time.perf_counter()
+    results = {"machine": ms.machine(), "geometry": args.geometry, "repeats": args.repeats,
+               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "startup": startup(args.repeats), "svd": svd_costs(args.geometry, args.repeats)}
+    results["seconds"] = time.perf_counter() - started
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS, results)
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
