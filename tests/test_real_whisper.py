@@ -19,7 +19,8 @@ from asrmerge.data.corpus import build_set
 from asrmerge.data.manifest import load_audio, read_manifest
 from asrmerge.data.recordings import build_recordings
 from asrmerge.evaluation.decoding import DecodingOptions, transcribe
-from asrmerge.evaluation.scoring import normalizer_for, score_hypotheses
+from asrmerge.data.normalise import normalizer_for
+from asrmerge.evaluation.scoring import score_hypotheses
 from asrmerge.models.whisper import (
     NO_TIMESTAMPS, generation_config_problems, language_tokens, load_whisper, timestamp_token_ids,
 )

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from asrmerge.data.normalise import normalizer_for
 from asrmerge.evaluation.scoring import (
     ErrorCounts,
     SignificanceResult,
@@ -15,7 +16,6 @@ from asrmerge.evaluation.scoring import (
     counts_from_dict,
     counts_to_dict,
     mapsswe,
-    normalizer_for,
     paired_bootstrap,
     paired_bootstrap_interval,
     score_hypotheses,

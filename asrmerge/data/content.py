@@ -30,7 +30,7 @@ FULL_SCALE = 1.0 + 1e-4
 
 def scored_words(text: str, language: str) -> list[str]:
     """The reference's words as scoring sees them (its normaliser; characters for unsegmented languages)."""
-    from asrmerge.evaluation.scoring import normalizer_for
+    from asrmerge.data.normalise import normalizer_for  # transformers' normalisers load with the first check
 
     normalised = normalizer_for(language)(text)
     if language.split("-")[0] in UNSEGMENTED_LANGUAGES:
