@@ -48,6 +48,9 @@ DOC_PAGE = ROOT / "docs" / "results" / "scaling.md"
 FIGURE = ROOT / "docs" / "figures" / "merge_scaling.png"
 DOC_MARKERS = ("<!-- scaling:begin -->", "<!-- scaling:end -->")
 LIBRARY_NAMES = {"ours": "asrmerge", "mergekit": "mergekit", "fusionbench": "FusionBench"}
+#: asrmerge's goal for the peak resident memory of every method at large-v3 size: half this 24 GiB machine, which
+#: other work shares.
+MEMORY_GOAL_GIB = 12.0
 #: Synthetic Gram statistics: rank of the shared and of each task's part, and the range of the diagonal.
 GRAM_RANK, GRAM_DIAGONAL = 32, (0.5, 1.5)
 
@@ -158,12 +161,34 @@ def render(results: dict[str, Any]) -> str:
                     *_fmt(cells.get(cell_key(size, label, "mergekit"))),
                     *_fmt(cells.get(cell_key(size, label, "fusionbench")))]
             lines.append("| " + " | ".join(line) + " |")
-    notes = ["", "Seconds: wall clock of the whole process (start-up, loading, merging, writing); GiB: its peak "
+    notes = ["", *summary(results, cells)]
+    notes += ["", "Seconds: wall clock of the whole process (start-up, loading, merging, writing); GiB: its peak "
              "resident memory. – : the library has no such method (or was not run).",
              "\\* other processes used more than 10 % of the CPUs during that run (the machine was shared)."]
     if any(ms.NO_RATIO in line for line in lines):
         notes.append("‡ measured in another invocation than this size's I/O floor: no ratio.")
     return "\n".join(head) + "\n\n" + "\n".join(lines + notes) + "\n"
+
+
+def summary(results: dict[str, Any], cells: dict[str, ms.Run]) -> list[str]:
+    """Per asrmerge method: its peak memory at the largest size measured against the machine's RAM, and how its
+    seconds and memory grew from the smallest size to the largest (both measured)."""
+    sizes = [s for s in SIZES if s in results["sizes"]]
+    lines = []
+    for label in results["sizes"][sizes[-1]]["labels"] if sizes else []:
+        runs = [(s, cells.get(cell_key(s, label, "ours"))) for s in sizes]
+        runs = [(s, r) for s, r in runs if r is not None and r.ok]
+        if len(runs) < 2:
+            continue
+        (small, first), (large, last) = runs[0], runs[-1]
+        grow = results["sizes"][large]["parameters"] / results["sizes"][small]["parameters"]
+        goal = ""
+        if large == "large-v3":
+            goal = f" (goal ≤ {MEMORY_GOAL_GIB:g} GiB: {'met' if last.peak_gib <= MEMORY_GOAL_GIB else 'missed'})"
+        lines.append(f"- {label}: at {large}, {last.seconds:.0f} s and {last.peak_gib:.2f} GiB peak{goal}; from {small} to "
+                     f"{large} ({grow:.0f}× the parameters) the seconds grew {last.seconds / first.seconds:.1f}×, the "
+                     f"memory {last.peak_gib / first.peak_gib:.1f}×.")
+    return lines
 
 
 def figure(results: dict[str, Any], path: Path) -> None:
