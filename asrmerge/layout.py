@@ -68,6 +68,7 @@ MODEL_WEIGHTS = "model.safetensors"
 MODEL_WEIGHTS_INDEX = "model.safetensors.index.json"  # the weights in shards (released checkpoints)
 MODEL_CONFIG = "config.json"
 CTC_HEAD = "ctc_head.safetensors"  # a pretrained model's CTC head, kept so that a later stage continues it
+LORA_ADAPTERS = "lora_adapters.safetensors"  # a LoRA fine-tune's adapters, beside the weights that already hold them
 LOSS_CURVE = "loss.csv"  # a trained model's loss per step
 MERGE_INFO = "merge_info.json"  # a merged model's inputs, their digests and λ
 

@@ -48,7 +48,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TRAINING_MODES = ("full", "lora")
 #: A LoRA fine-tune's adapters (safetensors: the lora_A / lora_B weights; metadata rank, alpha, targets), saved
 #: beside the model whose weights already hold them (W + alpha/rank · B A).
-LORA_ADAPTER_FILE = "lora_adapters.safetensors"
+LORA_ADAPTER_FILE = layout.LORA_ADAPTERS
 #: The encoder's CTC head in a model folder (safetensors: weight, bias), written when training used one.
 CTC_HEAD_FILE = layout.CTC_HEAD
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asrmerge import layout
+
 #: Top-level folders of a results folder that record how a run went rather than what it computed.
-RUN_RECORDS = ("logs", "benchmarks")
+RUN_RECORDS = (layout.LOGS, layout.BENCHMARKS)
 RESULTS_PLACEHOLDER = "<results>"
 
 

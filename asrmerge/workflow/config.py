@@ -239,7 +239,7 @@ def model_folder(path: str | None, workdir: Path) -> Path | None:
         return workdir / Path(path).expanduser()
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(path, "config.json")
+    cached = try_to_load_from_cache(path, layout.MODEL_CONFIG)
     return Path(cached).parent if isinstance(cached, str) else None
 
 
@@ -321,8 +321,8 @@ def base_geometry(config: Mapping, workdir: Path) -> dict[str, Any]:
     and `max_source_positions`, the encoder positions the window needs."""
     base = config["base_model"]
     folder = model_folder(base["path"] if base["source"] == "pretrained" else base["init"], workdir)
-    if folder is not None and (folder / "config.json").is_file():
-        known = json.loads((folder / "config.json").read_text())
+    if folder is not None and (folder / layout.MODEL_CONFIG).is_file():
+        known = json.loads((folder / layout.MODEL_CONFIG).read_text())
         geometry = {key: known[key] for key in GEOMETRY_KEYS if key in known}
     elif base["source"] == "pretrain":
         arch = base["architecture"]
@@ -339,11 +339,11 @@ def check_checkpoint_folder(key: str, folder: Path, geometry: Mapping[str, Any])
     """A bring-your-own fine-tune must be a Whisper folder of the base's shape reading at least its window."""
     if not folder.is_dir():
         raise ConfigError(f"{key}: folder {folder} does not exist")
-    if not (folder / "config.json").is_file():
+    if not (folder / layout.MODEL_CONFIG).is_file():
         raise ConfigError(f"{key}: {folder} is not a transformers model folder (no config.json)")
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ConfigError(f"{key}: {folder} holds no weights (*.safetensors)")
-    found = json.loads((folder / "config.json").read_text())
+    found = json.loads((folder / layout.MODEL_CONFIG).read_text())
     for name, value in geometry.items():
         if name == "max_source_positions":
             if found.get(name, value) < value:
