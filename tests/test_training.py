@@ -10,7 +10,10 @@ import torch
 
 from asrmerge.data.manifest import read_manifest
 from asrmerge.models.whisper import load_whisper
-from asrmerge.training.loop import TrainingOptions, batch_indices, learning_rate_factor, resume_dir, train
+from asrmerge.training.loop import (
+    FeatureCache, TrainingOptions, batch_indices, ctc_loss, fit_ctc_head, learning_rate_factor, new_ctc_head, resume_dir,
+    train,
+)
 from speech_world import build_tiny_corpus, build_tiny_whisper
 
 CPU = torch.device("cpu")
@@ -37,6 +40,29 @@ def test_ctc_auxiliary_loss_trains(corpus, tmp_path):
     options = TrainingOptions(steps=3, learning_rate=1e-3, batch_size=4, ctc_weight=0.3)
     curve = train(build_tiny_whisper(corpus), read_manifest(corpus, split="train"), options, tmp_path / "m", CPU)
     assert all(torch.isfinite(torch.tensor(p["loss"])) for p in curve)
+
+
+def test_a_ctc_head_fitted_on_encoder_states_computed_once_equals_one_fitted_on_states_recomputed_each_step(corpus):
+    """fit_ctc_head encodes each utterance once (the encoder is frozen); the head is bit for bit the one trained by
+    the plain loop that runs the encoder on every batch."""
+    utterances = read_manifest(corpus, split="train")
+    whisper = build_tiny_whisper(corpus, seed=3)
+    options = TrainingOptions(steps=1, learning_rate=1e-3, batch_size=3, ctc_weight=0.3)
+    steps = 2 * len(utterances) // options.batch_size  # every utterance is drawn again, in other batches
+    fitted = fit_ctc_head(whisper, utterances, options, steps, 1e-2, CPU)
+    torch.manual_seed(options.seed)
+    head = new_ctc_head(whisper, CPU)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    cache = FeatureCache(whisper)
+    for step in range(steps):
+        batch = [utterances[i] for i in batch_indices(len(utterances), options.batch_size, step, options.seed + 2)]
+        with torch.no_grad():
+            states = whisper.model.model.encoder(cache(batch, CPU)).last_hidden_state
+        loss = ctc_loss(whisper, head, states, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    assert all(torch.equal(fitted[name], tensor) for name, tensor in head.state_dict().items())
 
 
 def test_same_seed_same_weights(corpus, tmp_path):

@@ -193,11 +193,17 @@ def fit_ctc_head(
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate)
     cache = FeatureCache(whisper)
     whisper.model.to(device).eval()
+    # The encoder is frozen: each utterance's states are computed once, on its first batch, and kept (at most steps x
+    # batch size of them); a row's states do not depend on the other rows of its batch, so the head is the one
+    # trained on states recomputed at every step (tests/test_training.py).
+    encoded: dict[str, torch.Tensor] = {}
     for step in range(steps):
         batch = [utterances[i] for i in batch_indices(len(utterances), options.batch_size, step, options.seed + 2)]
-        with torch.no_grad():
-            states = whisper.model.model.encoder(cache(batch, device)).last_hidden_state
-        loss = ctc_loss(whisper, head, states, batch)
+        new = list({u.id: u for u in batch if u.id not in encoded}.values())
+        if new:
+            with torch.no_grad():
+                encoded.update(zip((u.id for u in new), whisper.model.model.encoder(cache(new, device)).last_hidden_state))
+        loss = ctc_loss(whisper, head, torch.stack([encoded[u.id] for u in batch]), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
