@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from asrmerge.workflow.config import merge_branches
-from asrmerge.report import figures, plan, tables
+from asrmerge.report import figures, tables
+from asrmerge.workflow import figure_plan as plan
 from asrmerge.report.naming import OWN_DOMAIN, method_label, system_label
 
 ROOT = Path(__file__).resolve().parents[1]
