@@ -12,7 +12,8 @@ import torch
 
 from asrmerge.defaults import default
 from asrmerge.merging.engine import DEFAULT_SVD_EXCLUDE, compute_task_vector, export_merged_model, merge
-from asrmerge.merging.registry import MergeMethod, get_method, list_methods, resolve_params
+from asrmerge.merging.registry import get_method, list_methods, resolve_params
+from asrmerge.merging.spec import MergeMethod
 from asrmerge.guard import declare_paths
 
 SVD_DTYPES = {"float32": torch.float32, "float64": torch.float64}
