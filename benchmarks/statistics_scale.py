@@ -202,6 +202,16 @@ def render(results: dict[str, Any]) -> str:
         out.append(f"| {row['selection']} | {row['layers']} | {row['accumulators_gib']:.1f} GiB | "
                    f"{row['peak_at_write_gib']:.1f} GiB | {disk['float32']:.2f} GiB | {disk['bfloat16']:.2f} GiB | "
                    f"{disk['float16']:.2f} GiB |")
+    asked = gpu_check.slurm_resources("statistics")["mem_mb"] * 2**20 / GIB
+    model = fisher["parameters"] * 4 / GIB
+    out.append("")
+    for row in results["sizes"]["gram"]:
+        host = model + row["disk_gib"]["float32"]
+        out.append(f"- {row['selection']}: on a GPU the accumulators peak at {row['peak_at_write_gib']:.1f} GiB of "
+                   f"device memory; on the host the float32 model ({model:.1f} GiB) and the float32 copies brought "
+                   f"back ({row['disk_gib']['float32']:.1f} GiB) need {host:.1f} GiB, "
+                   f"{'within' if host <= asked else 'beyond'} the {asked:.1f} GiB the SLURM profile's `statistics` "
+                   "rule asks for.")
     measured = results.get("measured")
     if measured:
         full = results["sizes"]["gram"][0]
