@@ -339,6 +339,70 @@ def layout_page(rules_folder: Path) -> str:
     ])
 
 
+# -- cluster resources ---------------------------------------------------------------------------------------------
+
+SLURM_PROFILE = Path("profiles") / "slurm" / "config.yaml"  # under the repository root
+THREADS_PATTERN = re.compile(r"^    threads: (\d+)")
+
+
+def rule_threads(rules_folder: Path) -> dict[str, int]:
+    """Every rule of rules/*.smk and its `threads:` (1 where it gives none), in file order."""
+    threads: dict[str, int] = {}
+    for path in sorted(rules_folder.glob("*.smk")):
+        rule = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if match := RULE_PATTERN.match(line):
+                rule = match.group(1)
+                threads[rule] = 1
+            elif line and not line[0].isspace():
+                rule = None
+            elif rule and (match := THREADS_PATTERN.match(line)):
+                threads[rule] = int(match.group(1))
+    return threads
+
+
+def local_rules(rules_folder: Path) -> set[str]:
+    """The rules a `localrules:` directive of rules/*.smk keeps on the submitting machine."""
+    names: set[str] = set()
+    for path in sorted(rules_folder.glob("*.smk")):
+        inside = False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("localrules:"):
+                inside = True
+                names.update(n for n in re.split(r"[\s,]+", line.partition(":")[2]) if n)
+            elif inside and line.startswith(" "):
+                names.update(n for n in re.split(r"[\s,]+", line) if n)
+            else:
+                inside = False
+    return names
+
+
+def cluster_page(root: Path) -> str:
+    import yaml
+
+    profile = yaml.safe_load((root / SLURM_PROFILE).read_text(encoding="utf-8"))
+    defaults, per_rule = profile.get("default-resources", {}), profile.get("set-resources", {})
+    local = local_rules(root / "rules")
+    rows = []
+    for rule, threads in rule_threads(root / "rules").items():
+        resources = {**defaults, **per_rule.get(rule, {})}
+        if rule in local:
+            rows.append([_code(rule), "login node (`localrules`)", "–", "–", "–", "–"])
+        else:
+            cpus = threads if resources.get("cpus_per_task") == "threads" else resources.get("cpus_per_task", "–")
+            rows.append([_code(rule), "sbatch", resources.get("gpu", "–"), cpus, resources.get("mem_mb", "–"),
+                         resources.get("runtime", "–")])
+    return "".join([
+        _banner(f"{SLURM_PROFILE.as_posix()} (default-resources, set-resources) and rules/*.smk (threads, localrules)"),
+        "# Cluster resources\n\n",
+        f"What every rule asks SLURM for under `{SLURM_PROFILE.as_posix()}`: CPUs are the rule's `threads` "
+        "(`cpus_per_task: \"threads\"`), memory in MB, runtime in minutes; a rule the profile does not list gets its "
+        "`default-resources`. GPU rules get `--gpus=1` (`--gpus=<model>:1` once `gpu_model` is set). The rule `all` "
+        "is the target and runs nothing. How to change them: [SLURM cluster](../cluster.md).\n\n",
+        _table(["rule", "runs", "GPU", "CPUs", "memory (MB)", "runtime (min)"], rows),
+    ])
+
+
 # -- the package ---------------------------------------------------------------------------------------------------
 
 
@@ -370,6 +434,7 @@ def pages(root: Path) -> dict[str, Callable[[], str]]:
         f"{REFERENCE_FOLDER}/commands.md": commands_page,
         f"{REFERENCE_FOLDER}/layout.md": lambda: layout_page(root / "rules"),
         f"{REFERENCE_FOLDER}/package.md": package_page,
+        f"{REFERENCE_FOLDER}/cluster.md": lambda: cluster_page(root),
     }
 
 
@@ -413,8 +478,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the docs subcommand."""
     p = subparsers.add_parser(
         "docs", help="write the documentation's reference pages from the code (--check: name the stale ones)",
-        description="Inputs: the config schema, the merge-method registry, this command line, asrmerge/layout.py and "
-                    "rules/*.smk. Outputs: docs/reference/{config,methods,commands,layout,package}.md under --root.")
+        description="Inputs: the config schema, the merge-method registry, this command line, asrmerge/layout.py, "
+                    "rules/*.smk and the SLURM profile. Outputs: docs/reference/{config,methods,commands,layout,"
+                    "package,cluster}.md under --root.")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each page that is stale")
     p.add_argument("--root", default=".", help="the repository root (holds mkdocs.yml, docs/ and rules/)")
     p.set_defaults(func=_docs)
