@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
-import pytest
-import torch
+# One OpenMP thread for the tests and the commands they start, as every workflow job runs (profiles/default): their
+# tensors are small, and on a shared 2-core machine a second thread spins more than it computes (the fast tier beside
+# other work took less than half the CPU and wall time with one). Tests of running things side by side set their own
+# thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 TINY_WHISPER = dict(
     vocab_size=40,
