@@ -1,0 +1,408 @@
+"""Per-stage speed of the demo's jobs, measured on copies of single jobs of a finished run, and the page that reports
+it (docs/results/speed.md), written from the result files this script saves.
+
+    .venv/bin/python benchmarks/stage_speed.py decode   [--results results/demo] [--model base]
+    .venv/bin/python benchmarks/stage_speed.py finetune [--results results/demo] [--domain banking] [--steps 12]
+    .venv/bin/python benchmarks/stage_speed.py startup
+    .venv/bin/python benchmarks/stage_speed.py page     # docs/results/speed.md from the files above
+
+Every measurement writes one JSON file under .bench/stage-speed/ (the command, the machine's load, the numbers);
+`page` reads only those files. The results folder is read, never written: models, manifests and audio are used in
+place, outputs go to a temporary folder.
+
+- decode: one model's decoding of every demo test set (the decode_model job), profiled by part (encoder, decoder
+  steps, log-mel, voice-activity detection), with the earlier decoding path (transformers' decoder called for every
+  token, each test set on its own) and the current one in the same process, their transcripts compared one by one
+  and with the run's own hypothesis files.
+- finetune: the first steps of one domain fine-tune (the finetune_domain job's settings from the run's config),
+  profiled by part (features, forward, backward, optimizer).
+- startup: the wall time of a fresh interpreter importing what each kind of job imports before its first line of
+  work (CPU seconds, median of three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+OUT = Path(".bench/stage-speed")
+PAGE = Path("docs/results/speed.md")
+#: What each kind of job imports before it works (its script's imports and the stage function's own).
+JOB_IMPORTS = {
+    "torch alone": "torch",
+    "torch and transformers' Whisper": "transformers.models.whisper.modeling_whisper",
+    "decode (decode_model, decode_merged, select_lambda)": "asrmerge.workflow.jobs asrmerge.workflow.stages "
+    "asrmerge.evaluation.decoding asrmerge.evaluation.selection",
+    "fine-tune (finetune_domain, finetune_joint)": "asrmerge.workflow.jobs asrmerge.workflow.stages "
+    "asrmerge.training.loop",
+    "score": "asrmerge.workflow.jobs asrmerge.workflow.stages asrmerge.evaluation.scoring",
+    "merge": "asrmerge.workflow.jobs asrmerge.merging.engine",
+}
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    return {"cpu": cpu_name(), "cores": os.cpu_count(),
+            "load_average_1min_at_start": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def save(name: str, record: Mapping) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------- decode
+
+def transformers_greedy(whisper, features, prompt, max_new_tokens):
+    """The earlier greedy search: transformers' decoder with its cache for every token, every row until all rows
+    have ended (kept here as the reference the current asrmerge.evaluation.decoding.greedy_decode must equal)."""
+    import torch
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    from asrmerge.models.whisper import first_step_suppressed_ids, suppressed_token_ids
+
+    model, eot = whisper.model, whisper.eot_id
+    batch, device = features.shape[0], features.device
+    with torch.inference_mode():
+        encoder_states = model.model.encoder(features).last_hidden_state
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        step_input = torch.tensor([list(prompt)] * batch, device=device)
+        suppress = torch.tensor(suppressed_token_ids(whisper), dtype=torch.long)
+        suppress_first = torch.tensor(first_step_suppressed_ids(whisper), dtype=torch.long)
+        limit = min(max_new_tokens, model.config.max_target_positions - len(prompt))
+        tokens = torch.full((batch, max(limit, 0)), eot, dtype=torch.long)
+        finished = torch.zeros(batch, dtype=torch.bool)
+        for step in range(limit):
+            hidden = model.model.decoder(input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache,
+                                         use_cache=True).last_hidden_state
+            logits = model.proj_out(hidden[:, -1]).float()
+            logits[:, suppress] = -torch.inf
+            if step == 0:
+                logits[:, suppress_first] = -torch.inf
+            next_token = logits.argmax(dim=-1).masked_fill(finished, eot)
+            tokens[:, step] = next_token
+            finished |= next_token == eot
+            if bool(finished.all()):
+                break
+            step_input = next_token[:, None]
+    rows = []
+    for row in tokens.tolist():
+        rows.append(row[: row.index(eot)] if eot in row else row)
+    return rows
+
+
+class Stopwatch:
+    """CPU seconds of this thread spent in named calls: module forwards (hooks) and module-level functions
+    (wrapped in place). CPU time, not wall time, so that other work on the machine slows nothing it reports."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def _add(self, part: str, since: float) -> None:
+        self.seconds[part] = self.seconds.get(part, 0.0) + time.thread_time() - since
+
+    def module(self, part: str, module) -> None:
+        starts = []
+        module.register_forward_pre_hook(lambda *_: starts.append(time.thread_time()))
+        module.register_forward_hook(lambda *_: self._add(part, starts.pop()))
+
+    def function(self, part: str, namespace, name: str) -> None:
+        """Time calls of `namespace[name]` (a module's attribute or a dict's entry) made through that name."""
+        get = namespace.__getitem__ if isinstance(namespace, dict) else lambda key: getattr(namespace, key)
+        put = namespace.__setitem__ if isinstance(namespace, dict) else lambda key, value: setattr(namespace, key, value)
+        inner = get(name)
+
+        def timed(*args, **kwargs):
+            since = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self._add(part, since)
+
+        put(name, timed)
+
+    def take(self) -> dict[str, float]:
+        taken, self.seconds = {part: round(seconds, 2) for part, seconds in self.seconds.items()}, {}
+        return taken
+
+
+def measured(fn: Callable, *args, **kwargs):
+    """fn's result, its wall seconds and its process CPU seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn(*args, **kwargs)
+    return result, round(time.perf_counter() - wall, 2), round(time.process_time() - cpu, 2)
+
+
+def decode(args) -> None:
+    import torch
+
+    import asrmerge.evaluation.decoding as decoding
+    from asrmerge.data.manifest import read_manifest
+    from asrmerge.models.whisper import load_whisper
+
+    torch.set_num_threads(1)  # as the demo's jobs (profiles/default set-threads)
+    results = Path(args.results)
+    config = _config(results)
+    hypotheses = results / "hypotheses" / args.model
+    sets = sorted(p.stem for p in hypotheses.glob("*.jsonl"))
+    if not sets:
+        raise SystemExit(f"{hypotheses}: no hypothesis files (give --results and --model of a finished run)")
+    folder = results / "models" / args.model
+    whisper = load_whisper(folder)
+    options = decoding.DecodingOptions(**config["evaluation"])
+    manifests = {name: read_manifest(results / "data" / name / "manifest.jsonl", split="test") for name in sets}
+    everything = [u for utterances in manifests.values() for u in utterances]
+    cpu = torch.device("cpu")
+    decoding.transcribe(whisper, everything[:8], options, cpu, progress=False)  # warm: audio in the page cache
+    watch = Stopwatch()
+    watch.module("encoder", whisper.model.model.encoder)
+    watch.module("transformers' decoder calls", whisper.model.model.decoder)
+    watch.function("decoder steps after the prompt (asrmerge's)", decoding, "_decoder_step")
+    watch.function("log-mel features", decoding, "log_mel")
+    watch.function("voice-activity detection (long-form sets)", decoding.LONG_FORM_PIECES, "vad")
+
+    def earlier():
+        decoding.greedy_decode, current = transformers_greedy, decoding.greedy_decode
+        try:
+            return [row for utterances in manifests.values()
+                    for row in decoding.transcribe(whisper, utterances, options, cpu, progress=False)]
+        finally:
+            decoding.greedy_decode = current
+
+    before_rows, before_wall, before_cpu = measured(earlier)
+    before_parts = watch.take()
+    after_rows, after_wall, after_cpu = measured(decoding.transcribe, whisper, everything, options, cpu, progress=False)
+    after_parts = watch.take()
+    recorded = [json.loads(line) for name in sets for line in (hypotheses / f"{name}.jsonl").open(encoding="utf-8")]
+    n = len(everything)
+    record = {"command": " ".join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
+              "model": str(folder), "test_sets": len(sets), "utterances": n, "options": config["evaluation"],
+              "threads": 1,
+              "before": {"path": "transformers' decoder for every token, each test set on its own",
+                         "wall_seconds": before_wall, "cpu_seconds": before_cpu,
+                         "utterances_per_cpu_second": round(n / before_cpu, 2), "parts": before_parts},
+              "after": {"path": "asrmerge's decoder step, finished rows leave the batch, all test sets in one call",
+                        "wall_seconds": after_wall, "cpu_seconds": after_cpu,
+                        "utterances_per_cpu_second": round(n / after_cpu, 2), "parts": after_parts},
+              "identical_rows_after_vs_before": sum(a == b for a, b in zip(after_rows, before_rows)),
+              "identical_transcripts_vs_run": sum(a["hypothesis"] == r["hypothesis"] and a["flags"] == r.get("flags", [])
+                                                  for a, r in zip(after_rows, recorded))}
+    save(f"decode-{args.model.replace('/', '-')}", record)
+    print(json.dumps(record, indent=1))
+
+
+def _config(results: Path) -> dict:
+    """The run's config: the workflow keeps the config it ran with in its results folder, else config.yaml."""
+    import yaml
+
+    for candidate in (results / "config.yaml", Path("config.yaml")):
+        if candidate.is_file():
+            return yaml.safe_load(candidate.read_text(encoding="utf-8"))
+    raise SystemExit("no config found")
+
+
+# -------------------------------------------------------------------------------------------------------- finetune
+
+def finetune(args) -> None:
+    import torch
+
+    import asrmerge.training.loop as loop
+    from asrmerge.models.whisper import LoadedWhisper, load_whisper
+    from asrmerge.workflow.jobs import utterances
+
+    torch.set_num_threads(1)
+    results = Path(args.results)
+    config = _config(results)
+    settings = {**config["finetune"]["domain"], "steps": args.steps}
+    manifest = results / "data" / args.domain / "manifest.jsonl"
+    replay = results / "data" / "general" / "manifest.jsonl"
+    whisper = load_whisper(results / "models" / "base")
+    watch = Stopwatch()
+    watch.function("log-mel features (computed once per utterance, then cached)", loop.FeatureCache, "__call__")
+    watch.module("encoder forward (within the forward)", whisper.model.model.encoder)
+    watch.function("forward: encoder, decoder, loss (features included)", loop, "batch_loss")
+    watch.function("backward", torch.Tensor, "backward")
+    watch.function("optimizer step (AdamW)", torch.optim.AdamW, "step")
+    watch.function("resume fingerprint (hashes the inputs once)", loop, "training_fingerprint")
+    watch.function("saving the model", LoadedWhisper, "save")
+    with tempfile.TemporaryDirectory() as tmp:
+        curve, wall, cpu = measured(loop.train, whisper, utterances([manifest], "train"),
+                                    loop.TrainingOptions(**settings, seed=config["seed"]), Path(tmp) / "model",
+                                    torch.device("cpu"), replay_set=utterances([replay], "train"))
+        weights = hashlib.sha256((Path(tmp) / "model" / "model.safetensors").read_bytes()).hexdigest()
+    record = {"command": " ".join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
+              "domain": args.domain, "settings": settings, "threads": 1, "steps": args.steps,
+              "wall_seconds": wall, "cpu_seconds": cpu, "cpu_seconds_per_step": round(cpu / args.steps, 3),
+              "parts": watch.take(), "final_loss": curve[-1]["loss"], "weights_sha256": weights}
+    save("finetune", record)
+    print(json.dumps(record, indent=1))
+
+
+# --------------------------------------------------------------------------------------------------------- startup
+
+def child_cpu_seconds(command: Sequence[str]) -> float:
+    """User + system CPU seconds of one child process (not its wall time: other work on the machine stretches that)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def startup(args) -> None:
+    rows = {}
+    for job, modules in JOB_IMPORTS.items():
+        code = "; ".join(f"import {m}" for m in modules.split())
+        seconds = statistics.median(child_cpu_seconds([sys.executable, "-c", code]) for _ in range(3))
+        rows[job] = {"imports": modules, "cpu_seconds": round(seconds, 2)}
+    bare = statistics.median(child_cpu_seconds([sys.executable, "-c", "pass"]) for _ in range(3))
+    record = {"command": " ".join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
+              "bare_interpreter_cpu_seconds": round(bare, 2), "jobs": rows}
+    save("startup", record)
+    print(json.dumps(record, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------------------ page
+
+def page(args) -> None:
+    records = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(OUT.glob("*.json"))}
+    if not records:
+        raise SystemExit(f"no result files in {OUT}: run the decode, finetune and startup measurements first")
+    lines = ["# Speed of the demo's stages", "",
+             f"Written by `.venv/bin/python benchmarks/stage_speed.py page` from the result files in `{OUT}/`, which "
+             "the commands named in each section wrote. Times are CPU seconds of the measuring process (one thread, "
+             "as every demo job runs): the machine is shared, and CPU time is what other work does not stretch; "
+             "wall seconds are given beside them, with the load at the start (2 cores: a load above 2 means other "
+             "work ran beside the measurement). A comparison's two paths ran in one process, one after the other. "
+             "Per-stage job times of a whole run: `benchmarks/world_targets.py results/demo`.", ""]
+    lines += _targets(records)
+    for name, record in records.items():
+        lines += SECTIONS[name.split("-")[0]](record)
+    PAGE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {PAGE}")
+
+
+def _targets(records: Mapping[str, Mapping]) -> list[str]:
+    """The speed targets of the demo's stages, met or missed, from the records."""
+    lines = ["## Targets", "", "| target | measured | |", "|---|---|---|"]
+    decode = next((r for name, r in records.items() if name.startswith("decode")), None)
+    if decode:
+        speedup = decode["before"]["cpu_seconds"] / decode["after"]["cpu_seconds"]
+        bound = decode["before"]["cpu_seconds"] / decode["after"]["parts"]["encoder"]
+        same = decode["identical_rows_after_vs_before"] == decode["utterances"]
+        lines.append(f"| decoding a demo model ≥ 5× the utterances per second, identical transcripts | "
+                     f"{speedup:.2f}×, {decode['identical_rows_after_vs_before']}/{decode['utterances']} identical | "
+                     f"{'missed' if speedup < 5 else 'met'}{'' if same else ', transcripts differ'}: the encoder "
+                     f"bounds it at {bound:.1f}× |")
+    tune = records.get("finetune")
+    if tune:
+        lines.append(f"| a fine-tune step ≥ 3× faster at identical weights | {tune['cpu_seconds_per_step']} CPU s "
+                     "per step, unchanged | missed: the step is the encoder's arithmetic (below) |")
+    lines += ["", ""]
+    return lines
+
+
+def _header(title: str, record: Mapping) -> list[str]:
+    m = record["machine"]
+    return [f"## {title}", "", f"`.venv/bin/python {record['command']}`, {m['date']}, {m['cores']} cores "
+            f"({m['cpu']}), load {m['load_average_1min_at_start']} at the start, {record.get('threads', 1)} thread:", ""]
+
+
+def _decode_section(record: Mapping) -> list[str]:
+    before, after = record["before"], record["after"]
+    lines = _header(f"Decoding one model: `{record['model']}`, {record['test_sets']} test sets, "
+                    f"{record['utterances']} utterances", record)
+    lines += ["| path | CPU s | wall s | utt per CPU s |", "|---|---|---|---|",
+              f"| before: {before['path']} | {before['cpu_seconds']} | {before['wall_seconds']} | "
+              f"{before['utterances_per_cpu_second']} |",
+              f"| after: {after['path']} | {after['cpu_seconds']} | {after['wall_seconds']} | "
+              f"{after['utterances_per_cpu_second']} |", "",
+              f"Speed-up {before['cpu_seconds'] / after['cpu_seconds']:.2f}× in CPU time (both measured in this run, "
+              f"one after the other). Identical rows (id, transcript, flags) after vs before: "
+              f"{record['identical_rows_after_vs_before']} of {record['utterances']}; transcripts identical to the "
+              f"run's own hypothesis files: {record['identical_transcripts_vs_run']} of {record['utterances']}.", "",
+              "Where the CPU time goes (seconds):", "", "| part | before | after |", "|---|---|---|"]
+    for part in sorted(set(before["parts"]) | set(after["parts"])):
+        lines.append(f"| {part} | {before['parts'].get(part, 0)} | {after['parts'].get(part, 0)} |")
+    encoder = after["parts"]["encoder"]
+    lines += ["", f"Bound: the encoder alone takes {encoder} s of the {after['cpu_seconds']} s "
+              f"({100 * encoder / after['cpu_seconds']:.0f} %). It runs once per utterance on the whole padded window "
+              "(the model was trained on padded windows; a shorter input changes its transcripts) and its matrix "
+              "products are compute-bound, so with identical transcripts no decoder can be faster than "
+              f"{before['cpu_seconds'] / encoder:.1f}× the earlier path here.", ""]
+    return lines
+
+
+def _finetune_section(record: Mapping) -> list[str]:
+    lines = _header(f"Fine-tuning: the first {record['steps']} steps of the `{record['domain']}` fine-tune", record)
+    lines += [f"{record['cpu_seconds_per_step']} CPU s per step ({record['cpu_seconds']} CPU s in all, batch "
+              f"{record['settings']['batch_size']}, replay fraction {record['settings']['replay_fraction']}); "
+              f"weights sha256 `{record['weights_sha256'][:16]}`.", "",
+              "| part | CPU s |", "|---|---|"]
+    lines += [f"| {part} | {seconds} |" for part, seconds in record["parts"].items()]
+    parts = record["parts"]
+    compute = parts["forward: encoder, decoder, loss (features included)"] + parts["backward"]
+    lines += ["", f"Bound: forward and backward take {compute:.1f} s of {record['cpu_seconds']} CPU s "
+              f"({100 * compute / record['cpu_seconds']:.0f} %); the encoder alone is "
+              f"{parts['encoder forward (within the forward)']} s of the forward's "
+              f"{parts['forward: encoder, decoder, loss (features included)']} s (the 6 s windows are padded, 300 "
+              "positions each). Features are already computed once per utterance (FeatureCache) and the optimizer is "
+              "small, so what is left is arithmetic: a faster step would need less of it (shorter windows, lower "
+              "precision), which changes the weights. The fine-tune's speed-up target is missed for that reason.", ""]
+    return lines
+
+
+def _startup_section(record: Mapping) -> list[str]:
+    lines = _header("Job start-up: a fresh interpreter importing what each kind of job imports", record)
+    lines += ["| job | CPU s |", "|---|---|", f"| bare interpreter | {record['bare_interpreter_cpu_seconds']} |"]
+    lines += [f"| {job} | {row['cpu_seconds']} |" for job, row in record["jobs"].items()]
+    lines += ["", "Importing torch and transformers' Whisper is most of a model job's start-up; every job that runs a "
+              "model needs both, and both import much of themselves eagerly (torch.distributed, torch._dynamo and "
+              "with them sympy and scipy.signal, by `python -X importtime`).", ""]
+    return lines
+
+
+SECTIONS = {"decode": _decode_section, "finetune": _finetune_section, "startup": _startup_section}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    one = sub.add_parser("decode")
+    one.add_argument("--results", default="results/demo")
+    one.add_argument("--model", default="base", help="a model under <results>/models (base, joint, finetuned/<domain>)")
+    one.set_defaults(run=decode)
+    tune = sub.add_parser("finetune")
+    tune.add_argument("--results", default="results/demo")
+    tune.add_argument("--domain", default="banking")
+    tune.add_argument("--steps", type=int, default=12)
+    tune.set_defaults(run=finetune)
+    sub.add_parser("startup").set_defaults(run=startup)
+    sub.add_parser("page").set_defaults(run=page)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
