@@ -143,6 +143,16 @@ def test_a_wrong_block_is_caught(tmp_path):
     assert dry_run("make demo  # all") == "make -n demo  # all"
 
 
+def test_every_experiment_is_described():
+    """docs/experiments.md names every config of experiments/ (a name or a glob), complete or overlay."""
+    import fnmatch
+
+    named = re.findall(r"`(experiments/[^`]+\.yaml)`", (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8"))
+    missing = [path.relative_to(ROOT).as_posix() for path in sorted((ROOT / "experiments").glob("*.yaml"))
+               if not any(fnmatch.fnmatch(path.relative_to(ROOT).as_posix(), pattern) for pattern in named)]
+    assert not missing, f"docs/experiments.md does not describe {', '.join(missing)}"
+
+
 def test_the_reference_pages_match_the_code():
     assert main(["docs", "--check", "--root", str(ROOT)]) == 0, "run `asrmerge docs` and commit docs/reference/"
 
