@@ -62,7 +62,7 @@ TRAIN_STEPS = 4
 #: The small Whisper trained and decoded (asrmerge.models.whisper.build_small_whisper's architecture keys).
 ARCHITECTURE = dict(num_mel_bins=80, d_model=128, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=512,
                     max_target_positions=64)
-AUDIO_SECONDS, UTTERANCES, SAMPLE_RATE = 6, 8, 16000
+AUDIO_SECONDS, UTTERANCES = 6, 8
 WORDS = ("north wind sun strong cold traveller cloak warm light river stone early market bread window quiet "
          "morning green").split()
 
@@ -73,16 +73,18 @@ def synthetic_utterances(folder: Path, seed: int):
     import soundfile as sf
 
     from asrmerge.data.manifest import Utterance
+    from asrmerge.defaults import default
 
+    sample_rate = default("corpus.sample_rate")
     rng = np.random.default_rng(seed)
     utterances = []
     for index in range(UTTERANCES):
         seconds = float(rng.uniform(2, 4))
-        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
         audio = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(150, 1200, size=3)) / 3
         audio = (0.3 * audio + 0.02 * rng.standard_normal(t.size)).astype("float32")
         path = folder / f"utt{index:02d}.wav"
-        sf.write(str(path), audio, SAMPLE_RATE)
+        sf.write(str(path), audio, sample_rate)
         text = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 7))))
         utterances.append(Utterance(id=f"utt{index:02d}", audio=path, text=text, duration=seconds, set="check",
                                     split="train", language="en"))
