@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 import asrmerge.evaluation.decoding as decoding
 from asrmerge.data.manifest import read_manifest
 from asrmerge.evaluation.decoding import DecodingOptions, beam_decode, greedy_decode, transcribe
-from asrmerge.models.whisper import load_whisper, log_mel, suppressed_token_ids
+from asrmerge.models.whisper import complete_generation_config, load_whisper, log_mel, suppressed_token_ids
 from asrmerge.data.manifest import load_audio
 from asrmerge.evaluation.selection import choose_lambda, select_lambda
 from speech_world import build_tiny_corpus, build_tiny_whisper
@@ -75,6 +75,22 @@ def test_greedy_rows_that_end_leave_the_batch_without_changing_the_others(world)
             ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
     recomputed = [row[len(prompt):] for row in ids.tolist()]
     assert decoded == [row[: row.index(eot)] for row in recomputed]
+
+
+def test_beam_search_transcribes_as_transformers_generate(world):
+    """Beam search (prompt through transformers' decoder, later tokens through asrmerge's step, beams reordered)
+    gives generate(num_beams=K)'s transcripts on real speech."""
+    manifest, _, _ = world
+    foundation = load_whisper("assets/foundation")
+    features = log_mel(foundation, [load_audio(u.audio) for u in read_manifest(manifest)[:8]], CPU)
+    ours = beam_decode(foundation, features, foundation.prompt_ids("pt"), 100, num_beams=4)
+    complete_generation_config(foundation, "pt", num_beams=4, max_new_tokens=100)
+    with torch.no_grad():
+        generated = foundation.model.generate(features, language="pt", task="transcribe", num_beams=4,
+                                              max_new_tokens=100, attention_mask=torch.ones(features.shape[:2]))
+    decode = foundation.tokenizer.batch_decode
+    texts = [[t.strip() for t in decode(ids, skip_special_tokens=True)] for ids in (ours, generated)]
+    assert texts[0] == texts[1] and len(set(texts[0])) > 4
 
 
 def test_beam_of_one_is_greedy_and_beams_score_no_worse(world):

@@ -138,11 +138,13 @@ def beam_decode(
 
     Follows transformers' beam search (2K candidates per step, only the top K may finish, its default stopping
     heuristic), so transcripts match `generate(num_beams=K)`. The beams of one utterance share its encoder states,
-    so only the self-attention cache is reordered.
+    so only the self-attention keys are reordered. The prompt goes through transformers' decoder, every later token
+    through `_decoder_step`, as in `greedy_decode`.
     """
     model = whisper.model
     batch, device, eot = features.shape[0], features.device, whisper.eot_id
     encoder_states = model.model.encoder(features).last_hidden_state
+    decoder = model.model.decoder
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     suppress = torch.tensor(suppressed_token_ids(whisper), device=device, dtype=torch.long)
     suppress_first = torch.tensor(first_step_suppressed_ids(whisper), device=device, dtype=torch.long)
@@ -153,19 +155,21 @@ def beam_decode(
     sequences = torch.empty((batch * num_beams, 0), dtype=torch.long, device=device)
     # The first step runs once per utterance (only its first beam is live); its cross-attention keys and values,
     # the costliest part of a beam's first step, are then copied to the K beams instead of recomputed K times.
-    step_input = torch.tensor([list(prompt)] * batch, device=device)
+    hidden = decoder(input_ids=torch.tensor([list(prompt)] * batch, device=device), encoder_hidden_states=encoder_states,
+                     cache=cache, use_cache=True).last_hidden_state[:, -1]
+    self_keys = [(layer.keys, layer.values) for layer in cache.self_attention_cache.layers]
+    cross_keys = [(layer.keys, layer.values) for layer in cache.cross_attention_cache.layers]
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     closed = [False] * batch
     for step in range(limit):
-        hidden = model.model.decoder(
-            input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache, use_cache=True
-        ).last_hidden_state
         # Normalise before suppressing, as transformers' beam search does, so scores match its ranking.
-        log_probs = _suppress(model.proj_out(hidden[:, -1]).float().log_softmax(dim=-1), suppress, suppress_first, step)
+        log_probs = _suppress(model.proj_out(hidden).float().log_softmax(dim=-1), suppress, suppress_first, step)
         if step == 0:
             log_probs = log_probs.repeat_interleave(num_beams, dim=0)
-            cache.batch_repeat_interleave(num_beams)
-            encoder_states = encoder_states.repeat_interleave(num_beams, dim=0)
+            self_keys = [(keys.repeat_interleave(num_beams, dim=0), values.repeat_interleave(num_beams, dim=0))
+                         for keys, values in self_keys]
+            cross_keys = [(keys.repeat_interleave(num_beams, dim=0), values.repeat_interleave(num_beams, dim=0))
+                          for keys, values in cross_keys]
         vocab = log_probs.shape[-1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, num_beams * vocab)
         # 2K candidates per utterance: enough live ones remain after the finished ones are set aside.
@@ -198,10 +202,11 @@ def beam_decode(
         if all(closed):
             break
         origin = (torch.arange(batch, device=device)[:, None] * num_beams + new_beam).view(-1)
-        cache.self_attention_cache.reorder_cache(origin)
+        self_keys = [(keys.index_select(0, origin), values.index_select(0, origin)) for keys, values in self_keys]
         sequences = torch.cat([sequences[origin], new_token.view(-1, 1)], dim=1)
         scores = new_scores
-        step_input = new_token.view(-1, 1)
+        if step + 1 < limit:
+            hidden = _decoder_step(decoder, new_token.view(-1), len(prompt) + step, self_keys, cross_keys)
     results = []
     for item in range(batch):
         if not finished[item]:  # no beam ended within the limit: take the best live one
