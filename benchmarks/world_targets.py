@@ -153,23 +153,28 @@ def targets(results: Path, frame: pd.DataFrame, demo_seconds: float | None, same
         print("W8 not measured here: pass --demo-seconds and --same-as")
     stages = job_seconds(results)
     if stages:
-        total = sum(seconds for _, seconds in stages.values())
-        listing = ", ".join(f"{stage} {seconds / 60:.1f} min ({jobs} jobs)" for stage, (jobs, seconds) in stages.items())
-        print(f"   job time by stage (benchmarks/, {total / 60:.1f} min in all; jobs run side by side): {listing}")
+        total = sum(seconds for _, seconds, _ in stages.values())
+        total_cpu = sum(cpu for _, _, cpu in stages.values())
+        listing = ", ".join(f"{stage} {seconds / 60:.1f} min ({jobs} jobs, {cpu / 60:.1f} CPU min)"
+                            for stage, (jobs, seconds, cpu) in stages.items())
+        print(f"   job time by stage (benchmarks/, {total / 60:.1f} min in all, {total_cpu / 60:.1f} CPU min; jobs run "
+              f"side by side, and CPU time is what other work on the machine does not stretch): {listing}")
 
 
-def job_seconds(results: Path) -> dict[str, tuple[int, float]]:
-    """Stage ("models/finetuned", "hypotheses/merged", ...) -> (jobs, wall-clock seconds summed over its jobs), from
-    the per-job Snakemake benchmark files, largest first."""
+def job_seconds(results: Path) -> dict[str, tuple[int, float, float]]:
+    """Stage ("models/finetuned", "hypotheses/merged", ...) -> (jobs, wall-clock seconds, CPU seconds, each summed
+    over its jobs), from the per-job Snakemake benchmark files, largest wall-clock first."""
     root = results / layout.BENCHMARKS
-    stages: dict[str, list[float]] = {}
+    stages: dict[str, list[tuple[float, float]]] = {}
     for path in root.rglob("*.tsv"):
         parts = path.relative_to(root).parts
         stage = parts[0]
         if stage in ("models", "hypotheses"):  # models/base, models/finetuned, hypotheses/merged, ...
             stage = "/".join(parts[:2]) if len(parts) > 2 else f"{stage}/{path.stem}"
-        stages.setdefault(stage, []).append(float(pd.read_csv(path, sep="\t")["s"].iloc[0]))
-    return {stage: (len(times), sum(times)) for stage, times in sorted(stages.items(), key=lambda kv: -sum(kv[1]))}
+        row = pd.read_csv(path, sep="\t").iloc[0]
+        stages.setdefault(stage, []).append((float(row["s"]), float(row["cpu_time"])))
+    totals = {stage: (len(jobs), sum(s for s, _ in jobs), sum(c for _, c in jobs)) for stage, jobs in stages.items()}
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1][1]))
 
 
 def findings(results: Path, frame: pd.DataFrame) -> None:
