@@ -201,7 +201,7 @@ def test_the_results_page_counts_what_the_run_measured(tmp_path):
 def test_the_results_page_is_written_from_a_run(micro_workflow, tmp_path):
     _, results, _ = micro_workflow
     readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\n{results_page.README_START}\nold\n{results_page.README_END}\n\nend\n")
+    readme.write_text(f"# title\n\n{results_page.README_START}\nthe previous table\n{results_page.README_END}\n\nend\n")
     page, figures = tmp_path / "docs" / "results" / "micro.md", tmp_path / "docs" / "figures" / "micro"
     assert main(["results-page", str(results), "--page", str(page), "--figures", str(figures), "--readme", str(readme),
                  "--conditions", "in the test suite"]) == 0
@@ -213,7 +213,7 @@ def test_the_results_page_is_written_from_a_run(micro_workflow, tmp_path):
         assert (figures / png.name).read_bytes() == png.read_bytes()
         assert f"](../figures/micro/{png.name})" in text
     new_readme = readme.read_text()
-    assert table in new_readme and "old" not in new_readme and new_readme.endswith("\n\nend\n")
+    assert table in new_readme and "the previous table" not in new_readme and new_readme.endswith("\n\nend\n")
 
     readme.write_text("# no markers\n")
     assert main(["results-page", str(results), "--page", str(page), "--figures", str(figures), "--readme", str(readme),
