@@ -380,8 +380,9 @@ def _decode_section(record: Mapping) -> list[str]:
     encoder = after["parts"]["encoder"]
     lines += ["", f"Bound: the encoder alone takes {encoder} s of the {after['cpu_seconds']} s "
               f"({100 * encoder / after['cpu_seconds']:.0f} %). It runs once per utterance on the whole padded window "
-              "(the model was trained on padded windows; a shorter input changes its transcripts) and its matrix "
-              "products are compute-bound, so with identical transcripts no decoder can be faster than "
+              "(the model was trained on padded windows; a shorter input changes its transcripts), and a faster "
+              "encoder would need other arithmetic (lower precision, fused kernels), which changes its numbers, so "
+              "with identical transcripts no decoder can be faster than "
               f"{before['cpu_seconds'] / encoder:.1f}× the earlier path here.", ""]
     return lines
 
