@@ -264,7 +264,8 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated Whisper sizes, run in this order")
     parser.add_argument("--tasks", type=int, default=10, help="fine-tunes T at every size not in --tasks-at")
     parser.add_argument("--tasks-at", type=parse_tasks_at, default={}, help="SIZE=T,...: another T at those sizes")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, a subset of the default")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated, a subset of the default, run in this order")
     parser.add_argument("--libraries", default="ours,mergekit,fusionbench")
     parser.add_argument("--statistics-dtype", choices=("float16", "bfloat16", "float32"), default="float16",
                         help="storage of the synthetic Gram statistics (float16 halves their disk)")
@@ -325,7 +326,8 @@ def main() -> None:
         inputs = [base / "model.safetensors", *(f / "model.safetensors" for f in finetuned)]
         input_bytes = sum(p.stat().st_size for p in inputs)
         params, exclude_keys = ms.geometry_of(base)
-        rows = [r for r in scaling_rows(exclude_keys) if r.method in methods]
+        by_method = {r.method: r for r in scaling_rows(exclude_keys)}
+        rows = [by_method[m] for m in methods]  # in the order asked for
         statistics = (build_statistics(folder / "statistics", base, finetuned, args.seed, args.statistics_dtype)
                       if "regmean" in methods and "ours" in libraries else [])
         # The page cache is warmed before each run only where the inputs fit in it with room to spare; otherwise
