@@ -241,18 +241,21 @@ def _layout_entries() -> list[tuple[str, str, str]]:
         if token.type == tokenize.COMMENT:
             comments[token.start[0]] = token.string
     entries = []
+    from asrmerge import layout
+
     for node in ast.parse(source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             continue
-        name, value = node.targets[0].id, node.value
-        if not (name.isupper() and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+        name = node.targets[0].id
+        value = getattr(layout, name, None)  # the value as the module computes it (a template may be built of parts)
+        if not (name.isupper() and isinstance(value, str)):
             continue
         above, line = [], node.lineno - 1
         while comments.get(line, "").startswith("#:"):
             above.insert(0, comments[line][2:].strip())
             line -= 1
         after = comments.get(node.lineno, "").lstrip("#").strip()
-        entries.append((name, value.value, " ".join(above + [after]).strip()))
+        entries.append((name, value, " ".join(above + [after]).strip()))
     return entries
 
 
@@ -317,9 +320,12 @@ def layout_page(rules_folder: Path) -> str:
     from asrmerge import layout
 
     made_by = rule_outputs(rules_folder)
+    entries = _layout_entries()
     rows = [[_code(template), ", ".join(f"`{r}`" for r in made_by.get(name, [])), _code(name), comment]
-            for name, template, comment in _layout_entries()
+            for name, template, comment in entries
             if not template.startswith("{") and ("/" in template or template.startswith("."))]
+    file_names = [[_code(value), _code(name), comment] for name, value, comment in entries
+                  if "/" not in value and "." in value[1:] and not value.startswith(".")]
     return "".join([
         _banner("asrmerge/layout.py (the path templates) and rules/*.smk (the rules whose outputs they are)"),
         "# Results layout\n\n",
@@ -330,6 +336,8 @@ def layout_page(rules_folder: Path) -> str:
         _table(["path", "written by", "name in asrmerge.layout", "what"], rows), "\n",
         f"Besides these, `{layout.LOGS}/` holds one log per job and `{layout.BENCHMARKS}/` one Snakemake benchmark "
         "file per job (wall clock, CPU time, peak memory); the rules name those paths.\n\n",
+        "## File names inside those folders\n\n",
+        _table(["file", "name in asrmerge.layout", "what"], file_names), "\n",
         "## System ids\n\n```text\n", layout.__doc__.split("A system id", 1)[1].join(["A system id", ""]).strip(),
         "\n```\n\n",
         f"A merge branch `{layout.BRANCH}` is a method and the label of the parameters the config sets for it: "
