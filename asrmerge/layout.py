@@ -37,7 +37,8 @@ RESULTS_LOCK = ".asrmerge-lock"  # the running workflow's lock on the folder (as
 #: Content digests of the user's files (manifests, audio, supplied checkpoints), by path, size and time.
 DIGEST_CACHE = ".asrmerge-digests.json"
 
-MANIFEST = "data/{set}/manifest.jsonl"  # every split of a set, one utterance per line (audio beside it under audio/)
+MANIFEST_NAME = "manifest.jsonl"  # every split of a set, one utterance per line (audio beside it under audio/)
+MANIFEST = "data/{set}/" + MANIFEST_NAME
 SPLITS_CHECK = "data/splits_checked.json"  # no recording both in a tuning split and a test split, across all sets
 BASE_MODEL = "models/base"  # the base model (θ₀) as a transformers folder
 MODEL = "models/{model}"  # model: a trained system id (base, joint, finetuned/<domain>)
@@ -71,6 +72,8 @@ CTC_HEAD = "ctc_head.safetensors"  # a pretrained model's CTC head, kept so that
 LORA_ADAPTERS = "lora_adapters.safetensors"  # a LoRA fine-tune's adapters, beside the weights that already hold them
 LOSS_CURVE = "loss.csv"  # a trained model's loss per step
 MERGE_INFO = "merge_info.json"  # a merged model's inputs, their digests and λ
+MERGE_RECIPE = "merge_recipe.json"  # an exported merge's recipe: `asrmerge merge --recipe` rebuilds it
+MODEL_CARD = "README.md"  # an exported merge's model card, as the Hugging Face Hub reads one
 
 # The "kind" metadata of the safetensors files the workflow writes; a reader refuses a file of another kind.
 TASK_VECTOR_KIND = "task_vector"

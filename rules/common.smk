@@ -5,8 +5,9 @@ from pathlib import Path
 
 import asrmerge.layout as layout
 from asrmerge.workflow.jobs import share_package_with_jobs
-from asrmerge.workflow.config import ConfigError, check_config_file, check_devices, validate_config
+from asrmerge.workflow.config import ConfigError, check_config_file, check_devices, rows_spec, validate_config
 from asrmerge.data.content import content_digest, manifest_digest
+from asrmerge.data import hf_dataset
 from asrmerge.workflow.experiment import Experiment
 from asrmerge.workflow import lock as results_lock
 from asrmerge.merging.spec import PER_TASK_STATISTICS
@@ -53,13 +54,15 @@ wildcard_constraints:
 
 
 def user_content(wildcards):
-    """The content digest of what the user supplies for a set or a model (a manifest and its audio, a checkpoint
-    folder's files): a param of the rule that imports it, so replacing a file in place reruns exactly what depends
+    """The content digest of what the user supplies for a set or a model (a manifest and its audio, a local
+    dataset's files or a hub dataset's revision, a checkpoint folder's files): a param of the rule that imports it, so replacing a file in place reruns exactly what depends
     on it, and a copy with older times does not."""
     cache = f"{RESULTS}/{layout.DIGEST_CACHE}"
     name = getattr(wildcards, "set", None)
     if name is not None:
         spec = config["corpus"]["sets"][name]
+        if "dataset" in spec:
+            return hf_dataset.fingerprint(hf_dataset.DatasetSource.from_spec(spec["role"], spec["dataset"]), cache)
         return manifest_digest(spec["manifest"], cache) if "manifest" in spec else ""
     folder = Path(SUPPLIED[wildcards.model])
     return content_digest(sorted(p for p in folder.rglob("*") if p.is_file()), cache) if folder.is_dir() else ""
@@ -114,32 +117,47 @@ EXPORT_MODELS = config["merge"]["export_models"]  # all | best | none
 
 
 def export_candidates(branch_ids):
-    """Branch id -> its method, parameters, merged task vector and selection record: what an export chooses from."""
+    """Branch id -> its method, parameters, merged task vector, selection record, score file and statistics: what
+    an export chooses from, and what its model card and recipe say."""
     return {
         b: {
             "method": BRANCHES[b].method,
             "params": BRANCHES[b].params,
             "task_vector": result(layout.MERGED_TASK_VECTOR, branch=b),
             "selection": result(layout.SELECTION, branch=b),
+            "scores": result(layout.SCORES, system=layout.merged_system(b)),
+            "statistics": EXPERIMENT.statistics_files(b),
         }
         for b in branch_ids
     }
 
 
 def export_inputs(branch_ids):
-    candidates = export_candidates(branch_ids)
+    """What an export reads: the base, every domain's task vector (for its recipe) and each candidate's files."""
+    candidates = export_candidates(branch_ids).values()
     return {
         "base": result(layout.BASE_MODEL),
-        "task_vectors": [c["task_vector"] for c in candidates.values()],
-        "selections": [c["selection"] for c in candidates.values()],
+        "domain_task_vectors": expand(result(layout.TASK_VECTOR), domain=DOMAINS),
+        "task_vectors": [c["task_vector"] for c in candidates],
+        "selections": [c["selection"] for c in candidates],
+        "scores": [c["scores"] for c in candidates],
+        "statistics": [path for c in candidates for path in c["statistics"]],
     }
 
 
+#: What the recipe of an exported merge records of the merge job's settings (rule merge's params).
+MERGE_SETTINGS = {
+    "seed": config["seed"],
+    "device": config["merge"]["device"],
+    "svd_dtype": config["merge"]["svd_dtype"],
+    "exclude_from_svd": config["merge"]["exclude_from_svd"],
+}
+
+
 def merged_system_inputs(wildcards):
-    """A merged system is decoded from its exported folder (merge.export_models: all), else as theta_0 + lambda tau."""
+    """A merged system is decoded as theta_0 + lambda tau (the weights its exported folder holds, which is written
+    after its scores, for its model card)."""
     branch_id = branch(wildcards).id
-    if EXPORT_MODELS == "all":
-        return {"model": result(layout.MERGED_MODEL, branch=branch_id)}
     return {
         "model": result(layout.BASE_MODEL),
         "task_vector": result(layout.MERGED_TASK_VECTOR, branch=branch_id),

@@ -12,7 +12,7 @@ rule corpus_set:
     conda:
         "../envs/asrmerge.yaml"
     params:
-        spec=lambda wc: config["corpus"]["sets"][wc.set],
+        spec=lambda wc: rows_spec(config["corpus"]["sets"][wc.set]),
         content=user_content,
         sample_rate=config["corpus"]["sample_rate"],
         seed=config["seed"],

@@ -46,8 +46,8 @@ rule decode_model:
 
 
 rule decode_merged:
-    """Transcribe every test set with theta_0 + lambda * tau at the lambda chosen on validation: its exported folder,
-    or the base with the merged task vector applied in memory (the same weights)."""
+    """Transcribe every test set with theta_0 + lambda * tau at the lambda chosen on validation, applied to the base
+    in memory (the weights its exported folder holds)."""
     input:
         unpack(merged_system_inputs),
         test_sets=manifests(TEST_SETS),

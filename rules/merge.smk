@@ -45,11 +45,10 @@ rule merge_diagnostics:
 
 
 rule export_merged:
-    """A merge at its chosen lambda as a transformers model folder (merge.export_models: all)."""
+    """A merge at its chosen lambda as a transformers model folder with its model card and recipe
+    (merge.export_models: all)."""
     input:
-        base=result(layout.BASE_MODEL),
-        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
-        selection=result(layout.SELECTION, branch=layout.BRANCH),
+        unpack(lambda wc: export_inputs([branch(wc).id])),
     output:
         directory(result(layout.MERGED_MODEL, branch=layout.BRANCH)),
     log:
@@ -61,12 +60,15 @@ rule export_merged:
     params:
         candidates=lambda wc: export_candidates([branch(wc).id]),
         metric=config["selection"]["metric"],
+        settings=MERGE_SETTINGS,
+        card=EXPERIMENT.model_card(),
     script:
         "../scripts/export_merged.py"
 
 
 rule export_best_merge:
-    """The merge branch with the lowest validation error at its chosen lambda, as a model folder (export_models: best)."""
+    """The merge branch with the lowest validation error at its chosen lambda, as a model folder with its model card
+    and recipe (export_models: best)."""
     input:
         **export_inputs(BRANCHES),
     output:
@@ -80,5 +82,7 @@ rule export_best_merge:
     params:
         candidates=export_candidates(BRANCHES),
         metric=config["selection"]["metric"],
+        settings=MERGE_SETTINGS,
+        card=EXPERIMENT.model_card(),
     script:
         "../scripts/export_merged.py"

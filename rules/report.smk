@@ -64,6 +64,7 @@ rule table:
         manifests={t: manifest(t) for t in TEST_SETS},
         roles=EXPERIMENT.roles(),
         reference=EXPERIMENT.reference,
+        metrics=EXPERIMENT.metrics(),
     script:
         "../scripts/table.py"
 

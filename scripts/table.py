@@ -6,4 +6,5 @@ from asrmerge.workflow.jobs import job_logging
 with job_logging(snakemake.log[0], job=snakemake):
     params = snakemake.params
     outputs = {key: getattr(snakemake.output, key) for key in TABLE_FILES}
-    write_run_tables(params.scores, params.selections, params.manifests, params.roles, params.reference, outputs)
+    write_run_tables(params.scores, params.selections, params.manifests, params.roles, params.reference, outputs,
+                     params.metrics)

@@ -98,12 +98,15 @@ def micro_workflow(tmp_path_factory: pytest.TempPathFactory):
     import subprocess
     import sys
 
+    import hf_fixtures
     import yaml
 
     root = Path(__file__).resolve().parents[1]
     tmp = tmp_path_factory.mktemp("micro_workflow")
     config = yaml.safe_load((root / "tests" / "data" / "micro_config.yaml").read_text())
     config["results"] = str(tmp / "results")
+    # and three test sets read from Hugging Face datasets (local copies in the Hub's layouts), as users name theirs
+    config["corpus"]["sets"].update(hf_fixtures.dataset_sets(tmp / "datasets"))
     config_path = tmp / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     result = subprocess.run(

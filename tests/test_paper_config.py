@@ -1,5 +1,5 @@
-"""experiments/paper.yaml: the paper's experiment builds its whole DAG (dry run) from placeholder manifests, fast and
-offline."""
+"""experiments/paper.yaml: the paper's experiment, its sets named by their Hugging Face datasets, builds its whole
+DAG (dry run), fast and offline."""
 import os
 import re
 import shutil
@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from asrmerge.workflow.config import domains, merge_branches, scored_sets, validate_config
-from asrmerge.data.corpus import required_splits
 from asrmerge.workflow.figure_plan import requested_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,32 +20,42 @@ PAPER_METHODS = {"model_soup", "model_stock", "karcher", "multislerp", "task_ari
 BEYOND_THE_PAPER = {"regmean", "fisher", "adamerging"}  # data-aware merges, listed after the paper's
 
 
+#: A commit for the stand-in local Hub cache: the paper's datasets as `huggingface-cli download` leaves them.
+CACHED_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
 @pytest.fixture(scope="module")
 def paper_config(tmp_path_factory):
-    """A copy of paper.yaml whose manifests are placeholders in a temporary folder (validation checks that they exist
-    and hold the splits their roles need; their audio is validated by the corpus rule at run time)."""
+    """paper.yaml with its results in a temporary folder, and a local Hugging Face cache (HF_HOME) that holds a
+    commit of each dataset it names, so that the offline dry run finds them (their files are read by the corpus jobs,
+    which a dry run does not run)."""
     tmp = tmp_path_factory.mktemp("paper")
     config = yaml.safe_load(PAPER.read_text())
-    for name, spec in config["corpus"]["sets"].items():
-        path = tmp / spec["manifest"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(
-            '{"id": "%s-%s", "audio": "missing.wav", "text": "x", "duration": 1.0, "set": "%s", '
-            '"split": "%s", "language": "pt"}\n' % (name, split, name, split) for split in required_splits(spec["role"])
-        ))
-        spec["manifest"] = str(path)
+    for repo in {spec["dataset"]["path"] for spec in config["corpus"]["sets"].values()}:
+        folder = tmp / "hf" / "hub" / f"datasets--{repo.replace('/', '--')}"
+        (folder / "snapshots" / CACHED_COMMIT).mkdir(parents=True)
+        (folder / "refs").mkdir()
+        (folder / "refs" / "main").write_text(CACHED_COMMIT)
     config["results"] = str(tmp / "results")
-    path = tmp / "paper.yaml"  # the same experiment; only where its manifests and results live differs
+    path = tmp / "paper.yaml"  # the same experiment; only where its results live differs
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path, config
+    return path, config, tmp / "hf"
 
 
 def test_paper_config_has_the_papers_setup(paper_config):
-    _, config = paper_config
+    _, config, _ = paper_config
     config = validate_config(yaml.safe_load(yaml.safe_dump(config)), workdir=ROOT)
     roles = [spec["role"] for spec in config["corpus"]["sets"].values()]
     assert roles.count("domain") == 10 and roles.count("ood") == 5
-    assert {"english", "brazilian", "multilingual"} <= set(roles)
+    assert {"english", "brazilian", "multilingual", "accented"} <= set(roles)
+    sets = config["corpus"]["sets"]
+    assert all("dataset" in spec for spec in sets.values())  # every set by its dataset's name
+    fleurs = {name: spec for name, spec in sets.items() if spec["dataset"]["path"] == "google/fleurs"}
+    assert sum(spec["role"] == "multilingual" for spec in fleurs.values()) == 21
+    assert {name for name, spec in fleurs.items() if spec.get("metric") == "cer"} == {"fleurs_ja", "fleurs_zh"}
+    english = {spec["dataset"]["name"] for spec in sets.values() if spec["role"] == "english"}
+    assert english == {"ami", "common_voice", "earnings22", "gigaspeech", "librispeech", "spgispeech", "tedlium",
+                       "voxpopuli"}
     assert config["base_model"] == {"source": "pretrained", "path": "openai/whisper-large-v3", "audio_seconds": 30,
                                     **{k: v for k, v in config["base_model"].items() if k not in ("source", "path", "audio_seconds")}}
     domain, joint = config["finetune"]["domain"], config["finetune"]["joint"]
@@ -78,12 +87,13 @@ def test_paper_config_has_the_papers_setup(paper_config):
 
 
 def test_paper_config_dry_run_lists_every_job(paper_config):
-    path, config = paper_config
+    path, config, hf_home = paper_config
     result = subprocess.run(
         [*_offline(), sys.executable, "-m", "snakemake", "--dry-run", "--cores", "8", "--snakefile", str(ROOT / "Snakefile"),
          "--directory", str(ROOT), "--configfile", str(path)],
         capture_output=True, text=True, timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+             "HF_HOME": str(hf_home)},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout + result.stderr

@@ -49,7 +49,8 @@ def test_table_has_every_system_and_test_set(finished):
                "merged/regmean/default", "merged/fisher/default", "merged/adamerging/batch_size=2+steps=2",
                "merged/knots/default"}
     assert set(table.system) == systems
-    assert len(table) == len(systems) * 4  # weather, medical, weather_long (long-form), english test sets
+    # weather, medical, weather_long (long-form), english, and the dataset-backed fleurs_pt, librispeech, clips
+    assert len(table) == len(systems) * 7
     assert set(table[table.group == "Long-form"].test_set) == {"weather_long"}
     assert (table.reference_words > 0).all()
     recomputed = (table.substitutions + table.deletions + table.insertions) / table.reference_words

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from asrmerge.layout import MANIFEST_NAME
 from asrmerge.atomic import write_text
 from asrmerge.defaults import default
 from asrmerge.guard import declare_paths
@@ -69,13 +70,16 @@ def run_corpus(args: argparse.Namespace) -> int:
     from asrmerge.data.corpus import build_set  # the audio stack loads only for these commands
     from asrmerge.data.worlds import default_sets
     from asrmerge.data.recordings import build_recordings, is_recordings_spec, parse_recordings_spec
+    from asrmerge.data.user_manifest import import_user_set, user_set_sources
 
     if args.spec is None:
         specs, source = default_sets(), "the built-in demo world"
     else:
         specs, source = load_spec_file(args.spec), str(args.spec)
     spec = select_spec(specs, args.set_name, source)
-    if is_recordings_spec(spec):
+    if user_set_sources(spec):
+        manifest = import_user_set(args.set_name, spec, Path(args.out) / MANIFEST_NAME, args.sample_rate)
+    elif is_recordings_spec(spec):
         if args.recordings_source is None:
             raise ValueError(f"set {args.set_name!r} joins the test utterances of set {spec['recordings_of']!r} into "
                              f"long recordings: give --recordings-source, the manifest of {spec['recordings_of']!r}")

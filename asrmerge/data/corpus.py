@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from asrmerge.layout import MANIFEST_NAME
 from asrmerge.data.channel import resolve_chain, run_chain, validate_chain
 from asrmerge.data.espeak import PITCH_RANGE, RATE_RANGE, EspeakSynthesizer, resolve_voice
 from asrmerge.data.languages import canonical_language, language_variant, whisper_language
@@ -77,7 +78,7 @@ def required_splits(role: str) -> tuple[str, ...]:
 
 REQUIRED_KEYS: tuple[str, ...] = ("role", "language", "text", "sizes")
 OPTIONAL_KEYS: tuple[str, ...] = (
-    "voices", "rate", "pitch", "channel", "max_duration", "padding", "description", "extends",
+    "voices", "rate", "pitch", "channel", "max_duration", "padding", "description", "extends", "metric",
 )
 BUILD_ORDER: tuple[str, ...] = ("test", "validation", "train")
 SPLIT_CODES: dict[str, int] = {split: index for index, split in enumerate(SPLITS)}
@@ -443,7 +444,7 @@ def build_set(name: str, spec: Mapping[str, Any], out_dir: Path, *, seed: int, s
         by_split[split] = [builder.utterance(split, index) for index in range(count)]
     rows = [utt for split in SPLITS for utt in by_split.get(split, [])]
     _remove_stale_audio(out, {Path(utt.audio) for utt in rows})
-    manifest = write_manifest(out / "manifest.jsonl", rows)
+    manifest = write_manifest(out / MANIFEST_NAME, rows)
     mark_folder(out)  # written whole by this project: `asrmerge corpus --overwrite` may replace it
     hours = sum(utt.duration for utt in rows) / 3600
     logger.info(

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from asrmerge.layout import MANIFEST_NAME
 from asrmerge.data.corpus import write_wav
 from asrmerge.data.manifest import Utterance, load_audio, read_manifest, write_manifest
 from asrmerge.defaults import default
@@ -118,5 +119,5 @@ def build_recordings(name: str, spec: Mapping[str, Any], source_manifest: str | 
             variant=members[0].variant,
             extra={"recordings_of": spec["source"], "source": [u.id for u in members], "segments": segments},
         ))
-    return write_manifest(out_dir / "manifest.jsonl", rows)
+    return write_manifest(out_dir / MANIFEST_NAME, rows)
 

@@ -60,6 +60,13 @@ def _task_vector(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    if args.recipe is not None:
+        return _rebuild(args)
+    missing = [flag for flag, value in (("--method", args.method), ("--base", args.base),
+                                        ("--finetuned or --task-vectors", args.finetuned or args.task_vectors))
+               if not value]
+    if missing:
+        raise ValueError(f"give {missing[0]} (or --recipe of an exported merge)")
     method = get_method(args.method)
     params = parse_params(method, args.param)
     if args.out is None and args.out_model is None:
@@ -82,6 +89,27 @@ def _merge(args: argparse.Namespace) -> int:
         diagnostics_path=args.diagnostics,
         statistics=args.statistics,
     )
+    return 0
+
+
+#: `asrmerge merge` options that a recipe fixes (given with --recipe, they would be ignored).
+RECIPE_FIXES = ("method", "base", "finetuned", "task_vectors", "out", "lam", "param", "statistics", "diagnostics",
+                "exclude_from_svd")
+#: Those with a default: given another value, they would be ignored too.
+RECIPE_FIXES_WITH_DEFAULT = {"seed": "seed", "device": "merge.device", "svd_dtype": "merge.svd_dtype"}
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    """An exported merge again from its recipe (asrmerge.merging.recipe)."""
+    from asrmerge.merging.recipe import read_recipe, rebuild
+
+    given = [name for name in RECIPE_FIXES if getattr(args, name) not in (None, [])]
+    given += [name for name, key in RECIPE_FIXES_WITH_DEFAULT.items() if getattr(args, name) != default(key)]
+    if given:
+        raise ValueError(f"--recipe fixes --{given[0].replace('_', '-')}: give only --recipe and --out-model")
+    if args.out_model is None:
+        raise ValueError("--recipe rebuilds a model folder: give --out-model")
+    rebuild(read_recipe(args.recipe), args.out_model)
     return 0
 
 
@@ -151,9 +179,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_task_vector)
 
     p = subparsers.add_parser("merge", help="merge task vectors with a registered method (writes the merged τ and/or model)")
-    p.add_argument("--method", required=True, help="registered method name (see `asrmerge methods`)")
-    p.add_argument("--base", required=True, help="base model folder or .safetensors file")
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--method", help="registered method name (see `asrmerge methods`)")
+    p.add_argument("--base", help="base model folder or .safetensors file")
+    p.add_argument("--recipe", help="merge_recipe.json of an exported merge: rebuild it into --out-model (the same "
+                                    "weights; every input checked against its SHA-256 first)")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--finetuned", nargs="+", help="fine-tuned model folders (τ computed on the fly)")
     src.add_argument("--task-vectors", nargs="+", dest="task_vectors", help="task-vector files from `asrmerge task-vector`")
     p.add_argument("--out", help="output .safetensors file with the merged task vector τ")
@@ -170,7 +200,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--statistics", nargs="+", default=None, metavar="FILE",
                    help="data-aware methods (regmean, fisher): each task's statistics file (`asrmerge statistics`), "
                         "in the order of the task vectors")
-    declare_paths(p, inputs=["base", "finetuned", "task_vectors", "statistics"], outputs=["out", "diagnostics"],
+    declare_paths(p, inputs=["base", "finetuned", "task_vectors", "statistics", "recipe"], outputs=["out", "diagnostics"],
                   folders=["out_model"])
     p.set_defaults(func=_merge)
 

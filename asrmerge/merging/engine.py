@@ -401,11 +401,12 @@ def _merge_tapped(
 @contextlib.contextmanager
 def _model_folder(
     base_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], info: Mapping[str, Any],
-    inputs: Sequence[str | os.PathLike[str]] = (), overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (), overwrite: bool = False, extra_files: Mapping[str, str] | None = None,
 ) -> Iterator[Path]:
     """Build a transformers folder atomically: yields a temporary sibling of `out_dir` holding every non-weight, non-hidden
     file of the base folder (config.json, generation_config.json, processor/tokenizer files); the caller writes the weights
-    into it; on success merge_info.json (`info`) is added and the folder replaces `out_dir`, on error it is removed."""
+    into it; on success merge_info.json (`info`) and `extra_files` (name -> text: a model card, a recipe) are added
+    and the folder replaces `out_dir`, on error it is removed."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not base_dir.is_dir():
         raise FileNotFoundError(f"base model folder not found: {base_dir}")
@@ -419,6 +420,8 @@ def _model_folder(
                 shutil.copyfile(item, staging / item.name)
         yield staging
         (staging / layout.MERGE_INFO).write_text(json.dumps(dict(info), indent=1))
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
 
 
 def merge(
@@ -626,14 +629,15 @@ def apply_task_vector(
 ) -> Path:
     """Write θ₀ + λ·τ as one safetensors file with the base's tensor names and dtypes (computed in float32).
 
-    Non-floating-point tensors are copied from the base unchanged.
+    Non-floating-point tensors are copied from the base unchanged. The metadata names τ by its SHA-256, not its
+    path, so that the same merge rebuilt elsewhere (asrmerge.merging.recipe) is the same file.
     """
     with open_checkpoint(base) as base_ckpt, open_checkpoint(task_vector_path) as tv_ckpt:
         check_compatible(base_ckpt, tv_ckpt, names=base_ckpt.float_names)
         names = base_ckpt.names
         entries = [TensorEntry(n, base_ckpt.dtypes[n], base_ckpt.shapes[n]) for n in names]
-        metadata = {"format": "pt", "kind": layout.MERGED_MODEL_KIND, "base": str(base), "task_vector": str(task_vector_path),
-                    "lambda": repr(float(lam))}
+        metadata = {"format": "pt", "kind": layout.MERGED_MODEL_KIND, "base": str(base),
+                    "task_vector_sha256": file_sha256(task_vector_path), "lambda": repr(float(lam))}
         with SafetensorsWriter(out_path, entries, metadata) as writer:
             for name in names:
                 dtype = base_ckpt.dtypes[name]
@@ -655,10 +659,10 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def export_merged_model(
     base_dir: str | os.PathLike[str], task_vector_path: str | os.PathLike[str], lam: float, out_dir: str | os.PathLike[str],
-    provenance: Mapping[str, Any] | None = None, overwrite: bool = False,
+    provenance: Mapping[str, Any] | None = None, overwrite: bool = False, extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write θ₀ + λ·τ as a transformers folder loadable with `from_pretrained` (an earlier export in `out_dir` is
-    replaced only with `overwrite`: asrmerge.guard.check_replaceable).
+    replaced only with `overwrite`: asrmerge.guard.check_replaceable), with `extra_files` (name -> text) beside it.
 
     The folder gets model.safetensors (base dtype, unsharded), every non-weight file of the base folder (config.json,
     generation_config.json, processor/tokenizer files) and merge_info.json: base, task vector and their SHA-256, λ,
@@ -670,7 +674,7 @@ def export_merged_model(
     info = {**dict(provenance or {}), "base": str(base_dir), "task_vector": str(task_vector_path), "lambda": float(lam),
             "sha256": {"task_vector": file_sha256(task_vector_path),
                        **{name: file_sha256(Path(base_dir, name)) for name in base_files}}}
-    with _model_folder(base_dir, out_dir, info, [task_vector_path], overwrite) as staging:
+    with _model_folder(base_dir, out_dir, info, [task_vector_path], overwrite, extra_files) as staging:
         apply_task_vector(base_dir, task_vector_path, lam, staging / WEIGHTS_NAME)
     log.info("exported θ0 + %s·τ -> %s", lam, out_dir)
     return Path(out_dir)

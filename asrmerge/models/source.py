@@ -1,4 +1,4 @@
-"""Where a model named by the user lives: a local folder or a model-hub id, told apart before anything is loaded.
+"""Where a model or dataset named by the user lives: a local folder or a hub id, told apart before anything is loaded.
 
 Light (no torch): the config check and the loaders share it, so a folder that is missing is reported as missing at
 once instead of being looked up on the hub.

@@ -24,7 +24,7 @@ def _table(args: argparse.Namespace) -> int:
     experiment = _experiment(args)
     write_run_tables(experiment.score_files(), experiment.selection_files(),
                      {t: experiment.manifest(t) for t in experiment.test_sets}, experiment.roles(), experiment.reference,
-                     experiment.table_files())
+                     experiment.table_files(), experiment.metrics())
     for path in experiment.table_files().values():
         print(path)
     return 0

@@ -57,10 +57,15 @@ REFERENCE_LABEL = {JOINT: "Full-FT", BASE: "Zero-shot"}
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def cer_sets(manifests: Mapping[str, str | Path]) -> list[str]:
-    """Sets whose test utterances are all in unsegmented languages (scored by CER), from `data/{set}/manifest.jsonl`."""
+def cer_sets(manifests: Mapping[str, str | Path], metrics: Mapping[str, str] | None = None) -> list[str]:
+    """Sets scored by CER: those whose config says so (`metrics`: set -> wer | cer, the sets' `metric` key), else
+    those whose test utterances are all in unsegmented languages, from `data/{set}/manifest.jsonl`."""
+    metrics = metrics or {}
     chosen = []
     for name, path in manifests.items():
+        if name in metrics:
+            chosen += [name] if metrics[name] == "cer" else []
+            continue
         languages = set()
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -510,12 +515,13 @@ def write_paper_tables(
 def write_run_tables(
     score_files: Mapping[str, str | Path], selection_files: Mapping[str, str | Path],
     manifests: Mapping[str, str | Path], roles: Mapping[str, str], reference: str | None,
-    outputs: Mapping[str, str | Path],
+    outputs: Mapping[str, str | Path], metrics: Mapping[str, str] | None = None,
 ) -> None:
     """Every table of a run (the table rule, `asrmerge table`): system -> score file, merge branch -> selection record,
-    test set -> manifest and set -> role in; `outputs` maps asrmerge.layout.TABLE_FILES' keys to paths."""
+    test set -> manifest and set -> role in; `outputs` maps asrmerge.layout.TABLE_FILES' keys to paths;
+    `metrics` the sets whose config names their metric (cer_sets)."""
     selections = {branch: json.loads(Path(path).read_text()) for branch, path in selection_files.items()}
-    unsegmented = cer_sets(manifests)
+    unsegmented = cer_sets(manifests, metrics)
     frame = load_scores(score_files, roles, unsegmented, system_catalog(list(score_files), selections))
     errors = load_utterance_errors(score_files, unsegmented)
     write_tables(frame, outputs["csv"], outputs["markdown"], outputs["latex"], outputs["wide_csv"], outputs["html"],

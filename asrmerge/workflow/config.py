@@ -21,7 +21,10 @@ import yaml
 from asrmerge import layout
 from asrmerge.defaults import load_schema
 from asrmerge.data.corpus import TEST_ROLES, parse_spec, required_splits
+from asrmerge.data.hf_dataset import DatasetSource, availability_problem
+from asrmerge.data.languages import whisper_language
 from asrmerge.data.manifest import validate_manifest
+from asrmerge.data.user_manifest import USER_SET_SOURCES, user_set_sources
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.data.worlds import default_sets
 from asrmerge.merging.registry import get_method, resolve_params
@@ -126,7 +129,7 @@ def expand_world(config: dict) -> None:
             for derived in [n for n, s in sets.items() if is_recordings_spec(s) and s["recordings_of"] == name]:
                 if derived not in given:
                     sets.pop(derived)
-        elif name in sets and isinstance(spec, dict) and "manifest" not in spec:
+        elif name in sets and isinstance(spec, dict) and user_source(spec, name) is None:
             sets[name] = {**sets[name], **spec}
         else:
             sets[name] = spec
@@ -273,20 +276,48 @@ def check_manifest_splits(name: str, role: str, path: Path) -> None:
         raise ConfigError(f"{key}: {err}") from None
 
 
+def check_dataset(name: str, spec: Mapping, workdir: Path) -> None:
+    """A dataset-backed set: readable now (a local folder that exists, a hub dataset in the local cache when
+    offline), with a language for its rows."""
+    key = f"config key corpus.sets.{name}.dataset"
+    source = spec["dataset"]
+    problem = availability_problem(DatasetSource.from_spec(spec["role"], source), workdir)
+    if problem:
+        raise ConfigError(f"{key}.path: {problem}")
+    if (source["language"] is None) == (source["language_column"] is None):
+        raise ConfigError(f"{key}: give exactly one of language (every row's) and language_column")
+    if source["language"] is not None:
+        try:
+            whisper_language(source["language"])
+        except ValueError as err:
+            raise ConfigError(f"{key}.language: {err}") from None
+    splits = source["splits"]  # null: the role's splits under their own names
+    unused = sorted(set(splits or {}) - set(required_splits(spec["role"])))
+    if unused:
+        raise ConfigError(f"{key}.splits.{unused[0]}: a {spec['role']} set does not use that split; remove it")
+    missing = [split for split in required_splits(spec["role"]) if splits and split not in splits]
+    if missing:
+        raise ConfigError(f"{key}.splits: a {spec['role']} set needs a {missing[0]} split")
+
+
 def check_paths(config: Mapping, workdir: Path) -> None:
     """Every file the config names must exist now, not hours into a run."""
     manifests: dict[Path, str] = {}
     for name, spec in config["corpus"]["sets"].items():
-        if "manifest" in spec:
+        source = user_source(spec, name)
+        if source is not None:
+            dead = sorted(set(spec) - USER_SET_KEYS)
+            if dead:
+                raise ConfigError(f"config key corpus.sets.{name}.{dead[0]}: has no effect beside `{source}:` (its "
+                                  "rows say what the set holds); remove it")
+        if "dataset" in spec:
+            check_dataset(name, spec, workdir)
+        elif "manifest" in spec:
             path = (workdir / spec["manifest"]).resolve()
             if path in manifests:
                 raise ConfigError(f"config key corpus.sets.{name}.manifest: {spec['manifest']} is already the "
                                   f"manifest of set {manifests[path]} (one recording set, two roles)")
             manifests[path] = name
-            dead = sorted(set(spec) - MANIFEST_SET_KEYS)
-            if dead:
-                raise ConfigError(f"config key corpus.sets.{name}.{dead[0]}: has no effect beside `manifest:` (its rows "
-                                  "say what the set holds); remove it")
             check_manifest_splits(name, spec["role"], path)
     base = config["base_model"]
     if base["source"] == "pretrain" and base["init"] and not (workdir / base["init"]).is_dir():
@@ -381,7 +412,7 @@ def check_roles(config: Mapping) -> None:
     if config["base_model"]["source"] == "pretrain" and not sets_with_role(config, "general"):
         raise ConfigError("config key corpus.sets: base_model.source pretrain needs a set with role general")
     for name, spec in config["corpus"]["sets"].items():
-        if "manifest" in spec:
+        if user_source(spec, name) is not None:
             continue
         if is_recordings_spec(spec):
             try:
@@ -427,8 +458,17 @@ def results_folder(value: str, workdir: Path) -> str:
     return expanded
 
 
-#: The keys of a user set: the rest (generator keys) would have no effect beside its manifest.
-MANIFEST_SET_KEYS = frozenset({"role", "manifest", "description"})
+#: The keys of a user set: the rest (generator keys) would have no effect beside its manifest or dataset.
+USER_SET_KEYS = frozenset({"role", "description", "metric", *USER_SET_SOURCES})
+
+
+def user_source(spec: Mapping, name: str = "") -> str | None:
+    """`manifest` or `dataset` for a user set (both given: a ConfigError), None for a generated one."""
+    given = user_set_sources(spec)
+    if len(given) > 1:
+        raise ConfigError(f"config key corpus.sets.{name}.{given[1]}: the set also gives {given[0]}; one source of "
+                          "rows per set")
+    return given[0] if given else None
 #: base_model keys that only one source reads.
 SOURCE_KEYS = {"pretrained": ("path",), "pretrain": ("init", "architecture", "vocab_size", "pretrain")}
 
@@ -472,8 +512,14 @@ def _written(section: Mapping, name: str, key: str) -> bool:
 
 
 def _generator(spec: Mapping) -> dict:
-    """What a synthetic set's audio and text are made from (a set's role, sizes and description aside)."""
-    return {key: value for key, value in spec.items() if key not in ("role", "sizes", "description")}
+    """What a synthetic set's audio and text are made from (a set's role, sizes, description and metric aside)."""
+    return {key: value for key, value in rows_spec(spec).items() if key not in ("role", "sizes", "description")}
+
+
+def rows_spec(spec: Mapping) -> dict:
+    """A set's entry without its `metric`, which only decides how the tables score it: the corpus job's param (a
+    new metric does not rebuild the set)."""
+    return {key: value for key, value in spec.items() if key != "metric"}
 
 
 def check_devices(config: Mapping) -> None:

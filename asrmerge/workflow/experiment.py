@@ -11,6 +11,7 @@ import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from asrmerge import layout
@@ -25,6 +26,7 @@ from asrmerge.workflow.config import (
     validate_config,
 )
 from asrmerge.merging.registry import get_method
+from asrmerge.models.source import is_hub_id
 from asrmerge.workflow import figure_plan as plan
 
 #: The report's two groups of tables (subcategories of "Tables") and the outputs each shows.
@@ -86,6 +88,10 @@ class Experiment:
         """Set name -> its role."""
         return {name: spec["role"] for name, spec in self.config["corpus"]["sets"].items()}
 
+    def metrics(self) -> dict[str, str]:
+        """Set name -> the metric its config names (`metric:`); the others are scored by their languages."""
+        return {name: spec["metric"] for name, spec in self.config["corpus"]["sets"].items() if "metric" in spec}
+
     def hypotheses(self, system: str) -> dict[str, str]:
         """Test set -> the system's hypothesis file."""
         return {t: self.result(layout.HYPOTHESES, system=system, test_set=t) for t in self.test_sets}
@@ -112,6 +118,19 @@ class Experiment:
             return [self.result(layout.MERGE_COEFFICIENTS, branch=branch_id)]
         return [self.result(layout.STATISTICS, domain=d, kind=kind) for d in self.domains]
 
+    def model_card(self) -> dict[str, Any]:
+        """What the model card of an exported merge says beside its results (asrmerge.report.model_card)."""
+        base = self.config["base_model"]
+        pretrained = base["source"] == "pretrained"
+        languages = {language for d in self.domains for language in self.languages_of(d) if isinstance(language, str)}
+        return {"name": Path(self.results).name, "hub_base": pretrained and is_hub_id(base["path"]),
+                "base_model": base["path"] if pretrained else "the asrmerge demo foundation (pretrained by the run)",
+                "domains": self.domains, "languages": sorted({language.split("-")[0] for language in languages}),
+                "roles": self.roles(), "metrics": self.metrics(),
+                "manifests": {t: self.manifest(t) for t in self.test_sets},
+                "datasets": {name: spec["dataset"] for name, spec in self.config["corpus"]["sets"].items()
+                             if "dataset" in spec}}
+
     def table_files(self) -> dict[str, str]:
         """Output name (layout.TABLE_FILES) -> path of each table the table rule writes."""
         return {key: self.result(layout.TABLE, name=name) for key, name in layout.TABLE_FILES.items()}
@@ -121,9 +140,11 @@ class Experiment:
         return {ext: self.result(layout.FIGURE, figure=name, ext=ext) for ext in layout.FIGURE_FORMATS}
 
     def languages_of(self, name: str) -> set[Any]:
-        """The languages of a set: its spec's, or those of its manifest's rows for a user set (unknown, None, while
-        the manifest is unreadable: its corpus job names the row at fault)."""
+        """The languages of a set: its spec's or its dataset's, or those of its manifest's rows (unknown, None, while
+        the manifest is unreadable, whose corpus job names the row at fault, or when a dataset column gives them)."""
         spec = self.config["corpus"]["sets"][name]
+        if "dataset" in spec:  # its configured language, or unknown (None) when a column gives each row's
+            return {spec["dataset"]["language"]}
         if "manifest" not in spec:
             language = spec.get("language")
             return set(language) if isinstance(language, list) else {language}
