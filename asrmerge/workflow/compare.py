@@ -1,10 +1,12 @@
 """Two results folders compared file by file: what a code change, another executor or another machine changed.
 
-Every file but the run records (`logs/`, `benchmarks/`: wall clocks and log lines differ between any two runs) is
-compared. The folders' own paths are written as `<results>` first, since metadata and records name absolute inputs:
-the same run in two folders compares equal. Safetensors files are compared tensor by tensor (dtype, shape, bytes)
-and by their metadata, not as files (the writer does not keep the metadata keys in a fixed order); every other file
-byte for byte.
+Every file but the run records is compared (`logs/`, `benchmarks/`: wall clocks and log lines differ between any two
+runs; the digest cache of the user's files, which keeps each file's inode and time beside its digest). The folders'
+own paths are written as `<results>` first, since metadata and records name absolute inputs, so the same run in two
+folders compares equal but for the merged models' merge_info.json (it holds the SHA-256 of files whose metadata
+names the folder) and the figures' PDFs (their creation date, fixed by SOURCE_DATE_EPOCH). Safetensors files are
+compared tensor by tensor (dtype, shape, bytes) and by their metadata, not as files (the writer does not keep the
+metadata keys in a fixed order); every other file byte for byte.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 
 from asrmerge import layout
 
-#: Top-level folders of a results folder that record how a run went rather than what it computed.
-RUN_RECORDS = (layout.LOGS, layout.BENCHMARKS)
+#: Top-level names of a results folder that record how a run went rather than what it computed.
+RUN_RECORDS = (layout.LOGS, layout.BENCHMARKS, layout.DIGEST_CACHE)
 RESULTS_PLACEHOLDER = "<results>"
 
 
