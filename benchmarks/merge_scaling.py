@@ -86,7 +86,7 @@ def build_statistics(folder: Path, base: Path, finetuned: list[Path], seed: int,
     for path in finetuned:
         with open_checkpoint(path) as ckpt:
             origins.append(ckpt.fingerprint)
-    spec = {"origins": origins, "seed": seed, "dtype": dtype, "rank": GRAM_RANK, "diagonal": GRAM_DIAGONAL}
+    spec = {"origins": origins, "seed": seed, "dtype": dtype, "rank": GRAM_RANK, "diagonal": list(GRAM_DIAGONAL)}
     if marker.is_file() and json.loads(marker.read_text()) == spec and all(p.is_file() for p in paths):
         return paths
     print(f"[setup] writing {len(paths)} synthetic Gram statistics files ({dtype}) to {folder}", flush=True)
