@@ -12,11 +12,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asrmerge"
 #: Sub-package -> layer; a module outside these (layout, defaults, atomic, guard, ...) is the base layer, 0.
 LAYERS = {"data": 1, "models": 1, "merging": 1, "evaluation": 2, "training": 2, "workflow": 3, "report": 4,
           "cli": 5, "reference": 5}
-#: Imports against the layers that remain, each with what removes it.
-KNOWN = {
-    ("asrmerge/data/cli.py", "asrmerge.workflow.config"): "`asrmerge corpus` expands a workflow config's world; "
-    "removed when the world expansion moves to asrmerge.data.worlds",
-}
 
 
 def layer(module: str) -> int | None:
@@ -47,8 +42,7 @@ def test_no_module_imports_a_higher_layer() -> None:
         relative = path.relative_to(PACKAGE.parent)
         module = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
         found += imports_against_the_layers(path.read_text(encoding="utf-8"), module, str(relative))
-    assert sorted(set(found) - set(KNOWN)) == []
-    assert sorted(set(KNOWN) - set(found)) == [], "an import listed in KNOWN is gone: remove it from the list"
+    assert found == []
 
 
 def test_an_upward_import_is_found_where_it_hides() -> None:

@@ -41,9 +41,9 @@ def load_spec_file(path: Path) -> dict[str, Any]:
     if not isinstance(document, Mapping):
         raise ValueError(f"spec file {spec_path}: expected a mapping of set names to specs")
     if isinstance(document.get("corpus"), Mapping) and document["corpus"].get("world"):
-        from asrmerge.workflow.config import expand_world  # a workflow config: its world's sets, sized and overridden
+        from asrmerge.data.worlds import expand_world  # the audio stack loads only for the corpus commands
 
-        expand_world(document)
+        expand_world(document)  # a workflow config: its world's sets, sized and overridden
     for location in _SPEC_LOCATIONS:
         node: Any = document
         for key in location:

@@ -36,7 +36,6 @@ leaves the test split unchanged.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import time
@@ -47,13 +46,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from asrmerge.layout import MANIFEST_NAME
 from asrmerge.data.channel import resolve_chain, run_chain, validate_chain
 from asrmerge.data.espeak import PITCH_RANGE, RATE_RANGE, EspeakSynthesizer, resolve_voice
 from asrmerge.data.languages import canonical_language, language_variant, whisper_language
-from asrmerge.data.manifest import SPLITS, Utterance, write_manifest
+from asrmerge.data.manifest import SPLITS, Utterance, write_manifest, write_wav
 from asrmerge.data.text import TEXT_GENERATORS, get_generator
 from asrmerge.data.worlds import default_sets
 from asrmerge.defaults import default
@@ -404,13 +402,6 @@ class _SetBuilder:
             f"{self.spec.max_duration} s): generator {generator!r} ({language}) is too small for sizes "
             f"{dict(self.spec.sizes)}, or max_duration too short for rate {rate}"
         )
-
-
-def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM WAV, encoded in memory and written in one go (libsndfile would fsync a real file on close)."""
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, sample_rate, subtype="PCM_16", format="WAV")
-    path.write_bytes(buffer.getvalue())
 
 
 def _remove_stale_audio(out_dir: Path, keep: set[Path]) -> None:

@@ -26,7 +26,8 @@ import soundfile as sf
 from asrmerge.atomic import write_json
 from asrmerge.data.channel import resample
 from asrmerge.defaults import default
-from asrmerge.data.corpus import required_splits, write_wav
+from asrmerge.data.corpus import required_splits
+from asrmerge.data.manifest import write_wav
 from asrmerge.data.languages import canonical_language
 from asrmerge.data.manifest import Utterance, validate_manifest, write_manifest
 from asrmerge.models.source import is_hub_id

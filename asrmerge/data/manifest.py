@@ -18,6 +18,7 @@ readers keep in `Utterance.extra`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -264,6 +265,13 @@ def _audio_info(manifest: Path, line_number: int, utt: Utterance) -> Any:
     if info.frames <= 0 or info.samplerate <= 0:
         raise _row_error(manifest, line_number, utt.id, f"audio file {utt.audio} holds no samples")
     return info
+
+
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM WAV, encoded in memory and written in one go (libsndfile would fsync a real file on close)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, sample_rate, subtype="PCM_16", format="WAV")
+    path.write_bytes(buffer.getvalue())
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int = default("corpus.sample_rate")) -> np.ndarray:

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from asrmerge.layout import MANIFEST_NAME
-from asrmerge.data.corpus import write_wav
-from asrmerge.data.manifest import Utterance, load_audio, read_manifest, write_manifest
+from asrmerge.data.manifest import Utterance, load_audio, read_manifest, write_manifest, write_wav
 from asrmerge.defaults import default
 
 SPEC_KEYS = ("role", "recordings_of", "recording_seconds", "pause_seconds", "description")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from asrmerge.data.recordings import is_recordings_spec
 from asrmerge.data.text import EP_DOMAINS
+from asrmerge.data.user_manifest import user_set_sources
 
 DOMAIN_SIZES = {"train": 120, "validation": 20, "test": 30}
 TEST_SIZES = {"test": 30}
@@ -244,3 +246,42 @@ def default_sets() -> dict[str, dict[str, Any]]:
         "sizes": dict(GENERAL_PT_SIZES),
     }
     return sets
+
+
+#: The built-in worlds a config names in `corpus.world`.
+WORLDS = {"demo": default_sets}
+
+
+def expand_world(config: dict) -> None:
+    """Put the sets of `corpus.world` under `corpus.sets`, with the config's own entries over them (see the schema);
+    ValueError naming the config key at fault."""
+    corpus = config.get("corpus")
+    if not isinstance(corpus, dict) or corpus.get("world") is None:
+        return
+    world = corpus["world"]
+    if not isinstance(world, str) or world not in WORLDS:
+        raise ValueError(f"config key corpus.world: unknown world {world!r} (known: {', '.join(WORLDS)})")
+    given = corpus.get("sets") or {}
+    if not isinstance(given, dict):
+        raise ValueError("config key corpus.sets: must be a mapping of set name -> set")
+    sizes = corpus.get("world_sizes") or {}
+    if not isinstance(sizes, dict) or not all(isinstance(value, dict) for value in sizes.values()):
+        raise ValueError("config key corpus.world_sizes: must map a role to {split: size}")
+    sets = WORLDS[world]()
+    for spec in sets.values():
+        if "sizes" in spec:
+            spec["sizes"] = dict(sizes.get(spec["role"], spec["sizes"]))
+    for name, spec in given.items():
+        if spec is None:
+            sets.pop(name, None)
+            # the world's long-form set made of it goes too (it would have nothing to join)
+            for derived in [n for n, s in sets.items() if is_recordings_spec(s) and s["recordings_of"] == name]:
+                if derived not in given:
+                    sets.pop(derived)
+        elif name in sets and isinstance(spec, dict) and not user_set_sources(spec):
+            sets[name] = {**sets[name], **spec}
+        else:
+            sets[name] = spec
+    corpus["sets"] = sets
+    # Expanded: what remains is a plain list of sets (validating it again changes nothing).
+    corpus["world"], corpus["world_sizes"] = None, {}

@@ -26,7 +26,7 @@ from asrmerge.data.languages import whisper_language
 from asrmerge.data.manifest import validate_manifest
 from asrmerge.data.user_manifest import USER_SET_SOURCES, user_set_sources
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
-from asrmerge.data.worlds import default_sets
+from asrmerge.data.worlds import expand_world
 from asrmerge.merging.registry import get_method, resolve_params
 from asrmerge.models.source import is_hub_id
 
@@ -99,43 +99,6 @@ def _key(path) -> str:
     for p in path:
         parts.append(f"[{p}]" if isinstance(p, int) else f".{p}")
     return "".join(parts).lstrip(".") or "(top level)"
-
-
-WORLDS = {"demo": default_sets}
-
-
-def expand_world(config: dict) -> None:
-    """Put the sets of `corpus.world` under `corpus.sets`, with the config's own entries over them (see the schema)."""
-    corpus = config.get("corpus")
-    if not isinstance(corpus, dict) or corpus.get("world") is None:
-        return
-    world = corpus["world"]
-    if not isinstance(world, str) or world not in WORLDS:
-        raise ConfigError(f"config key corpus.world: unknown world {world!r} (known: {', '.join(WORLDS)})")
-    given = corpus.get("sets") or {}
-    if not isinstance(given, dict):
-        raise ConfigError("config key corpus.sets: must be a mapping of set name -> set")
-    sizes = corpus.get("world_sizes") or {}
-    if not isinstance(sizes, dict) or not all(isinstance(value, dict) for value in sizes.values()):
-        raise ConfigError("config key corpus.world_sizes: must map a role to {split: size}")
-    sets = WORLDS[world]()
-    for spec in sets.values():
-        if "sizes" in spec:
-            spec["sizes"] = dict(sizes.get(spec["role"], spec["sizes"]))
-    for name, spec in given.items():
-        if spec is None:
-            sets.pop(name, None)
-            # the world's long-form set made of it goes too (it would have nothing to join)
-            for derived in [n for n, s in sets.items() if is_recordings_spec(s) and s["recordings_of"] == name]:
-                if derived not in given:
-                    sets.pop(derived)
-        elif name in sets and isinstance(spec, dict) and user_source(spec, name) is None:
-            sets[name] = {**sets[name], **spec}
-        else:
-            sets[name] = spec
-    corpus["sets"] = sets
-    # Expanded: what remains is a plain list of sets (validating it again changes nothing).
-    corpus["world"], corpus["world_sizes"] = None, {}
 
 
 def validate_schema(config: dict) -> dict:
@@ -539,7 +502,10 @@ def check_devices(config: Mapping) -> None:
 def validate_config(config: dict, workdir: str | Path = ".") -> dict:
     """World, schema, roles, merge entries and paths; returns the config with defaults filled in (in place)."""
     given = copy.deepcopy(config)
-    expand_world(config)
+    try:
+        expand_world(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     validate_schema(config)
     config["results"] = results_folder(config["results"], Path(workdir))
     check_roles(config)
