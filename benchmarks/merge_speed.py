@@ -815,7 +815,7 @@ def render(document: dict[str, Any]) -> str:
         "invocation.",
         "",
     ]
-    return "\n".join(head) + table(results, floors) + "\n"
+    return "\n\n".join(head[:-1]) + "\n\n" + table(results, floors) + "\n"
 
 
 def write_doc(document: dict[str, Any], page: Path) -> None:
