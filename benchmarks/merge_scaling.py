@@ -120,6 +120,23 @@ def cell_key(size: str, label: str, library: str) -> str:
     return f"{size} | {label} | {library}"
 
 
+def merge_results(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Cells of another results file (another work folder, run beside this one on the same checkpoints) that this one
+    lacks, with their invocations and those invocations' floors and start-ups; a cell present in both is refused."""
+    both = sorted(set(into["cells"]) & set(other["cells"]))
+    if both:
+        raise ValueError(f"both results hold the cell {both[0]!r}")
+    into["cells"].update(other["cells"])
+    into["invocations"].update(other["invocations"])
+    for size, info in other["sizes"].items():
+        mine = into["sizes"].setdefault(size, {k: v for k, v in info.items() if k not in ("floors", "startups")})
+        if mine["tasks"] != info["tasks"] or mine["parameters"] != info["parameters"]:
+            raise ValueError(f"{size}: the two results come from different checkpoints")
+        for key in ("floors", "startups"):
+            mine.setdefault(key, {}).update(info.get(key, {}))
+    return into
+
+
 def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"invocations": {}, "sizes": {}, "cells": {}}
 
@@ -281,8 +298,13 @@ def main() -> None:
     parser.add_argument("--write-doc", action="store_true",
                         help=f"measure nothing: write the table and figure of the results file into "
                              f"{DOC_PAGE.relative_to(ROOT)}")
+    parser.add_argument("--merge-from", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: add the cells of another results file (run beside this one)")
     args = parser.parse_args()
     results_path = args.work_dir / "results.json"
+    if args.merge_from:
+        write_json(results_path, merge_results(load_results(results_path), load_results(args.merge_from)))
+        return
     if args.write_doc:
         write_doc(load_results(results_path), DOC_PAGE, FIGURE)
         return

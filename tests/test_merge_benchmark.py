@@ -1,4 +1,5 @@
-"""The merge benchmarks' tables: a ratio is only taken between two runs of one invocation (benchmarks/merge_speed.py)."""
+"""The merge benchmarks' tables: a ratio is only taken between two runs of one invocation (benchmarks/merge_speed.py,
+benchmarks/merge_scaling.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import merge_scaling  # noqa: E402
 import merge_speed  # noqa: E402
 
 
@@ -80,3 +82,22 @@ def test_write_doc_replaces_only_the_marked_section(tmp_path):
 def test_unknown_row_is_refused():
     with pytest.raises(ValueError, match="no row of this benchmark"):
         merge_speed.render(_document([{"label": "nonsense"}], "A"))
+
+
+
+def _scaling(cells: dict, floors: dict) -> dict:
+    size = {"tasks": 4, "parameters": 37_800_000, "input_gb": 0.4, "cache": "warm", "labels": ["model_soup"],
+            "floors": {k: _run(v, 0.1, k) for k, v in floors.items()}}
+    return {"invocations": {k: {"machine": "m", "date": "d", "threads": None} for k in floors},
+            "sizes": {"tiny": size}, "cells": cells}
+
+
+def test_scaling_results_from_two_work_folders_merge_without_overlap():
+    first = _scaling({"tiny | model_soup | ours": _run(6.0, 0.4, "A")}, {"A": 2.0})
+    second = _scaling({"tiny | model_soup | mergekit": _run(9.0, 1.0, "B")}, {"B": 3.0})
+    merged = merge_scaling.merge_results(first, second)
+    assert set(merged["sizes"]["tiny"]["floors"]) == {"A", "B"} and len(merged["cells"]) == 2
+    row = _line(merge_scaling.render(merged), "tiny (38M, T=4)")
+    assert row[2] == "6.0" and row[4] == "3.00×" and row[5] == "9.0"  # ÷ its own invocation's floor
+    with pytest.raises(ValueError, match="both results hold"):
+        merge_scaling.merge_results(merged, _scaling({"tiny | model_soup | ours": _run(5.0, 0.4, "C")}, {"C": 1.0}))
