@@ -28,6 +28,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -241,7 +242,11 @@ def figure(results: dict[str, Any], path: Path) -> None:
         axis.set_xlabel("parameters (millions)")
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
-    right.axhline(24, color="red", linewidth=1, alpha=0.6)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / ms.GIB
+    right.axhline(ram, color="red", linewidth=1, alpha=0.6, label=f"this machine's RAM ({ram:.0f} GiB)")
+    right.axhline(MEMORY_GOAL_GIB, color="red", linewidth=1, alpha=0.6, linestyle="--",
+                  label=f"asrmerge's goal at large-v3 ({MEMORY_GOAL_GIB:g} GiB)")
+    right.legend(fontsize=7, loc="center right")
     left.legend(fontsize=6, ncol=2)
     fig.suptitle("Merging T synthetic float16 fine-tunes at Whisper tiny … large-v3 geometry (one CPU machine)")
     fig.tight_layout()
