@@ -43,7 +43,7 @@ dry-run: venv
 bench-merge: venv
 	$(BIN)/python benchmarks/merge_speed.py $(BENCH_ARGS)
 
-# The CUDA paths against the CPU in about 5 minutes on one GPU (benchmarks/gpu_check.py, docs/gpu-check.md): merges,
+# The CUDA paths against the CPU, meant to take at most 5 minutes on one GPU (benchmarks/gpu_check.py, docs/gpu-check.md): merges,
 # bf16 training steps with gradient checkpointing, statistics, batched decoding, a SLURM rule's resources; one table.
 # DEVICE=cpu is its dry mode (the test suite runs it).
 DEVICE ?= cuda
