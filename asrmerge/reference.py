@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from asrmerge.guard import declare_paths
 from asrmerge.atomic import write_text
 
 REFERENCE_FOLDER = "reference"  # under the documentation folder
@@ -491,4 +492,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "package,cluster}.md under --root.")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each page that is stale")
     p.add_argument("--root", default=".", help="the repository root (holds mkdocs.yml, docs/ and rules/)")
+    # Its pages are written under --root/docs/reference/ and nowhere else (they are generated: no input is replaced).
+    declare_paths(p, inputs=["root"])
     p.set_defaults(func=_docs)
