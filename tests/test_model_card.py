@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from asrmerge import layout
 from asrmerge.layout import MERGE_RECIPE, MODEL_CARD
 from asrmerge.merging.recipe import read_recipe
 
@@ -39,7 +40,7 @@ def test_every_export_has_a_card_with_the_runs_results(micro_workflow):
         info = json.loads((folder / "merge_info.json").read_text())
         assert metadata["pipeline_tag"] == "automatic-speech-recognition" and "merge" in metadata["tags"]
         assert info["method"] in metadata["tags"] and set(metadata["language"]) == {"pt"}
-        scores = json.loads((results / "scores" / "merged" / info["branch"]).with_suffix(".json").read_text())
+        scores = json.loads((results / layout.SCORES.format(system=layout.merged_system(info["branch"]))).read_text())
         entries = metadata["model-index"][0]["results"]
         assert [entry["dataset"]["name"] for entry in entries] == list(scores)
         for entry in entries:  # each value is the test set's error rate of this branch's score file
@@ -79,3 +80,22 @@ def test_a_recipe_whose_input_changed_is_refused_naming_it(micro_workflow, tmp_p
     assert not (tmp_path / "rebuilt").exists()
     run = asrmerge("merge", "--recipe", tmp_path / MERGE_RECIPE, "--out-model", tmp_path / "x", "--method", "ties")
     assert run.returncode != 0 and "--recipe fixes --method" in run.stderr
+
+
+def test_an_export_transcribes_in_the_plain_pipeline_as_the_workflow_did(micro_workflow):
+    """A Hub user's first step: `pipeline("automatic-speech-recognition", model=folder)` with no arguments writes
+    what the workflow's decoder wrote for that merge, utterance by utterance (the micro base is pretrained by the
+    run itself: its vocabulary and tokenizer are Whisper's from the start)."""
+    from transformers import pipeline
+
+    from asrmerge.data.manifest import load_audio, read_manifest
+
+    _, results, _ = micro_workflow
+    folder = exported(results, "task_arithmetic")
+    branch = json.loads((folder / "merge_info.json").read_text())["branch"]
+    written = [json.loads(line) for line in
+               (results / "hypotheses" / "merged" / branch / "weather.jsonl").read_text().splitlines()]
+    rows = {row.id: row for row in read_manifest(results / "data" / "weather" / "manifest.jsonl", split="test")}
+    asr = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+    theirs = asr([load_audio(rows[entry["id"]].audio, 16000) for entry in written], batch_size=4)
+    assert [entry["hypothesis"] for entry in written] == [out["text"].strip() for out in theirs]

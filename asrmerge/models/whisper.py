@@ -148,10 +148,11 @@ def in_whisper_token_order(
     A permutation: every transcript is unchanged. It matters to transformers' Whisper generation, which takes every
     id after `<|notimestamps|>` for a timestamp: the demo tokenizer is trained with its special tokens first, so
     without this every text token would count as one and `pipeline("automatic-speech-recognition")` would cut the
-    transcript into nonsense segments. A model already in this order is returned unchanged.
+    transcript into nonsense segments. A model already in this order with Whisper's tokenizer class is returned
+    unchanged (in this order with another class, only its tokenizer is replaced).
     """
     order = _whisper_token_order(whisper.tokenizer)
-    if order == list(range(len(order))):
+    if order == list(range(len(order))) and isinstance(whisper.tokenizer, WhisperTokenizer):
         return whisper, None if ctc_head is None else dict(ctc_head)
     new_id = {old: new for new, old in enumerate(order)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,8 @@ import torch
 
 from asrmerge.data.manifest import Utterance
 from asrmerge.models.whisper import (
-    LoadedWhisper, build_small_whisper, complete_generation_config, feature_extractor_for, load_whisper, train_tokenizer,
+    LoadedWhisper, build_small_whisper, complete_generation_config, feature_extractor_for, in_whisper_token_order,
+    load_whisper, train_tokenizer,
 )
 from asrmerge.training.loop import CTC_HEAD_FILE, TrainingOptions, fit_ctc_head, train
 
@@ -65,7 +66,11 @@ def new_small_whisper(settings: Mapping[str, Any], general: Sequence[Utterance],
     architecture = settings["architecture"]
     model = build_small_whisper(tokenizer, architecture, settings["audio_seconds"], seed)
     log.info("new model and tokenizer, languages %s", languages)
-    return LoadedWhisper(model, feature_extractor_for(architecture["num_mel_bins"], settings["audio_seconds"]), tokenizer)
+    # In Whisper's token order with Whisper's tokenizer class from the start, so that this model, its fine-tunes and
+    # merges load in transformers' ASR pipeline as released Whisper does (in_whisper_token_order says why).
+    whisper, _ = in_whisper_token_order(
+        LoadedWhisper(model, feature_extractor_for(architecture["num_mel_bins"], settings["audio_seconds"]), tokenizer))
+    return whisper
 
 
 def continued_model(settings: Mapping[str, Any]) -> LoadedWhisper:
