@@ -153,9 +153,9 @@ def _fmt(run: ms.Run | None) -> tuple[str, str]:
 def render(results: dict[str, Any]) -> str:
     """The Markdown of the results: a head line per invocation and size, one table (size × method)."""
     cells = {k: ms.Run(**v) for k, v in results["cells"].items()}
-    head = [f"Invocation {key}: {inv['machine']}; {inv['date']}; torch threads: {inv['threads'] or 'all cores'}."
+    head = [f"- Invocation {key}: {inv['machine']}; {inv['date']}; torch threads: {inv['threads'] or 'all cores'}."
             for key, inv in results["invocations"].items()]
-    head.append("")
+    head += ["", "Sizes:", ""]
     lines = ["| size (parameters, T) | method | asrmerge s | GiB | ÷ I/O floor | mergekit s | GiB | FusionBench s | GiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for size in SIZES:
