@@ -108,3 +108,16 @@ def staged_folder(path: str | os.PathLike[str], replace: bool = False) -> Iterat
     finally:
         if staged.exists():
             shutil.rmtree(staged)
+
+
+def write_section(path: str | os.PathLike[str], markers: tuple[str, str], body: str) -> Path:
+    """Replace what lies between the one `begin` line and the one `end` line (`markers`) of the text file `path` with
+    `body`, atomically, keeping the rest: a generated section of a hand-written page. ValueError naming the file when
+    a marker is missing or repeated."""
+    begin, end = markers
+    text = Path(path).read_text(encoding="utf-8")
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"{path} needs one {begin} and one {end} line around the section it receives")
+    before, rest = text.split(begin)
+    _, after = rest.split(end)
+    return write_text(path, f"{before}{begin}\n{body}{end}{after}")

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import merge_scaling  # noqa: E402
 import merge_speed as ms  # noqa: E402
 
-from asrmerge.atomic import write_json, write_text  # noqa: E402
+from asrmerge.atomic import write_json, write_section, write_text  # noqa: E402
 
 ROOT = ms.ROOT
 WORK = ROOT / ".bench" / "gpu-check"
@@ -284,13 +284,7 @@ def write_doc(results: dict[str, Any], page: Path) -> None:
     results)."""
     if results["device"] == "cpu":
         raise ValueError("these results come from the dry mode (--device cpu): only a run on a GPU fills the page")
-    begin, end = DOC_MARKERS
-    text = page.read_text()
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise ValueError(f"{page} needs one {begin} and one {end} line around the table it receives")
-    before, rest = text.split(begin)
-    _, after = rest.split(end)
-    write_text(page, f"{before}{begin}\n{render(results)}{end}{after}")
+    write_section(page, DOC_MARKERS, render(results))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import merge_speed as ms  # noqa: E402
 
-from asrmerge.atomic import write_json, write_text  # noqa: E402
+from asrmerge.atomic import write_json, write_section  # noqa: E402
 
 ROOT = ms.ROOT
 RESULTS = ROOT / ".bench" / "merge-profile" / "results.json"
@@ -154,13 +154,7 @@ def bounds(document: dict[str, Any], startup_seconds: float, svd_seconds: float)
 
 
 def write_doc(results: dict[str, Any], page: Path) -> None:
-    begin, end = DOC_MARKERS
-    text = page.read_text()
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise ValueError(f"{page} needs one {begin} and one {end} line around the tables it receives")
-    before, rest = text.split(begin)
-    _, after = rest.split(end)
-    write_text(page, f"{before}{begin}\n{render(results)}{end}{after}")
+    write_section(page, DOC_MARKERS, render(results))
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import merge_speed as ms  # noqa: E402  (the generator, the commands and the measuring live there)
 
-from asrmerge.atomic import write_json, write_text  # noqa: E402
+from asrmerge.atomic import write_json, write_section  # noqa: E402
 
 ROOT = ms.ROOT
 SIZES = ("tiny", "base", "small", "medium", "large-v3")
@@ -257,15 +257,9 @@ def figure(results: dict[str, Any], path: Path) -> None:
 
 
 def write_doc(results: dict[str, Any], page: Path, figure_path: Path) -> None:
-    begin, end = DOC_MARKERS
-    text = page.read_text()
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise ValueError(f"{page} needs one {begin} and one {end} line around the table it receives")
     figure(results, figure_path)
-    before, rest = text.split(begin)
-    _, after = rest.split(end)
     picture = f"![Merge time and memory against parameters]({Path('..') / 'figures' / figure_path.name})\n\n"
-    write_text(page, f"{before}{begin}\n{picture}{render(results)}{end}{after}")
+    write_section(page, DOC_MARKERS, picture + render(results))
 
 
 # ------------------------------------------------------------------------------------------------------------ running

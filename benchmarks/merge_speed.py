@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from asrmerge.atomic import write_json, write_text
+from asrmerge.atomic import write_json, write_section, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = ROOT / "benchmarks" / ".venvs"
@@ -820,13 +820,7 @@ def render(document: dict[str, Any]) -> str:
 
 def write_doc(document: dict[str, Any], page: Path) -> None:
     """Replace the table section of `page` (between its DOC_MARKERS) with `render(document)`."""
-    begin, end = DOC_MARKERS
-    text = page.read_text()
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise ValueError(f"{page} needs one {begin} and one {end} line around the table it receives")
-    before, rest = text.split(begin)
-    _, after = rest.split(end)
-    write_text(page, f"{before}{begin}\n{render(document)}{end}{after}")
+    write_section(page, DOC_MARKERS, render(document))
 
 if __name__ == "__main__":
     main()

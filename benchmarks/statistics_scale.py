@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_check  # noqa: E402  (synthetic recordings)
 import merge_speed as ms  # noqa: E402
 
-from asrmerge.atomic import write_json, write_text  # noqa: E402
+from asrmerge.atomic import write_json, write_section  # noqa: E402
 
 ROOT = ms.ROOT
 WORK = ROOT / ".bench" / "statistics-scale"
@@ -239,13 +239,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def write_doc(results: dict[str, Any], page: Path) -> None:
-    begin, end = DOC_MARKERS
-    text = page.read_text()
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise ValueError(f"{page} needs one {begin} and one {end} line around the tables it receives")
-    before, rest = text.split(begin)
-    _, after = rest.split(end)
-    write_text(page, f"{before}{begin}\n{render(results)}{end}{after}")
+    write_section(page, DOC_MARKERS, render(results))
 
 
 def main() -> None:
