@@ -55,8 +55,8 @@ wildcard_constraints:
 
 def user_content(wildcards):
     """The content digest of what the user supplies for a set or a model (a manifest and its audio, a local
-    dataset's files or a hub dataset's revision, a checkpoint folder's files): a param of the rule that imports it, so replacing a file in place reruns exactly what depends
-    on it, and a copy with older times does not."""
+    dataset's files or a hub dataset's revision, a checkpoint folder's files): a param of the rule that imports it,
+    so replacing a file in place reruns exactly what depends on it, and a copy with older times does not."""
     cache = f"{RESULTS}/{layout.DIGEST_CACHE}"
     name = getattr(wildcards, "set", None)
     if name is not None:
@@ -145,7 +145,7 @@ def export_inputs(branch_ids):
     }
 
 
-#: What the recipe of an exported merge records of the merge job's settings (rule merge's params).
+#: The merge job's settings (rule merge), which the recipe of an exported merge records.
 MERGE_SETTINGS = {
     "seed": config["seed"],
     "device": config["merge"]["device"],

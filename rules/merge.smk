@@ -17,10 +17,7 @@ rule merge:
     params:
         method=lambda wc: branch(wc).method,
         hyperparameters=lambda wc: branch(wc).params,
-        seed=config["seed"],
-        device=config["merge"]["device"],
-        svd_dtype=config["merge"]["svd_dtype"],
-        exclude_from_svd=config["merge"]["exclude_from_svd"],
+        settings=MERGE_SETTINGS,
     script:
         "../scripts/merge.py"
 

@@ -92,20 +92,31 @@ def check_inputs(recipe: Recipe) -> None:
         raise ValueError(f"recipe lists {missing[0]} without its SHA-256")
 
 
-def rebuild(recipe: Recipe, out_model: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """The exported model folder again, from the recipe's inputs, by the workflow's steps (merge, then θ₀ + λ·τ)."""
+def merge_with_settings(base: str, task_vectors: Sequence[str], method: str, params: Mapping[str, Any],
+                        statistics: Sequence[str], settings: Mapping[str, Any], out_path: str | os.PathLike[str]) -> Path:
+    """The merge rule's merged task vector, and a recipe's: `settings` as the config writes them (seed, device with
+    `auto` resolved here, svd_dtype by name, exclude_from_svd)."""
     import torch
 
-    from asrmerge.merging.engine import export_merged_model, merge
+    from asrmerge.merging.engine import merge
     from asrmerge.models.whisper import resolve_device
 
+    return merge(base, task_vectors=list(task_vectors), method=method, params=params, out_path=out_path,
+                 seed=settings["seed"], device=str(resolve_device(settings["device"])),
+                 svd_dtype=getattr(torch, settings["svd_dtype"]), exclude_from_svd=tuple(settings["exclude_from_svd"]),
+                 statistics=list(statistics))
+
+
+def rebuild(recipe: Recipe, out_model: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """The exported model folder again, from the recipe's inputs, by the workflow's steps (merge, then θ₀ + λ·τ)."""
+    from asrmerge.merging.engine import export_merged_model
+
     check_inputs(recipe)
+    settings = {key: getattr(recipe, key) for key in ("seed", "device", "svd_dtype", "exclude_from_svd")}
     with tempfile.TemporaryDirectory(prefix=".rebuild-", dir=Path(out_model).resolve().parent) as scratch:
         task_vector = Path(scratch) / "merged_task_vector.safetensors"
-        merge(recipe.base, task_vectors=list(recipe.task_vectors), method=recipe.method, params=recipe.params,
-              out_path=task_vector, seed=recipe.seed, device=str(resolve_device(recipe.device)),
-              svd_dtype=getattr(torch, recipe.svd_dtype), exclude_from_svd=tuple(recipe.exclude_from_svd),
-              statistics=list(recipe.statistics))
+        merge_with_settings(recipe.base, recipe.task_vectors, recipe.method, recipe.params, recipe.statistics,
+                            settings, task_vector)
         return export_merged_model(recipe.base, task_vector, recipe.lam, out_model, overwrite=overwrite,
                                    provenance={"branch": recipe.branch, "method": recipe.method,
                                                "params": recipe.params, "rebuilt_from": MERGE_RECIPE},
