@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,8 +282,6 @@ def materialise(source: DatasetSource, set_name: str, manifest: str | os.PathLik
     problem = availability_problem(source, workdir)
     if problem:
         raise ValueError(f"dataset {source.path}: {problem}")
-    # the audio of an earlier build goes first (a smaller cap must not leave files no row names)
-    shutil.rmtree(manifest.parent / "audio", ignore_errors=True)
     rows: list[Utterance] = []
     counts = {}
     for split, names in source.splits.items():
@@ -302,6 +299,11 @@ def materialise(source: DatasetSource, set_name: str, manifest: str | os.PathLik
         first = empty[0]
         raise ValueError(f"dataset {source.path}: {first.extra['source_split']} row {first.extra['source_row']} has "
                          f"no text in {', '.join(source.text_columns)}")
+    # Files of an earlier build of this set that no row names now (a smaller cap): only the names it gives its files.
+    named = {row.audio.resolve() for row in rows}
+    for stale in (manifest.parent / "audio").glob(f"*/{set_name}-*.wav"):
+        if stale.resolve() not in named:
+            stale.unlink()
     write_manifest(manifest, rows)
     validate_manifest(manifest, expected_sample_rate=sample_rate, check_audio=True)
     revision = hub_revision(source) if is_hub_id(source.path, workdir) else "local folder"
