@@ -2,7 +2,7 @@
 (start-up) and Iso-C against FusionBench (the per-matrix SVD both libraries run).
 
     nice -n 5 .venv/bin/python benchmarks/merge_profile.py [--geometry small] [--repeats 3]
-    .venv/bin/python benchmarks/merge_profile.py --write-doc        # into docs/results/merge-speed.md
+    .venv/bin/python benchmarks/merge_profile.py --write-doc        # into docs/measured/merge-speed.md
 
 1. Start-up, CPU seconds (user + system, from rusage: less sensitive to other load than wall clock) of processes
    that only import: torch; torch after `asrmerge.data.channel` (which registers scipy.fft and scipy.signal for lazy
@@ -40,7 +40,7 @@ RESULTS = ROOT / ".bench" / "merge-profile" / "results.json"
 #: this many times the I/O floor.
 FUSIONBENCH_TARGET, FLOOR_TARGET = 2.5, 1.3
 MERGE_TABLE = ROOT / ".bench" / "merge-speed" / "results-{geometry}-T10.json"
-DOC_PAGE = ROOT / "docs" / "results" / "merge-speed.md"
+DOC_PAGE = ROOT / "docs" / "measured" / "merge-speed.md"
 DOC_MARKERS = ("<!-- merge-profile:begin -->", "<!-- merge-profile:end -->")
 STARTUPS = {
     "import torch": [sys.executable, "-c", "import torch"],

@@ -45,7 +45,7 @@ SIZES = ("tiny", "base", "small", "medium", "large-v3")
 #: RegMean (the first row of each in merge_speed.rows, or a row of its own for RegMean, which has none there).
 METHODS = ("model_soup", "task_arithmetic", "ties", "iso_c", "tsv_m", "boosted_tsv_m", "regmean")
 WORK = ROOT / ".bench" / "merge-scaling"
-DOC_PAGE = ROOT / "docs" / "results" / "scaling.md"
+DOC_PAGE = ROOT / "docs" / "measured" / "scaling.md"
 FIGURE = ROOT / "docs" / "figures" / "merge_scaling.png"
 DOC_MARKERS = ("<!-- scaling:begin -->", "<!-- scaling:end -->")
 LIBRARY_NAMES = {"ours": "asrmerge", "mergekit": "mergekit", "fusionbench": "FusionBench"}

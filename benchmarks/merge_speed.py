@@ -32,7 +32,7 @@ Prints one Markdown table (and writes it, with the raw numbers as JSON, to the w
 invocation that measured it, and a ratio (library ÷ library, asrmerge ÷ I/O floor) is only taken between runs of one
 invocation: `--update` re-measures the rows it is given into the previous results, keeping the cells of the
 libraries it does not re-run, and takes no ratio between those and the new ones (give it every library of the row to
-have them). `--write-doc` writes the table of a results file into docs/results/merge-speed.md.
+have them). `--write-doc` writes the table of a results file into docs/measured/merge-speed.md.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ LIBRARIES = {
 }
 GIB = 1024**3
 #: The results page and the lines around the table that `--write-doc` replaces.
-DOC_PAGE = ROOT / "docs" / "results" / "merge-speed.md"
+DOC_PAGE = ROOT / "docs" / "measured" / "merge-speed.md"
 DOC_MARKERS = ("<!-- merge-speed:begin -->", "<!-- merge-speed:end -->")
 
 

@@ -1,11 +1,11 @@
 """Per-stage speed of the demo's jobs, measured on copies of single jobs of a finished run, and the page that reports
-it (docs/results/speed.md), written from the result files this script saves.
+it (docs/measured/speed.md), written from the result files this script saves.
 
     .venv/bin/python benchmarks/stage_speed.py decode   [--results results/demo] [--model base]
     .venv/bin/python benchmarks/stage_speed.py finetune [--results results/demo] [--domain banking] [--steps 12]
     .venv/bin/python benchmarks/stage_speed.py startup
     .venv/bin/python benchmarks/stage_speed.py run      [--results results/demo]
-    .venv/bin/python benchmarks/stage_speed.py page     # docs/results/speed.md from the files above
+    .venv/bin/python benchmarks/stage_speed.py page     # docs/measured/speed.md from the files above
 
 Every measurement writes one JSON file under .bench/stage-speed/ (the command, the machine's load, the numbers);
 `page` reads only those files. The results folder is read, never written: models, manifests and audio are used in
@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 OUT = Path(".bench/stage-speed")
-PAGE = Path("docs/results/speed.md")
+PAGE = Path("docs/measured/speed.md")
 TARGET_CORES = 2  # the machine of the demo's time target: `make demo` in 12 min on 2 quiet cores
 #: What each kind of job imports before it works (its script's imports and the stage function's own).
 JOB_IMPORTS = {

@@ -2,7 +2,7 @@
 each choice costs in merge quality on the demo.
 
     nohup nice -n 5 .venv/bin/python benchmarks/statistics_scale.py > .bench/statistics-scale.log 2>&1 &
-    .venv/bin/python benchmarks/statistics_scale.py --write-doc      # its tables into docs/results/scaling.md
+    .venv/bin/python benchmarks/statistics_scale.py --write-doc      # its tables into docs/measured/scaling.md
 
 Three parts, one results file (.bench/statistics-scale/results.json):
 1. sizes: from the shapes of large-v3 (merge_speed.SCALES, transformers' WhisperConfig values) and the layers that
@@ -42,7 +42,7 @@ from asrmerge.atomic import write_json, write_section  # noqa: E402
 
 ROOT = ms.ROOT
 WORK = ROOT / ".bench" / "statistics-scale"
-DOC_PAGE = ROOT / "docs" / "results" / "scaling.md"
+DOC_PAGE = ROOT / "docs" / "measured" / "scaling.md"
 DOC_MARKERS = ("<!-- statistics:begin -->", "<!-- statistics:end -->")
 SIZE = "large-v3"
 #: Layer selections (regexes of weight names, config `statistics.layers`; empty: every linear layer).

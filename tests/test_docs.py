@@ -202,7 +202,7 @@ def test_the_results_page_is_written_from_a_run(micro_workflow, tmp_path):
     _, results, _ = micro_workflow
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\n{results_page.README_START}\nthe previous table\n{results_page.README_END}\n\nend\n")
-    page, figures = tmp_path / "docs" / "results" / "micro.md", tmp_path / "docs" / "figures" / "micro"
+    page, figures = tmp_path / "docs" / "measured" / "micro.md", tmp_path / "docs" / "figures" / "micro"
     assert main(["results-page", str(results), "--page", str(page), "--figures", str(figures), "--readme", str(readme),
                  "--conditions", "in the test suite"]) == 0
     text, table = page.read_text(), (results / "tables" / "paper.md").read_text().strip()

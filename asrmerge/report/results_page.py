@@ -2,7 +2,7 @@
 
 `asrmerge results-page RESULTS` reads the run's paper-layout table (tables/paper.md, with its note), its benchmark
 files (one per job: wall clock, CPU time, peak memory) and its figures, and writes
-- a page for the documentation site (default docs/results/<folder name>.md): the table, the run's size and time by
+- a page for the documentation site (default docs/measured/<folder name>.md): the table, the run's size and time by
   stage, the machine, the figures (copied beside the page's other figures) and, with --targets, what
   benchmarks/world_targets.py prints about the run;
 - with --readme, the same table between the README's two marker comments (README_START, README_END).
@@ -183,7 +183,7 @@ def _results_page(args: argparse.Namespace) -> int:
     if not results.is_dir():
         raise ValueError(f"results folder {results} does not exist")
     command = _command(args)
-    out = Path(args.page or Path("docs") / "results" / f"{results.name}.md")
+    out = Path(args.page or Path("docs") / "measured" / f"{results.name}.md")
     figures_folder = Path(args.figures or out.parent.parent / "figures" / results.name)
     readme = readme_markers(Path(args.readme)) if args.readme else None  # checked before anything is written
     jobs = read_jobs(results)
@@ -209,7 +209,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Inputs: RESULTS/tables/paper.md, RESULTS/benchmarks/ and RESULTS/figures/*.png. Outputs: --page, "
                     "the figures copied to --figures, and with --readme the table between its marker comments.")
     p.add_argument("results", help="a finished run's results folder")
-    p.add_argument("--page", default=None, help="the page to write (default docs/results/<folder name>.md)")
+    p.add_argument("--page", default=None, help="the page to write (default docs/measured/<folder name>.md)")
     p.add_argument("--figures", default=None,
                    help="folder that receives the run's PNG figures (default docs/figures/<folder name>)")
     p.add_argument("--readme", default=None, help="also write the table into this README between its markers")
