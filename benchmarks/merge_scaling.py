@@ -323,7 +323,7 @@ def main() -> None:
                                           "threads": args.threads}
     pythons = {name: ms.ensure_venv(name) for name in libraries if name in ms.LIBRARIES}
     env = ms.run_env(args.threads)
-    runs_dir = args.work_dir / "runs"
+    runs_dir = ms.claim_work_dir(args.work_dir) / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:

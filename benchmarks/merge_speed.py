@@ -671,7 +671,7 @@ def main() -> None:
 
     libraries = [name.strip() for name in args.libraries.split(",") if name.strip()]
     pythons = {name: ensure_venv(name) for name in libraries if name in LIBRARIES}
-    folder = args.work_dir / f"{args.scale}-T{args.tasks}-seed{args.seed}"
+    folder = claim_work_dir(args.work_dir) / f"{args.scale}-T{args.tasks}-seed{args.seed}"
     base, finetuned = build_checkpoints(folder, args.scale, args.tasks, args.seed)
     inputs = [base / "model.safetensors", *(f / "model.safetensors" for f in finetuned)]
     input_bytes = sum(p.stat().st_size for p in inputs)
@@ -816,6 +816,20 @@ def render(document: dict[str, Any]) -> str:
         "",
     ]
     return "\n\n".join(head[:-1]) + "\n\n" + table(results, floors) + "\n"
+
+
+#: Marks a work folder as a benchmark's: the only kind whose generated checkpoints and outputs it deletes.
+WORK_DIR_MARKER = ".asrmerge-benchmark"
+
+
+def claim_work_dir(folder: Path) -> Path:
+    """`folder` as a benchmark's work folder: created (and marked) when new, refused when it holds anything else."""
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / WORK_DIR_MARKER).exists():
+        raise SystemExit(f"--work-dir {folder} holds files no benchmark wrote; name a new folder (its generated "
+                         "checkpoints and outputs are deleted as it goes)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / WORK_DIR_MARKER).touch()
+    return folder
 
 
 def write_doc(document: dict[str, Any], page: Path) -> None:

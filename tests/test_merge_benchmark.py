@@ -101,3 +101,14 @@ def test_scaling_results_from_two_work_folders_merge_without_overlap():
     assert row[2] == "6.0" and row[4] == "3.00×" and row[5] == "9.0"  # ÷ its own invocation's floor
     with pytest.raises(ValueError, match="both results hold"):
         merge_scaling.merge_results(merged, _scaling({"tiny | model_soup | ours": _run(5.0, 0.4, "C")}, {"C": 1.0}))
+
+
+def test_a_work_folder_with_files_no_benchmark_wrote_is_refused(tmp_path):
+    """The benchmarks delete their generated checkpoints and outputs as they go: only in a folder of their own."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="holds files no benchmark wrote"):
+        merge_speed.claim_work_dir(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    fresh = merge_speed.claim_work_dir(tmp_path / "bench")
+    (fresh / "large-v3-T4-seed0").mkdir()
+    assert merge_speed.claim_work_dir(fresh) == fresh  # its own folder, claimed again on the next run
