@@ -70,8 +70,11 @@ def recipe_text(recipe: Recipe) -> str:
 
 
 def read_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """A recipe file; ValueError naming the file for another format or a missing key."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    """A recipe file; ValueError naming the file for text that is not JSON, another format or a missing key."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
     if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
         raise ValueError(f"{path}: not an asrmerge merge recipe ({FORMAT!r})")
     try:
