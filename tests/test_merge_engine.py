@@ -456,15 +456,15 @@ ELEMENTWISE = [("model_soup", {}), ("task_arithmetic", {}), ("consensus_ta", {})
 def test_elementwise_methods_merge_in_slices(tiny_whisper, tmp_path: Path, monkeypatch, method, params) -> None:
     """Slicing tensors (odd slice sizes, several per tensor) changes nothing: those methods are elementwise (and a
     subspace method's averaged tensors are sliced, its matrices not)."""
-    from asrmerge.merging import engine
+    from asrmerge.merging import plan
 
     base, finetuned = tiny_whisper
     spec = get_method(method)
     assert spec.is_elementwise(resolve_params(spec, params)) == ((method, params) in ELEMENTWISE)
-    monkeypatch.setattr(engine, "SLICE_ELEMENTS", 1 << 40)  # every tensor whole
+    monkeypatch.setattr(plan, "SLICE_ELEMENTS", 1 << 40)  # every tensor whole
     whole = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "w.safetensors"))
-    monkeypatch.setattr(engine, "SLICE_ELEMENTS", 7)
-    monkeypatch.setattr(engine, "STATS_SLICE_ELEMENTS", 13)
+    monkeypatch.setattr(plan, "SLICE_ELEMENTS", 7)
+    monkeypatch.setattr(plan, "STATS_SLICE_ELEMENTS", 13)
     sliced = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "s.safetensors"))
     for name in whole:
         torch.testing.assert_close(sliced[name], whole[name], rtol=1e-6, atol=1e-9)
@@ -476,11 +476,11 @@ def test_whole_tensor_read_ahead_changes_nothing(tiny_whisper, tmp_path: Path, m
     """Whole tensors are read ahead in a background thread up to PREFETCH_BYTES; with none read ahead (0), or only
     the smaller ones (so prefetched and synchronous reads alternate between the two buffer sets), the bytes written
     are the same."""
-    from asrmerge.merging import engine
+    from asrmerge.merging import plan
 
     base, finetuned = tiny_whisper
     ahead = _load(merge(base, finetuned=finetuned, method="tsv_m", out_path=tmp_path / "a.safetensors"))
-    monkeypatch.setattr(engine, "PREFETCH_BYTES", limit)
+    monkeypatch.setattr(plan, "PREFETCH_BYTES", limit)
     mixed = _load(merge(base, finetuned=finetuned, method="tsv_m", out_path=tmp_path / "m.safetensors"))
     for name in ahead:
         assert torch.equal(mixed[name], ahead[name]), name
@@ -491,10 +491,10 @@ def test_whole_tensor_read_ahead_changes_nothing(tiny_whisper, tmp_path: Path, m
 def test_diagnostics_tap_the_merge_without_changing_it(tiny_whisper, tmp_path: Path, monkeypatch, method, params) -> None:
     """Diagnostics ride on the merge's own paths (side by side, slices): the merged τ has the same bytes with and
     without them, and every 2-D tensor has its record, in storage order."""
-    from asrmerge.merging import engine
+    from asrmerge.merging import plan
 
     base, finetuned = tiny_whisper
-    monkeypatch.setattr(engine, "SLICE_ELEMENTS", 7)  # the elementwise merges run in slices
+    monkeypatch.setattr(plan, "SLICE_ELEMENTS", 7)  # the elementwise merges run in slices
     plain = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "p.safetensors"))
     tapped = _load(merge(base, finetuned=finetuned, method=method, params=params, out_path=tmp_path / "t.safetensors",
                          diagnostics_path=tmp_path / "d.json"))
