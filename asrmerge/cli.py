@@ -1,4 +1,4 @@
-"""The `asrmerge` command line: every stage of the workflow (one command per rule: RULE_COMMANDS), report-check,
+"""The `asrmerge` command line: every stage of the workflow (one command per rule: `rule_commands`), report-check,
 the export and model-import tools and compare-runs, usable without Snakemake.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommand(s) and sets
@@ -14,30 +14,27 @@ import sys
 
 from asrmerge.guard import check_command, end_command
 
-#: The command that does each workflow rule's work, by rule (tests/test_rules.py derives the rules from rules/*.smk
-#: and fails on a rule without one).
-RULE_COMMANDS: dict[str, str] = {
+#: The command that does the work of each workflow rule that is not a declared stage (the declared stages'
+#: commands come from their declarations: asrmerge.workflow.stage). These commands do more than their rules (a
+#: run's config, a recipe, every table of a run): tests/test_rules.py derives the rules from rules/*.smk and fails
+#: on a rule without a command.
+OTHER_RULE_COMMANDS: dict[str, str] = {
     "corpus_set": "corpus",
-    "check_splits": "check-splits",
     "base_model": "pretrain",
-    "finetune_domain": "finetune",
-    "finetune_joint": "finetune",
-    "import_finetune": "import-finetune",
-    "task_vector": "task-vector",
-    "task_spectra": "task-spectra",
-    "statistics": "statistics",
-    "adamerging_coefficients": "adamerging-coefficients",
     "merge": "merge",
-    "merge_diagnostics": "diagnose",
     "export_merged": "export",
     "export_best_merge": "export",
-    "select_lambda": "select-lambda",
-    "decode_model": "decode",
-    "decode_merged": "decode",
-    "score": "score",
     "table": "table",
     "figure": "figure",
 }
+
+
+def rule_commands() -> dict[str, str]:
+    """The command that does each workflow rule's work, by rule."""
+    from asrmerge.workflow.stage import rule_stages
+
+    return {**{rule: declared.command for rule, declared in rule_stages().items()}, **OTHER_RULE_COMMANDS}
+
 
 COMMAND_MODULES = [
     "asrmerge.workflow.commands",

@@ -28,10 +28,8 @@ def load_schema() -> dict:
     return copy.deepcopy(parsed_schema())
 
 
-def default(key: str) -> Any:
-    """The schema's default of a config key: "statistics.batch_size", "merge.exclude_from_svd", or a key of a shared
-    definition, "$defs.training.lora_rank" (the settings of every training stage). A list comes back as a tuple
-    (a default no caller can modify); a key without a default is a KeyError naming it."""
+def _key_node(key: str) -> dict:
+    """The schema node of a config key ("statistics.batch_size", or "$defs.training.lora_rank"); KeyError naming it."""
     node: Any = parsed_schema()
     parts = key.split(".")
     if parts[0] == "$defs":
@@ -39,7 +37,25 @@ def default(key: str) -> Any:
     try:
         for part in parts:
             node = node["properties"][part]
-        value = node["default"]
     except (KeyError, TypeError):
-        raise KeyError(f"the config schema ({SCHEMA_PATH.name}) declares no default for {key!r}") from None
+        raise KeyError(f"the config schema ({SCHEMA_PATH.name}) declares no key {key!r}") from None
+    return node
+
+
+def default(key: str) -> Any:
+    """The schema's default of a config key: "statistics.batch_size", "merge.exclude_from_svd", or a key of a shared
+    definition, "$defs.training.lora_rank" (the settings of every training stage). A list comes back as a tuple
+    (a default no caller can modify); a key without a default is a KeyError naming it."""
+    node = _key_node(key)
+    if "default" not in node:
+        raise KeyError(f"the config schema ({SCHEMA_PATH.name}) declares no default for {key!r}")
+    value = node["default"]
     return tuple(value) if isinstance(value, list) else copy.deepcopy(value)
+
+
+def choices(key: str) -> tuple[Any, ...]:
+    """The values the schema allows for a config key (its enum), e.g. "device" -> ("auto", "cpu", "cuda")."""
+    node = _key_node(key)
+    if "enum" not in node:
+        raise KeyError(f"the config schema ({SCHEMA_PATH.name}) declares no list of values for {key!r}")
+    return tuple(node["enum"])

@@ -52,7 +52,9 @@ MERGE_COEFFICIENTS_SUMMARY = "merges/{branch}/coefficients.json"  # the same, re
 SELECTION = "selection/{branch}.json"  # the validation curve over λ, the chosen λ and the rule
 MERGED_MODEL = "merged_models/{branch}"  # θ₀ + λ·τ at the chosen λ, a transformers folder
 BEST_MERGED_MODEL = "merged_models/best"  # the merge branch best on validation (merge.export_models: best)
-HYPOTHESES = "hypotheses/{system}/{test_set}.jsonl"  # id, language, reference, hypothesis, flags per utterance
+HYPOTHESES_DIR = "hypotheses/{system}"  # one file per test set (HYPOTHESIS_FILE): what a decode job writes
+HYPOTHESIS_FILE = "{test_set}.jsonl"  # id, language, reference, hypothesis, flags per utterance
+HYPOTHESES = f"{HYPOTHESES_DIR}/{HYPOTHESIS_FILE}"
 SCORES = "scores/{system}.json"  # error counts per test set and per utterance
 #: The table rule's outputs: output name -> file name under tables/ (TABLE's {name}).
 TABLE_FILES: dict[str, str] = {

@@ -38,7 +38,7 @@ result = EXPERIMENT.result
 manifest = EXPERIMENT.manifest
 manifests = EXPERIMENT.manifests
 hypotheses = EXPERIMENT.hypotheses
-decode_plan = EXPERIMENT.decode_plan
+test_set_manifests = EXPERIMENT.test_set_manifests
 score_files = EXPERIMENT.score_files
 selection_files = EXPERIMENT.selection_files
 
@@ -96,7 +96,7 @@ def supplied_inputs(wildcards):
     weights replaced in place rerun what depends on them; a hub id cannot be tracked)."""
     given = Path(SUPPLIED[wildcards.model])
     files = sorted(str(p) for p in given.iterdir() if p.is_file()) if given.is_dir() else []
-    return {"base": result(layout.BASE_MODEL), "checkpoint": files}
+    return {"base": result(layout.BASE_MODEL), "checkpoint_files": files}
 
 
 def training_inputs(train):

@@ -26,7 +26,7 @@ rule check_splits:
     input:
         manifests=manifests(list(config["corpus"]["sets"])),
     output:
-        result(layout.SPLITS_CHECK),
+        out=result(layout.SPLITS_CHECK),
     log:
         layout.job_log(RESULTS, "check_splits"),
     benchmark:
@@ -34,7 +34,7 @@ rule check_splits:
     conda:
         "../envs/asrmerge.yaml"
     params:
-        sets=list(config["corpus"]["sets"]),
+        sets=dict(zip(config["corpus"]["sets"], manifests(list(config["corpus"]["sets"])))),
         cache=f"{RESULTS}/{layout.DIGEST_CACHE}",
     script:
-        "../scripts/check_splits.py"
+        "../scripts/stage.py"

@@ -5,7 +5,7 @@ rule select_lambda:
         task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
         validation=manifests(DOMAINS),
     output:
-        result(layout.SELECTION, branch=layout.BRANCH),
+        out=result(layout.SELECTION, branch=layout.BRANCH),
     log:
         layout.job_log(RESULTS, "select_lambda"),
     benchmark:
@@ -15,18 +15,20 @@ rule select_lambda:
     threads: 2
     params:
         lambdas=lambda wc: list(branch(wc).lambdas),
-        selection=config["selection"],
+        metric=config["selection"]["metric"],
+        tie_break=config["selection"]["tie_break"],
         evaluation=config["evaluation"],
         device=config["device"],
+        record=lambda wc: {"method": wc.method, "params": wc.params},
     script:
-        "../scripts/select_lambda.py"
+        "../scripts/stage.py"
 
 
 rule decode_model:
     """Transcribe every test set with a trained model (base, joint or a domain fine-tune)."""
     input:
         model=result(layout.MODEL),
-        test_sets=manifests(TEST_SETS),
+        test_manifests=manifests(TEST_SETS),
         splits_checked=ancient(result(layout.SPLITS_CHECK)),
     output:
         list(hypotheses("{model}").values()),
@@ -38,11 +40,12 @@ rule decode_model:
         "../envs/asrmerge.yaml"
     threads: 2
     params:
-        plan=lambda wc: decode_plan(wc.model),
+        test_sets=test_set_manifests(),
+        out_dir=lambda wc: result(layout.HYPOTHESES_DIR, system=wc.model),
         evaluation=config["evaluation"],
         device=config["device"],
     script:
-        "../scripts/decode.py"
+        "../scripts/stage.py"
 
 
 rule decode_merged:
@@ -50,7 +53,7 @@ rule decode_merged:
     in memory (the weights its exported folder holds)."""
     input:
         unpack(merged_system_inputs),
-        test_sets=manifests(TEST_SETS),
+        test_manifests=manifests(TEST_SETS),
     output:
         list(hypotheses(layout.merged_system(layout.BRANCH)).values()),
     log:
@@ -61,11 +64,12 @@ rule decode_merged:
         "../envs/asrmerge.yaml"
     threads: 2
     params:
-        plan=lambda wc: decode_plan(layout.merged_system(branch(wc).id)),
+        test_sets=test_set_manifests(),
+        out_dir=lambda wc: result(layout.HYPOTHESES_DIR, system=layout.merged_system(branch(wc).id)),
         evaluation=config["evaluation"],
         device=config["device"],
     script:
-        "../scripts/decode.py"
+        "../scripts/stage.py"
 
 
 rule score:
@@ -73,7 +77,7 @@ rule score:
     input:
         lambda wc: list(hypotheses(wc.system).values()),
     output:
-        result(layout.SCORES),
+        out=result(layout.SCORES),
     log:
         layout.job_log(RESULTS, "score"),
     benchmark:
@@ -83,4 +87,4 @@ rule score:
     params:
         hypotheses=lambda wc: hypotheses(wc.system),
     script:
-        "../scripts/score.py"
+        "../scripts/stage.py"

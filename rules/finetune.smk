@@ -3,7 +3,7 @@ rule finetune_domain:
     input:
         unpack(lambda wc: training_inputs([manifest(wc.domain)])),
     output:
-        directory(result(layout.MODEL, model=layout.finetuned_system("{domain}"))),
+        out=directory(result(layout.MODEL, model=layout.finetuned_system("{domain}"))),
     log:
         layout.job_log(RESULTS, "finetune_domain"),
     benchmark:
@@ -18,7 +18,7 @@ rule finetune_domain:
         device=config["device"],
         seed=config["seed"],
     script:
-        "../scripts/finetune.py"
+        "../scripts/stage.py"
 
 
 rule finetune_joint:
@@ -26,7 +26,7 @@ rule finetune_joint:
     input:
         unpack(lambda wc: training_inputs(manifests(DOMAINS))),
     output:
-        directory(result(layout.MODEL, model=layout.JOINT)),
+        out=directory(result(layout.MODEL, model=layout.JOINT)),
     log:
         layout.job_log(RESULTS, "finetune_joint"),
     benchmark:
@@ -39,7 +39,7 @@ rule finetune_joint:
         device=config["device"],
         seed=config["seed"],
     script:
-        "../scripts/finetune.py"
+        "../scripts/stage.py"
 
 
 ruleorder: import_finetune > finetune_joint
@@ -50,7 +50,7 @@ rule import_finetune:
     input:
         unpack(supplied_inputs),
     output:
-        directory(result(layout.MODEL)),
+        out=directory(result(layout.MODEL)),
     log:
         layout.job_log(RESULTS, "import_finetune"),
     benchmark:
@@ -63,4 +63,4 @@ rule import_finetune:
         checkpoint=lambda wc: SUPPLIED[wc.model],
         content=user_content,
     script:
-        "../scripts/import_finetune.py"
+        "../scripts/stage.py"

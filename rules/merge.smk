@@ -25,11 +25,11 @@ rule merge:
 rule merge_diagnostics:
     """Spectra, effective ranks and sign conflicts of a merged task vector (for the figures' merges only)."""
     input:
-        task_vector=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
+        merged=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
         task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
-        task_spectra=expand(result(layout.TASK_SPECTRA), domain=DOMAINS),
+        spectra=expand(result(layout.TASK_SPECTRA), domain=DOMAINS),
     output:
-        result(layout.MERGE_DIAGNOSTICS, branch=layout.BRANCH),
+        out=result(layout.MERGE_DIAGNOSTICS, branch=layout.BRANCH),
     log:
         layout.job_log(RESULTS, "merge_diagnostics"),
     benchmark:
@@ -38,7 +38,7 @@ rule merge_diagnostics:
         "../envs/asrmerge.yaml"
     threads: 2
     script:
-        "../scripts/merge_diagnostics.py"
+        "../scripts/stage.py"
 
 
 rule export_merged:

@@ -5,7 +5,7 @@ rule statistics:
         model=result(layout.MODEL, model=layout.finetuned_system("{domain}")),
         train=lambda wc: [manifest(wc.domain)],
     output:
-        result(layout.STATISTICS),
+        out=result(layout.STATISTICS),
     log:
         layout.job_log(RESULTS, "statistics"),
     benchmark:
@@ -20,7 +20,7 @@ rule statistics:
         device=config["device"],
         seed=config["seed"],
     script:
-        "../scripts/statistics.py"
+        "../scripts/stage.py"
 
 
 rule adamerging_coefficients:
@@ -30,7 +30,7 @@ rule adamerging_coefficients:
         task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
         validation=manifests(DOMAINS),
     output:
-        coefficients=result(layout.MERGE_COEFFICIENTS, branch=layout.BRANCH),
+        out=result(layout.MERGE_COEFFICIENTS, branch=layout.BRANCH),
         summary=result(layout.MERGE_COEFFICIENTS_SUMMARY, branch=layout.BRANCH),
     log:
         layout.job_log(RESULTS, "adamerging_coefficients"),
@@ -47,4 +47,4 @@ rule adamerging_coefficients:
         device=config["device"],
         seed=config["seed"],
     script:
-        "../scripts/adamerging_coefficients.py"
+        "../scripts/stage.py"

@@ -4,7 +4,7 @@ rule task_vector:
         base=result(layout.BASE_MODEL),
         finetuned=result(layout.MODEL, model=layout.finetuned_system("{domain}")),
     output:
-        result(layout.TASK_VECTOR),
+        out=result(layout.TASK_VECTOR),
     log:
         layout.job_log(RESULTS, "task_vector"),
     benchmark:
@@ -12,15 +12,15 @@ rule task_vector:
     conda:
         "../envs/asrmerge.yaml"
     script:
-        "../scripts/task_vector.py"
+        "../scripts/stage.py"
 
 
 rule task_spectra:
     """The spectrum of every matrix of one task vector, computed once for the diagnostics of every merge."""
     input:
-        result(layout.TASK_VECTOR),
+        task_vector=result(layout.TASK_VECTOR),
     output:
-        result(layout.TASK_SPECTRA),
+        out=result(layout.TASK_SPECTRA),
     log:
         layout.job_log(RESULTS, "task_spectra"),
     benchmark:
@@ -29,4 +29,4 @@ rule task_spectra:
         "../envs/asrmerge.yaml"
     threads: 2
     script:
-        "../scripts/task_spectra.py"
+        "../scripts/stage.py"

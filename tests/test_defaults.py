@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from asrmerge.defaults import default, parsed_schema
+from asrmerge.defaults import choices, default, parsed_schema
 from asrmerge.evaluation.decoding import DecodingOptions
 from asrmerge.merging.registry import get_method
 from asrmerge.training.adamerging import AdaMergingOptions
@@ -136,5 +136,21 @@ def test_adamerging_options_are_the_registered_methods_parameters() -> None:
 def test_a_key_without_a_default_is_named() -> None:
     assert default("merge.exclude_from_svd") == ("embed_tokens", "embed_positions", "proj_out")
     assert default("$defs.training.lora_targets") == ("q_proj", "v_proj")
-    with pytest.raises(KeyError, match="no default for 'statistics.nothing'"):
+    with pytest.raises(KeyError, match="no key 'statistics.nothing'"):
         default("statistics.nothing")
+    with pytest.raises(KeyError, match=r"no default for '\$defs.training.steps'"):
+        default("$defs.training.steps")
+
+
+def test_choices_come_from_the_schema_and_the_stage_commands_offer_them() -> None:
+    """A command's choices of a config key are the schema's enum (asrmerge.defaults.choices), as its default is."""
+    from asrmerge.cli import build_parser
+
+    assert choices("device") == ("auto", "cpu", "cuda")
+    with pytest.raises(KeyError, match="no list of values for 'seed'"):
+        choices("seed")
+    commands = build_parser()._subparsers._group_actions[0].choices
+    flags = {a.dest: a for a in commands["select-lambda"]._actions}
+    assert tuple(flags["metric"].choices) == choices("selection.metric")
+    assert flags["metric"].default == default("selection.metric")
+    assert tuple({a.dest: a for a in commands["decode"]._actions}["device"].choices) == choices("device")

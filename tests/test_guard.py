@@ -153,7 +153,7 @@ def _aliasing_commands(a: dict) -> list[list[str]]:
         [*merge, "--out", str(a["root"] / "m.safetensors"), "--diagnostics", taus[1]],
         [*merge, "--out-model", base],
         [*merge, "--out-model", str(Path(base).parent)],
-        ["task-spectra", taus[0], "--out", taus[0]],
+        ["task-spectra", "--task-vector", taus[0], "--out", taus[0]],
         ["export", "--base", base, "--task-vector", taus[0], "--lambda", "0.5", "--out", base],
         ["export", "--base", base, "--task-vector", taus[0], "--lambda", "0.5", "--out", ft[1]],
         ["decode", "--model", base, "--test-set", f"a={a['data']}/manifest.jsonl", "--out-dir", str(a["data"])],

@@ -34,7 +34,7 @@ def test_task_vector_merge_export(tiny_whisper, tmp_path: Path) -> None:
     # the workflow's way to the same records: cached task spectra, then diagnose from files
     spectra = [tmp_path / f"tv{i}.spectra.json" for i in range(len(tvs))]
     for tv, path in zip(tvs, spectra):
-        assert main(["task-spectra", str(tv), "--out", str(path)]) == 0
+        assert main(["task-spectra", "--task-vector", str(tv), "--out", str(path)]) == 0
     after = tmp_path / "after.json"
     assert main(["diagnose", "--merged", str(merged), "--task-vectors", *map(str, tvs), "--spectra",
                  *map(str, spectra), "--out", str(after)]) == 0

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from asrmerge import layout
-from asrmerge.cli import RULE_COMMANDS, build_parser
+from asrmerge.cli import build_parser, rule_commands
+from asrmerge.workflow.stage import FromRule, rule_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE = re.compile(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", re.MULTILINE)
@@ -30,9 +31,26 @@ def test_the_rule_files_are_read() -> None:
 
 def test_every_rule_has_a_command() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    assert sorted(set(rules()) - set(RULE_COMMANDS)) == [], "a rule without an asrmerge command (asrmerge.cli.RULE_COMMANDS)"
-    assert sorted(set(RULE_COMMANDS) - set(rules())) == [], "RULE_COMMANDS names a rule the rule files do not have"
-    assert sorted(set(RULE_COMMANDS.values()) - commands) == []
+    by_rule = rule_commands()
+    assert sorted(set(rules()) - set(by_rule)) == [], "a rule without an asrmerge command (asrmerge.cli.rule_commands)"
+    assert sorted(set(by_rule) - set(rules())) == [], "a command names a rule the rule files do not have"
+    assert sorted(set(by_rule.values()) - commands) == []
+
+
+def test_a_declared_stage_rule_runs_the_stage_script_and_names_its_arguments() -> None:
+    """The rules of declared stages run scripts/stage.py, which reads each argument by name from the job: a rule
+    must name every argument that has no default (as an input, output, param or wildcard; an input function that
+    it unpacks names its own)."""
+    declared = rule_stages()
+    for name, body in rules().items():
+        runs_stage = '"../scripts/stage.py"' in body
+        assert runs_stage == (name in declared), f"rule {name}: scripts/stage.py is the script of declared stages only"
+        if not runs_stage or "unpack(" in body:
+            continue
+        for argument in declared[name].arguments:
+            named = re.search(rf"^\s+{argument.name}=", body, re.MULTILINE) or f"{{{argument.name}}}" in body
+            if argument.required or isinstance(argument.marker, FromRule):
+                assert named, f"rule {name} does not name {argument.name!r}, which stage {declared[name].command} reads"
 
 
 def test_every_rule_keeps_its_job_records_where_layout_says() -> None:

@@ -1,4 +1,5 @@
-"""Command-line subcommands of the merge engine: task-vector, task-spectra, merge, diagnose, export, methods."""
+"""Command-line subcommands of the merge engine: merge, export, methods (task-vector, task-spectra and diagnose
+are declared stages: asrmerge.workflow.stages)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from asrmerge.defaults import default
-from asrmerge.merging.engine import DEFAULT_SVD_EXCLUDE, compute_task_vector, export_merged_model, merge
+from asrmerge.merging.engine import DEFAULT_SVD_EXCLUDE, export_merged_model, merge
 from asrmerge.merging.registry import get_method, list_methods, resolve_params
 from asrmerge.merging.spec import MergeMethod
 from asrmerge.guard import declare_paths
@@ -52,11 +53,6 @@ def parse_params(method: MergeMethod, items: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             raise ValueError(f"method {method.name!r}: parameter {key!r}={text!r} is not a {spec.kind}; allowed: {spec.allowed()}") from None
     return resolve_params(method, params)
-
-
-def _task_vector(args: argparse.Namespace) -> int:
-    compute_task_vector(args.base, args.finetuned, args.out)
-    return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -113,21 +109,6 @@ def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_spectra(args: argparse.Namespace) -> int:
-    from asrmerge.merging.diagnostics import write_task_spectra
-
-    write_task_spectra(args.task_vector, args.out)
-    return 0
-
-
-def _diagnose(args: argparse.Namespace) -> int:
-    from asrmerge.merging.diagnostics import diagnose_merge
-
-    if len(args.spectra) != len(args.task_vectors):
-        raise ValueError(f"--spectra gives {len(args.spectra)} files for {len(args.task_vectors)} --task-vectors")
-    diagnose_merge(args.merged, args.task_vectors, args.spectra, args.out)
-    return 0
-
 
 def _export(args: argparse.Namespace) -> int:
     export_merged_model(args.base, args.task_vector, args.lam, args.out)
@@ -170,14 +151,7 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the task-vector, task-spectra, merge, diagnose, export and methods subcommands."""
-    p = subparsers.add_parser("task-vector", help="τ = θ_finetuned − θ_base, streamed to one safetensors file")
-    p.add_argument("--base", required=True, help="base model folder or .safetensors file")
-    p.add_argument("--finetuned", required=True, help="fine-tuned model folder or .safetensors file")
-    p.add_argument("--out", required=True, help="output .safetensors file (float32)")
-    declare_paths(p, inputs=["base", "finetuned"], outputs=["out"])
-    p.set_defaults(func=_task_vector)
-
+    """Add the merge, export and methods subcommands."""
     p = subparsers.add_parser("merge", help="merge task vectors with a registered method (writes the merged τ and/or model)")
     p.add_argument("--method", help="registered method name (see `asrmerge methods`)")
     p.add_argument("--base", help="base model folder or .safetensors file")
@@ -203,26 +177,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     declare_paths(p, inputs=["base", "finetuned", "task_vectors", "statistics", "recipe"], outputs=["out", "diagnostics"],
                   folders=["out_model"])
     p.set_defaults(func=_merge)
-
-    p = subparsers.add_parser(
-        "task-spectra", help="singular values, effective rank and norm of every matrix of a task vector (rule task_spectra)",
-        description="Input: TASK_VECTOR (.safetensors from task-vector). Output: --out JSON, read by diagnose.")
-    p.add_argument("task_vector")
-    p.add_argument("--out", required=True)
-    declare_paths(p, inputs=["task_vector"], outputs=["out"])
-    p.set_defaults(func=_task_spectra)
-
-    p = subparsers.add_parser(
-        "diagnose", help="spectra, effective ranks and sign conflicts of a merged τ (rule merge_diagnostics)",
-        description="Inputs: --merged τ, the --task-vectors it merged and their --spectra (task-spectra), in the same "
-                    "order. Output: --out diagnostics JSON (the records merge --diagnostics takes during a merge, "
-                    "less the Newton-Schulz orthogonality error).")
-    p.add_argument("--merged", required=True)
-    p.add_argument("--task-vectors", nargs="+", required=True)
-    p.add_argument("--spectra", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-    declare_paths(p, inputs=["merged", "task_vectors", "spectra"], outputs=["out"])
-    p.set_defaults(func=_diagnose)
 
     p = subparsers.add_parser("export", help="write θ_base + λ·τ as a transformers model folder")
     p.add_argument("--base", required=True, help="base model folder")

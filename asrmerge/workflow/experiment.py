@@ -96,9 +96,9 @@ class Experiment:
         """Test set -> the system's hypothesis file."""
         return {t: self.result(layout.HYPOTHESES, system=system, test_set=t) for t in self.test_sets}
 
-    def decode_plan(self, system: str) -> dict[str, dict[str, str]]:
-        """Test set -> its manifest and the system's hypothesis file: what a decode job reads and writes."""
-        return {t: {"manifest": self.manifest(t), "hypotheses": path} for t, path in self.hypotheses(system).items()}
+    def test_set_manifests(self) -> dict[str, str]:
+        """Test set -> its manifest: what a decode job reads (into the system's HYPOTHESES_DIR)."""
+        return {t: self.manifest(t) for t in self.test_sets}
 
     def score_files(self) -> dict[str, str]:
         """System id -> its score file, for every system of the config."""

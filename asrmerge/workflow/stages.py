@@ -1,8 +1,11 @@
-"""The workflow's model stages as plain functions of paths and options: the base model, fine-tuning, λ selection,
-decoding, scoring.
+"""The workflow's stages as plain functions of paths and options: the base model, the leakage check, fine-tuning,
+task vectors, statistics, λ selection, decoding, scoring, diagnostics.
 
-The rule scripts (scripts/*.py) and the `asrmerge` sub-commands (asrmerge/workflow/commands.py) both call these, so a stage
-run by hand (a debugger, a notebook, a cluster node without Snakemake) does what the workflow's job does.
+Each stage but the base model is declared once, by its signature (asrmerge.workflow.stage): the markers of its
+arguments say which are inputs, outputs, pairs, options and values, and from that one declaration come both the
+rules' job (`scripts/stage.py`) and the `asrmerge` subcommand. So a stage run by hand (a debugger, a notebook, a
+cluster node without Snakemake) does what the workflow's job does. The base model's rule and its `pretrain` command
+(which reads a config) call `base_model`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,25 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from asrmerge.atomic import write_json
-from asrmerge.defaults import default
+from asrmerge.defaults import choices, default
+from asrmerge.workflow.stage import Folder, FromRule, Input, Output, Pairs, Settings, Value, parse_value, stage
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+
+#: The device argument of every stage that runs a model (config `device`).
+Device = Annotated[str, Value("where the model runs", choices=choices("device"))]
+Seed = Annotated[int, Value("seed of every draw")]
+DECODING_OPTIONS = "decoding option KEY=VALUE of config `evaluation` (batch_size, max_new_tokens, num_beams, long_form)"
+
+
+def float_list(text: str) -> list[float]:
+    """"0.25,0.5,1" -> [0.25, 0.5, 1.0] (a command's list of λ)."""
+    return [float(x) for x in text.split(",")]
 
 
 def base_model(
@@ -38,34 +52,124 @@ def base_model(
     return Path(out)
 
 
-def finetune(
-    base: PathLike, train_manifests: Sequence[PathLike], out: PathLike, options: Mapping[str, Any], seed: int,
-    device: str = default("device"), replay_manifests: Sequence[PathLike] = (),
+@stage("check-splits", rules=("check_splits",),
+       help="no recording in a tuning split of one set and a test split of another")
+def check_splits(
+    sets: Annotated[Mapping[str, PathLike], Pairs("a set and its manifest (repeatable; every set of the run)",
+                                                  flag="--set")],
+    out: Annotated[PathLike, Output("summary JSON to write")],
+    cache: Annotated[PathLike | None, Value("digest cache file (default: beside --out)")] = None,
 ) -> Path:
-    """Fully fine-tune the model folder `base` on the train splits of `train_manifests` (with replay of the train
-    splits of `replay_manifests`), `options` as config `finetune.domain`; the model folder goes to `out`."""
+    """The leakage check across the sets (asrmerge.data.content.check_splits): a recording found in both a tuning
+    and a test split names the two rows. Audio digests are cached in `cache`."""
+    from asrmerge import layout
+    from asrmerge.data.content import check_splits as check
+
+    return check(sets, out, cache or str(Path(out).parent / layout.DIGEST_CACHE))
+
+
+@stage("finetune", rules=("finetune_domain", "finetune_joint"), threads=True,
+       help="fully fine-tune a model folder on manifests' train splits")
+def finetune(
+    base: Annotated[PathLike, Input("model folder to start from")],
+    train: Annotated[Sequence[PathLike], Input("manifests whose train split is used", many=True)],
+    out: Annotated[PathLike, Folder("output model folder (with loss.csv)")],
+    options: Annotated[Mapping[str, Any], Settings("training option KEY=VALUE of config `finetune.domain` (steps "
+                                                  "and learning_rate are required)")],
+    seed: Seed = default("seed"),
+    device: Device = default("device"),
+    replay: Annotated[Sequence[PathLike], Input("general data mixed into each batch", many=True)] = (),
+) -> Path:
+    """Fully fine-tune the model folder `base` on the train splits of the `train` manifests (with replay of the
+    train splits of the `replay` manifests); resumes from `out`'s resume state when it matches."""
     from asrmerge.models.whisper import load_whisper, resolve_device
-    from asrmerge.training.loop import TrainingOptions, train
+    from asrmerge.training.loop import TrainingOptions, train as train_model
     from asrmerge.workflow.jobs import utterances
 
     target = resolve_device(device)
-    train(
+    train_model(
         load_whisper(base, device=target),
-        utterances(train_manifests, split="train"),
+        utterances(train, split="train"),
         TrainingOptions(**options, seed=seed),
         out,
         target,
-        replay_set=utterances(replay_manifests, split="train"),
+        replay_set=utterances(replay, split="train"),
     )
     return Path(out)
 
 
-def statistics(
-    kind: str, model: PathLike, train_manifests: Sequence[PathLike], out: PathLike, options: Mapping[str, Any],
-    seed: int, device: str = default("device"),
+@stage("import-finetune", rules=("import_finetune",),
+       help="a fine-tune you supply, checked against the base and adapted to its window")
+def import_finetune(
+    checkpoint: Annotated[str, Value("the fine-tune: a transformers folder or a hub id")],
+    base: Annotated[PathLike, Input("the run's base model folder")],
+    out: Annotated[PathLike, Folder("output model folder")],
 ) -> Path:
-    """`kind` statistics (asrmerge.training.statistics: gram, fisher) of the model folder `model` over a seeded draw
-    from the train splits of `train_manifests`, `options` as config `statistics`; written to `out`."""
+    """The fine-tune at `checkpoint` in the base's window (asrmerge.training.foundation.adopt_finetune); any other
+    difference from the base is an error naming both."""
+    from asrmerge.training.foundation import adopt_finetune
+
+    log.info("using the given fine-tune %s", checkpoint)
+    # an earlier output is replaced only as the output guard allowed (asrmerge.guard: --overwrite)
+    adopt_finetune(checkpoint, base).save(out)
+    return Path(out)
+
+
+@stage("task-vector", rules=("task_vector",), help="τ = θ_finetuned − θ_base, streamed to one safetensors file")
+def task_vector(
+    base: Annotated[PathLike, Input("base model folder or .safetensors file")],
+    finetuned: Annotated[PathLike, Input("fine-tuned model folder or .safetensors file")],
+    out: Annotated[PathLike, Output("output .safetensors file (float32)")],
+) -> Path:
+    """The task vector of a fine-tune (asrmerge.merging.engine.compute_task_vector)."""
+    from asrmerge.merging.engine import compute_task_vector
+
+    return compute_task_vector(base, finetuned, out)
+
+
+@stage("task-spectra", rules=("task_spectra",), threads=True,
+       help="singular values, effective rank and norm of every matrix of a task vector")
+def task_spectra(
+    task_vector: Annotated[PathLike, Input("a task-vector file (task-vector)")],
+    out: Annotated[PathLike, Output("spectra JSON, read by diagnose")],
+) -> Path:
+    """The spectrum of every matrix of one task vector, cached for the diagnostics of every merge."""
+    from asrmerge.merging.diagnostics import write_task_spectra
+
+    return write_task_spectra(task_vector, out)
+
+
+@stage("diagnose", rules=("merge_diagnostics",), threads=True,
+       help="spectra, effective ranks and sign conflicts of a merged τ")
+def diagnose(
+    merged: Annotated[PathLike, Input("the merged task vector")],
+    task_vectors: Annotated[Sequence[PathLike], Input("the task vectors it merged, in order", many=True)],
+    spectra: Annotated[Sequence[PathLike], Input("their spectra (task-spectra), in the same order", many=True)],
+    out: Annotated[PathLike, Output("diagnostics JSON")],
+) -> Path:
+    """The records `merge --diagnostics` takes during a merge, less the Newton-Schulz orthogonality error, from the
+    files of a finished merge (asrmerge.merging.diagnostics.diagnose_merge)."""
+    from asrmerge.merging.diagnostics import diagnose_merge
+
+    if len(spectra) != len(task_vectors):
+        raise ValueError(f"--spectra gives {len(spectra)} files for {len(task_vectors)} --task-vectors")
+    return diagnose_merge(merged, task_vectors, spectra, out)
+
+
+@stage("statistics", rules=("statistics",), threads=True,
+       help="a fine-tune's statistics for data-aware merges: gram (RegMean), fisher")
+def statistics(
+    kind: Annotated[str, Value("gram (RegMean) or fisher", choices=("gram", "fisher"))],
+    model: Annotated[PathLike, Input("the domain's fine-tuned model folder")],
+    train: Annotated[Sequence[PathLike], Input("manifests whose train split is used", many=True)],
+    out: Annotated[PathLike, Output("output safetensors file, one tensor per weight covered")],
+    options: Annotated[Mapping[str, Any], Settings("option KEY=VALUE of config `statistics` (utterances, "
+                                                  "batch_size, fisher_outputs, max_memory_mb)")],
+    seed: Seed = default("seed"),
+    device: Device = default("device"),
+) -> Path:
+    """`kind` statistics (asrmerge.training.statistics) of the model folder `model` over a seeded draw from the
+    train splits of the `train` manifests, `options` as config `statistics`."""
     from asrmerge.models.whisper import load_whisper, resolve_device
     from asrmerge.training.statistics import StatisticsOptions, write_statistics
     from asrmerge.workflow.jobs import utterances
@@ -76,19 +180,29 @@ def statistics(
     settings = StatisticsOptions(**{**options, "layers": tuple(options.get("layers", ()))}, seed=seed)
     with open_checkpoint(model) as checkpoint:  # merges match statistics to task vectors by this, never by position
         fingerprint = checkpoint.fingerprint
-    provenance = {"model": str(model), MODEL_FINGERPRINT: fingerprint,
-                  "manifests": ", ".join(str(m) for m in train_manifests)}
-    return write_statistics(kind, load_whisper(model, device=target), utterances(train_manifests, split="train"),
+    provenance = {"model": str(model), MODEL_FINGERPRINT: fingerprint, "manifests": ", ".join(str(m) for m in train)}
+    return write_statistics(kind, load_whisper(model, device=target), utterances(train, split="train"),
                             settings, target, out, provenance)
 
 
+@stage("adamerging-coefficients", rules=("adamerging_coefficients",), threads=True,
+       help="learn AdaMerging's coefficients on validation audio")
 def adamerging_coefficients(
-    base: PathLike, task_vectors: Sequence[PathLike], validation_manifests: Sequence[PathLike], options: Mapping[str, Any],
-    out: PathLike, summary: PathLike, seed: int, device: str = default("device"), max_new_tokens: int | str = default("evaluation.max_new_tokens"),
+    base: Annotated[PathLike, Input("the base model folder")],
+    task_vectors: Annotated[Sequence[PathLike], Input("one task vector per domain, in order", many=True)],
+    validation: Annotated[Sequence[PathLike], Input("manifests whose validation audio is used (no labels)",
+                                                    many=True)],
+    options: Annotated[Mapping[str, Any], Settings("method parameter KEY=VALUE of adamerging (granularity, steps, "
+                                                  "learning_rate, init, batch_size)")],
+    out: Annotated[PathLike, Output("coefficient safetensors file (the merge's statistics input)")],
+    summary: Annotated[PathLike, Output("readable summary JSON with the entropy curve")],
+    seed: Seed = default("seed"),
+    device: Device = default("device"),
+    max_new_tokens: Annotated[int | str, Value("the most tokens of one transcript (a number, or auto)",
+                                               parse=parse_value)] = default("evaluation.max_new_tokens"),
 ) -> Path:
-    """AdaMerging's coefficients for θ_base + Σ_t λ_t τ_t (asrmerge.training.adamerging), learned on the audio of the
-    validation splits of `validation_manifests`; `options` are the method's parameters (granularity, steps, ...).
-    Writes the coefficient file the merge reads (`out`) and a JSON summary with the entropy curve (`summary`)."""
+    """AdaMerging's coefficients for θ_base + Σ_t λ_t τ_t (asrmerge.training.adamerging), learned on the audio of
+    the validation splits; `options` are the method's parameters."""
     import torch
     from safetensors.torch import load_file
 
@@ -102,7 +216,7 @@ def adamerging_coefficients(
     loaded = [load_file(str(p)) for p in task_vectors]
     stacked = {name: torch.stack([tv[name] for tv in loaded]) for name in loaded[0]}
     settings = AdaMergingOptions(**options, max_new_tokens=max_new_tokens, seed=seed)
-    coefficients, curve = learn_coefficients(whisper, stacked, utterances(validation_manifests, split="validation"),
+    coefficients, curve = learn_coefficients(whisper, stacked, utterances(validation, split="validation"),
                                              settings, target)
     provenance = {"base": str(base), "task_vectors": ", ".join(str(p) for p in task_vectors),
                   TASK_FINGERPRINTS: json.dumps(task_origins(task_vectors))}
@@ -129,33 +243,51 @@ def task_origins(task_vectors: Sequence[PathLike]) -> list[str | None]:
     return origins
 
 
+@stage("select-lambda", rules=("select_lambda",), threads=True,
+       help="choose λ for θ_base + λ·τ on validation splits")
 def select_lambda(
-    base: PathLike, task_vector: PathLike, validation_manifests: Sequence[PathLike], lambdas: Sequence[float],
-    out: PathLike, evaluation: Mapping[str, Any], metric: str = default("selection.metric"), tie_break: str = default("selection.tie_break"),
-    device: str = default("device"), record: Mapping[str, Any] | None = None,
+    base: Annotated[PathLike, Input("the base model folder")],
+    task_vector: Annotated[PathLike, Input("the merged task vector")],
+    validation: Annotated[Sequence[PathLike], Input("manifests whose validation split is used", many=True)],
+    lambdas: Annotated[Sequence[float], Value("comma-separated grid, e.g. 0.25,0.5,1,1.5", parse=float_list)],
+    out: Annotated[PathLike, Output("selection record (JSON: the curve, the chosen λ and the rule)")],
+    evaluation: Annotated[Mapping[str, Any], Settings(DECODING_OPTIONS)],
+    metric: Annotated[str, Value("error rate minimised", choices=choices("selection.metric"))]
+    = default("selection.metric"),
+    tie_break: Annotated[str, Value("which λ wins a tie", choices=choices("selection.tie_break"))]
+    = default("selection.tie_break"),
+    device: Device = default("device"),
+    record: Annotated[Mapping[str, Any] | None, FromRule("the merge's method and parameters")] = None,
 ) -> Path:
     """Sweep λ for θ₀ + λ·τ on the validation splits and write the selection record (asrmerge.layout.SELECTION),
-    `record` (e.g. the method and parameters) included."""
+    `record` (the method and parameters of the rule's wildcards) included."""
     from asrmerge.evaluation.decoding import DecodingOptions
     from asrmerge.models.whisper import resolve_device
     from asrmerge.evaluation.selection import select_lambda as sweep
 
     check_made_from(base, task_vector)
-    result = sweep(base, task_vector, validation_manifests, lambdas, DecodingOptions(**evaluation),
+    result = sweep(base, task_vector, validation, lambdas, DecodingOptions(**evaluation),
                    resolve_device(device), metric=metric, tie_break=tie_break)
     return write_json(out, {**dict(record or {}), **result}, indent=2)
 
 
+@stage("decode", rules=("decode_model", "decode_merged"), threads=True,
+       help="transcribe test splits with a model folder, or a base + merged τ at its chosen λ")
 def decode(
-    model: PathLike, plan: Mapping[str, Mapping[str, PathLike]], evaluation: Mapping[str, Any], device: str = default("device"),
-    task_vector: PathLike | None = None, selection: PathLike | None = None,
+    model: Annotated[PathLike, Input("model folder (the base of a merge, with --task-vector and --selection)")],
+    test_sets: Annotated[Mapping[str, PathLike], Pairs("a test set and its manifest (repeatable)", flag="--test-set")],
+    out_dir: Annotated[PathLike, Output("folder of the hypothesis files, one per test set")],
+    evaluation: Annotated[Mapping[str, Any], Settings(DECODING_OPTIONS)],
+    device: Device = default("device"),
+    task_vector: Annotated[PathLike | None, Input("a merged task vector, decoded as θ + λ·τ")] = None,
+    selection: Annotated[PathLike | None, Input("the selection record whose chosen λ scales --task-vector")] = None,
 ) -> None:
-    """Transcribe the test split of each test set of `plan` (name -> {"manifest", "hypotheses"}) with the model
-    folder `model`, or with `model` + λ·`task_vector` at the λ of the selection record `selection`."""
+    """Transcribe the test split of each test set with the model folder `model`, or with `model` + λ·`task_vector`
+    at the λ of the selection record `selection`; hypotheses go to `out_dir` (asrmerge.layout.HYPOTHESIS_FILE)."""
+    from asrmerge import layout
     from asrmerge.data.manifest import read_manifest
     from asrmerge.evaluation.decoding import DecodingOptions, transcribe
     from asrmerge.evaluation.hypotheses import write_jsonl
-    from asrmerge.layout import read_chosen_lambda
     from asrmerge.models.whisper import load_whisper, resolve_device
     from asrmerge.evaluation.selection import ScaledTaskVector
 
@@ -165,16 +297,16 @@ def decode(
     whisper = load_whisper(model, device=target)
     if task_vector is not None:
         check_made_from(model, task_vector)
-        lam = read_chosen_lambda(selection)
+        lam = layout.read_chosen_lambda(selection)
         log.info("merged model at lambda %g", lam)
         whisper = ScaledTaskVector(whisper, task_vector).set_lambda(lam)
     options = DecodingOptions(**evaluation)
     # All sets in one call: batches are filled across sets (each row is decoded independently of its batch).
-    sets = {test_set: read_manifest(files["manifest"], split="test") for test_set, files in plan.items()}
+    sets = {test_set: read_manifest(manifest, split="test") for test_set, manifest in test_sets.items()}
     rows = iter(transcribe(whisper, [u for utterances in sets.values() for u in utterances], options, target))
     for test_set, utterances in sets.items():
         set_rows = [next(rows) for _ in utterances]
-        write_jsonl(set_rows, plan[test_set]["hypotheses"])
+        write_jsonl(set_rows, Path(out_dir) / layout.HYPOTHESIS_FILE.format(test_set=test_set))
         log.info("%s: %d utterances", test_set, len(set_rows))
         log_flagged(test_set, set_rows)
 
@@ -190,7 +322,11 @@ def log_flagged(test_set: str, rows: Sequence[Mapping[str, Any]]) -> None:
                     ", ".join(f"{n} {flag.replace('_', ' ')}" for flag, n in counts.items()), len(rows), first)
 
 
-def score(hypotheses: Mapping[str, PathLike], out: PathLike) -> Path:
+@stage("score", rules=("score",), help="error counts per test set and utterance from hypothesis files")
+def score(
+    hypotheses: Annotated[Mapping[str, PathLike], Pairs("a test set and its hypothesis file (repeatable)")],
+    out: Annotated[PathLike, Output("score JSON")],
+) -> Path:
     """Error counts per test set (name -> hypothesis file) and per utterance (asrmerge.layout.SCORES)."""
     from asrmerge.evaluation.hypotheses import flag_counts, read_jsonl
     from asrmerge.evaluation.scoring import counts_to_dict, score_hypotheses
