@@ -21,7 +21,6 @@ from asrmerge.guard import check_command, end_command
 OTHER_RULE_COMMANDS: dict[str, str] = {
     "corpus_set": "corpus",
     "base_model": "pretrain",
-    "merge": "merge",
     "export_merged": "export",
     "export_best_merge": "export",
     "table": "table",

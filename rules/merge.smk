@@ -6,7 +6,7 @@ rule merge:
         task_vectors=expand(result(layout.TASK_VECTOR), domain=DOMAINS),
         statistics=lambda wc: EXPERIMENT.statistics_files(branch(wc).id),
     output:
-        result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
+        out=result(layout.MERGED_TASK_VECTOR, branch=layout.BRANCH),
     log:
         layout.job_log(RESULTS, "merge"),
     benchmark:
@@ -15,11 +15,11 @@ rule merge:
         "../envs/asrmerge.yaml"
     threads: 2
     params:
+        **MERGE_SETTINGS,
         method=lambda wc: branch(wc).method,
-        hyperparameters=lambda wc: branch(wc).params,
-        settings=MERGE_SETTINGS,
+        params=lambda wc: branch(wc).params,
     script:
-        "../scripts/merge.py"
+        "../scripts/stage.py"
 
 
 rule merge_diagnostics:

@@ -79,7 +79,8 @@ def test_methods_listing(capsys) -> None:
         (["--method", "nope"], "unknown merge method 'nope'"),
         (["--method", "ties", "--param", "density=2"], "'density'=2.0 is out of range"),
         (["--method", "ties", "--param", "densty=0.3"], "unknown parameter 'densty'"),
-        (["--method", "ties", "--param", "density"], "key=value"),
+        (["--method", "ties", "--param", "density"], "--param 'density' is not KEY=VALUE"),
+        (["--method", "ties", "--param", "density=0.2", "--param", "density=0.3"], "--param 'density' is given twice"),
         (["--method", "tsv_m", "--param", "ns_steps=five"], "'ns_steps'='five' is not a int"),
     ],
 )
@@ -100,11 +101,13 @@ def test_missing_inputs(tmp_path: Path, capsys) -> None:
 
 def test_parse_params_kinds() -> None:
     method = get_method("boosted_tsv_m")
-    params = parse_params(method, ["beta=0.25", "ns_steps=3", "orthogonaliser=svd"])
+    params = parse_params(method, {"beta": "0.25", "ns_steps": "3", "orthogonaliser": "svd"})
     assert params["beta"] == 0.25 and params["ns_steps"] == 3 and params["orthogonaliser"] == "svd"
-    assert parse_params(get_method("multislerp"), ["use_base=false"])["use_base"] is False
-    with pytest.raises(ValueError, match="twice"):
-        parse_params(method, ["beta=0.2", "beta=0.3"])
+    assert parse_params(get_method("multislerp"), {"use_base": "false"})["use_base"] is False
+    # a config's values are taken as they are, and checked the same way
+    assert parse_params(method, {"beta": 0.25, "ns_steps": 3, "orthogonaliser": "svd"}) == params
+    with pytest.raises(ValueError, match="'ns_steps'=2.5 is invalid"):
+        parse_params(method, {"ns_steps": 2.5})
 
 
 def test_merge_to_model_folder(tiny_whisper, tmp_path: Path, capsys) -> None:

@@ -95,19 +95,24 @@ def check_inputs(recipe: Recipe) -> None:
         raise ValueError(f"recipe lists {missing[0]} without its SHA-256")
 
 
-def merge_with_settings(base: str, task_vectors: Sequence[str], method: str, params: Mapping[str, Any],
-                        statistics: Sequence[str], settings: Mapping[str, Any], out_path: str | os.PathLike[str]) -> Path:
-    """The merge rule's merged task vector, and a recipe's: `settings` as the config writes them (seed, device with
-    `auto` resolved here, svd_dtype by name, exclude_from_svd)."""
+def engine_settings(seed: int, device: str, svd_dtype: str, exclude_from_svd: Sequence[str]) -> dict[str, Any]:
+    """The engine's arguments from the settings as a config or a recipe writes them: the device with `auto`
+    resolved here, svd_dtype by name."""
     import torch
 
-    from asrmerge.merging.engine import merge
     from asrmerge.models.whisper import resolve_device
 
+    return {"seed": seed, "device": str(resolve_device(device)), "svd_dtype": getattr(torch, svd_dtype),
+            "exclude_from_svd": tuple(exclude_from_svd)}
+
+
+def merge_with_settings(base: str, task_vectors: Sequence[str], method: str, params: Mapping[str, Any],
+                        statistics: Sequence[str], settings: Mapping[str, Any], out_path: str | os.PathLike[str]) -> Path:
+    """A recipe's merged task vector: `settings` as the recipe writes them (seed, device, svd_dtype, exclude_from_svd)."""
+    from asrmerge.merging.engine import merge
+
     return merge(base, task_vectors=list(task_vectors), method=method, params=params, out_path=out_path,
-                 seed=settings["seed"], device=str(resolve_device(settings["device"])),
-                 svd_dtype=getattr(torch, settings["svd_dtype"]), exclude_from_svd=tuple(settings["exclude_from_svd"]),
-                 statistics=list(statistics))
+                 statistics=list(statistics), **engine_settings(**settings))
 
 
 def rebuild(recipe: Recipe, out_model: str | os.PathLike[str], overwrite: bool = False) -> Path:

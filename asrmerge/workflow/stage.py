@@ -70,13 +70,19 @@ class Pairs(Marker):
 
 @dataclass(frozen=True)
 class Settings(Marker):
+    """KEY=VALUE settings; `raw`: the command keeps each value as written (the function reads it by its kind)."""
+
     flag: str | None = "--option"
+    raw: bool = False
 
 
 @dataclass(frozen=True)
 class Value(Marker):
+    """A number, word or (`many`) list of words; `parse` reads one from the command line."""
+
     choices: tuple[Any, ...] | None = None
     parse: Callable[[str], Any] | None = None
+    many: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,8 @@ def _job_value(job: Any, argument: Argument) -> Any:
     for section in (job.input, job.output, job.params, job.wildcards):
         if argument.name in section.keys():
             value = section.get(argument.name)
-            if isinstance(argument.marker, Input) and argument.marker.many:
-                return [str(path) for path in value]
+            if isinstance(argument.marker, (Input, Value)) and argument.marker.many:
+                return [str(path) if isinstance(argument.marker, Input) else path for path in value]
             return str(value) if isinstance(argument.marker, (Input, Output, Folder)) else value
     if argument.required:
         raise ValueError(f"rule {job.rule} names no input, output, param or wildcard {argument.name!r}, which its "
@@ -187,13 +193,13 @@ def run_job(job: Any) -> Any:
 # -------------------------------------------------------------------------------------------------- the command line
 
 
-def _pairs(values: list[str], flag: str) -> dict[str, str]:
+def _pairs(values: list[str], flag: str, form: str = "NAME=PATH") -> dict[str, str]:
     """["news=data/news/manifest.jsonl", ...] -> {"news": "data/news/manifest.jsonl", ...}."""
     pairs = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"{flag} {value!r} is not NAME=PATH")
+            raise ValueError(f"{flag} {value!r} is not {form}")
         if name in pairs:
             raise ValueError(f"{flag} {name!r} is given twice")
         pairs[name] = path
@@ -210,9 +216,10 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _options(values: list[str], flag: str) -> dict[str, Any]:
-    """["steps=100", "learning_rate=1e-5"] -> {"steps": 100, "learning_rate": 1e-05}."""
-    return {key: parse_value(value) for key, value in _pairs(values, flag).items()}
+def _settings(values: list[str], marker: Settings, flag: str) -> dict[str, Any]:
+    """["steps=100", "learning_rate=1e-5"] -> {"steps": 100, "learning_rate": 1e-05} (with `raw`: the texts)."""
+    pairs = _pairs(values, flag, "KEY=VALUE")
+    return pairs if marker.raw else {key: parse_value(value) for key, value in pairs.items()}
 
 
 def _add_flag(parser: argparse.ArgumentParser, argument: Argument) -> None:
@@ -227,6 +234,7 @@ def _add_flag(parser: argparse.ArgumentParser, argument: Argument) -> None:
     elif isinstance(marker, Value):
         parse = marker.parse or (argument.annotation if argument.annotation in (int, float) else None)
         parser.add_argument(flag, dest=dest, required=required, type=parse, choices=marker.choices,
+                            nargs="*" if marker.many else None, metavar="VALUE" if marker.many else None,
                             default=None if required else argument.default, help=text)
     else:
         parser.add_argument(flag, dest=dest, required=required, default=None if required else argument.default,
@@ -242,7 +250,7 @@ def _command_values(declared: Stage, args: argparse.Namespace) -> dict[str, Any]
         if isinstance(argument.marker, Pairs):
             value = _pairs(value, argument.flag)
         elif isinstance(argument.marker, Settings):
-            value = _options(value, argument.flag)
+            value = _settings(value, argument.marker, argument.flag)
         values[argument.name] = value
     return values
 

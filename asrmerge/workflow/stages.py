@@ -156,6 +156,88 @@ def diagnose(
     return diagnose_merge(merged, task_vectors, spectra, out)
 
 
+def _lambda(text: str) -> float:
+    from asrmerge.merging.cli import finite_float
+
+    return finite_float(text)
+
+
+#: Arguments of `merge` that a recipe fixes: given beside --recipe (other than their defaults), they are refused.
+RECIPE_FIXES = ("base", "method", "task_vectors", "finetuned", "params", "statistics", "out", "lam", "seed", "device",
+                "svd_dtype", "exclude_from_svd", "diagnostics")
+
+
+@stage("merge", rules=("merge",), threads=True,
+       help="merge task vectors with a registered method (writes the merged τ and/or model)")
+def merge(
+    base: Annotated[PathLike | None, Input("base model folder or .safetensors file")] = None,
+    method: Annotated[str | None, Value("registered method name (see `asrmerge methods`)")] = None,
+    task_vectors: Annotated[Sequence[PathLike], Input("task-vector files (task-vector)", many=True)] = (),
+    finetuned: Annotated[Sequence[PathLike], Input("fine-tuned model folders (τ computed on the fly)", many=True)] = (),
+    params: Annotated[Mapping[str, Any] | None, Settings("method parameter KEY=VALUE (repeatable)", flag="--param",
+                                                        raw=True)] = None,
+    statistics: Annotated[Sequence[PathLike], Input("data-aware methods: each task's statistics file (statistics), "
+                                                    "in the order of the task vectors", many=True)] = (),
+    out: Annotated[PathLike | None, Output("output .safetensors file with the merged task vector τ")] = None,
+    out_model: Annotated[PathLike | None, Folder("output model folder θ_base + λ·τ (base dtypes and config files), "
+                                                 "written in the same pass")] = None,
+    lam: Annotated[float | None, Value("λ for --out-model (default 1.0)", parse=_lambda, flag="--lambda")] = None,
+    seed: Annotated[int, Value("seed of the per-tensor generators (random methods)")] = default("seed"),
+    device: Annotated[str, Value("torch device of the per-tensor computation: cpu, cuda, cuda:1 or auto")]
+    = default("merge.device"),
+    svd_dtype: Annotated[str, Value("working precision of SVDs", choices=choices("merge.svd_dtype"))]
+    = default("merge.svd_dtype"),
+    exclude_from_svd: Annotated[Sequence[str], Value("regexes of tensors kept out of subspace methods' SVD", many=True)]
+    = default("merge.exclude_from_svd"),
+    diagnostics: Annotated[PathLike | None, Output("also write per-tensor diagnostics JSON here")] = None,
+    recipe: Annotated[PathLike | None, Input("merge_recipe.json of an exported merge: rebuild it into --out-model "
+                                             "(the same weights; every input checked against its SHA-256 first)")] = None,
+) -> Path:
+    """Merge T task vectors (or fine-tunes) with a registered method (asrmerge.merging.engine.merge): the merged τ
+    (`out`) and/or θ₀ + λ·τ as a model folder (`out_model`) in one pass; or, with `recipe`, an exported merge
+    rebuilt (asrmerge.merging.recipe)."""
+    given = {name: value for name, value in locals().items() if name in RECIPE_FIXES}
+    if recipe is not None:
+        return _rebuild(recipe, out_model, given)
+    from asrmerge.merging.engine import merge as merge_tensors
+    from asrmerge.merging.cli import parse_params
+    from asrmerge.merging.recipe import engine_settings
+    from asrmerge.merging.registry import get_method
+
+    missing = [flag for flag, value in (("--method", method), ("--base", base),
+                                        ("--finetuned or --task-vectors", finetuned or task_vectors)) if not value]
+    if missing:
+        raise ValueError(f"give {missing[0]} (or --recipe of an exported merge)")
+    if out is None and out_model is None:
+        raise ValueError("give --out (merged task vector) and/or --out-model (merged model folder)")
+    if lam is not None and out_model is None:
+        raise ValueError("--lambda scales the merged model: it needs --out-model")
+    spec = get_method(method)
+    return merge_tensors(base, task_vectors=list(task_vectors) or None, finetuned=list(finetuned) or None,
+                         method=spec.name, params=parse_params(spec, params or {}), out_path=out, out_model=out_model,
+                         lam=1.0 if lam is None else lam, diagnostics_path=diagnostics, statistics=list(statistics),
+                         **engine_settings(seed, device, svd_dtype, exclude_from_svd))
+
+
+def _rebuild(recipe: PathLike, out_model: PathLike | None, given: Mapping[str, Any]) -> Path:
+    """An exported merge again from its recipe; the arguments a recipe fixes must keep their defaults."""
+    import inspect
+
+    from asrmerge.merging.recipe import read_recipe, rebuild
+
+    def plain(value: Any) -> Any:  # a command gives [] and {} where the signature says () and None
+        return list(value) if isinstance(value, (list, tuple)) else (value or None) if isinstance(value, dict) else value
+
+    defaults = {name: p.default for name, p in inspect.signature(merge).parameters.items()}
+    changed = [name for name in RECIPE_FIXES if plain(given[name]) != plain(defaults[name])]
+    if changed:
+        flag = "--lambda" if changed[0] == "lam" else "--" + changed[0].replace("_", "-")
+        raise ValueError(f"--recipe fixes {flag}: give only --recipe and --out-model")
+    if out_model is None:
+        raise ValueError("--recipe rebuilds a model folder: give --out-model")
+    return rebuild(read_recipe(recipe), out_model)
+
+
 @stage("statistics", rules=("statistics",), threads=True,
        help="a fine-tune's statistics for data-aware merges: gram (RegMean), fisher")
 def statistics(
