@@ -112,3 +112,20 @@ def test_a_work_folder_with_files_no_benchmark_wrote_is_refused(tmp_path):
     fresh = merge_speed.claim_work_dir(tmp_path / "bench")
     (fresh / "large-v3-T4-seed0").mkdir()
     assert merge_speed.claim_work_dir(fresh) == fresh  # its own folder, claimed again on the next run
+
+
+def test_profile_bounds_only_compare_cells_of_one_invocation():
+    """benchmarks/merge_profile.py: the bound of a row against FusionBench is stated only when both cells come from
+    one invocation, and says whether the target was met."""
+    import merge_profile
+
+    def row(label: str, ours: float, theirs: float, theirs_invocation: str) -> dict:
+        return {"label": label, "ours": _run(ours, 1.0, "A"), "fusionbench": {**_run(theirs, 2.0, theirs_invocation),
+                                                                             "status": "ok"}}
+
+    document = _document([row("task_arithmetic", 3.0, 9.0, "A"), row("iso_c", 10.0, 30.0, "A"),
+                          row("dare (p=0.9)", 10.0, 12.0, "B")], "A", "B")
+    lines = merge_profile.bounds(document, startup_seconds=1.0, svd_seconds=2.0, draw_seconds=5.0)
+    assert lines[0].startswith("- Task Arithmetic: 3.0 s = 1.50× the I/O floor") and "1.50× it" in lines[0]
+    assert "(3.00×, same invocation: the 2.5× target met there)" in lines[1] and "more than 6.00×" in lines[1]
+    assert len(lines) == 2  # DARE's FusionBench cell is of another invocation: no bound from it
