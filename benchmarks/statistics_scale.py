@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import resource
 import subprocess
@@ -39,6 +40,7 @@ import gpu_check  # noqa: E402  (synthetic recordings)
 import merge_speed as ms  # noqa: E402
 
 from asrmerge.atomic import write_json, write_section  # noqa: E402
+from asrmerge.layout import HYPOTHESIS_FILE  # noqa: E402
 
 ROOT = ms.ROOT
 WORK = ROOT / ".bench" / "statistics-scale"
@@ -152,8 +154,14 @@ def _asrmerge(*args: str) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def demo_quality(results: Path, work: Path) -> list[dict[str, Any]]:
-    """RegMean of the demo with each statistics variant, decoded at the run's chosen λ on the in-domain test sets."""
+def demo_quality(results: Path, work_dir: Path) -> list[dict[str, Any]]:
+    """RegMean of the demo with each statistics variant, decoded at the run's chosen λ on the in-domain test sets
+    (in a scratch folder under `work_dir`, removed after)."""
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        return _quality_rows(results, Path(scratch))
+
+
+def _quality_rows(results: Path, work: Path) -> list[dict[str, Any]]:
     from asrmerge.evaluation.scoring import score_hypotheses
 
     base, statistics = results / "models" / "base", results / "statistics"
@@ -175,7 +183,7 @@ def demo_quality(results: Path, work: Path) -> list[dict[str, Any]]:
                   "--out-dir", str(hypotheses), *[a for t in test_sets for a in ("--test-set", t)],
                   *[a for option in QUALITY_DECODING for a in ("--option", option)])
         total, _ = score_hypotheses(row for d in domains
-                                    for row in map(json.loads, (hypotheses / f"{d}.jsonl").read_text().splitlines()))
+                                    for row in map(json.loads, (hypotheses / HYPOTHESIS_FILE.format(test_set=d)).read_text().splitlines()))
         rows.append({"storage": dtype, "selection": label, "files_mb": sum(f.stat().st_size for f in files) / 1e6,
                      "wer": total.wer, "words": total.reference_words, "domains": len(domains)})
         print(f"  {dtype}, {label}: WER {100 * total.wer:.2f} %", flush=True)
@@ -186,8 +194,13 @@ def demo_quality(results: Path, work: Path) -> list[dict[str, Any]]:
 
 
 def render(results: dict[str, Any]) -> str:
-    out = [f"From `benchmarks/statistics_scale.py`, {results['machine']}, {results['date']} (the machine was shared "
-           "with other work while measuring).", ""]
+    def started(record: dict[str, Any]) -> str:
+        load = record["load_average"]
+        return record["date"] + (" (load average not recorded)" if load is None else
+                                 f" (load average {load:.1f} at its start)")
+
+    when = "; ".join(f"{part} {started(record)}" for part, record in results.get("when", {}).items())
+    out = [f"From `benchmarks/statistics_scale.py`, {results['machine']}" + (f"; {when}" if when else "") + ".", ""]
     fisher = results["sizes"]["fisher"]
     out += [f"**Sizes at large-v3** (from its shapes; per domain): Gram statistics keep one (in × in) matrix per linear "
             "layer, accumulated in float64 and copied to float32 when written; Fisher keeps one float32 value per "
@@ -242,6 +255,16 @@ def write_doc(results: dict[str, Any], page: Path) -> None:
     write_section(page, DOC_MARKERS, render(results))
 
 
+def load_results(path: Path) -> dict[str, Any]:
+    """The results file; one written with a single date for every part gets it as each part's date."""
+    results = json.loads(path.read_text())
+    if "date" in results:
+        date = results.pop("date")
+        results["when"] = {part: {"date": date, "load_average": None} for part in ("sizes", "measured", "quality")
+                           if part in results}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=2, help="encoder and decoder layers of the measured model")
@@ -254,22 +277,21 @@ def main() -> None:
     args = parser.parse_args()
     path = args.work_dir / "results.json"
     if args.write_doc:
-        write_doc(json.loads(path.read_text()), DOC_PAGE)
+        write_doc(load_results(path), DOC_PAGE)
         return
     parts = set(args.parts.split(","))
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results.update(machine=ms.machine(), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    results = load_results(path) if path.is_file() else {}
+    results["machine"] = ms.machine()
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    if "sizes" in parts:
-        results["sizes"] = sizes()
-        write_json(path, results)
-    if "measured" in parts:
-        results["measured"] = measure_gram(args.layers, args.utterances, args.seed)
-        write_json(path, results)
-    if "quality" in parts:
-        with tempfile.TemporaryDirectory(dir=args.work_dir) as scratch:
-            results["quality"] = demo_quality(args.results, Path(scratch))
-        write_json(path, results)
+    measure = {"sizes": sizes, "measured": lambda: measure_gram(args.layers, args.utterances, args.seed),
+               "quality": lambda: demo_quality(args.results, args.work_dir)}
+    for part, run in measure.items():
+        if part in parts:
+            started = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                       "load_average": os.getloadavg()[0]}
+            results[part] = run()
+            results.setdefault("when", {})[part] = started
+            write_json(path, results)
     print(render(results))
 
 

@@ -278,6 +278,21 @@ def test_statistics_files_are_reproducible_and_sampled_differs(world, tmp_path: 
         assert ckpt.metadata["utterances"] == "3"
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_statistics_stored_in_half_precision_are_the_float32_ones_rounded(world, tmp_path: Path, dtype) -> None:
+    """statistics.storage_dtype halves a statistics file; the merge reads it back in float32 (get_float)."""
+    whisper, utterances = world
+    for kind in ("gram", "fisher"):
+        full, half = tmp_path / f"{kind}.float32", tmp_path / f"{kind}.{dtype}"
+        write_statistics(kind, whisper, utterances, StatisticsOptions(utterances=3), CPU, full, {})
+        write_statistics(kind, whisper, utterances, StatisticsOptions(utterances=3, storage_dtype=dtype), CPU, half, {})
+        with open_checkpoint(full) as a, open_checkpoint(half) as b:
+            assert a.names == b.names and all(b.dtypes[n] == getattr(torch, dtype) for n in b.names)
+            for name in a.names:
+                assert torch.equal(b.get_float(name), a.get_float(name).to(getattr(torch, dtype)).float())
+        assert half.stat().st_size < 0.6 * full.stat().st_size
+
+
 def test_statistics_options_are_checked(world, tmp_path: Path) -> None:
     whisper, utterances = world
     with pytest.raises(ValueError, match="statistics.max_memory_mb = 0.01"):
@@ -286,6 +301,8 @@ def test_statistics_options_are_checked(world, tmp_path: Path) -> None:
         write_statistics("gram", whisper, utterances, StatisticsOptions(layers=("nothing",)), CPU, tmp_path / "x", {})
     with pytest.raises(ValueError, match="fisher_outputs"):
         StatisticsOptions(fisher_outputs="expected")
+    with pytest.raises(ValueError, match="storage_dtype"):
+        StatisticsOptions(storage_dtype="float64")
     assert not (tmp_path / "x").exists()
     assert [u.id for u in draw_utterances(utterances, 3, 0)] == [u.id for u in draw_utterances(utterances, 3, 0)]
     assert draw_utterances(utterances, 100, 0) == list(utterances)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from asrmerge.data.manifest import Utterance
-from asrmerge.defaults import default
+from asrmerge.defaults import choices, default
 from asrmerge.merging.checkpoint import save_tensors
 from asrmerge.merging.spec import PER_TASK_STATISTICS, STATISTICS_FILE_KIND
 from asrmerge.models.whisper import LoadedWhisper
@@ -51,11 +51,15 @@ class StatisticsOptions:
     fisher_outputs: str = default("statistics.fisher_outputs")
     layers: tuple[str, ...] = default("statistics.layers")
     max_memory_mb: float = default("statistics.max_memory_mb")
+    storage_dtype: str = default("statistics.storage_dtype")
     seed: int = default("seed")
 
     def __post_init__(self) -> None:
         if self.fisher_outputs not in FISHER_OUTPUTS:
             raise ValueError(f"statistics.fisher_outputs must be one of {FISHER_OUTPUTS}, got {self.fisher_outputs!r}")
+        if self.storage_dtype not in choices("statistics.storage_dtype"):
+            raise ValueError(f"statistics.storage_dtype must be one of {choices('statistics.storage_dtype')}, got "
+                             f"{self.storage_dtype!r}")
 
 
 def draw_utterances(utterances: Sequence[Utterance], count: int, seed: int) -> list[Utterance]:
@@ -183,7 +187,8 @@ def write_statistics(
     kind: str, whisper: LoadedWhisper, utterances: Sequence[Utterance], options: StatisticsOptions,
     device: torch.device, out: str | Path, provenance: Mapping[str, str],
 ) -> Path:
-    """Compute `kind` statistics over a draw of `options.utterances` of `utterances` and write them to `out`."""
+    """Compute `kind` statistics over a draw of `options.utterances` of `utterances` and write them to `out`, stored
+    in `options.storage_dtype`."""
     if kind not in COMPUTE:
         raise ValueError(f"unknown statistics {kind!r}; known: {', '.join(COMPUTE)}")
     if not utterances:
@@ -192,7 +197,8 @@ def write_statistics(
     if len(drawn) < options.utterances:
         log.warning("%d utterances asked for, the split has %d: all of them are used", options.utterances, len(drawn))
     whisper.model.eval()
-    tensors = COMPUTE[kind](whisper, drawn, options, device)
+    stored = getattr(torch, options.storage_dtype)
+    tensors = {name: tensor.to(stored) for name, tensor in COMPUTE[kind](whisper, drawn, options, device).items()}
     metadata = {"format": "pt", "kind": STATISTICS_FILE_KIND, "statistics": kind, "utterances": str(len(drawn)),
                 **({"fisher_outputs": options.fisher_outputs} if kind == "fisher" else {}), **provenance}
     save_tensors(out, tensors, metadata)
