@@ -151,6 +151,11 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _same_invocation(ours: dict[str, Any], theirs: dict[str, Any] | None) -> bool:
+    """Whether FusionBench's cell of a row finished in the invocation that measured asrmerge's (a ratio is taken)."""
+    return theirs is not None and theirs.get("invocation") == ours["invocation"] and theirs.get("status") == "ok"
+
+
 def bounds(document: dict[str, Any], startup_seconds: float, svd_seconds: float, draw_seconds: float) -> list[str]:
     """The best ratios a process that starts like asrmerge (and runs Iso-C's SVDs, or DARE's draws) could reach
     against the merge table's I/O floor and FusionBench, from the invocation of each row."""
@@ -167,8 +172,7 @@ def bounds(document: dict[str, Any], startup_seconds: float, svd_seconds: float,
                        f"({startup_seconds:.2f} CPU s above) added to the floor is {best:.2f}× it, before one tensor "
                        f"is merged" + (f", so the {FLOOR_TARGET}× target cannot be met by a process that imports "
                                       "torch." if best > FLOOR_TARGET else "."))
-        if row["label"] == "iso_c" and theirs is not None and theirs.get("invocation") == ours["invocation"] \
-                and theirs.get("status") == "ok":
+        if row["label"] == "iso_c" and _same_invocation(ours, theirs):
             best = theirs["seconds"] / (floor + startup_seconds + svd_seconds)
             out.append(f"- Iso-C: {ours['seconds']:.1f} s against FusionBench's {theirs['seconds']:.1f} s "
                        f"({theirs['seconds'] / ours['seconds']:.2f}×, same invocation: the {FUSIONBENCH_TARGET}× "
@@ -177,8 +181,7 @@ def bounds(document: dict[str, Any], startup_seconds: float, svd_seconds: float,
                        f"matrix of the summed task vector; those SVDs take {svd_seconds:.1f} s on 2 cores at best "
                        f"(above), so with the I/O floor and the start-up no merge could be more than {best:.2f}× "
                        "faster than FusionBench here.")
-        if row["label"] == "dare (p=0.9)" and theirs is not None and theirs.get("invocation") == ours["invocation"] \
-                and theirs.get("status") == "ok":
+        if row["label"] == "dare (p=0.9)" and _same_invocation(ours, theirs):
             best = theirs["seconds"] / (floor + startup_seconds + draw_seconds)
             out.append(f"- DARE: {ours['seconds']:.1f} s against FusionBench's {theirs['seconds']:.1f} s "
                        f"({theirs['seconds'] / ours['seconds']:.2f}×, same invocation). Both draw one random number "

@@ -13,6 +13,7 @@ from snakemake.iocontainers import Namedlist
 
 from asrmerge.cli import build_parser, main
 from asrmerge.evaluation.hypotheses import write_jsonl
+from asrmerge.workflow.stages import RECIPE_FIXES
 from asrmerge.workflow.stage import FromRule, Input, Settings, Value, _arguments, rule_stages, run_job, stages
 
 
@@ -81,3 +82,26 @@ def test_every_declared_function_is_documented_and_each_rule_has_one_stage() -> 
     for declared in stages().values():
         assert declared.description and declared.help, declared.command
         assert list(inspect.signature(declared.function).parameters) == [a.name for a in declared.arguments]
+
+
+def _other_value(argument) -> list[str]:
+    """Command-line words that give `argument` a value other than its default."""
+    marker = argument.marker
+    if isinstance(marker, Settings):
+        return ["key=1"]
+    if isinstance(marker, Value) and marker.choices:
+        return [next(str(c) for c in marker.choices if c != argument.default)]
+    if isinstance(marker, Value) and marker.many:
+        return ["other"]
+    if isinstance(marker, Value):
+        return ["2"] if argument.annotation in (int, float) or marker.parse else ["other"]
+    return ["some/path"]
+
+
+@pytest.mark.parametrize("name", RECIPE_FIXES)
+def test_every_argument_a_recipe_fixes_is_refused_beside_it(tmp_path, capsys, name) -> None:
+    """`merge --recipe` refuses each argument the recipe fixes, named by its own flag (from the declaration)."""
+    argument = {a.name: a for a in stages()["merge"].arguments}[name]
+    code = main(["merge", "--recipe", str(tmp_path / "r.json"), "--out-model", str(tmp_path / "m"), argument.flag,
+                 *_other_value(argument)])
+    assert code == 2 and f"--recipe fixes {argument.flag}:" in capsys.readouterr().err

@@ -185,9 +185,8 @@ def run_job(job: Any) -> Any:
     from asrmerge.workflow.jobs import job_logging
 
     declared = rule_stages()[job.rule]
-    values = {argument.name: _job_value(job, argument) for argument in declared.arguments}
     with job_logging(job.log[0], job.threads if declared.threads else None, job=job):
-        return declared.call(values)
+        return declared.call({argument.name: _job_value(job, argument) for argument in declared.arguments})
 
 
 # -------------------------------------------------------------------------------------------------- the command line

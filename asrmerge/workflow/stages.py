@@ -19,7 +19,20 @@ from typing import Annotated, Any
 
 from asrmerge.atomic import write_json
 from asrmerge.defaults import choices, default
-from asrmerge.workflow.stage import Folder, FromRule, Input, Output, Pairs, Settings, Value, parse_value, stage
+from asrmerge.merging.cli import finite_float
+from asrmerge.merging.spec import PER_TASK_STATISTICS
+from asrmerge.workflow.stage import (
+    Folder,
+    FromRule,
+    Input,
+    Output,
+    Pairs,
+    Settings,
+    Value,
+    parse_value,
+    stage,
+    stages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +41,7 @@ PathLike = str | os.PathLike[str]
 #: The device argument of every stage that runs a model (config `device`).
 Device = Annotated[str, Value("where the model runs", choices=choices("device"))]
 Seed = Annotated[int, Value("seed of every draw")]
+TrainManifests = Annotated[Sequence[PathLike], Input("manifests whose train split is used", many=True)]
 DECODING_OPTIONS = "decoding option KEY=VALUE of config `evaluation` (batch_size, max_new_tokens, num_beams, long_form)"
 
 
@@ -72,7 +86,7 @@ def check_splits(
        help="fully fine-tune a model folder on manifests' train splits")
 def finetune(
     base: Annotated[PathLike, Input("model folder to start from")],
-    train: Annotated[Sequence[PathLike], Input("manifests whose train split is used", many=True)],
+    train: TrainManifests,
     out: Annotated[PathLike, Folder("output model folder (with loss.csv)")],
     options: Annotated[Mapping[str, Any], Settings("training option KEY=VALUE of config `finetune.domain` (steps "
                                                   "and learning_rate are required)")],
@@ -156,12 +170,6 @@ def diagnose(
     return diagnose_merge(merged, task_vectors, spectra, out)
 
 
-def _lambda(text: str) -> float:
-    from asrmerge.merging.cli import finite_float
-
-    return finite_float(text)
-
-
 #: Arguments of `merge` that a recipe fixes: given beside --recipe (other than their defaults), they are refused.
 RECIPE_FIXES = ("base", "method", "task_vectors", "finetuned", "params", "statistics", "out", "lam", "seed", "device",
                 "svd_dtype", "exclude_from_svd", "diagnostics")
@@ -181,7 +189,7 @@ def merge(
     out: Annotated[PathLike | None, Output("output .safetensors file with the merged task vector τ")] = None,
     out_model: Annotated[PathLike | None, Folder("output model folder θ_base + λ·τ (base dtypes and config files), "
                                                  "written in the same pass")] = None,
-    lam: Annotated[float | None, Value("λ for --out-model (default 1.0)", parse=_lambda, flag="--lambda")] = None,
+    lam: Annotated[float | None, Value("λ for --out-model (default 1.0)", parse=finite_float, flag="--lambda")] = None,
     seed: Annotated[int, Value("seed of the per-tensor generators (random methods)")] = default("seed"),
     device: Annotated[str, Value("torch device of the per-tensor computation: cpu, cuda, cuda:1 or auto")]
     = default("merge.device"),
@@ -221,18 +229,15 @@ def merge(
 
 def _rebuild(recipe: PathLike, out_model: PathLike | None, given: Mapping[str, Any]) -> Path:
     """An exported merge again from its recipe; the arguments a recipe fixes must keep their defaults."""
-    import inspect
-
     from asrmerge.merging.recipe import read_recipe, rebuild
 
     def plain(value: Any) -> Any:  # a command gives [] and {} where the signature says () and None
         return list(value) if isinstance(value, (list, tuple)) else (value or None) if isinstance(value, dict) else value
 
-    defaults = {name: p.default for name, p in inspect.signature(merge).parameters.items()}
-    changed = [name for name in RECIPE_FIXES if plain(given[name]) != plain(defaults[name])]
+    declared = {argument.name: argument for argument in stages()["merge"].arguments}
+    changed = [name for name in RECIPE_FIXES if plain(given[name]) != plain(declared[name].default)]
     if changed:
-        flag = "--lambda" if changed[0] == "lam" else "--" + changed[0].replace("_", "-")
-        raise ValueError(f"--recipe fixes {flag}: give only --recipe and --out-model")
+        raise ValueError(f"--recipe fixes {declared[changed[0]].flag}: give only --recipe and --out-model")
     if out_model is None:
         raise ValueError("--recipe rebuilds a model folder: give --out-model")
     return rebuild(read_recipe(recipe), out_model)
@@ -241,9 +246,9 @@ def _rebuild(recipe: PathLike, out_model: PathLike | None, given: Mapping[str, A
 @stage("statistics", rules=("statistics",), threads=True,
        help="a fine-tune's statistics for data-aware merges: gram (RegMean), fisher")
 def statistics(
-    kind: Annotated[str, Value("gram (RegMean) or fisher", choices=("gram", "fisher"))],
+    kind: Annotated[str, Value("gram (RegMean) or fisher", choices=PER_TASK_STATISTICS)],
     model: Annotated[PathLike, Input("the domain's fine-tuned model folder")],
-    train: Annotated[Sequence[PathLike], Input("manifests whose train split is used", many=True)],
+    train: TrainManifests,
     out: Annotated[PathLike, Output("output safetensors file, one tensor per weight covered")],
     options: Annotated[Mapping[str, Any], Settings("option KEY=VALUE of config `statistics` (utterances, "
                                                   "batch_size, fisher_outputs, max_memory_mb)")],
