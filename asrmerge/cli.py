@@ -15,9 +15,8 @@ import sys
 from asrmerge.guard import check_command, end_command
 
 #: The command that does the work of each workflow rule that is not a declared stage (the declared stages'
-#: commands come from their declarations: asrmerge.workflow.stage). These commands do more than their rules (a
-#: run's config, a recipe, every table of a run): tests/test_rules.py derives the rules from rules/*.smk and fails
-#: on a rule without a command.
+#: commands come from their declarations: asrmerge.workflow.stage). These commands read a run's config rather than
+#: paths: tests/test_rules.py derives the rules from rules/*.smk and fails on a rule without a command.
 OTHER_RULE_COMMANDS: dict[str, str] = {
     "corpus_set": "corpus",
     "base_model": "pretrain",
