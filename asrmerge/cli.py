@@ -14,24 +14,12 @@ import sys
 
 from asrmerge.guard import check_command, end_command
 
-#: The command that does the work of each workflow rule that is not a declared stage (the declared stages'
-#: commands come from their declarations: asrmerge.workflow.stage). These commands read a run's config rather than
-#: paths: tests/test_rules.py derives the rules from rules/*.smk and fails on a rule without a command.
-OTHER_RULE_COMMANDS: dict[str, str] = {
-    "corpus_set": "corpus",
-    "base_model": "pretrain",
-    "export_merged": "export",
-    "export_best_merge": "export",
-    "table": "table",
-    "figure": "figure",
-}
-
-
 def rule_commands() -> dict[str, str]:
-    """The command that does each workflow rule's work, by rule."""
+    """The command that does each workflow rule's work, by rule: every rule's job is a declared stage
+    (asrmerge.workflow.stage; tests/test_rules.py derives the rules from rules/*.smk)."""
     from asrmerge.workflow.stage import rule_stages
 
-    return {**{rule: declared.command for rule, declared in rule_stages().items()}, **OTHER_RULE_COMMANDS}
+    return {rule: declared.command for rule, declared in rule_stages().items()}
 
 
 COMMAND_MODULES = [

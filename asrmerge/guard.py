@@ -139,8 +139,14 @@ def check_command(args: argparse.Namespace) -> None:
         return
     inputs = [getattr(args, dest) for dest in roles["inputs"]]
     inputs += [value.partition("=")[2] for dest in roles["pairs"] for value in getattr(args, dest) or []]
-    folders = [getattr(args, dest) for dest in roles["folders"]]
-    overwrite = getattr(args, "overwrite", False)
-    check_outputs(inputs, [getattr(args, dest) for dest in roles["outputs"]], folders, overwrite=overwrite)
+    check_paths(inputs, [getattr(args, dest) for dest in roles["outputs"]],
+                [getattr(args, dest) for dest in roles["folders"]], overwrite=getattr(args, "overwrite", False))
+
+
+def check_paths(inputs: Iterable[Any], outputs: Iterable[Any], folders: Iterable[Any], overwrite: bool) -> None:
+    """A command's paths through `check_outputs`; with `overwrite`, its folders are approved for replacement until
+    the command ends."""
+    folders = list(folders)
+    check_outputs(inputs, outputs, folders, overwrite=overwrite)
     if overwrite:
         _REPLACE_APPROVED.update(path.resolve() for path in _paths(folders))

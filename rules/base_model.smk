@@ -4,7 +4,7 @@ rule base_model:
         general=manifests(GENERAL_SETS) if config["base_model"]["source"] == "pretrain" else [],
         init=config["base_model"]["init"] or [],
     output:
-        directory(result(layout.BASE_MODEL)),
+        out=directory(result(layout.BASE_MODEL)),
     log:
         layout.job_log(RESULTS, "base_model"),
     benchmark:
@@ -13,9 +13,9 @@ rule base_model:
         "../envs/asrmerge.yaml"
     threads: 2
     params:
-        base=config["base_model"],
+        settings=config["base_model"],
         device=config["device"],
         seed=config["seed"],
         generation=EXPERIMENT.generation,
     script:
-        "../scripts/base_model.py"
+        "../scripts/stage.py"

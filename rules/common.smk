@@ -72,10 +72,10 @@ def corpus_inputs(wildcards):
     """What a set is made from: a user manifest file, or the set whose test utterances its recordings join."""
     spec = config["corpus"]["sets"][wildcards.set]
     if "manifest" in spec:
-        return [spec["manifest"]]
+        return {"user_manifest": spec["manifest"]}
     if "recordings_of" in spec:
-        return [manifest(spec["recordings_of"])]
-    return []
+        return {"recordings_source": manifest(spec["recordings_of"])}
+    return {}
 
 
 # The fine-tunes the user supplies (finetune.checkpoints), by model folder ("joint", "finetuned/<domain>"): rule
@@ -116,20 +116,7 @@ def branch(wildcards):
 EXPORT_MODELS = config["merge"]["export_models"]  # all | best | none
 
 
-def export_candidates(branch_ids):
-    """Branch id -> its method, parameters, merged task vector, selection record, score file and statistics: what
-    an export chooses from, and what its model card and recipe say."""
-    return {
-        b: {
-            "method": BRANCHES[b].method,
-            "params": BRANCHES[b].params,
-            "task_vector": result(layout.MERGED_TASK_VECTOR, branch=b),
-            "selection": result(layout.SELECTION, branch=b),
-            "scores": result(layout.SCORES, system=layout.merged_system(b)),
-            "statistics": EXPERIMENT.statistics_files(b),
-        }
-        for b in branch_ids
-    }
+export_candidates = EXPERIMENT.export_candidates
 
 
 def export_inputs(branch_ids):
@@ -137,7 +124,7 @@ def export_inputs(branch_ids):
     candidates = export_candidates(branch_ids).values()
     return {
         "base": result(layout.BASE_MODEL),
-        "domain_task_vectors": expand(result(layout.TASK_VECTOR), domain=DOMAINS),
+        "domain_task_vectors": EXPERIMENT.task_vectors(),
         "task_vectors": [c["task_vector"] for c in candidates],
         "selections": [c["selection"] for c in candidates],
         "scores": [c["scores"] for c in candidates],
@@ -146,12 +133,7 @@ def export_inputs(branch_ids):
 
 
 #: The merge job's settings (rule merge), which the recipe of an exported merge records.
-MERGE_SETTINGS = {
-    "seed": config["seed"],
-    "device": config["merge"]["device"],
-    "svd_dtype": config["merge"]["svd_dtype"],
-    "exclude_from_svd": config["merge"]["exclude_from_svd"],
-}
+MERGE_SETTINGS = EXPERIMENT.merge_settings()
 
 
 def merged_system_inputs(wildcards):

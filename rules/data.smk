@@ -2,7 +2,7 @@ rule corpus_set:
     """Synthesise a set from its generator spec, join another set's test utterances into long recordings, or import
     and validate a user manifest (an input: editing it rebuilds the set and what depends on it)."""
     input:
-        corpus_inputs,
+        unpack(corpus_inputs),
     output:
         manifest=result(layout.MANIFEST),
     log:
@@ -17,7 +17,7 @@ rule corpus_set:
         sample_rate=config["corpus"]["sample_rate"],
         seed=config["seed"],
     script:
-        "../scripts/corpus_set.py"
+        "../scripts/stage.py"
 
 
 rule check_splits:

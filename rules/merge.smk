@@ -47,7 +47,7 @@ rule export_merged:
     input:
         unpack(lambda wc: export_inputs([branch(wc).id])),
     output:
-        directory(result(layout.MERGED_MODEL, branch=layout.BRANCH)),
+        out=directory(result(layout.MERGED_MODEL, branch=layout.BRANCH)),
     log:
         layout.job_log(RESULTS, "export_merged"),
     benchmark:
@@ -55,12 +55,13 @@ rule export_merged:
     conda:
         "../envs/asrmerge.yaml"
     params:
+        branches=lambda wc: [branch(wc).id],
         candidates=lambda wc: export_candidates([branch(wc).id]),
         metric=config["selection"]["metric"],
         settings=MERGE_SETTINGS,
         card=EXPERIMENT.model_card(),
     script:
-        "../scripts/export_merged.py"
+        "../scripts/stage.py"
 
 
 rule export_best_merge:
@@ -69,7 +70,7 @@ rule export_best_merge:
     input:
         **export_inputs(BRANCHES),
     output:
-        directory(result(layout.BEST_MERGED_MODEL)),
+        out=directory(result(layout.BEST_MERGED_MODEL)),
     log:
         layout.job_log(RESULTS, "export_best_merge"),
     benchmark:
@@ -77,9 +78,10 @@ rule export_best_merge:
     conda:
         "../envs/asrmerge.yaml"
     params:
+        branches=list(BRANCHES),
         candidates=export_candidates(BRANCHES),
         metric=config["selection"]["metric"],
         settings=MERGE_SETTINGS,
         card=EXPERIMENT.model_card(),
     script:
-        "../scripts/export_merged.py"
+        "../scripts/stage.py"

@@ -17,9 +17,10 @@ SET_TABLE = dict(caption="../report/per_set_table.rst", category="Tables", subca
 rule table:
     """Error rates per system and test set, and the paper's layout with significance, re-aggregated from the counts."""
     input:
-        scores=list(score_files().values()),
-        selections=list(selection_files().values()),
-        manifests=manifests(TEST_SETS),
+        # as files for the DAG; the stage reads them by name from the params
+        score_files=list(score_files().values()),
+        selection_files=list(selection_files().values()),
+        test_manifests=manifests(TEST_SETS),
     output:
         csv=report(
             result(layout.TABLE, name=layout.TABLE_FILES["csv"]),
@@ -66,7 +67,7 @@ rule table:
         reference=EXPERIMENT.reference,
         metrics=EXPERIMENT.metrics(),
     script:
-        "../scripts/table.py"
+        "../scripts/stage.py"
 
 
 rule figure:
@@ -93,4 +94,4 @@ rule figure:
         branch_files=lambda wc: EXPERIMENT.figure_job(wc.figure).branch_files,
         layer=lambda wc: EXPERIMENT.figure_job(wc.figure).layer,
     script:
-        "../scripts/figure.py"
+        "../scripts/stage.py"

@@ -35,3 +35,16 @@ def task_vectors_by_command(base: Path, finetuned: list[Path], folder: Path) -> 
         taus.append(folder / f"tau{i}.safetensors")
         assert main(["task-vector", "--base", str(base), "--finetuned", str(model), "--out", str(taus[-1])]) == 0
     return taus
+
+
+def micro_config_file(folder: Path, sets: dict | None = None) -> Path:
+    """The micro config (tests/data/micro_config.yaml) with its results under `folder` and `sets` added to its
+    corpus, written to folder/config.yaml: a run's config for the commands that read one (asrmerge corpus, ...)."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parent / "data" / "micro_config.yaml").read_text())
+    config["results"] = str(folder / "results")
+    config["corpus"]["sets"].update(sets or {})
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

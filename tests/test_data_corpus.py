@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -13,12 +12,13 @@ import pytest
 import soundfile as sf
 import yaml
 
-from asrmerge.data.cli import load_spec_file, register, run_corpus, run_validate_manifest
+from asrmerge.cli import main
 from asrmerge.data.corpus import build_set, is_heldout_text, parse_spec
 from asrmerge.data.manifest import read_manifest, validate_manifest
 from asrmerge.data.recordings import is_recordings_spec, parse_recordings_spec
 from asrmerge.data.text import EP_DOMAINS
 from asrmerge.data.worlds import default_sets
+from speech_world import micro_config_file
 
 SMALL = {"train": 6, "validation": 2, "test": 4}
 
@@ -188,27 +188,15 @@ def test_default_sets_describe_the_demo_world() -> None:
     assert yaml.safe_load(yaml.safe_dump(sets)) == sets
 
 
-def test_cli_builds_from_a_nested_yaml_and_validates(tmp_path: Path) -> None:
-    spec_file = tmp_path / "config.yaml"
-    spec_file.write_text(yaml.safe_dump({"corpus": {"sets": {"english": _spec(
-        role="english", language="en", text="general", voices=["en+m3"], channel=[], sizes={"test": 3},
-    )}}}), encoding="utf-8")
-    assert set(load_spec_file(spec_file)) == {"english"}
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["corpus", "--spec", str(spec_file), "--set", "english", "--out", str(tmp_path / "en"), "--seed", "4"])
-    assert args.func is run_corpus and args.func(args) == 0
-    args = parser.parse_args(["validate-manifest", str(tmp_path / "en" / "manifest.jsonl")])
-    assert args.func is run_validate_manifest and args.func(args) == 0
-    args = parser.parse_args(["corpus", "--spec", str(spec_file), "--set", "french", "--out", str(tmp_path / "fr")])
-    with pytest.raises(ValueError, match="set 'french' is not in"):
-        args.func(args)
-    args = parser.parse_args(["corpus", "--spec", str(tmp_path / "none.yaml"), "--set", "x", "--out", str(tmp_path)])
-    with pytest.raises(FileNotFoundError):
-        args.func(args)
-    args = parser.parse_args(["corpus-defaults", "--out", str(tmp_path / "defaults.yaml")])
-    assert args.func(args) == 0
-    assert load_spec_file(tmp_path / "defaults.yaml") == default_sets()
+def test_the_corpus_commands_build_validate_and_write_the_defaults(tmp_path: Path) -> None:
+    config = micro_config_file(tmp_path)
+    assert main(["corpus", "--configfile", str(config), "--set", "english"]) == 0
+    manifest = tmp_path / "results" / "data" / "english" / "manifest.jsonl"  # where the run's rule writes it
+    assert main(["validate-manifest", str(manifest)]) == 0
+    assert main(["corpus", "--configfile", str(config), "--set", "english"]) == 2  # an earlier output: --overwrite
+    assert main(["corpus", "--configfile", str(config), "--set", "english", "--overwrite"]) == 0
+    assert main(["corpus-defaults", "--out", str(tmp_path / "defaults.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "defaults.yaml").read_text())["sets"] == default_sets()
 
 
 def test_audio_is_not_clipped(tmp_path: Path) -> None:
@@ -235,14 +223,6 @@ def test_a_grammar_too_small_for_the_sizes_is_a_clear_error(tmp_path: Path, monk
     monkeypatch.setitem(text.TEXT_GENERATORS, "tiny", text.GrammarGenerator(name="tiny", grammars={"pt": grammar}))
     with pytest.raises(ValueError, match=r"corpus set 'tiny'.*test utterance 2.*too small"):
         build_set("tiny", _spec(text="tiny", sizes={"test": 3}), tmp_path, seed=0)
-
-
-def test_spec_file_may_be_a_workflow_config_with_a_world(tmp_path: Path) -> None:
-    config = tmp_path / "experiment.yaml"
-    config.write_text(yaml.safe_dump({"corpus": {"world": "demo", "world_sizes": {"domain": {"train": 3, "test": 2}},
-                                                 "sets": {"english": None}}}))
-    specs = load_spec_file(config)
-    assert specs["weather"]["sizes"] == {"train": 3, "test": 2} and "english" not in specs and "general" in specs
 
 
 def test_extends_starts_from_a_default_set() -> None:

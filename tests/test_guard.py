@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from asrmerge.cli import build_parser, main
 from asrmerge.guard import MARKER, OutputConflict, check_outputs
+from asrmerge.workflow.stage import GUARD_ROLES, Folder, stages
 from speech_world import task_vectors_by_command
 
 ALIASES = ("same", "symlink", "hardlink", "inside_input_folder", "holds_input", "free", "free_beside")
@@ -108,7 +109,7 @@ _PATH_WORDS = ("folder", "file", "manifest", "dir", "path", "out", "task-vector"
                "hypotheses", "selection", "base", "model", "source", "finetuned", "merged", "spectra", "test-set",
                "validation", "train", "replay", "screenshots", "diagnostics")
 #: Commands that read their paths from the config (`--configfile`) or only read (compare-runs, validate-manifest).
-_CONFIG_OR_READ_ONLY = {"table", "figure", "compare-runs", "validate-manifest", "methods"}
+_CONFIG_OR_READ_ONLY = {"compare-runs", "validate-manifest", "methods"}
 
 
 def test_every_command_that_takes_paths_declares_them_for_the_guard():
@@ -122,11 +123,15 @@ def test_every_command_that_takes_paths_declares_them_for_the_guard():
                                                        "set_name", "names", "chromium", "packages")]
         if name in _CONFIG_OR_READ_ONLY:
             continue
+        if name in stages():  # a declared stage: the guard's role of each path comes from its marker
+            arguments = stages()[name].arguments
+            roles = {"paths": [a.name for a in arguments if type(a.marker) in GUARD_ROLES],
+                     "folders": [a.name for a in arguments if isinstance(a.marker, Folder)]}
         assert roles is not None, f"asrmerge {name} does not declare its paths (asrmerge.guard.declare_paths)"
         declared = {d for group in roles.values() for d in group}
         missing = sorted(set(path_args) - declared)
         assert not missing, f"asrmerge {name}: path arguments not declared for the output guard: {missing}"
-        if roles["folders"]:
+        if roles.get("folders"):
             assert "overwrite" in {a.dest for a in sub._actions}, name
 
 

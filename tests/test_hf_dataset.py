@@ -11,6 +11,7 @@ import soundfile as sf
 import yaml
 
 import hf_fixtures as fx
+from speech_world import micro_config_file
 from asrmerge.data.hf_dataset import SOURCE_FILE, DatasetSource, fingerprint, materialise
 from asrmerge.data.manifest import read_manifest
 from asrmerge.report.tables import cer_sets
@@ -214,11 +215,10 @@ def test_dataset_backed_sets_run_end_to_end(micro_workflow):
 
 
 def test_the_corpus_command_reads_a_dataset_set_as_the_rule_does(datasets_dir, tmp_path):
-    spec = tmp_path / "sets.yaml"
-    spec.write_text(yaml.safe_dump({"sets": {"cv": {"role": "brazilian", "dataset": {
-        "path": str(datasets_dir / "cv"), "name": "pt", "text_column": "sentence", "language": "pt-BR"}}}}))
-    run = subprocess.run([sys.executable, "-m", "asrmerge.cli", "corpus", "--spec", str(spec), "--set", "cv", "--out",
-                          str(tmp_path / "cv")], capture_output=True, text=True, timeout=300)
+    config = micro_config_file(tmp_path, {"cv": {"role": "brazilian", "dataset": {
+        "path": str(datasets_dir / "cv"), "name": "pt", "text_column": "sentence", "language": "pt-BR"}}})
+    run = subprocess.run([sys.executable, "-m", "asrmerge.cli", "corpus", "--configfile", str(config), "--set", "cv",
+                          "--out", str(tmp_path / "cv")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert [row.text for row in read_manifest(tmp_path / "cv" / "manifest.jsonl")] == [
         t.capitalize() + "." for t in fx.PORTUGUESE[:2]]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from asrmerge import layout
 from asrmerge.cli import build_parser, rule_commands
-from asrmerge.workflow.stage import FromRule, rule_stages
+from asrmerge.workflow.stage import FromRule, OutputFiles, rule_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE = re.compile(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", re.MULTILINE)
@@ -39,17 +39,20 @@ def test_every_rule_has_a_command() -> None:
 
 def test_a_declared_stage_rule_runs_the_stage_script_and_names_its_arguments() -> None:
     """The rules of declared stages run scripts/stage.py, which reads each argument by name from the job: a rule
-    must name every argument that has no default (as an input, output, param or wildcard; an input function that
-    it unpacks names its own)."""
+    must name every argument that has no default or that the run's config gives and it may not omit (as an input,
+    output, param or wildcard; an input function that it unpacks or splats names its own)."""
     declared = rule_stages()
     for name, body in rules().items():
         runs_stage = '"../scripts/stage.py"' in body
         assert runs_stage == (name in declared), f"rule {name}: scripts/stage.py is the script of declared stages only"
-        if not runs_stage or "unpack(" in body:
+        if not runs_stage or "unpack(" in body or re.search(r"\*\*\w+\(", body):
             continue
         for argument in declared[name].arguments:
             named = re.search(rf"^\s+{argument.name}=", body, re.MULTILINE) or f"{{{argument.name}}}" in body
-            if argument.required or isinstance(argument.marker, FromRule):
+            marker = argument.marker
+            if isinstance(marker, OutputFiles) or marker.rule_may_omit:
+                continue  # the job's outputs; derived from the job's config
+            if argument.required or isinstance(marker, FromRule) or marker.of is not None:
                 assert named, f"rule {name} does not name {argument.name!r}, which stage {declared[name].command} reads"
 
 

@@ -14,7 +14,20 @@ from snakemake.iocontainers import Namedlist
 from asrmerge.cli import build_parser, main
 from asrmerge.evaluation.hypotheses import write_jsonl
 from asrmerge.workflow.stages import RECIPE_FIXES
-from asrmerge.workflow.stage import FromRule, Input, Settings, Value, _arguments, rule_stages, run_job, stages
+from asrmerge.workflow.stage import (
+    FromRun,
+    Input,
+    Pairs,
+    Settings,
+    Value,
+    _arguments,
+    _job_value,
+    _takes_flag,
+    rule_stages,
+    run_job,
+    setting,
+    stages,
+)
 
 
 def _commands() -> dict:
@@ -22,19 +35,26 @@ def _commands() -> dict:
 
 
 def test_every_command_flag_is_a_declared_argument_with_its_default() -> None:
-    """A stage's command has one flag per argument (FromRule ones excepted), with the signature's default: nothing
-    about an argument is declared a second time."""
+    """A stage's command has one flag per argument (those only a rule or the run's config gives excepted), with the
+    signature's default, or none where the run's config gives it: nothing about an argument is declared twice."""
     commands = _commands()
     assert len(stages()) >= 10
     for name, declared in stages().items():
         actions = {a.dest: a for a in commands[name]._actions if a.dest not in ("help", "overwrite")}
-        expected = {a.name for a in declared.arguments if not isinstance(a.marker, FromRule)}
+        from_run = any(a.marker.of is not None for a in declared.arguments)
+        assert from_run == ("configfile" in actions), name  # the run's config, read only where the stage uses it
+        actions.pop("configfile", None)
+        expected = {a.name for a in declared.arguments if _takes_flag(a)}
         assert set(actions) == expected, name
         for argument in declared.arguments:
-            if argument.name not in actions or argument.required:
+            if argument.name not in actions or (argument.required and argument.marker.of is None):
                 continue
             default = actions[argument.name].default
-            if isinstance(argument.marker, Settings):
+            if isinstance(argument.marker, (Pairs, Settings)):
+                assert default == [], (name, argument.name)
+            elif argument.marker.of is not None:
+                assert default is None, (name, argument.name)
+            elif isinstance(argument.marker, Settings):
                 assert default == [], (name, argument.name)
             elif isinstance(argument.marker, Input) and argument.marker.many:
                 assert list(default) == list(argument.default), (name, argument.name)
@@ -74,6 +94,29 @@ def test_a_rule_that_does_not_name_a_needed_argument_is_named(tmp_path) -> None:
     job = _job("score", str(tmp_path / "score.log"), output={"out": str(tmp_path / "s.json")})
     with pytest.raises(ValueError, match="rule score names no input, output, param or wildcard 'hypotheses'"):
         run_job(job)
+    twice = _job("score", str(tmp_path / "score.log"), input={"hypotheses": ["a.jsonl"]},
+                 params={"hypotheses": {"a": "a.jsonl"}}, output={"out": str(tmp_path / "s.json")})
+    with pytest.raises(ValueError, match="rule score names 'hypotheses' twice"):
+        run_job(twice)
+
+
+def test_an_argument_the_rule_does_not_name_comes_from_the_jobs_config(tmp_path) -> None:
+    """A setting the rule may omit is read from the job's config (`of`), so that changing it reruns nothing; one the
+    rule names wins; one it may not omit is an error naming it."""
+    from asrmerge.workflow.stage import Argument
+
+    argument = Argument("seed", FromRun("seed", of=setting("seed"), rule_may_omit=True), int)
+    run = lambda: SimpleNamespace(config={"seed": 11})  # noqa: E731
+    assert _job_value(_job("x", "log"), argument, {}, run) == 11
+    assert _job_value(_job("x", "log", params={"seed": 3}), argument, {}, run) == 3
+    strict = Argument("seed", FromRun("seed", of=setting("seed")), int)
+    with pytest.raises(ValueError, match="rule x names no input, output, param or wildcard 'seed'"):
+        _job_value(_job("x", "log"), strict, {}, run)
+
+    def without_of(seed: Annotated[int, FromRun("seed")]) -> None: ...
+
+    with pytest.raises(TypeError, match="needs `of`"):
+        _arguments(without_of)
 
 
 def test_every_declared_function_is_documented_and_each_rule_has_one_stage() -> None:

@@ -3,7 +3,7 @@ import json
 
 from asrmerge.cli import main
 from asrmerge.evaluation.hypotheses import read_jsonl
-from speech_world import build_tiny_corpus, build_tiny_whisper
+from speech_world import build_tiny_corpus, build_tiny_whisper, micro_config_file
 
 
 def test_finetune_decode_and_score_run_as_commands(tmp_path, capsys):
@@ -34,9 +34,7 @@ def test_stage_commands_name_what_is_wrong(tmp_path, capsys):
 
 def test_the_commands_of_the_rules_that_lacked_one(tmp_path, capsys):
     """import-finetune, check-splits, adamerging-coefficients and corpus with a long-form set run as their rules'
-    scripts do (every rule has a command: tests/test_rules.py)."""
-    import yaml
-
+    jobs do (every rule has a command: tests/test_rules.py)."""
     from safetensors.torch import load_file
     from speech_world import task_vectors_by_command
 
@@ -59,16 +57,15 @@ def test_the_commands_of_the_rules_that_lacked_one(tmp_path, capsys):
                  "--option", "granularity=task", "--max-new-tokens", "4", "--device", "cpu"]) == 0
     assert load_file(tmp_path / "coefficients.safetensors")
 
-    specs = {"weather": {"role": "domain", "language": "pt", "text": "weather", "sizes": {"test": 4}},
-                  "weather_long": {"role": "long_form", "recordings_of": "weather", "recording_seconds": [6, 8],
-                              "pause_seconds": [0.3, 0.5]}}
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"sets": specs}))
-    corpus = ["corpus", "--spec", str(tmp_path / "spec.yaml"), "--set", "weather_long", "--out", str(tmp_path / "long")]
-    assert main(corpus) == 2
-    assert "give --recordings-source, the manifest of 'weather'" in capsys.readouterr().err
+    config = micro_config_file(tmp_path)
+    corpus = ["corpus", "--configfile", str(config), "--set", "weather_long", "--out", str(tmp_path / "long")]
+    assert main(corpus) == 2  # its source, the run's weather set, is not built yet
+    assert "joins the test utterances of set 'weather', whose manifest" in capsys.readouterr().err
     assert main([*corpus, "--recordings-source", str(manifest)]) == 0
     rows = [json.loads(line) for line in (tmp_path / "long" / "manifest.jsonl").read_text().splitlines()]
     assert rows and all(row["split"] == "test" for row in rows)
+    assert main(["corpus", "--configfile", str(config), "--set", "french"]) == 2
+    assert "set 'french' is not in config corpus.sets" in capsys.readouterr().err
 
 
 def test_run_level_commands_name_the_missing_input(tmp_path, capsys):

@@ -1,8 +1,6 @@
-"""Sub-commands on a finished run's files: table, figure, report-check.
-
-Each takes the run's config file (default config.yaml, as the workflow) and reads and writes the files the table and
-figure rules would (asrmerge.workflow.experiment), through the same functions as the rule scripts.
-"""
+"""Sub-command on a finished run's files: report-check, which takes the run's config file (default config.yaml, as
+the workflow) and reads the tables and figures the rules wrote (asrmerge.workflow.experiment). The table and figure
+commands are declared stages (asrmerge.workflow.stages)."""
 
 from __future__ import annotations
 
@@ -11,35 +9,11 @@ import sys
 
 from asrmerge.guard import declare_paths
 from asrmerge.workflow.experiment import Experiment
-from asrmerge.workflow.commands import configfile_argument
+from asrmerge.workflow.stage import configfile_argument
 
 
 def _experiment(args: argparse.Namespace) -> Experiment:
     return Experiment.load(args.configfile)
-
-
-def _table(args: argparse.Namespace) -> int:
-    from asrmerge.report.tables import write_run_tables
-
-    experiment = _experiment(args)
-    write_run_tables(experiment.score_files(), experiment.selection_files(),
-                     {t: experiment.manifest(t) for t in experiment.test_sets}, experiment.roles(), experiment.reference,
-                     experiment.table_files(), experiment.metrics())
-    for path in experiment.table_files().values():
-        print(path)
-    return 0
-
-
-def _figure(args: argparse.Namespace) -> int:
-    from asrmerge.report.figures import draw_figure
-
-    experiment = _experiment(args)
-    for name in args.names or experiment.figures:
-        job, paths = experiment.figure_job(name), experiment.figure_files(name)
-        draw_figure(name, list(paths.values()), table=job.inputs.get("table"), branches=job.branches,
-                    branch_files=job.branch_files, layer=job.layer)
-        print(*paths.values())
-    return 0
 
 
 def _report_check(args: argparse.Namespace) -> int:
@@ -55,24 +29,7 @@ def _report_check(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the table, figure and report-check subcommands."""
-    p = subparsers.add_parser(
-        "table", help="per-test-set and paper-layout tables of a run (rule table)",
-        description="Inputs: the run's scores/*.json, selection/*.json and test-set manifests. Outputs: "
-                    "tables/wer.{csv,md,tex,html}, wer_wide.csv and paper.{csv,md,tex,html} under its results folder.",
-    )
-    configfile_argument(p)
-    p.set_defaults(func=_table)
-
-    p = subparsers.add_parser(
-        "figure", help="draw a run's figures, PNG and PDF (rule figure)",
-        description="Inputs: tables/wer.csv, selection records or merge diagnostics, as each figure needs "
-                    "(asrmerge.workflow.figure_plan). Outputs: figures/NAME.{png,pdf} under the run's results folder.",
-    )
-    p.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: every one the config supports)")
-    configfile_argument(p)
-    p.set_defaults(func=_figure)
-
+    """Add the report-check subcommand."""
     p = subparsers.add_parser(
         "report-check", help="open a run's report.html in headless Chromium; check every table and figure renders",
         description="Input: REPORT (from `snakemake --report REPORT`) and the run's tables and figures. Output: one "

@@ -118,6 +118,37 @@ class Experiment:
             return [self.result(layout.MERGE_COEFFICIENTS, branch=branch_id)]
         return [self.result(layout.STATISTICS, domain=d, kind=kind) for d in self.domains]
 
+    def task_vectors(self) -> list[str]:
+        """Every domain's task vector, in the domains' order."""
+        return [self.result(layout.TASK_VECTOR, domain=d) for d in self.domains]
+
+    def merge_settings(self) -> dict[str, Any]:
+        """The merge job's settings (rule merge), which the recipe of an exported merge records."""
+        merge = self.config["merge"]
+        return {"seed": self.config["seed"], "device": merge["device"], "svd_dtype": merge["svd_dtype"],
+                "exclude_from_svd": merge["exclude_from_svd"]}
+
+    def export_candidates(self, branch_ids) -> dict[str, dict[str, Any]]:
+        """Branch id -> its method, parameters, merged task vector, selection record, score file and statistics:
+        what an export chooses from, and what its model card and recipe say."""
+        return {
+            b: {
+                "method": self.branches[b].method,
+                "params": self.branches[b].params,
+                "task_vector": self.result(layout.MERGED_TASK_VECTOR, branch=b),
+                "selection": self.result(layout.SELECTION, branch=b),
+                "scores": self.result(layout.SCORES, system=layout.merged_system(b)),
+                "statistics": self.statistics_files(b),
+            }
+            for b in branch_ids
+        }
+
+    def export_folder(self, branch_ids) -> str:
+        """Where an export of `branch_ids` goes: the branch's folder for one, the best one's for several."""
+        if len(branch_ids) == 1:
+            return self.result(layout.MERGED_MODEL, branch=branch_ids[0])
+        return self.result(layout.BEST_MERGED_MODEL)
+
     def model_card(self) -> dict[str, Any]:
         """What the model card of an exported merge says beside its results (asrmerge.report.model_card)."""
         base = self.config["base_model"]

@@ -1,11 +1,11 @@
-"""The workflow's stages as plain functions of paths and options: the base model, the leakage check, fine-tuning,
-task vectors, statistics, λ selection, decoding, scoring, diagnostics.
+"""The workflow's stages as plain functions of paths and options: a set of the corpus, the base model, the leakage
+check, fine-tuning, task vectors, statistics, merges, λ selection, decoding, scoring, diagnostics, exports, tables
+and figures.
 
-Each stage but the base model is declared once, by its signature (asrmerge.workflow.stage): the markers of its
-arguments say which are inputs, outputs, pairs, options and values, and from that one declaration come both the
-rules' job (`scripts/stage.py`) and the `asrmerge` subcommand. So a stage run by hand (a debugger, a notebook, a
-cluster node without Snakemake) does what the workflow's job does. The base model's rule and its `pretrain` command
-(which reads a config) call `base_model`.
+Each stage is declared once, by its signature (asrmerge.workflow.stage): the markers of its arguments say which are
+inputs, outputs, pairs, options and values, and which the run's config gives, and from that one declaration come
+both the rules' job (`scripts/stage.py`, the script of every rule) and the `asrmerge` subcommand. So a stage run by
+hand (a debugger, a notebook, a cluster node without Snakemake) does what the workflow's job does.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+from asrmerge import layout
 from asrmerge.atomic import write_json
 from asrmerge.defaults import choices, default
 from asrmerge.merging.cli import finite_float
@@ -24,12 +25,15 @@ from asrmerge.merging.spec import PER_TASK_STATISTICS
 from asrmerge.workflow.stage import (
     Folder,
     FromRule,
+    FromRun,
     Input,
     Output,
+    OutputFiles,
     Pairs,
     Settings,
     Value,
     parse_value,
+    setting,
     stage,
     stages,
 )
@@ -50,19 +54,95 @@ def float_list(text: str) -> list[float]:
     return [float(x) for x in text.split(",")]
 
 
-def base_model(
-    settings: Mapping[str, Any], general_manifests: Sequence[PathLike], out: PathLike, seed: int, device: str = default("device"),
-    generation: Mapping[str, Any] | None = None,
+def _set_spec(run: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    from asrmerge.workflow.config import rows_spec
+
+    sets = run.config["corpus"]["sets"]
+    if values["set"] not in sets:
+        raise ValueError(f"set {values['set']!r} is not in config corpus.sets (sets: {', '.join(sorted(sets))})")
+    return rows_spec(sets[values["set"]])
+
+
+def _recordings_source(run: Any, values: Mapping[str, Any]) -> str | None:
+    joined = values["spec"].get("recordings_of")
+    return run.manifest(joined) if joined else None
+
+
+@stage("corpus", rules=("corpus_set",), help="build one set of a run's corpus: synthesised, joined into long "
+       "recordings, or imported from a manifest or a dataset")
+def corpus(
+    set: Annotated[str, Value("the set to build (a key of config `corpus.sets`)")],
+    spec: Annotated[Mapping[str, Any], FromRun("the set's entry", of=_set_spec)],
+    out: Annotated[PathLike, Folder("the set's folder: manifest.jsonl and audio/",
+                                    of=lambda run, values: str(Path(run.manifest(values["set"])).parent),
+                                    rule_may_omit=True)],
+    sets: Annotated[Mapping[str, Any], FromRun("every set of the run", of=setting("corpus.sets"),
+                                               rule_may_omit=True)],
+    sample_rate: Annotated[int, FromRun("audio sample rate", of=setting("corpus.sample_rate"))],
+    seed: Annotated[int, FromRun("seed of every draw", of=setting("seed"))],
+    audio_seconds: Annotated[float, FromRun("the model's window", of=setting("base_model.audio_seconds"),
+                                            rule_may_omit=True)],
+    long_form: Annotated[str, FromRun("how recordings longer than the window are decoded",
+                                      of=setting("evaluation.long_form"), rule_may_omit=True)],
+    recordings_source: Annotated[PathLike | None, Input("a long-form set's source: the manifest of the set whose "
+                                                        "test utterances it joins", of=_recordings_source,
+                                                        rule_may_omit=True)] = None,
 ) -> Path:
-    """The foundation as config `base_model` says (`settings`): pretrained on the train splits of
-    `general_manifests`, continued from `init`, or a released Whisper copied (its generation config set to
-    `generation`: language and num_beams, asrmerge.workflow.experiment.Experiment.generation); the folder goes to `out`."""
+    """Synthesise the set `set` from its generator spec, join another set's test utterances into long recordings,
+    or import a user manifest or a Hugging Face dataset into `out`; then say in the log what happens to recordings
+    longer than the model's window (asrmerge.evaluation.longform.length_report). The window and the long-form mode
+    are read from the config, not rule params: changing how the run decodes must not rebuild its corpus."""
+    from asrmerge.data.corpus import build_set
+    from asrmerge.data.manifest import read_manifest
+    from asrmerge.data.recordings import build_recordings, is_recordings_spec, parse_recordings_spec
+    from asrmerge.data.user_manifest import import_user_set, user_set_sources
+    from asrmerge.evaluation.longform import length_report
+    from asrmerge.layout import MANIFEST_NAME
+
+    manifest = Path(out) / MANIFEST_NAME
+    if user_set_sources(spec):
+        import_user_set(set, spec, manifest, sample_rate)
+    elif is_recordings_spec(spec):
+        if not Path(recordings_source).is_file():
+            raise FileNotFoundError(f"set {set!r} joins the test utterances of set {spec['recordings_of']!r}, whose "
+                                    f"manifest {recordings_source} does not exist: build it first")
+        build_recordings(set, parse_recordings_spec(set, spec, sets), recordings_source, out, seed=seed,
+                         sample_rate=sample_rate)
+    else:
+        build_set(set, spec, out, seed=seed, sample_rate=sample_rate)
+    for line in length_report(read_manifest(manifest), audio_seconds, long_form):
+        log.info(line)
+    return manifest
+
+
+def _general_manifests(run: Any, values: Mapping[str, Any]) -> list[str]:
+    return run.manifests(run.general_sets) if values["settings"]["source"] == "pretrain" else []
+
+
+@stage("pretrain", rules=("base_model",), threads=True,
+       help="a run's base model as config `base_model` says: pretrained, continued or a released Whisper")
+def base_model(
+    settings: Annotated[Mapping[str, Any], FromRun("config `base_model`", of=setting("base_model"))],
+    general: Annotated[Sequence[PathLike], Input("the general sets' manifests (train split) to pretrain on",
+                                                 many=True, of=_general_manifests)],
+    out: Annotated[PathLike, Folder("model folder to write", of=lambda run, values: run.result(layout.BASE_MODEL))],
+    seed: Annotated[int, FromRun("seed of every draw", of=setting("seed"))],
+    generation: Annotated[Mapping[str, Any], FromRun("language, num_beams and max_new_tokens of the model's "
+                                                     "generation config", of=lambda run, values: run.generation)],
+    device: Annotated[str, Value("where the model runs", choices=choices("device"), of=setting("device"))],
+) -> Path:
+    """The foundation as config `base_model` says (`settings`): pretrained on the train splits of `general`,
+    continued from `init`, or a released Whisper copied (its generation config set to `generation`:
+    asrmerge.workflow.experiment.Experiment.generation); resumes from `out`'s resume state when it matches."""
     from asrmerge.training.foundation import prepare_base_model
     from asrmerge.models.whisper import resolve_device
     from asrmerge.workflow.jobs import utterances
 
-    prepare_base_model(settings, utterances(general_manifests, split="train"), out, resolve_device(device), seed,
-                       generation)
+    missing = [path for path in general if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"general set manifest {missing[0]} does not exist: build it first "
+                                "(asrmerge corpus, or snakemake with that file as the target)")
+    prepare_base_model(settings, utterances(general, split="train"), out, resolve_device(device), seed, generation)
     return Path(out)
 
 
@@ -76,7 +156,6 @@ def check_splits(
 ) -> Path:
     """The leakage check across the sets (asrmerge.data.content.check_splits): a recording found in both a tuning
     and a test split names the two rows. Audio digests are cached in `cache`."""
-    from asrmerge import layout
     from asrmerge.data.content import check_splits as check
 
     return check(sets, out, cache or str(Path(out).parent / layout.DIGEST_CACHE))
@@ -371,7 +450,6 @@ def decode(
 ) -> None:
     """Transcribe the test split of each test set with the model folder `model`, or with `model` + λ·`task_vector`
     at the λ of the selection record `selection`; hypotheses go to `out_dir` (asrmerge.layout.HYPOTHESIS_FILE)."""
-    from asrmerge import layout
     from asrmerge.data.manifest import read_manifest
     from asrmerge.evaluation.decoding import DecodingOptions, transcribe
     from asrmerge.evaluation.hypotheses import write_jsonl
@@ -430,3 +508,81 @@ def score(
         }
         log_flagged(test_set, rows)
     return write_json(out, scores)
+
+
+@stage("export-merge", rules=("export_merged", "export_best_merge"),
+       help="a run's merge at its chosen λ as a model folder, with its model card and recipe")
+def export_merge(
+    branches: Annotated[Sequence[str], Value("the merge branches to choose from (the run's are all of its branches)",
+                                             many=True, of=lambda run, values: list(run.branches))],
+    candidates: Annotated[Mapping[str, Mapping[str, Any]], FromRun(
+        "branch id -> its method, parameters, merged task vector, selection record, scores and statistics",
+        of=lambda run, values: run.export_candidates(values["branches"]))],
+    base: Annotated[PathLike, Input("the run's base model", of=lambda run, values: run.result(layout.BASE_MODEL))],
+    domain_task_vectors: Annotated[Sequence[PathLike], Input("every domain's task vector (the recipe names them)",
+                                                             many=True, of=lambda run, values: run.task_vectors())],
+    settings: Annotated[Mapping[str, Any], FromRun("the merge job's seed, device, svd_dtype and exclude_from_svd",
+                                                   of=lambda run, values: run.merge_settings())],
+    metric: Annotated[str, FromRun("the validation metric that chooses", of=setting("selection.metric"))],
+    card: Annotated[Mapping[str, Any], FromRun("what the model card says beside the results",
+                                               of=lambda run, values: run.model_card())],
+    out: Annotated[PathLike, Folder("model folder to write (the run's: merged_models/BRANCH for one branch, "
+                                    "merged_models/best for several)",
+                                    of=lambda run, values: run.export_folder(values["branches"]))],
+) -> Path:
+    """The branch of `candidates` (those of `branches`) with the lowest validation error, at its chosen λ, as a
+    transformers model folder with its model card and its recipe (asrmerge.report.model_card.export_merge)."""
+    from asrmerge.report.model_card import export_merge as export
+
+    return export(candidates, base, list(domain_task_vectors), settings, metric, card, out)
+
+
+@stage("table", rules=("table",), help="a run's per-test-set and paper-layout tables, from its error counts")
+def table(
+    scores: Annotated[Mapping[str, PathLike], Pairs("SYSTEM=FILE score files",
+                                                    of=lambda run, values: run.score_files())],
+    selections: Annotated[Mapping[str, PathLike], Pairs("BRANCH=FILE selection records",
+                                                        of=lambda run, values: run.selection_files())],
+    manifests: Annotated[Mapping[str, PathLike], Pairs("SET=FILE test-set manifests",
+                                                       of=lambda run, values: run.test_set_manifests())],
+    roles: Annotated[Mapping[str, str], FromRun("set -> role", of=lambda run, values: run.roles())],
+    reference: Annotated[str, FromRun("the system significance is tested against",
+                                      of=lambda run, values: run.reference)],
+    metrics: Annotated[Mapping[str, str], FromRun("set -> the metric its config names",
+                                                  of=lambda run, values: run.metrics())],
+    outputs: Annotated[Mapping[str, PathLike], OutputFiles("the tables: asrmerge.layout.TABLE_FILES' keys -> paths",
+                                                           of=lambda run, values: run.table_files())],
+) -> None:
+    """Error rates per system and test set, and the paper's layout with significance, re-aggregated from the
+    counts (asrmerge.report.tables.write_run_tables)."""
+    from asrmerge.report.tables import write_run_tables
+
+    write_run_tables(scores, selections, manifests, roles, reference, outputs, metrics)
+
+
+def _figure_job(run: Any, values: Mapping[str, Any]) -> Any:
+    return run.figure_job(values["figure"])
+
+
+@stage("figure", rules=("figure",), help="draw one of a run's figures, PNG and PDF, from the cached files it shows")
+def figure(
+    figure: Annotated[str, Value("the figure to draw (one the config supports: asrmerge.workflow.figure_plan)")],
+    outputs: Annotated[Mapping[str, PathLike], OutputFiles("format -> file",
+                                                           of=lambda run, values: run.figure_files(values["figure"]))],
+    branches: Annotated[Sequence[str], FromRun("the merge branches it shows",
+                                               of=lambda run, values: _figure_job(run, values).branches)],
+    branch_files: Annotated[Mapping[str, PathLike], FromRun(
+        "branch -> the selection record or diagnostics it reads",
+        of=lambda run, values: _figure_job(run, values).branch_files)],
+    layer: Annotated[str | None, FromRun("the spectra's layer (diagnostics figures)",
+                                         of=lambda run, values: _figure_job(run, values).layer)],
+    table: Annotated[PathLike | None, Input("the per-set table (figures drawn from it)",
+                                            of=lambda run, values: _figure_job(run, values).inputs.get("table"),
+                                            rule_may_omit=True)] = None,
+) -> None:
+    """Draw the figure `figure` (asrmerge.report.figures.draw_figure) from what asrmerge.workflow.figure_plan says it
+    reads."""
+    from asrmerge.report.figures import draw_figure
+
+    draw_figure(figure, list(outputs.values()), table=table, branches=branches, branch_files=branch_files,
+                layer=layer)
