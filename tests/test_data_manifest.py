@@ -18,7 +18,9 @@ from asrmerge.data.user_manifest import import_manifest
 def _wav(path: Path, seconds: float = 0.5, rate: int = 16000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * rate)) / rate
-    pitch = 220 + zlib.crc32(str(path).encode()) % 400  # each file its own recording
+    # each file its own recording, the same whatever the temporary folder (its name, not its path: two paths' pitches
+    # could collide in one run and not the next)
+    pitch = 220 + zlib.crc32(path.name.encode()) % 2000
     sf.write(str(path), (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), rate, subtype="PCM_16")
     return path
 

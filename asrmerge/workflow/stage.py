@@ -43,8 +43,9 @@ import yaml
 
 from asrmerge.guard import check_paths
 
-#: The modules whose functions are declared stages (imported on first use: their imports are lazy).
-STAGE_MODULES = ("asrmerge.workflow.stages",)
+#: The modules whose functions are declared stages, by name: the workflow's and the report's (a run's exports,
+#: tables and figures), imported on first use.
+STAGE_MODULES = ("asrmerge.workflow.stages", "asrmerge.report.stages")
 
 
 #: of(run, values): an argument derived from the run (Experiment) and the arguments read before it.
