@@ -22,12 +22,14 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/snakemake $(CORES_ARG) --workflow-profile profiles/default
 
+# Test modules side by side, one worker per core (pytest-xdist; tests/conftest.py keeps each module, and the tests of
+# the session's micro run, on one worker): the SLURM run's waits and the workflow runs overlap.
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 # Daily work: everything but the end-to-end workflow and SLURM runs (marked slow).
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadgroup
 
 lint: venv
 	$(BIN)/snakemake --lint

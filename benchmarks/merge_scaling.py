@@ -37,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import merge_speed as ms  # noqa: E402  (the generator, the commands and the measuring live there)
 
+from asrmerge.layout import MODEL_WEIGHTS  # noqa: E402
 from asrmerge.atomic import write_json, write_section  # noqa: E402
 
 ROOT = ms.ROOT
@@ -344,7 +345,7 @@ def main() -> None:
             print(f"[{size}] done: {len(wanted)} cells in {results_path}", flush=True)
             continue
         base, finetuned = ms.build_checkpoints(folder, size, tasks, args.seed, dtype="float16")
-        inputs = [base / "model.safetensors", *(f / "model.safetensors" for f in finetuned)]
+        inputs = [base / MODEL_WEIGHTS, *(f / MODEL_WEIGHTS for f in finetuned)]
         input_bytes = sum(p.stat().st_size for p in inputs)
         params, exclude_keys = ms.geometry_of(base)
         by_method = {r.method: r for r in scaling_rows(exclude_keys)}

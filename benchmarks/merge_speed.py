@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from asrmerge.layout import MODEL_WEIGHTS
 from asrmerge.atomic import write_json, write_section, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,7 +294,7 @@ def build_checkpoints(folder: Path, scale: str, tasks: int, seed: int, dtype: st
         out = staging / target.name
         out.mkdir(parents=True)
         config.save_pretrained(out)
-        writers.append(SafetensorsWriter(out / "model.safetensors", entries, {"format": "pt"}).__enter__())
+        writers.append(SafetensorsWriter(out / MODEL_WEIGHTS, entries, {"format": "pt"}).__enter__())
     for name in names:
         theta0 = _base_tensor(name, shapes[name], seed)
         writers[0].write(name, theta0.to(stored))
@@ -677,7 +678,7 @@ def main() -> None:
     pythons = {name: ensure_venv(name) for name in libraries if name in LIBRARIES}
     folder = claim_work_dir(args.work_dir) / f"{args.scale}-T{args.tasks}-seed{args.seed}"
     base, finetuned = build_checkpoints(folder, args.scale, args.tasks, args.seed)
-    inputs = [base / "model.safetensors", *(f / "model.safetensors" for f in finetuned)]
+    inputs = [base / MODEL_WEIGHTS, *(f / MODEL_WEIGHTS for f in finetuned)]
     input_bytes = sum(p.stat().st_size for p in inputs)
     runs_dir = args.work_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)

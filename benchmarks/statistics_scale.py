@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_check  # noqa: E402  (synthetic recordings)
 import merge_speed as ms  # noqa: E402
 
+from asrmerge import layout  # noqa: E402
 from asrmerge.atomic import write_json, write_section  # noqa: E402
 from asrmerge.layout import HYPOTHESIS_FILE  # noqa: E402
 
@@ -164,11 +165,11 @@ def demo_quality(results: Path, work_dir: Path) -> list[dict[str, Any]]:
 def _quality_rows(results: Path, work: Path) -> list[dict[str, Any]]:
     from asrmerge.evaluation.scoring import score_hypotheses
 
-    base, statistics = results / "models" / "base", results / "statistics"
+    base, statistics = layout.path(results, layout.BASE_MODEL), results / "statistics"
     domains = sorted(p.parent.name for p in statistics.glob("*/gram.safetensors"))
-    task_vectors = [results / "task_vectors" / f"{d}.safetensors" for d in domains]
-    selection = results / "selection" / "regmean" / "default.json"
-    test_sets = [f"{d}={results / 'data' / d / 'manifest.jsonl'}" for d in domains]
+    task_vectors = [layout.path(results, layout.TASK_VECTOR, domain=d) for d in domains]
+    selection = layout.path(results, layout.SELECTION, branch="regmean/default")
+    test_sets = [f"{d}={layout.path(results, layout.MANIFEST, set=d)}" for d in domains]
     variants = [("float32", "all linear layers")] + [(dtype, "all linear layers") for dtype in STORAGE[1:]] + \
                [("float32", label) for label in QUALITY_SELECTIONS]
     rows = []

@@ -16,6 +16,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Side by side (`make test`: pytest-xdist, `--dist loadgroup`) a test module runs on one worker, so its module
+    fixtures (a SLURM cluster, a real-Whisper run) are made once; every test of the session's micro run
+    (`micro_workflow`) runs on one worker too, whatever its module, so that run is made once."""
+    for item in items:
+        group = "micro_workflow" if "micro_workflow" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 TINY_WHISPER = dict(
     vocab_size=40,
     d_model=16,

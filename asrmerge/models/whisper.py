@@ -31,6 +31,7 @@ from transformers import (
     WhisperTokenizer,
 )
 
+from asrmerge import layout
 from asrmerge.atomic import staged_folder
 from asrmerge.defaults import default
 from asrmerge.models.source import is_hub_id
@@ -311,9 +312,9 @@ def load_whisper(source: str | Path, device: str | torch.device = "cpu", dtype: 
     if not local and not is_hub_id(source):
         raise FileNotFoundError(f"model folder {source} does not exist or is not a folder (a hub id has the form "
                                 "owner/name, e.g. openai/whisper-base)")
-    config_path = Path(source) / "config.json"
+    config_path = Path(source) / layout.MODEL_CONFIG
     if local and not config_path.is_file():
-        raise FileNotFoundError(f"{source} is not a transformers model folder (no config.json)")
+        raise FileNotFoundError(f"{source} is not a transformers model folder (no {layout.MODEL_CONFIG})")
     if local and json.loads(config_path.read_text()).get("model_type") != "whisper":
         raise ValueError(f"{source} is not a Whisper model (config.json model_type is not 'whisper')")
     model, loading = WhisperForConditionalGeneration.from_pretrained(source, dtype=dtype, output_loading_info=True)

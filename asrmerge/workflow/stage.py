@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from asrmerge.guard import check_paths
+from asrmerge.guard import check_paths, overwrite_argument
 
 #: The modules whose functions are declared stages, by name: the workflow's and the report's (a run's exports,
 #: tables and figures), imported on first use.
@@ -375,8 +375,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         if any(argument.marker.of is not None for argument in declared.arguments):
             configfile_argument(parser)
         if any(isinstance(argument.marker, Folder) for argument in declared.arguments):
-            parser.add_argument("--overwrite", action="store_true",
-                                help="replace an earlier output of this project in the output folder")
+            overwrite_argument(parser)
         parser.set_defaults(func=functools.partial(_run_command, declared))
 
 
