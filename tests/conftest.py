@@ -16,13 +16,23 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+#: The groups of tests that take longest (minutes of workflow runs), started first when modules run side by side.
+LONGEST_FIRST = ("test_slurm", "micro_workflow", "test_real_whisper")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Side by side (`make test`: pytest-xdist, `--dist loadgroup`) a test module runs on one worker, so its module
     fixtures (a SLURM cluster, a real-Whisper run) are made once; every test of the session's micro run
-    (`micro_workflow`) runs on one worker too, whatever its module, so that run is made once."""
+    (`micro_workflow`) runs on one worker too, whatever its module, so that run is made once. The longest groups
+    come first (a worker takes the next group when it is free), the others keep their order."""
+    groups = {}
     for item in items:
         group = "micro_workflow" if "micro_workflow" in getattr(item, "fixturenames", ()) else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+        groups[item.nodeid] = group
+    rank = {group: index for index, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
 
 
 TINY_WHISPER = dict(
