@@ -22,12 +22,13 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/snakemake $(CORES_ARG) --workflow-profile profiles/default
 
-# Test modules side by side, one worker per core (pytest-xdist; tests/conftest.py keeps each module, and the tests of
-# the session's micro run, on one worker): the SLURM run's waits and the workflow runs overlap.
+# One test after the other: side by side on 2 cores the slow tests' workflow runs compete for the cores and take longer
+# (docs/measured/speed.md). The fast tier runs its modules side by side (pytest-xdist, one worker per core).
 test: venv
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q
 
-# Daily work: everything but the end-to-end workflow and SLURM runs (marked slow).
+# Daily work: everything but the end-to-end workflow and SLURM runs (marked slow); tests/conftest.py keeps each
+# module on one worker.
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadgroup
 

@@ -5,7 +5,7 @@ it (docs/measured/speed.md), written from the result files this script saves.
     .venv/bin/python benchmarks/stage_speed.py finetune [--results results/demo] [--domain banking] [--steps 12]
     .venv/bin/python benchmarks/stage_speed.py startup
     .venv/bin/python benchmarks/stage_speed.py run      [--results results/demo] [--conditions TEXT] [--make-log FILE]
-    .venv/bin/python benchmarks/stage_speed.py tests    # the test suite as `make test` runs it, timed
+    .venv/bin/python benchmarks/stage_speed.py tests [--name tests-X -- PYTEST_ARGS]  # `make test`'s suite, timed
     .venv/bin/python benchmarks/stage_speed.py page     # docs/measured/speed.md from the files above
 
 Every measurement writes one JSON file under .bench/stage-speed/ (the command, the machine's load, the numbers);
@@ -23,7 +23,8 @@ place, outputs go to a temporary folder.
 - run: a finished run's job times by stage from its per-job benchmark files (benchmarks/world_targets.py), CPU
   minutes beside wall minutes, and its span (first job's start to last job's end); with --make-log, the wall clock
   and CPU time that `/usr/bin/time -v make demo` wrote for the whole command (the environment's set-up included).
-- tests: the test command of `make test` (TEST_COMMAND) run from this checkout, its wall clock, CPU time and outcome.
+- tests: the test command of `make test` (read from the Makefile) run from this checkout, its wall clock, CPU time
+  and outcome (--name keeps records of other commands apart; extra pytest arguments follow `--`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ OUT = Path(".bench/stage-speed")
 PAGE = Path("docs/measured/speed.md")
 TARGET_CORES = 2  # the machine of the demo's time target: `make demo` in 12 min on 2 quiet cores
 TEST_TARGET_SECONDS = 600  # `make test` in 10 min on 2 cores
-#: The test command of `make test` (Makefile), run by the `tests` part.
-TEST_COMMAND = ("-m", "pytest", "-q", "-n", "auto", "--dist", "loadgroup")
+MAKEFILE = Path("Makefile")
 #: What each kind of job imports before it works (its script's imports and the stage function's own).
 JOB_IMPORTS = {
     "torch alone": "torch",
@@ -342,18 +342,26 @@ def gnu_time_report(log: Path) -> dict:
 def tests(args) -> None:
     """The test suite as `make test` runs it, from this checkout: wall clock, CPU time (the suite and every process
     it starts), its summary line."""
+    command = [*make_test_command(), *args.pytest_args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    done = subprocess.run([sys.executable, *TEST_COMMAND], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True)
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = next((line.strip("= ") for line in reversed(done.stdout.splitlines()) if " in " in line), "")
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
-              "test_command": " ".join(["python", *TEST_COMMAND]), "commit": _commit(), "exit_status": done.returncode,
+              "test_command": shlex.join(["python", *command]), "commit": _commit(), "exit_status": done.returncode,
               "summary": summary, "wall_seconds": round(wall, 1),
               "cpu_seconds": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 1)}
-    save("tests", record)
+    save(args.name, record)
     print(json.dumps(record, indent=1))
+
+
+def make_test_command() -> list[str]:
+    """The Python arguments of `make test`'s recipe in the Makefile ("-m pytest -q")."""
+    lines = MAKEFILE.read_text(encoding="utf-8").splitlines()
+    recipe = lines[lines.index("test: venv") + 1].split()
+    return recipe[recipe.index("$(BIN)/python") + 1:]
 
 
 def _commit() -> str:
@@ -397,7 +405,8 @@ def _targets(records: Mapping[str, Mapping]) -> list[str]:
     if tune:
         lines.append(f"| a fine-tune step ≥ 3× faster at identical weights | {tune['cpu_seconds_per_step']} CPU s "
                      "per step, unchanged | missed: the step is the encoder's arithmetic (below) |")
-    lines += _demo_target(records.get("run")) + _test_target(records.get("tests")) + ["",
+    tests = [record for name, record in records.items() if name.startswith("tests")]
+    lines += _demo_target(records.get("run")) + [row for record in tests for row in _test_target(record)] + ["",
               "What changed, each with its identity check: greedy and beam search run the decoder's operations "
               "directly after the prompt (transformers' per-call machinery cost more than a small model's arithmetic), "
               "finished greedy rows leave the batch, and a decode job fills its batches across all its test sets "
@@ -423,11 +432,10 @@ def _demo_target(run: Mapping | None) -> list[str]:
             f"{cpu / 60 / TARGET_CORES:.1f} min on {TARGET_CORES} cores (below) |"]
 
 
-def _test_target(tests: Mapping | None) -> list[str]:
-    if tests is None:
-        return ["| `make test` ≤ 10 min on 2 cores | not measured (`stage_speed.py tests`) | |"]
+def _test_target(tests: Mapping) -> list[str]:
     wall = tests["wall_seconds"]
-    return [f"| `make test` ≤ {TEST_TARGET_SECONDS / 60:.0f} min on {TARGET_CORES} cores | {wall / 60:.1f} min "
+    return [f"| the test suite (`make test`) ≤ {TEST_TARGET_SECONDS / 60:.0f} min on {TARGET_CORES} cores | "
+            f"{wall / 60:.1f} min "
             f"(`{tests['test_command']}` at {tests['commit']}, {tests['machine']['date']}, load "
             f"{tests['machine']['load_average_1min_at_start']} at the start: {tests['summary']}; "
             f"{tests['cpu_seconds'] / 60:.1f} CPU min) | "
@@ -537,7 +545,10 @@ def main() -> None:
     whole.add_argument("--conditions", required=True, help="how the run was made: a fresh clone, a quiet machine, ...")
     whole.add_argument("--make-log", default=None, help="the log of `/usr/bin/time -v make demo` (its report at the end)")
     whole.set_defaults(run=run)
-    sub.add_parser("tests").set_defaults(run=tests)
+    suite = sub.add_parser("tests")
+    suite.add_argument("--name", default="tests", help="the record's name (tests, tests-...)")
+    suite.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
+    suite.set_defaults(run=tests)
     sub.add_parser("page").set_defaults(run=page)
     args = parser.parse_args()
     args.run(args)
