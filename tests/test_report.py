@@ -442,8 +442,9 @@ def test_report_renders_every_table_and_figure_in_chromium(micro_workflow, micro
 
 
 @pytest.mark.slow
-def test_table_and_figure_commands_write_what_the_rules_wrote(micro_workflow, monkeypatch, capsys):
-    """`asrmerge table` and `asrmerge figure` on a finished run rewrite its tables and figures byte for byte."""
+def test_table_figure_and_export_commands_write_what_the_rules_wrote(micro_workflow, monkeypatch, capsys, tmp_path):
+    """`asrmerge table`, `asrmerge figure` and `asrmerge export-merge` on a finished run write its tables, figures and
+    an exported merge byte for byte as its rules did."""
     config_path, _, _ = micro_workflow
     from asrmerge.cli import main
     from asrmerge.workflow.experiment import Experiment
@@ -459,6 +460,16 @@ def test_table_and_figure_commands_write_what_the_rules_wrote(micro_workflow, mo
     assert not changed, changed
     assert main(["figure", "--figure", "beta_sweep", "--configfile", str(config_path)]) == 2
     assert "not one this config supports" in capsys.readouterr().err
+    branch = next(iter(experiment.branches))  # the micro config exports every branch (export_models: all)
+    assert main(["export-merge", "--branches", branch, "--out", str(tmp_path / "export"), "--configfile",
+                 str(config_path)]) == 0
+    by_rule = Path(experiment.export_folder([branch]))
+    written = sorted(p.name for p in by_rule.iterdir() if p.name != ".snakemake_timestamp")  # Snakemake's own
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == written
+    for name in written:
+        assert (tmp_path / "export" / name).read_bytes() == (by_rule / name).read_bytes(), name
+    assert main(["export-merge", "--branches", "no_such_branch", "--configfile", str(config_path)]) == 2
+    assert "no merge branch 'no_such_branch'" in capsys.readouterr().err
 
 
 def test_figure_functions_cover_the_plan_and_labels_are_placed_deterministically(world, tmp_path):

@@ -131,6 +131,9 @@ class Experiment:
     def export_candidates(self, branch_ids) -> dict[str, dict[str, Any]]:
         """Branch id -> its method, parameters, merged task vector, selection record, score file and statistics:
         what an export chooses from, and what its model card and recipe say."""
+        unknown = [b for b in branch_ids if b not in self.branches]
+        if unknown:
+            raise ValueError(f"no merge branch {unknown[0]!r} in this config (branches: {', '.join(self.branches)})")
         return {
             b: {
                 "method": self.branches[b].method,
