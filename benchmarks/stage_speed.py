@@ -63,6 +63,13 @@ JOB_IMPORTS = {
     "score": "asrmerge.workflow.jobs asrmerge.workflow.stages asrmerge.evaluation.scoring",
     "merge": "asrmerge.workflow.jobs asrmerge.merging.engine",
 }
+#: The stages of a run's job records (world_targets.job_seconds) whose jobs are of each kind of JOB_IMPORTS.
+JOB_STAGES = {
+    "decode (decode_model, decode_merged, select_lambda)": ("hypotheses/", "selection"),
+    "fine-tune (finetune_domain, finetune_joint)": ("models/finetuned", "models/joint"),
+    "score": ("scores",),
+    "merge": ("merges",),
+}
 
 
 def cpu_name() -> str:
@@ -386,6 +393,8 @@ def page(args) -> None:
     lines += _targets(records)
     for name, record in records.items():
         lines += SECTIONS[name.split("-")[0]](record)
+    if "run" in records and "startup" in records:
+        lines += _startup_share(records["run"], records["startup"])
     PAGE.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {PAGE}")
 
@@ -528,6 +537,25 @@ def _run_section(record: Mapping) -> list[str]:
               f"{tunes / 60:.1f} of the {cpu / 60:.1f} CPU min, and its arithmetic is what a step is (above). Job "
               "time summed over jobs that ran side by side exceeds the run's span.", ""]
     return lines
+
+
+def _startup_share(run: Mapping, startup: Mapping) -> list[str]:
+    """The run's CPU time spent importing, for the kinds of job whose start-up was measured: jobs × start-up."""
+    rows, total = [], 0.0
+    for kind, prefixes in JOB_STAGES.items():
+        jobs = sum(stage["jobs"] for name, stage in run["stages"].items() if name.startswith(prefixes))
+        seconds = jobs * startup["jobs"][kind]["cpu_seconds"]
+        total += seconds
+        rows.append(f"| {kind} | {jobs} | {startup['jobs'][kind]['cpu_seconds']} | {seconds / 60:.1f} |")
+    cpu = sum(stage["cpu_seconds"] for stage in run["stages"].values())
+    return ["## Start-up in the whole run", "",
+            "The run's jobs of each kind (section \"The whole run\") times that kind's start-up (section \"Job "
+            "start-up\"): CPU time spent importing before any work.", "",
+            "| job | jobs in the run | start-up CPU s | CPU min |", "|---|---|---|---|", *rows, "",
+            f"{total / 60:.1f} of the run's {cpu / 60:.1f} CPU min ({100 * total / cpu:.0f} %) for these kinds alone "
+            "(statistics, exports, corpus and task-vector jobs start up too). Each job is a fresh interpreter "
+            "(Snakemake runs every script job in its own process), so this part does not shrink with faster "
+            "stages; it shrinks only with fewer processes or lighter imports.", ""]
 
 
 SECTIONS = {"decode": _decode_section, "finetune": _finetune_section, "startup": _startup_section,
