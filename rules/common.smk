@@ -39,6 +39,7 @@ manifest = EXPERIMENT.manifest
 manifests = EXPERIMENT.manifests
 hypotheses = EXPERIMENT.hypotheses
 test_set_manifests = EXPERIMENT.test_set_manifests
+export_candidates = EXPERIMENT.export_candidates
 score_files = EXPERIMENT.score_files
 selection_files = EXPERIMENT.selection_files
 
@@ -114,9 +115,6 @@ def branch(wildcards):
 
 
 EXPORT_MODELS = config["merge"]["export_models"]  # all | best | none
-
-
-export_candidates = EXPERIMENT.export_candidates
 
 
 def export_inputs(branch_ids):

@@ -282,3 +282,21 @@ def test_base_model_keys_of_the_other_source_are_refused(demo_config, key):
     with pytest.raises(ConfigError, match=rf"config key base_model.{key}: has no effect with base_model.source "
                                           "pretrained"):
         validate_config(config, ROOT)
+
+
+@pytest.mark.parametrize("export_models", ["all", "best"])
+def test_an_export_goes_where_the_export_rules_write_it(demo_config, export_models) -> None:
+    """The export-merge command's folder is the rule's: one branch under `all` its own folder, every branch under
+    `best` (even a config with one branch) the best one's."""
+    from asrmerge import layout
+    from asrmerge.workflow.experiment import Experiment
+
+    for methods in ([{"method": "task_arithmetic"}], [{"method": "task_arithmetic"}, {"method": "ties"}]):
+        config = copy.deepcopy(demo_config)
+        config["merge"].update(methods=methods, export_models=export_models)
+        run = Experiment(validate_config(config, ROOT))
+        branches = list(run.branches)
+        folders = {run.export_folder([b]) for b in branches} if export_models == "all" else {run.export_folder(branches)}
+        rule_writes = ({run.result(layout.MERGED_MODEL, branch=b) for b in branches} if export_models == "all"
+                       else {run.result(layout.BEST_MERGED_MODEL)})  # rules/merge.smk's outputs
+        assert folders == rule_writes

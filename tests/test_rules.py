@@ -69,3 +69,21 @@ def test_every_rule_keeps_its_job_records_where_layout_says() -> None:
 def test_job_records_fill_like_result_paths() -> None:
     assert layout.job_log("R", "select_lambda") == "R/logs/selection/{method}/{params}.log"
     assert layout.job_benchmark("R", "decode_merged") == "R/benchmarks/hypotheses/merged/{method}/{params}.tsv"
+
+
+SECTION = re.compile(r"^    (\w+):\n((?:        .*\n|\n)*)", re.MULTILINE)
+
+
+def test_no_declared_stage_rule_names_an_argument_in_two_sections() -> None:
+    """A job finds each argument by its name among its input, output and params: a name in two of them (the files as
+    inputs, their mapping as a param) would leave which one the stage gets to the order of a lookup. Every rule of a
+    declared stage, every argument (the job refuses it too: tests/test_stage_declarations.py)."""
+    declared = rule_stages()
+    for name, body in rules().items():
+        if name not in declared:
+            continue
+        names = {section: set(re.findall(r"^        (\w+)=", text, re.MULTILINE))
+                 for section, text in SECTION.findall(body) if section in ("input", "output", "params")}
+        for argument in declared[name].arguments:
+            holders = [section for section, found in names.items() if argument.name in found]
+            assert len(holders) <= 1, f"rule {name} names {argument.name!r} in {holders}"

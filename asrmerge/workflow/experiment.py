@@ -147,8 +147,11 @@ class Experiment:
         }
 
     def export_folder(self, branch_ids) -> str:
-        """Where an export of `branch_ids` goes: the branch's folder for one, the best one's for several."""
-        if len(branch_ids) == 1:
+        """Where an export of `branch_ids` goes, as the export rules write it: the best one's folder for every branch
+        under `merge.export_models: best` (one branch or several) and for several branches, the branch's own folder
+        for one branch otherwise."""
+        best_of_all = self.config["merge"]["export_models"] == "best" and set(branch_ids) == set(self.branches)
+        if len(branch_ids) == 1 and not best_of_all:
             return self.result(layout.MERGED_MODEL, branch=branch_ids[0])
         return self.result(layout.BEST_MERGED_MODEL)
 

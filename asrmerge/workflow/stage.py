@@ -329,9 +329,9 @@ def _command_values(declared: Stage, args: argparse.Namespace) -> dict[str, Any]
         value = _given(argument, args)
         if value is None and argument.marker.of is not None:
             value = argument.marker.of(run(), values)
-        elif value is None and not isinstance(argument.marker, (Pairs, Settings)) and not argument.required:
-            value = argument.default
-        values[argument.name] = {} if value is None and isinstance(argument.marker, (Pairs, Settings)) else value
+        elif value is None:  # no flag given: none of NAME=VALUE pairs, else the signature's default
+            value = {} if isinstance(argument.marker, (Pairs, Settings)) else argument.default
+        values[argument.name] = value
     return values
 
 
