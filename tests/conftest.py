@@ -17,18 +17,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 #: The groups of tests that take longest (minutes of workflow runs), started first when modules run side by side.
-LONGEST_FIRST = ("test_slurm", "micro_workflow", "test_real_whisper")
+LONGEST_FIRST = ("micro_workflow", "test_real_whisper")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Side by side (`make test`: pytest-xdist, `--dist loadgroup`) a test module runs on one worker, so its module
-    fixtures (a SLURM cluster, a real-Whisper run) are made once; every test of the session's micro run
-    (`micro_workflow`) runs on one worker too, whatever its module, so that run is made once. The longest groups
-    come first (a worker takes the next group when it is free), the others keep their order."""
+    """Side by side (`make test-fast`: pytest-xdist, `--dist loadgroup`) a test module runs on one worker, so its
+    module fixtures (a SLURM cluster, a real-Whisper run) are made once; the modules with a test of the session's
+    micro run (`micro_workflow`) run on one worker together, so that run is made once. The longest groups come first
+    (a worker takes the next group when it is free), the others keep their order."""
+    on_micro_run = {item.module.__name__ for item in items if "micro_workflow" in getattr(item, "fixturenames", ())}
     groups = {}
     for item in items:
-        group = "micro_workflow" if "micro_workflow" in getattr(item, "fixturenames", ()) else item.module.__name__
+        module = item.module.__name__
+        group = "micro_workflow" if module in on_micro_run else module
         item.add_marker(pytest.mark.xdist_group(group))
         groups[item.nodeid] = group
     rank = {group: index for index, group in enumerate(LONGEST_FIRST)}

@@ -1,16 +1,18 @@
 """The micro workflow through a real single-node SLURM (tests/slurm_cluster.py), with profiles/slurm.
 
 One module-scoped run does everything, to keep the wall time small:
-  * a local reference run of the micro config starts in the background (--cores 2, no workflow profile: every job
-    gets its rule's `threads`, as the cluster jobs do; float results depend on the thread count);
-  * the same config runs through `snakemake --workflow-profile profiles/slurm`, with the profile's site
-    settings (partition, account, GPU model) swapped for the local cluster's on the command line;
+  * the session's micro run (conftest `micro_workflow`: --cores 2, profiles/default) is the reference;
+  * the same config, its merge branches cut to SLURM_METHODS, runs through `snakemake --workflow-profile
+    profiles/slurm`, with the profile's site
+    settings (partition, account, GPU model) swapped for the local cluster's on the command line and each rule's
+    threads as profiles/default sets them (float results depend on a job's thread count);
   * while it runs, the fine-tune of one domain waits before its first step (a hold file,
     asrmerge.training.loop.HOLD_ENV) and is cancelled there with scancel, then the hold is released: the profile's
     `retries` must make Snakemake resubmit it, and the workflow must still finish.
 Then: every non-local job of the DAG went through sbatch and ended COMPLETED in sacct (the cancelled
 attempt CANCELLED, its resubmission COMPLETED), GPU rules held a GPU, the local rules never reached
-SLURM, and the outputs equal the local run's (merged task vectors bitwise, hypotheses and tables).
+SLURM, and every result file equals the reference's (asrmerge.workflow.compare; the reference has more merge
+branches, so only the tables and figures that sum up all systems differ).
 
 Needs root and the Debian packages (tests/slurm_install.sh); skipped otherwise. Only
 test_profile_covers_every_rule needs neither (no cluster, a dry run).
@@ -29,16 +31,18 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster  # noqa: E402
+from asrmerge import layout  # noqa: E402
+from asrmerge.merging.registry import get_method  # noqa: E402
 from asrmerge.training.loop import HOLD_ENV  # noqa: E402
-from asrmerge.workflow.compare import result_files, tensors_and_metadata  # noqa: E402
+from asrmerge.workflow.compare import compare_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "data" / "micro_config.yaml"
 PROFILE = ROOT / "profiles" / "slurm"
 RUN_TIMEOUT_S = int(os.environ.get("ASRMERGE_SLURM_TEST_TIMEOUT", "1500"))
 # Every rule of the DAG with the fewest merge branches: a λ grid (select_lambda chooses), the statistics rule
-# (RegMean's Gram matrices) and the learned-coefficients rule (AdaMerging). Other methods add only more jobs of
-# the same rules, and the SLURM run shares 2 cores with the local reference run.
+# (RegMean's Gram matrices) and the learned-coefficients rule (AdaMerging). Other methods add only more jobs of the
+# same rules, each costing the run a few SLURM status checks.
 SLURM_METHODS = {"task_arithmetic", "regmean", "adamerging"}
 FAULT_RULE = "finetune_domain"
 FAULT_DOMAIN = "weather"  # the micro config's first domain
@@ -71,12 +75,11 @@ def snakemake_cmd(config_path: Path, *args: str) -> list[str]:
             *args]
 
 
-def write_config(tmp: Path, name: str) -> tuple[Path, Path]:
-    """The micro config with the merge branches cut to SLURM_METHODS; results under tmp/name."""
-    config = yaml.safe_load(MICRO.read_text())
-    config["merge"]["methods"] = [m for m in config["merge"]["methods"] if m["method"] in SLURM_METHODS]
-    assert {m["method"] for m in config["merge"]["methods"]} == SLURM_METHODS, "the micro config lost a method"
-    config["results"] = str(tmp / name / "results")
+def write_config(tmp: Path, name: str, config: dict) -> tuple[Path, Path]:
+    """`config` with its merge branches cut to SLURM_METHODS, its results under tmp/name."""
+    methods = [m for m in config["merge"]["methods"] if m["method"] in SLURM_METHODS]
+    assert {m["method"] for m in methods} == SLURM_METHODS, "the micro config lost a method"
+    config = {**config, "merge": {**config["merge"], "methods": methods}, "results": str(tmp / name / "results")}
     path = tmp / name / "micro.yaml"  # not config.yaml, see snakemake_cmd
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(config))
@@ -115,6 +118,12 @@ def local_site_overrides(cluster: slurm_cluster.SlurmCluster) -> list[str]:
     if set_resources:
         args += ["--set-resources", *set_resources]
     return args
+
+
+def local_threads() -> list[str]:
+    """--set-threads as profiles/default sets them, the reference run's profile."""
+    threads = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())["set-threads"]
+    return ["--set-threads", *(f"{rule}={n}" for rule, n in threads.items())]
 
 
 def planned_jobs(config_path: Path) -> dict[str, int]:
@@ -169,7 +178,7 @@ def test_profile_covers_every_rule(tmp_path):
         assert set_resources[rule].get("gpu") == 1, rule
     for rule in CPU_RULES:
         assert not set_resources[rule].get("gpu"), rule
-    config, _ = write_config(tmp_path, "dry")
+    config, _ = write_config(tmp_path, "dry", yaml.safe_load(MICRO.read_text()))
     out = subprocess.run(snakemake_cmd(config, "--dry-run", "--workflow-profile", str(PROFILE)),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -230,53 +239,41 @@ def inject_fault(cluster, proc: subprocess.Popen, results: Path, hold: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tmp_path_factory):
-    """Local reference run (background) and SLURM run with one scancel; their results and records."""
+def runs(cluster, micro_workflow, tmp_path_factory):
+    """The SLURM run of the session's micro config, with one scancel; its results, records and the reference's."""
+    _, reference_results, config = micro_workflow
     tmp = tmp_path_factory.mktemp("slurm")
-    env = {**cluster.env, "PYTHONHASHSEED": "0"}
-    local_config, local_results = write_config(tmp, "local")
-    slurm_config, slurm_results = write_config(tmp, "slurm")
-    timings = {}
+    env = {**cluster.env, "PYTHONHASHSEED": "0"}  # as the reference run
+    slurm_config, slurm_results = write_config(tmp, "slurm", config)
 
     holds = tmp / "holds"  # the fault domain's fine-tune waits before its first step until it has been cancelled
     holds.mkdir()
     (holds / f"{FAULT_DOMAIN}.hold").touch()
     env[HOLD_ENV] = str(holds)
 
-    t0 = time.monotonic()
-    local_log = open(tmp / "local.log", "w")
-    local = subprocess.Popen(snakemake_cmd(local_config, "--cores", "2", "--workflow-profile", "none"), stdout=local_log,
-                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
+    dag = planned_jobs(slurm_config)
+    slurm_log_path = tmp / "slurm.log"
+    cmd = ["timeout", "-s", "INT", "-k", "10", str(RUN_TIMEOUT_S),
+           *snakemake_cmd(slurm_config, "--workflow-profile", str(PROFILE), *local_site_overrides(cluster),
+                          *local_threads(), "--slurm-init-seconds-before-status-checks", "1",
+                          "--slurm-logdir", str(tmp / "slurm_logs"), "--slurm-keep-successful-logs")]
+    started = time.monotonic()
     proc = None
     try:
-        dag = planned_jobs(slurm_config)
-        slurm_log_path = tmp / "slurm.log"
-        cmd = ["timeout", "-s", "INT", "-k", "10", str(RUN_TIMEOUT_S),
-               *snakemake_cmd(slurm_config, "--workflow-profile", str(PROFILE), *local_site_overrides(cluster),
-                              "--slurm-init-seconds-before-status-checks", "1",
-                              "--slurm-logdir", str(tmp / "slurm_logs"), "--slurm-keep-successful-logs")]
-        t1 = time.monotonic()
         with open(slurm_log_path, "w") as slurm_log:
             proc = subprocess.Popen(cmd, stdout=slurm_log, stderr=subprocess.STDOUT, env=env)
             cancelled = inject_fault(cluster, proc, slurm_results, holds / f"{FAULT_DOMAIN}.hold")
             proc.wait()
     except BaseException:
-        for p in (proc, local):  # stop both runs (SIGINT: snakemake scancels its jobs), then fail
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        if proc is not None and proc.poll() is None:  # stop the run (SIGINT: snakemake scancels its jobs), then fail
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         raise
-    timings["slurm_run_s"] = time.monotonic() - t1
-    local_rc = local.wait(timeout=RUN_TIMEOUT_S)
-    local_log.close()
-    timings["both_runs_s"] = time.monotonic() - t0
     slurm_text = slurm_log_path.read_text()
-    print(f"\nSLURM run {timings['slurm_run_s']:.0f} s; local reference run and SLURM run "
-          f"(concurrent) {timings['both_runs_s']:.0f} s")
-    assert local_rc == 0, "local reference run failed:\n" + (tmp / "local.log").read_text()[-4000:]
+    print(f"\nSLURM run {time.monotonic() - started:.0f} s")
     assert proc.returncode == 0, (f"SLURM run failed ({proc.returncode}; 124 = timed out; job logs under "
                                   f"{tmp / 'slurm_logs'}):\n{slurm_text[-6000:]}\n{cluster.log_tails()}")
     records = cluster.sacct()
@@ -285,7 +282,7 @@ def runs(cluster, tmp_path_factory):
         for rule in dag))
     yield {
         "dag": dag, "log": slurm_text, "records": records, "cancelled": cancelled,
-        "local": local_results, "slurm": slurm_results, "timings": timings,
+        "reference": reference_results, "slurm": slurm_results,
         "partition": cluster.partition, "account": cluster.account,
     }
     # tmp is left to pytest (it keeps the last three sessions' folders): the logs help when a test failed.
@@ -353,20 +350,28 @@ def test_cancelled_job_was_resubmitted(runs):
     assert "Trying to restart job" in runs["log"]
 
 
-def _files(results: Path, pattern: str) -> dict[str, bytes]:
-    return {str(p.relative_to(results)): p.read_bytes() for p in sorted(results.glob(pattern)) if p.is_file()}
-
-
 @with_cluster
 def test_outputs_equal_the_local_run(runs):
-    local, cluster_run = runs["local"], runs["slurm"]
-    assert result_files(cluster_run) == result_files(local)
-    merged = sorted(p.relative_to(local) for p in local.glob("merges/*/*/task_vector.safetensors"))
-    assert len(merged) >= 3
-    for rel in merged:  # bitwise, tensor by tensor
-        expected = tensors_and_metadata(local / rel, local)
-        assert tensors_and_metadata(cluster_run / rel, cluster_run) == expected, rel
-    hypotheses = _files(local, "hypotheses/**/*.jsonl")
-    assert hypotheses and _files(cluster_run, "hypotheses/**/*.jsonl") == hypotheses
-    tables = _files(local, "tables/*")
-    assert tables and _files(cluster_run, "tables/*") == tables
+    """Every result file of the SLURM run (run records aside) equals the reference's, tensor by tensor and byte for
+    byte: data, models, task vectors, statistics, merges, hypotheses, scores, exported models. The reference has the
+    other methods' branches too, so its per-test-set table holds the SLURM run's rows and more, and the tables and
+    figures that sum up every system differ."""
+    reference, cluster_run = runs["reference"], runs["slurm"]
+    comparison = compare_runs(reference, cluster_run)
+    assert not comparison.only_second
+    # only in the reference: the other methods' branches, and the statistics only they read
+    other_methods = {m["method"] for m in yaml.safe_load(MICRO.read_text())["merge"]["methods"]} - SLURM_METHODS
+    their_kinds = {get_method(m).statistics for m in other_methods} - {get_method(m).statistics for m in SLURM_METHODS}
+    their_statistics = {str(p.relative_to(reference)) for kind in their_kinds - {None}
+                        for p in reference.glob(layout.STATISTICS.format(domain="*", kind=kind))}
+    assert [f for f in comparison.only_first if not set(Path(f).parts) & other_methods and f not in their_statistics] == []
+    summaries = [f for f in comparison.different if Path(f).parts[0] in ("tables", "figures")]
+    assert comparison.different == summaries, "\n".join(comparison.report())
+    table = layout.TABLE.format(name=layout.TABLE_FILES["csv"])
+    rows = (cluster_run / table).read_text().splitlines()
+    assert len(rows) > 20 and set(rows) <= set((reference / table).read_text().splitlines())
+    compared = set(comparison.identical)
+    for pattern in ("merges/*/*/task_vector.safetensors", "merged_models/*/*/model.safetensors", "hypotheses/**/*.jsonl",
+                    "scores/**/*.json"):
+        found = {str(p.relative_to(cluster_run)) for p in cluster_run.glob(pattern)}
+        assert found and found <= compared, pattern

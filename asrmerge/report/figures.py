@@ -49,12 +49,16 @@ FAMILY_MARKERS = {"baseline": "s", "ID-FT": "^", "parameter": "o", "task_vector"
 BRANCH_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "v"), ((0, (5, 1, 1, 1)), "D")]
 LABEL_ITERATIONS = 400  # adjustText's label-placement steps in id_vs_ood
 _LAYER = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)$")
+#: Per format, the metadata that would make two drawings of one figure differ, left out: the same run gives the
+#: same bytes (a PDF's creation date; PNG has none).
+UNDATED = {"pdf": {"CreationDate": None}}
 
 
 def _save(fig, paths) -> None:
     for path in paths:
         with staged_path(path) as staged:
-            fig.savefig(staged, dpi=300, format=Path(path).suffix.lstrip("."))
+            kind = Path(path).suffix.lstrip(".")
+            fig.savefig(staged, dpi=300, format=kind, metadata=UNDATED.get(kind))
     plt.close(fig)
 
 

@@ -3,14 +3,16 @@
 Every file but the run records is compared (`logs/`, `benchmarks/`: wall clocks and log lines differ between any two
 runs; the digest cache of the user's files, which keeps each file's inode and time beside its digest). The folders'
 own paths are written as `<results>` first, since metadata and records name absolute inputs, so the same run in two
-folders compares equal but for the merged models' merge_info.json (it holds the SHA-256 of files whose metadata
-names the folder) and the figures' PDFs (their creation date, fixed by SOURCE_DATE_EPOCH). Safetensors files are
-compared tensor by tensor (dtype, shape, bytes) and by their metadata, not as files (the writer does not keep the
-metadata keys in a fixed order); every other file byte for byte.
+folders compares equal. SHA-256 digests in JSON records and in safetensors metadata are written as `<sha256>` too:
+the digest of a safetensors file changes with the folder its metadata names, and every file a digest stands for
+is compared itself. Safetensors
+files are compared tensor by tensor (dtype, shape, bytes) and by their metadata, not as files (the writer does not
+keep the metadata keys in a fixed order); every other file byte for byte.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,12 @@ from asrmerge import layout
 #: Top-level names of a results folder that record how a run went rather than what it computed.
 RUN_RECORDS = (layout.LOGS, layout.BENCHMARKS, layout.DIGEST_CACHE)
 RESULTS_PLACEHOLDER = "<results>"
+_DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def portable(text: str, root: Path) -> str:
+    """`text` with the folder's own path written as <results> and every SHA-256 digest as <sha256>."""
+    return _DIGEST.sub("<sha256>", text.replace(str(root), RESULTS_PLACEHOLDER))
 
 
 @dataclass
@@ -48,13 +56,13 @@ def result_files(root: Path) -> list[str]:
 
 
 def tensors_and_metadata(path: Path, root: Path) -> tuple[dict[str, tuple], dict[str, str]]:
-    """Every tensor of a safetensors file as (dtype, shape, raw bytes), and its metadata with `root` as <results>."""
+    """Every tensor of a safetensors file as (dtype, shape, raw bytes), and its metadata made portable."""
     import torch
     from safetensors import safe_open
 
     tensors = {}
     with safe_open(str(path), "pt") as f:
-        metadata = {k: v.replace(str(root), RESULTS_PLACEHOLDER) for k, v in (f.metadata() or {}).items()}
+        metadata = {k: portable(v, root) for k, v in (f.metadata() or {}).items()}
         for name in f.keys():
             t = f.get_tensor(name).contiguous()
             tensors[name] = (t.dtype, tuple(t.shape), t.flatten().view(torch.uint8).numpy().tobytes())
@@ -64,6 +72,8 @@ def tensors_and_metadata(path: Path, root: Path) -> tuple[dict[str, tuple], dict
 def _content(path: Path, root: Path):
     if path.suffix == ".safetensors":
         return tensors_and_metadata(path, root)
+    if path.suffix == ".json":
+        return portable(path.read_text(), root)
     return path.read_bytes().replace(str(root).encode(), RESULTS_PLACEHOLDER.encode())
 
 
