@@ -6,6 +6,7 @@ Run on purpose, not in the tests (hours on 2 cores; resumable):
         [--tasks 10] [--tasks-at large-v3=4,medium=4] [--methods ...] [--libraries ours,mergekit,fusionbench]
         > .bench/merge-scaling.log 2>&1 &
     .venv/bin/python benchmarks/merge_scaling.py --write-doc     # table + figure from the results file
+        [--section scaling-libraries --work-dir ...]               # another results file, another section
 
 For each size, one at a time: the synthetic checkpoints of benchmarks/merge_speed.py at that Whisper geometry (its
 SCALES: transformers' WhisperConfig values of the released models), stored in float16 as Whisper is released, base
@@ -47,8 +48,15 @@ SIZES = ("tiny", "base", "small", "medium", "large-v3")
 METHODS = ("model_soup", "task_arithmetic", "ties", "iso_c", "tsv_m", "boosted_tsv_m", "regmean")
 WORK = ROOT / ".bench" / "merge-scaling"
 DOC_PAGE = ROOT / "docs" / "measured" / "scaling.md"
-FIGURE = ROOT / "docs" / "figures" / "merge_scaling.png"
-DOC_MARKERS = ("<!-- scaling:begin -->", "<!-- scaling:end -->")
+#: The page's sections, one per results file (--section): a section's markers and figure follow from its name.
+SECTIONS = ("scaling", "scaling-libraries")
+
+
+def doc_targets(section: str) -> tuple[tuple[str, str], Path]:
+    """The page markers and the figure file of one section."""
+    return (f"<!-- {section}:begin -->", f"<!-- {section}:end -->"), ROOT / "docs" / "figures" / f"merge_{section}.png"
+
+
 LIBRARY_NAMES = {"ours": "asrmerge", "mergekit": "mergekit", "fusionbench": "FusionBench"}
 #: asrmerge's goal for the peak resident memory of every method at large-v3 size: half this 24 GiB machine, which
 #: other work shares.
@@ -157,8 +165,8 @@ def render(results: dict[str, Any]) -> str:
     head = [f"- Invocation {key}: {inv['machine']}; {inv['date']}; torch threads: {inv['threads'] or 'all cores'}."
             for key, inv in results["invocations"].items()]
     head += ["", "Sizes:", ""]
-    lines = ["| size (parameters, T) | method | asrmerge s | GiB | ÷ I/O floor | mergekit s | GiB | FusionBench s | GiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| size (parameters, T) | method | asrmerge s | GiB | ÷ I/O floor | mergekit s | GiB | ÷ asrmerge "
+             "| FusionBench s | GiB | ÷ asrmerge |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for size in SIZES:
         info = results["sizes"].get(size)
         if info is None:
@@ -176,13 +184,15 @@ def render(results: dict[str, Any]) -> str:
             ours = cells.get(cell_key(size, label, "ours"))
             floor = floors.get(ours.invocation) if ours is not None else None
             line = [f"{size} ({info['parameters'] / 1e6:.0f}M, T={info['tasks']})", label, *_fmt(ours),
-                    ms._ratio(ours, floor, "seconds"),
-                    *_fmt(cells.get(cell_key(size, label, "mergekit"))),
-                    *_fmt(cells.get(cell_key(size, label, "fusionbench")))]
+                    ms._ratio(ours, floor, "seconds")]
+            for library in ("mergekit", "fusionbench"):
+                other = cells.get(cell_key(size, label, library))
+                line += [*_fmt(other), ms._ratio(other, ours, "seconds")]
             lines.append("| " + " | ".join(line) + " |")
-    notes = ["", *summary(results, cells)]
+    notes = ["", *summary(results, cells), *against_libraries(results, cells)]
     notes += ["", "Seconds: wall clock of the whole process (start-up, loading, merging, writing); GiB: its peak "
-             "resident memory. – : the library has no such method (or was not run).",
+             "resident memory; ÷ asrmerge: the library's seconds over asrmerge's, both of one invocation. – : the "
+             "library has no such method (or was not run).",
              "\\* other processes used more than 10 % of the CPUs during that run (the machine was shared)."]
     if any(ms.NO_RATIO in line for line in lines):
         notes.append("‡ measured in another invocation than this size's I/O floor: no ratio.")
@@ -210,6 +220,32 @@ def summary(results: dict[str, Any], cells: dict[str, ms.Run]) -> list[str]:
     return lines
 
 
+def against_libraries(results: dict[str, Any], cells: dict[str, ms.Run]) -> list[str]:
+    """Per other library: its seconds and peak memory over asrmerge's in the cells both ran in one invocation, and
+    its runs that did not finish."""
+    lines = []
+    for library in ("mergekit", "fusionbench"):
+        pairs, unfinished = [], []
+        for size, info in results["sizes"].items():
+            for label in info["labels"]:
+                other, ours = cells.get(cell_key(size, label, library)), cells.get(cell_key(size, label, "ours"))
+                if other is None or ours is None:
+                    continue
+                if not other.ok:
+                    unfinished.append(f"{label.split(' ')[0]} at {size} ({other.status})")
+                elif ours.ok and other.invocation == ours.invocation:
+                    pairs.append((other.seconds / ours.seconds, other.peak_gib / ours.peak_gib))
+        if not pairs and not unfinished:
+            continue
+        line = f"- {LIBRARY_NAMES[library]} beside asrmerge ({len(pairs)} runs, each ratio within one invocation)"
+        if pairs:
+            seconds, memory = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
+            line += (f": {seconds[0]:.2f}× to {seconds[-1]:.2f}× asrmerge's seconds (median "
+                     f"{seconds[len(seconds) // 2]:.2f}×), {memory[0]:.1f}× to {memory[-1]:.1f}× its peak memory")
+        lines.append(line + (f"; not finished: {', '.join(unfinished)}" if unfinished else "") + ".")
+    return lines
+
+
 def figure(results: dict[str, Any], path: Path) -> None:
     """Seconds and peak GiB against parameters, one line per method and library, the I/O floor in grey."""
     import matplotlib
@@ -228,9 +264,11 @@ def figure(results: dict[str, Any], path: Path) -> None:
             points = [(params[s], ms.Run(**results["cells"][k])) for s in sizes
                       if (k := cell_key(s, label, library)) in results["cells"]]
             done = [(p, r) for p, r in points if r.ok]
+            color = colors[label.split(" ")[0]]
+            stopped = [(p, r) for p, r in points if r.status.startswith("stopped")]
+            right.plot([p for p, _ in stopped], [r.peak_gib for _, r in stopped], "x", color=color, markersize=9)
             if not done:
                 continue
-            color = colors[label.split(" ")[0]]
             name = f"{label.split(' ')[0]} ({LIBRARY_NAMES[library]})"
             left.plot([p for p, _ in done], [r.seconds for _, r in done], style, color=color, label=name)
             right.plot([p for p, _ in done], [r.peak_gib for _, r in done], style, color=color, label=name)
@@ -247,9 +285,11 @@ def figure(results: dict[str, Any], path: Path) -> None:
     right.axhline(ram, color="red", linewidth=1, alpha=0.6, label=f"this machine's RAM ({ram:.0f} GiB)")
     right.axhline(MEMORY_GOAL_GIB, color="red", linewidth=1, alpha=0.6, linestyle="--",
                   label=f"asrmerge's goal at large-v3 ({MEMORY_GOAL_GIB:g} GiB)")
-    right.legend(fontsize=7, loc="center right")
+    right.plot([], [], "x", color="black", label="run stopped at its memory limit")
+    right.legend(fontsize=6, loc="upper left", ncol=2)
     left.legend(fontsize=6, ncol=2)
-    fig.suptitle("Merging T synthetic float16 fine-tunes at Whisper tiny … large-v3 geometry (one CPU machine)")
+    fig.suptitle(f"Merging T synthetic float16 fine-tunes at Whisper {sizes[0]} … {sizes[-1]} geometry "
+                 "(one CPU machine)")
     fig.tight_layout()
     staged = path.with_suffix(".partial.png")
     fig.savefig(staged, dpi=110)
@@ -257,10 +297,11 @@ def figure(results: dict[str, Any], path: Path) -> None:
     staged.replace(path)
 
 
-def write_doc(results: dict[str, Any], page: Path, figure_path: Path) -> None:
+def write_doc(results: dict[str, Any], page: Path, section: str) -> None:
+    markers, figure_path = doc_targets(section)
     figure(results, figure_path)
     picture = f"![Merge time and memory against parameters]({Path('..') / 'figures' / figure_path.name})\n\n"
-    write_section(page, DOC_MARKERS, picture + render(results))
+    write_section(page, markers, picture + render(results))
 
 
 # ------------------------------------------------------------------------------------------------------------ running
@@ -298,6 +339,8 @@ def main() -> None:
     parser.add_argument("--write-doc", action="store_true",
                         help=f"measure nothing: write the table and figure of the results file into "
                              f"{DOC_PAGE.relative_to(ROOT)}")
+    parser.add_argument("--section", choices=SECTIONS, default=SECTIONS[0],
+                        help="the page's section that --write-doc writes (each holds one results file)")
     parser.add_argument("--merge-from", type=Path, metavar="RESULTS_JSON",
                         help="measure nothing: add the cells of another results file (run beside this one)")
     args = parser.parse_args()
@@ -306,7 +349,7 @@ def main() -> None:
         write_json(results_path, merge_results(load_results(results_path), load_results(args.merge_from)))
         return
     if args.write_doc:
-        write_doc(load_results(results_path), DOC_PAGE, FIGURE)
+        write_doc(load_results(results_path), DOC_PAGE, args.section)
         return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

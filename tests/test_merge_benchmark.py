@@ -99,8 +99,23 @@ def test_scaling_results_from_two_work_folders_merge_without_overlap():
     assert set(merged["sizes"]["tiny"]["floors"]) == {"A", "B"} and len(merged["cells"]) == 2
     row = _line(merge_scaling.render(merged), "tiny (38M, T=4)")
     assert row[2] == "6.0" and row[4] == "3.00×" and row[5] == "9.0"  # ÷ its own invocation's floor
+    assert row[7] == merge_speed.NO_RATIO  # mergekit ÷ asrmerge: measured in two invocations
     with pytest.raises(ValueError, match="both results hold"):
         merge_scaling.merge_results(merged, _scaling({"tiny | model_soup | ours": _run(5.0, 0.4, "C")}, {"C": 1.0}))
+
+
+def test_scaling_ratios_to_asrmerge_come_from_one_invocation():
+    one = _scaling({"tiny | model_soup | ours": _run(6.0, 0.4, "A"), "tiny | model_soup | mergekit": _run(9.0, 1.0, "A"),
+                    "tiny | model_soup | fusionbench": _run(15.0, 1.0, "A")}, {"A": 2.0})
+    row = _line(merge_scaling.render(one), "tiny (38M, T=4)")
+    assert (row[7], row[10]) == ("1.50×", "2.50×")
+
+
+def test_each_scaling_section_has_its_markers_and_figure_on_the_page():
+    page = merge_scaling.DOC_PAGE.read_text()
+    for section in merge_scaling.SECTIONS:
+        markers, figure = merge_scaling.doc_targets(section)
+        assert all(m in page for m in markers) and f"../figures/{figure.name}" in page, section
 
 
 def test_a_work_folder_with_files_no_benchmark_wrote_is_refused(tmp_path):
