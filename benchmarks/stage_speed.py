@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import statistics
@@ -346,10 +347,16 @@ def gnu_time_report(log: Path) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------- tests
 
+#: pytest reports its slowest setups, calls and teardowns (it changes nothing else): the suite's record says where
+#: its time went.
+SLOWEST = 8
+_DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)$")
+
+
 def tests(args) -> None:
     """The test suite as `make test` runs it, from this checkout: wall clock, CPU time (the suite and every process
-    it starts), its summary line."""
-    command = [*make_test_command(), *args.pytest_args]
+    it starts), its summary line and its slowest parts."""
+    command = [*make_test_command(), f"--durations={SLOWEST}", *args.pytest_args]
     at_start = machine()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
@@ -360,6 +367,8 @@ def tests(args) -> None:
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": at_start,
               "machine_at_start": True, "test_command": shlex.join(["python", *command]), "commit": _commit(), "exit_status": done.returncode,
               "summary": summary, "wall_seconds": round(wall, 1),
+              "slowest": [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
+                          for m in map(_DURATION.match, done.stdout.splitlines()) if m],
               "cpu_seconds": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 1)}
     save(args.name, record)
     print(json.dumps(record, indent=1))
@@ -456,6 +465,20 @@ def _when(tests: Mapping) -> str:
     moment = "start" if tests.get("machine_at_start") else "end"
     return (f"{tests['machine']['date']} and load {tests['machine']['load_average_1min_at_start']} at the suite's "
             f"{moment}")
+
+
+def _tests_section(record: Mapping) -> list[str]:
+    """The slowest parts of a test-suite record (pytest's durations; a module fixture counts in the setup of the
+    first test that asks for it)."""
+    if not record.get("slowest"):
+        return []
+    lines = [f"## The test suite's slowest parts at {record['commit']}", "",
+             f"`{record['test_command']}`, {_when(record)}; pytest's durations, a fixture in the setup of the first "
+             "test that uses it:", "", "| seconds | phase | test |", "|---|---|---|"]
+    lines += [f"| {row['seconds']:.0f} | {row['phase']} | `{row['test']}` |" for row in record["slowest"]]
+    total = sum(row["seconds"] for row in record["slowest"])
+    return lines + ["", f"These {len(record['slowest'])} take {total / 60:.1f} of the suite's "
+                        f"{record['wall_seconds'] / 60:.1f} min.", ""]
 
 
 def _header(title: str, record: Mapping) -> list[str]:
@@ -559,7 +582,7 @@ def _startup_share(run: Mapping, startup: Mapping) -> list[str]:
 
 
 SECTIONS = {"decode": _decode_section, "finetune": _finetune_section, "startup": _startup_section,
-            "run": _run_section, "tests": lambda record: []}
+            "run": _run_section, "tests": _tests_section}
 
 
 def main() -> None:
