@@ -58,6 +58,7 @@ def doc_targets(section: str) -> tuple[tuple[str, str], Path]:
 
 
 LIBRARY_NAMES = {"ours": "asrmerge", "mergekit": "mergekit", "fusionbench": "FusionBench"}
+OTHER_LIBRARIES = tuple(name for name in LIBRARY_NAMES if name != "ours")
 #: asrmerge's goal for the peak resident memory of every method at large-v3 size: half this 24 GiB machine, which
 #: other work shares.
 MEMORY_GOAL_GIB = 12.0
@@ -185,7 +186,7 @@ def render(results: dict[str, Any]) -> str:
             floor = floors.get(ours.invocation) if ours is not None else None
             line = [f"{size} ({info['parameters'] / 1e6:.0f}M, T={info['tasks']})", label, *_fmt(ours),
                     ms._ratio(ours, floor, "seconds")]
-            for library in ("mergekit", "fusionbench"):
+            for library in OTHER_LIBRARIES:
                 other = cells.get(cell_key(size, label, library))
                 line += [*_fmt(other), ms._ratio(other, ours, "seconds")]
             lines.append("| " + " | ".join(line) + " |")
@@ -195,7 +196,7 @@ def render(results: dict[str, Any]) -> str:
              "library has no such method (or was not run).",
              "\\* other processes used more than 10 % of the CPUs during that run (the machine was shared)."]
     if any(ms.NO_RATIO in line for line in lines):
-        notes.append("‡ measured in another invocation than this size's I/O floor: no ratio.")
+        notes.append("‡ the two runs of that ratio were measured in different invocations: no ratio.")
     return "\n".join(head) + "\n\n" + "\n".join(lines + notes) + "\n"
 
 
@@ -224,7 +225,7 @@ def against_libraries(results: dict[str, Any], cells: dict[str, ms.Run]) -> list
     """Per other library: its seconds and peak memory over asrmerge's in the cells both ran in one invocation, and
     its runs that did not finish."""
     lines = []
-    for library in ("mergekit", "fusionbench"):
+    for library in OTHER_LIBRARIES:
         pairs, unfinished = [], []
         for size, info in results["sizes"].items():
             for label in info["labels"]:

@@ -3,9 +3,9 @@
 One module-scoped run does everything, to keep the wall time small:
   * the session's micro run (conftest `micro_workflow`: --cores 2, profiles/default) is the reference;
   * the same config, its merge branches cut to SLURM_METHODS, runs through `snakemake --workflow-profile
-    profiles/slurm`, with the profile's site
-    settings (partition, account, GPU model) swapped for the local cluster's on the command line and each rule's
-    threads as profiles/default sets them (float results depend on a job's thread count);
+    profiles/slurm`, with the profile's site settings (partition, account, GPU model) swapped for the local
+    cluster's on the command line and each rule's threads as profiles/default sets them (float results depend on a
+    job's thread count);
   * while it runs, the fine-tune of one domain waits before its first step (a hold file,
     asrmerge.training.loop.HOLD_ENV) and is cancelled there with scancel, then the hold is released: the profile's
     `retries` must make Snakemake resubmit it, and the workflow must still finish.

@@ -5,9 +5,8 @@ runs; the digest cache of the user's files, which keeps each file's inode and ti
 own paths are written as `<results>` first, since metadata and records name absolute inputs, so the same run in two
 folders compares equal. SHA-256 digests in JSON records and in safetensors metadata are written as `<sha256>` too:
 the digest of a safetensors file changes with the folder its metadata names, and every file a digest stands for
-is compared itself. Safetensors
-files are compared tensor by tensor (dtype, shape, bytes) and by their metadata, not as files (the writer does not
-keep the metadata keys in a fixed order); every other file byte for byte.
+is compared itself. Safetensors files are compared tensor by tensor (dtype, shape, bytes) and by their metadata, not
+as files (the writer does not keep the metadata keys in a fixed order); every other file byte for byte.
 """
 
 from __future__ import annotations
