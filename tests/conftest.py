@@ -17,24 +17,30 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 #: The groups of tests that take longest (minutes of workflow runs), started first when modules run side by side.
-LONGEST_FIRST = ("micro_workflow", "test_real_whisper")
+MICRO_RUN_GROUP = "micro_workflow"
+LONGEST_FIRST = (MICRO_RUN_GROUP, "test_real_whisper")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Side by side (`make test-fast`: pytest-xdist, `--dist loadgroup`) a test module runs on one worker, so its
-    module fixtures (a SLURM cluster, a real-Whisper run) are made once; the modules with a test of the session's
-    micro run (`micro_workflow`) run on one worker together, so that run is made once. The longest groups come first
-    (a worker takes the next group when it is free), the others keep their order."""
-    on_micro_run = {item.module.__name__ for item in items if "micro_workflow" in getattr(item, "fixturenames", ())}
+    """Side by side (pytest-xdist, `--dist loadgroup`) a test module runs on one worker, so its module fixtures (a
+    SLURM cluster, a real-Whisper run) are made once; the modules with a test of the session's micro run (fixture
+    `micro_run`) run on one worker together, so that run is made once. The longest groups come first (a worker takes
+    the next group when it is free); in the micro run's group, the modules that make a run of their own beside it
+    (they ask for `micro_run` and start it themselves) come first, so the two runs overlap; the rest keep their order.
+    tests/test_xdist_groups.py checks that pytest-xdist honours the groups."""
+    fixtures = {item.nodeid: set(getattr(item, "fixturenames", ())) for item in items}
+    on_micro_run = {item.module.__name__ for item in items if "micro_run" in fixtures[item.nodeid]}
+    beside_micro_run = {item.module.__name__ for item in items
+                        if "micro_run" in fixtures[item.nodeid] and "micro_workflow" not in fixtures[item.nodeid]}
     groups = {}
     for item in items:
         module = item.module.__name__
-        group = "micro_workflow" if module in on_micro_run else module
+        group = MICRO_RUN_GROUP if module in on_micro_run else module
         item.add_marker(pytest.mark.xdist_group(group))
         groups[item.nodeid] = group
     rank = {group: index for index, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+    items.sort(key=lambda item: (rank.get(groups[item.nodeid], len(rank)), item.module.__name__ not in beside_micro_run))
 
 
 TINY_WHISPER = dict(
@@ -112,29 +118,67 @@ def tiny_whisper(tiny_whisper_factory: Callable[..., tuple[Path, list[Path]]]) -
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class MicroRun:
+    """The micro config run into a temporary folder, started once: `start()` returns at once, so a test that makes a
+    run of its own (tests/test_slurm.py) can make it beside this one; `result()` waits for it."""
+
+    TIMEOUT_S = 1200
+
+    def __init__(self, tmp: Path):
+        import hf_fixtures
+        import yaml
+
+        self.root = Path(__file__).resolve().parents[1]
+        self.config = yaml.safe_load((self.root / "tests" / "data" / "micro_config.yaml").read_text())
+        self.config["results"] = str(tmp / "results")
+        # and three test sets read from Hugging Face datasets (local copies in the Hub's layouts), as users name theirs
+        self.config["corpus"]["sets"].update(hf_fixtures.dataset_sets(tmp / "datasets"))
+        self.config_path = tmp / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.log = tmp / "snakemake.log"
+        self._proc = None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        if self._proc is None:
+            with open(self.log, "w") as log:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(self.root / "Snakefile"),
+                     "--directory", str(self.root), "--configfile", str(self.config_path)],
+                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
+
+    def result(self) -> tuple[Path, Path, dict]:
+        """(config path, results folder, config dict) once the run has finished; fails the test if it did not."""
+        import subprocess
+
+        self.start()
+        try:
+            returncode = self._proc.wait(timeout=self.TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            raise
+        assert returncode == 0, self.log.read_text()[-6000:]
+        return self.config_path, Path(self.config["results"]), self.config
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait()
+
+
 @pytest.fixture(scope="session")
-def micro_workflow(tmp_path_factory: pytest.TempPathFactory):
-    """(config path, results folder, config dict) of the micro config run once into a temporary folder."""
-    import os
-    import subprocess
-    import sys
-
-    import hf_fixtures
-    import yaml
-
-    root = Path(__file__).resolve().parents[1]
+def micro_run(tmp_path_factory: pytest.TempPathFactory):
+    """The session's micro run, not yet waited for (`micro_workflow` waits for it)."""
     tmp = tmp_path_factory.mktemp("micro_workflow")
-    config = yaml.safe_load((root / "tests" / "data" / "micro_config.yaml").read_text())
-    config["results"] = str(tmp / "results")
-    # and three test sets read from Hugging Face datasets (local copies in the Hub's layouts), as users name theirs
-    config["corpus"]["sets"].update(hf_fixtures.dataset_sets(tmp / "datasets"))
-    config_path = tmp / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(root / "Snakefile"), "--directory",
-         str(root), "--configfile", str(config_path)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    yield config_path, Path(config["results"]), config
+    run = MicroRun(tmp)
+    yield run
+    run.stop()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def micro_workflow(micro_run: MicroRun) -> tuple[Path, Path, dict]:
+    """(config path, results folder, config dict) of the micro config run once into a temporary folder."""
+    return micro_run.result()

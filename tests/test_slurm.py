@@ -1,7 +1,8 @@
 """The micro workflow through a real single-node SLURM (tests/slurm_cluster.py), with profiles/slurm.
 
 One module-scoped run does everything, to keep the wall time small:
-  * the session's micro run (conftest `micro_workflow`: --cores 2, profiles/default) is the reference;
+  * the session's micro run (conftest `micro_run`: --cores 2, profiles/default) is the reference, made beside the
+    SLURM run when no other test has made it yet;
   * the same config, its merge branches cut to SLURM_METHODS, runs through `snakemake --workflow-profile
     profiles/slurm`, with the profile's site settings (partition, account, GPU model) swapped for the local
     cluster's on the command line and each rule's threads as profiles/default sets them (float results depend on a
@@ -239,9 +240,13 @@ def inject_fault(cluster, proc: subprocess.Popen, results: Path, hold: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, micro_workflow, tmp_path_factory):
-    """The SLURM run of the session's micro config, with one scancel; its results, records and the reference's."""
-    _, reference_results, config = micro_workflow
+def runs(cluster, micro_run, tmp_path_factory):
+    """The SLURM run of the session's micro config, with one scancel; its results, records and the reference's.
+
+    The session's micro run, the reference, is made beside it if it has not been made yet: the SLURM run spends much
+    of its time waiting for the plugin's status checks, which leaves the cores to the other run."""
+    micro_run.start()
+    config = micro_run.config
     tmp = tmp_path_factory.mktemp("slurm")
     env = {**cluster.env, "PYTHONHASHSEED": "0"}  # as the reference run
     slurm_config, slurm_results = write_config(tmp, "slurm", config)
@@ -276,6 +281,7 @@ def runs(cluster, micro_workflow, tmp_path_factory):
     print(f"\nSLURM run {time.monotonic() - started:.0f} s")
     assert proc.returncode == 0, (f"SLURM run failed ({proc.returncode}; 124 = timed out; job logs under "
                                   f"{tmp / 'slurm_logs'}):\n{slurm_text[-6000:]}\n{cluster.log_tails()}")
+    _, reference_results, _ = micro_run.result()
     records = cluster.sacct()
     print("sacct Elapsed per rule (s): " + ", ".join(
         f"{rule} {sum(_seconds(r['Elapsed']) for r in records if rule_of(r['Comment'], [rule])):.0f}"
