@@ -22,13 +22,12 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/snakemake $(CORES_ARG) --workflow-profile profiles/default
 
-# One test after the other: side by side on 2 cores the slow tests' workflow runs compete for the cores and take longer
-# (docs/measured/speed.md). The fast tier runs its modules side by side (pytest-xdist, one worker per core).
+# Side by side, one pytest-xdist worker per core: tests/conftest.py keeps each module on one worker and the modules
+# with a test of the micro run on one worker together, so every workflow run is made once (docs/measured/speed.md).
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
-# Daily work: everything but the end-to-end workflow and SLURM runs (marked slow); tests/conftest.py keeps each
-# module on one worker.
+# Daily work: everything but the end-to-end workflow and SLURM runs (marked slow).
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadgroup
 
