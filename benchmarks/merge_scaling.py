@@ -177,11 +177,14 @@ def render(results: dict[str, Any]) -> str:
         floor_text = "; ".join(f"{f.seconds:.1f} s, {f.peak_gib:.2f} GiB (invocation {k}"
                                + (f"; asrmerge start-up {startups[k]['seconds']:.1f} s" if k in startups else "") + ")"
                                for k, f in floors.items())
+        statistics = (f"RegMean's Gram statistics {info['statistics_gb']:.2f} GB ({info['statistics_dtype']})"
+                      if "statistics_gb" in info else "no Gram statistics (RegMean not run)")
         head.append(f"- **{size}**: {info['parameters'] / 1e6:.1f}M parameters, float16, base + {info['tasks']} "
-                    f"fine-tunes, {info['input_gb']:.2f} GB of inputs ({info['cache']}); RegMean's Gram statistics "
-                    f"{info.get('statistics_gb', 0):.2f} GB ({info.get('statistics_dtype', 'not written')}); I/O "
+                    f"fine-tunes, {info['input_gb']:.2f} GB of inputs ({info['cache']}); {statistics}; I/O "
                     f"floor: {floor_text}.")
         for label in info["labels"]:
+            if not any(cell_key(size, label, library) in cells for library in LIBRARY_NAMES):
+                continue  # a method not run at this size
             ours = cells.get(cell_key(size, label, "ours"))
             floor = floors.get(ours.invocation) if ours is not None else None
             line = [f"{size} ({info['parameters'] / 1e6:.0f}M, T={info['tasks']})", label, *_fmt(ours),
@@ -254,7 +257,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6.0))
     sizes = [s for s in SIZES if s in results["sizes"]]
     params = {s: results["sizes"][s]["parameters"] / 1e6 for s in sizes}
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -287,11 +290,14 @@ def figure(results: dict[str, Any], path: Path) -> None:
     right.axhline(MEMORY_GOAL_GIB, color="red", linewidth=1, alpha=0.6, linestyle="--",
                   label=f"asrmerge's goal at large-v3 ({MEMORY_GOAL_GIB:g} GiB)")
     right.plot([], [], "x", color="black", label="run stopped at its memory limit")
-    right.legend(fontsize=6, loc="upper left", ncol=2)
-    left.legend(fontsize=6, ncol=2)
+    legend = {}  # one legend for both panels, below them, where it hides no line
+    for axis in (left, right):
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=5, fontsize=7)
     fig.suptitle(f"Merging T synthetic float16 fine-tunes at Whisper {sizes[0]} … {sizes[-1]} geometry "
                  "(one CPU machine)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
     staged = path.with_suffix(".partial.png")
     fig.savefig(staged, dpi=110)
     plt.close(fig)

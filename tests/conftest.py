@@ -1,9 +1,12 @@
-"""Shared pytest fixtures: tiny random Whisper checkpoints (base + perturbed "fine-tuned" copies)."""
+"""Shared pytest fixtures: tiny random Whisper checkpoints (base + perturbed "fine-tuned" copies), the session's micro
+workflow run, and the grouping of tests side by side."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -113,8 +116,8 @@ def tiny_whisper(tiny_whisper_factory: Callable[..., tuple[Path, list[Path]]]) -
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# A finished micro workflow run, shared by every test module that only reads its outputs (tests/test_report.py; the
-# module fixture `finished` of tests/test_workflow.py can reuse it: `return micro_workflow`).
+# The session's micro workflow run, shared by every test module that reads its outputs (`micro_workflow`, finished), and
+# by tests/test_slurm.py, which starts it beside its own SLURM run (`micro_run`).
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -139,9 +142,6 @@ class MicroRun:
         self._proc = None
 
     def start(self) -> None:
-        import subprocess
-        import sys
-
         if self._proc is None:
             with open(self.log, "w") as log:
                 self._proc = subprocess.Popen(
@@ -151,8 +151,6 @@ class MicroRun:
 
     def result(self) -> tuple[Path, Path, dict]:
         """(config path, results folder, config dict) once the run has finished; fails the test if it did not."""
-        import subprocess
-
         self.start()
         try:
             returncode = self._proc.wait(timeout=self.TIMEOUT_S)
