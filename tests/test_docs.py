@@ -197,6 +197,13 @@ def test_the_results_page_counts_what_the_run_measured(tmp_path):
     assert "conditions: alone" in text
 
 
+def test_the_demo_time_target_applies_only_to_a_demo_run():
+    """W8's time target is `make demo`'s: a page of another run (make whisper-base) leaves it out."""
+    assert "--demo-seconds" not in results_page.world_targets_command(Path("results/whisper-base"), None)
+    command = results_page.world_targets_command(Path("results/demo"), 1026.4)
+    assert command[-2:] == ["--demo-seconds", "1026"]
+
+
 @pytest.mark.slow
 def test_the_results_page_is_written_from_a_run(micro_workflow, tmp_path):
     _, results, _ = micro_workflow
