@@ -122,14 +122,14 @@ def world_targets_command(results: Path, demo_seconds: float | None) -> list[str
     return [str(WORLD_TARGETS), str(results), *(["--demo-seconds", f"{demo_seconds:.0f}"] if demo_seconds else [])]
 
 
-def world_targets(results: Path, demo_seconds: float | None) -> str:
+def world_targets(results: Path, demo_seconds: float | None) -> Targets:
     if not WORLD_TARGETS.is_file():
         raise ValueError(f"{WORLD_TARGETS} not found: run results-page --targets from the repository root")
-    done = subprocess.run([sys.executable, *world_targets_command(results, demo_seconds)],
-                          capture_output=True, text=True, check=False)
+    command = world_targets_command(results, demo_seconds)
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ValueError(f"{WORLD_TARGETS} {results} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return done.stdout.strip()
+    return Targets(command, done.stdout.strip())
 
 
 def copy_figures(results: Path, figures_folder: Path) -> list[str]:
@@ -205,8 +205,7 @@ def _results_page(args: argparse.Namespace) -> int:
     table = paper_table(results)
     host = machine()
     demo_seconds = span_seconds(jobs) if args.make_demo else None
-    targets = (Targets(world_targets_command(results, demo_seconds), world_targets(results, demo_seconds))
-               if args.targets else None)
+    targets = world_targets(results, demo_seconds) if args.targets else None
     figures = copy_figures(results, figures_folder)
     link = Path(os.path.relpath(figures_folder, out.parent)).as_posix()
     write_text(out, page(results, command, table, jobs, host, args.conditions, figures, link, targets))
