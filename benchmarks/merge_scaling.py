@@ -57,6 +57,11 @@ def doc_targets(section: str) -> tuple[tuple[str, str], Path]:
     return (f"<!-- {section}:begin -->", f"<!-- {section}:end -->"), ROOT / "docs" / "figures" / f"merge_{section}.png"
 
 
+def method_of(label: str) -> str:
+    """The method a row label names ("ties (density=0.2, ...)" -> "ties")."""
+    return label.split(" ")[0]
+
+
 LIBRARY_NAMES = {"ours": "asrmerge", "mergekit": "mergekit", "fusionbench": "FusionBench"}
 OTHER_LIBRARIES = tuple(name for name in LIBRARY_NAMES if name != "ours")
 #: asrmerge's goal for the peak resident memory of every method at large-v3 size: half this 24 GiB machine, which
@@ -236,7 +241,7 @@ def against_libraries(results: dict[str, Any], cells: dict[str, ms.Run]) -> list
                 if other is None or ours is None:
                     continue
                 if not other.ok:
-                    unfinished.append(f"{label.split(' ')[0]} at {size} ({other.status})")
+                    unfinished.append(f"{method_of(label)} at {size} ({other.status})")
                 elif ours.ok and other.invocation == ours.invocation:
                     pairs.append((other.seconds / ours.seconds, other.peak_gib / ours.peak_gib))
         if not pairs and not unfinished:
@@ -263,17 +268,17 @@ def figure(results: dict[str, Any], path: Path) -> None:
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     styles = {"ours": "-o", "mergekit": "--s", "fusionbench": ":^"}
     labels = {label for s in sizes for label in results["sizes"][s]["labels"]}
-    for label in sorted(labels, key=lambda lab: METHODS.index(lab.split(" ")[0])):
+    for label in sorted(labels, key=lambda lab: METHODS.index(method_of(lab))):
         for library, style in styles.items():
             points = [(params[s], ms.Run(**results["cells"][k])) for s in sizes
                       if (k := cell_key(s, label, library)) in results["cells"]]
             done = [(p, r) for p, r in points if r.ok]
-            color = colors[label.split(" ")[0]]
-            stopped = [(p, r) for p, r in points if r.status.startswith("stopped")]
+            color = colors[method_of(label)]
+            stopped = [(p, r) for p, r in points if r.stopped_at_memory_limit]
             right.plot([p for p, _ in stopped], [r.peak_gib for _, r in stopped], "x", color=color, markersize=9)
             if not done:
                 continue
-            name = f"{label.split(' ')[0]} ({LIBRARY_NAMES[library]})"
+            name = f"{method_of(label)} ({LIBRARY_NAMES[library]})"
             left.plot([p for p, _ in done], [r.seconds for _, r in done], style, color=color, label=name)
             right.plot([p for p, _ in done], [r.peak_gib for _, r in done], style, color=color, label=name)
     floors = [(params[s], min(f["seconds"] for f in results["sizes"][s]["floors"].values())) for s in sizes]

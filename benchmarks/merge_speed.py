@@ -66,6 +66,8 @@ LIBRARIES = {
     "fusionbench": [TORCH_SPEC, "fusion-bench==0.2.33"],
 }
 GIB = 1024**3
+#: How a run stopped at its memory limit begins its status ("stopped at 16.0 GiB").
+STOPPED_AT = "stopped at"
 #: The results page and the lines around the table that `--write-doc` replaces.
 DOC_PAGE = ROOT / "docs" / "measured" / "merge-speed.md"
 DOC_MARKERS = ("<!-- merge-speed:begin -->", "<!-- merge-speed:end -->")
@@ -329,6 +331,11 @@ class Run:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def stopped_at_memory_limit(self) -> bool:
+        """Stopped when its resident memory passed the limit: its peak is a lower bound of what it needed."""
+        return self.status.startswith(STOPPED_AT)
+
 
 def _session_rss(session: int) -> int:
     """Resident bytes of every process in a session (the measured command and anything it started)."""
@@ -385,7 +392,7 @@ def measure(cmd: Sequence[str], env: dict[str, str], log_path: Path, timeout: fl
             while not done.wait(0.1):
                 seen[0] = max(seen[0], rss := _session_rss(proc.pid))
                 if rss > memory_limit:
-                    verdict.append(f"stopped at {memory_limit / GIB:.1f} GiB")
+                    verdict.append(f"{STOPPED_AT} {memory_limit / GIB:.1f} GiB")
                 elif time.perf_counter() - start > timeout:
                     verdict.append("timeout")
                 else:
@@ -580,7 +587,7 @@ def _ratio(numerator: Run | None, denominator: Run | None, attr: str) -> str:
         return "–"
     if numerator.invocation != denominator.invocation:
         return NO_RATIO
-    if attr == "peak_gib" and denominator.status.startswith("stopped") and denominator.peak_gib:
+    if attr == "peak_gib" and denominator.stopped_at_memory_limit and denominator.peak_gib:
         return f"< {numerator.peak_gib / denominator.peak_gib:.2f}×"  # it needed more than it had when stopped
     if not denominator.ok:
         return "–"
