@@ -33,15 +33,15 @@ include: "rules/report.smk"
 
 
 onstart:
-    take_results_folder()
+    start_run()
 
 
 onsuccess:
-    results_lock.release(RESULTS)
+    end_run()
 
 
 onerror:
-    results_lock.release(RESULTS)
+    end_run()
 
 
 rule all:

@@ -123,6 +123,12 @@ def job_benchmark(results: str | os.PathLike[str], rule: str) -> str:
     return f"{os.fspath(results)}/{BENCHMARKS}/{JOB_RECORDS[rule]}.tsv"
 
 
+def log_of_benchmark(results: str | os.PathLike[str], benchmark: str | os.PathLike[str]) -> str:
+    """The log of the job whose benchmark file is `benchmark` (both are named by the job's record)."""
+    record = os.path.relpath(benchmark, os.path.join(results, BENCHMARKS))
+    return os.path.join(os.fspath(results), LOGS, os.path.splitext(record)[0] + ".log")
+
+
 class _Wildcards(dict):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"

@@ -19,7 +19,8 @@ place, outputs go to a temporary folder.
 - finetune: the first steps of one domain fine-tune (the finetune_domain job's settings from the run's config),
   profiled by part (features, forward, backward, optimizer).
 - startup: the CPU time of a fresh interpreter importing what each kind of job imports before its first line of
-  work (median of three).
+  work, and of a job forked from a local run's job server (asrmerge.workflow.job_server: its own process, which
+  asks the server, plus the fork's, for a job that does nothing), each the median of three.
 - run: a finished run's job times by stage from its per-job benchmark files (benchmarks/world_targets.py), CPU
   minutes beside wall minutes, and its span (first job's start to last job's end); with --make-log, the wall clock
   and CPU time that `/usr/bin/time -v make demo` (or --target whisper-base) wrote for the whole command (its set-up
@@ -297,6 +298,45 @@ def child_cpu_seconds(command: Sequence[str]) -> float:
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
+#: A job that does nothing but what scripts/stage.py does first: ask the run's job server to run it.
+EMPTY_JOB = """import sys
+from asrmerge.workflow.job_server import run_on_server
+
+class Job:
+    log = [sys.argv[1]]
+
+run_on_server(Job())
+"""
+
+
+def forked_job_cpu_seconds() -> float:
+    """CPU seconds of one empty job run on a job server (its own process plus the fork), as a run's jobs are (median
+    of three, after one that waits for the server's imports)."""
+    from asrmerge.workflow import job_server
+
+    server = job_server.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            script, log = Path(tmp) / "job.py", Path(tmp) / "job.log"
+            script.write_text(EMPTY_JOB)
+            env = job_server.job_environment(os.environ)
+
+            def one() -> float:
+                log.write_text("")
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run([sys.executable, str(script), str(log)], check=True, env=env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                usage = job_server.read_usage(log)
+                if usage is None:
+                    raise SystemExit(f"the empty job did not run on the job server: {job_server.stop(server)}")
+                return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime + usage.cpu_seconds
+
+            one()
+            return statistics.median(one() for _ in range(3))
+    finally:
+        job_server.stop(server)
+
+
 def startup(args) -> None:
     rows = {}
     for job, modules in JOB_IMPORTS.items():
@@ -305,7 +345,8 @@ def startup(args) -> None:
         rows[job] = {"imports": modules, "cpu_seconds": round(seconds, 2)}
     bare = statistics.median(child_cpu_seconds([sys.executable, "-c", "pass"]) for _ in range(3))
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
-              "bare_interpreter_cpu_seconds": round(bare, 2), "jobs": rows}
+              "bare_interpreter_cpu_seconds": round(bare, 2), "jobs": rows,
+              "forked_job_cpu_seconds": round(forked_job_cpu_seconds(), 2)}
     save("startup", record)
     print(json.dumps(record, indent=1))
 
@@ -551,9 +592,14 @@ def _startup_section(record: Mapping) -> list[str]:
     lines = _header("Job start-up: a fresh interpreter importing what each kind of job imports", record)
     lines += ["| job | CPU s |", "|---|---|", f"| bare interpreter | {record['bare_interpreter_cpu_seconds']} |"]
     lines += [f"| {job} | {row['cpu_seconds']} |" for job, row in record["jobs"].items()]
+    if "forked_job_cpu_seconds" in record:
+        lines += [f"| any job forked from the run's job server (its own process and the fork) | "
+                  f"{record['forked_job_cpu_seconds']} |"]
     lines += ["", "Importing torch and transformers' Whisper is most of a model job's start-up; every job that runs a "
               "model needs both, and both import much of themselves eagerly (torch.distributed, torch._dynamo and "
-              "with them sympy and scipy.signal, by `python -X importtime`).", ""]
+              "with them sympy and scipy.signal, by `python -X importtime`). A local run imports them once: its "
+              "job server (asrmerge.workflow.job_server) imports them and forks each job from itself, so a job "
+              "starts with them imported.", ""]
     return lines
 
 

@@ -10,6 +10,8 @@ from asrmerge.data.content import content_digest, manifest_digest
 from asrmerge.data import hf_dataset
 from asrmerge.workflow.experiment import Experiment
 from asrmerge.workflow import lock as results_lock
+from asrmerge.workflow import job_server, scheduler_wakeups
+from snakemake.logging import logger
 from asrmerge.merging.spec import PER_TASK_STATISTICS
 
 try:
@@ -23,6 +25,7 @@ except ConfigError as err:
 
 
 share_package_with_jobs()
+scheduler_wakeups.coalesce()  # Snakemake's scheduler otherwise wakes ever more often (see the module)
 
 # Sets, systems, merge branches and their files: asrmerge.workflow.experiment (the `asrmerge` table, figure and
 # report-check commands derive the same from the same config).
@@ -159,9 +162,24 @@ def final_outputs():
     ]
 
 
-def take_results_folder():
-    """The run's lock on its results folder (asrmerge.workflow.lock), taken before any job starts."""
+RUN = {}  # what start_run starts and end_run ends
+
+
+def start_run():
+    """Before any job starts: the run's lock on its results folder (asrmerge.workflow.lock), and the warm
+    interpreter its local jobs fork from (asrmerge.workflow.job_server)."""
     try:
         results_lock.acquire(RESULTS)
     except results_lock.ResultsInUse as err:
         sys.exit(f"asrmerge: {err}")
+    if workflow.local_exec:
+        RUN["job_server"] = job_server.start()
+
+
+def end_run():
+    """After the last job, done or failed: the job server ended (what it reported goes to the run's log), the
+    results folder's lock released."""
+    notes = job_server.stop(RUN.pop("job_server", None))
+    if notes:
+        logger.warning(notes)
+    results_lock.release(RESULTS)

@@ -123,22 +123,26 @@ def tiny_whisper(tiny_whisper_factory: Callable[..., tuple[Path, list[Path]]]) -
 
 class MicroRun:
     """The micro config run into a temporary folder, started once: `start()` returns at once, so a test that makes a
-    run of its own (tests/test_slurm.py) can make it beside this one; `result()` waits for it."""
+    run of its own (tests/test_slurm.py) can make it beside this one; `result()` waits for it. `environment`: variables
+    set for the run besides this process's; `name`: of its results folder, config and log in `tmp` (a path within it),
+    so that two runs in one `tmp` (made before either starts) read the same local datasets."""
 
     TIMEOUT_S = 1200
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, environment: dict[str, str] | None = None, name: str = "results"):
         import hf_fixtures
         import yaml
 
         self.root = Path(__file__).resolve().parents[1]
         self.config = yaml.safe_load((self.root / "tests" / "data" / "micro_config.yaml").read_text())
-        self.config["results"] = str(tmp / "results")
+        self.config["results"] = str(tmp / name)
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         # and three test sets read from Hugging Face datasets (local copies in the Hub's layouts), as users name theirs
         self.config["corpus"]["sets"].update(hf_fixtures.dataset_sets(tmp / "datasets"))
-        self.config_path = tmp / "config.yaml"
+        self.config_path = tmp / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
-        self.log = tmp / "snakemake.log"
+        self.log = tmp / f"{name}.log"
+        self.environment = {**os.environ, "PYTHONHASHSEED": "0", **(environment or {})}
         self._proc = None
 
     def start(self) -> None:
@@ -147,7 +151,7 @@ class MicroRun:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(self.root / "Snakefile"),
                      "--directory", str(self.root), "--configfile", str(self.config_path)],
-                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
+                    stdout=log, stderr=subprocess.STDOUT, env=self.environment)
 
     def result(self) -> tuple[Path, Path, dict]:
         """(config path, results folder, config dict) once the run has finished; fails the test if it did not."""

@@ -1,0 +1,216 @@
+"""The job server (asrmerge.workflow.job_server) runs a job as the job's own process would, or leaves it to it.
+
+A toy job script does what scripts/stage.py does (ask the server first) and then records where and how it ran: its
+process, whether torch was imported before it started (the server's imports), its directory, arguments, standard
+input, and it writes to its standard output and error and exits with a given status. Each case is checked against
+the same script run with no server. The workflow's own jobs: the micro config run with and without the server gives
+the same files, and every job of the first ran on the server.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from asrmerge import layout
+from asrmerge.workflow import job_server
+from asrmerge.workflow.compare import compare_runs
+from conftest import MicroRun
+
+JOB = textwrap.dedent('''
+    import json, os, sys, time
+    preloaded = "torch" in sys.modules
+    from asrmerge.workflow.job_server import run_on_server
+
+    class Job:
+        log = [sys.argv[1]]
+
+    if not run_on_server(Job()):
+        with open(sys.argv[1], "w") as log:
+            log.write("the job's log\\n")
+        behaviour = sys.argv[2]
+        record = {"pid": os.getpid(), "preloaded": preloaded, "cwd": os.getcwd(), "argv": sys.argv[1:],
+                  "stdin": sys.stdin.read(), "path0": sys.path[0], "name": __name__,
+                  "omp": os.environ.get("OMP_NUM_THREADS")}
+        with open("record.json", "w") as out:
+            json.dump(record, out)
+        print("to standard output")
+        print("to standard error", file=sys.stderr)
+        if behaviour == "sleep":
+            time.sleep(60)
+        if behaviour == "raise":
+            raise RuntimeError("the job failed")
+        sys.exit(int(behaviour))
+''')
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A server started as a run starts it; JOB_ENV is then what Snakemake gives a one-thread job of the run (the
+    run's environment as it started: pytest's own variables change from test to test)."""
+    saved = os.environ.pop(job_server.SOCKET_VARIABLE, None)
+    started = job_server.start()
+    JOB_ENV.update(job_server.job_environment(os.environ))
+    yield started
+    job_server.stop(started)
+    JOB_ENV.clear()
+    if saved is not None:
+        os.environ[job_server.SOCKET_VARIABLE] = saved
+
+
+JOB_ENV: dict[str, str] = {}
+
+
+def run_job(folder: Path, behaviour: str = "0", env: dict | None = None, stdin: str = "input lines\n",
+            wait: bool = True):
+    """The toy job as Snakemake's local executor starts it: `python SCRIPT`, a one-thread job's environment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "scripts" / "job.py"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(JOB)
+    env = dict(JOB_ENV or job_server.job_environment(os.environ)) if env is None else env
+    command = [sys.executable, str(script), str(folder / "job.log"), behaviour]
+    if not wait:
+        return subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=folder, env=env, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def record(folder: Path) -> dict:
+    return json.loads((folder / "record.json").read_text())
+
+
+def without_server(env: dict | None = None) -> dict:
+    env = dict(env or JOB_ENV or job_server.job_environment(os.environ))
+    env.pop(job_server.SOCKET_VARIABLE, None)
+    return env
+
+
+def same_but_process(forked: dict, own: dict, forked_folder: Path, own_folder: Path) -> None:
+    for key in ("pid", "preloaded"):
+        forked.pop(key), own.pop(key)
+    own = json.loads(json.dumps(own).replace(str(own_folder), str(forked_folder)))
+    assert forked == own
+
+
+def test_a_job_runs_forked_from_the_server_as_in_its_own_process(server, tmp_path):
+    result = run_job(tmp_path / "forked")
+    reference = run_job(tmp_path / "own", env=without_server())
+    forked, own = record(tmp_path / "forked"), record(tmp_path / "own")
+    assert result.returncode == reference.returncode == 0
+    assert forked["preloaded"] and not own["preloaded"]  # the fork started with the server's imports
+    assert forked["pid"] != own["pid"]
+    assert forked["stdin"] == "input lines\n"
+    assert (result.stdout, result.stderr) == (reference.stdout, reference.stderr) == ("to standard output\n",
+                                                                                      "to standard error\n")
+    same_but_process(forked, own, tmp_path / "forked", tmp_path / "own")
+    usage = job_server.read_usage(tmp_path / "forked" / "job.log")
+    assert usage is not None and usage.cpu_seconds > 0 and usage.max_rss_mb > 0
+    assert job_server.read_usage(tmp_path / "own" / "job.log") is None
+    assert (tmp_path / "forked" / "job.log").read_text().startswith("the job's log\n")
+
+
+@pytest.mark.parametrize("behaviour, status", [("3", 3), ("raise", 1)])
+def test_a_failing_job_fails_the_same_way(server, tmp_path, behaviour, status):
+    result = run_job(tmp_path / "forked", behaviour)
+    reference = run_job(tmp_path / "own", behaviour, env=without_server())
+    assert record(tmp_path / "forked")["preloaded"]
+    assert result.returncode == reference.returncode == status
+    assert result.stdout == reference.stdout
+    assert result.stderr.splitlines()[-1] == reference.stderr.splitlines()[-1]
+    if behaviour == "raise":
+        assert "RuntimeError: the job failed" in result.stderr and "Traceback" in result.stderr
+
+
+def test_a_job_whose_environment_differs_runs_in_its_own_process(server, tmp_path):
+    two_threads = {**JOB_ENV, **{name: "2" for name in job_server.THREAD_VARIABLES}}
+    result = run_job(tmp_path / "two", env=two_threads)
+    assert result.returncode == 0
+    assert not record(tmp_path / "two")["preloaded"] and record(tmp_path / "two")["omp"] == "2"
+    other = {**JOB_ENV, "HF_HUB_OFFLINE": "0"}
+    run_job(tmp_path / "other", env=other)
+    assert not record(tmp_path / "other")["preloaded"]
+    # the server says why, once per reason, for the run's log
+    notes = (server.folder / "server.log").read_text()
+    assert "OMP_NUM_THREADS" in notes and "HF_HUB_OFFLINE" in notes
+
+
+def test_without_a_server_the_job_runs_in_its_own_process(tmp_path):
+    gone = {**without_server(), job_server.SOCKET_VARIABLE: str(tmp_path / "no.sock")}
+    for name, env in (("unset", without_server()), ("gone", gone),
+                      ("off", {**without_server(), job_server.SOCKET_VARIABLE: job_server.OFF})):
+        result = run_job(tmp_path / name, env=env)
+        assert result.returncode == 0 and not record(tmp_path / name)["preloaded"]
+
+
+def wait_for(condition, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie that nobody has reaped yet has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_cancelling_the_job_ends_its_fork(server, tmp_path, how):
+    """Snakemake cancels a job by signalling its process: the fork goes with it (passed on, or ended by the server
+    when the job's process is killed outright)."""
+    folder = tmp_path / "cancelled"
+    process = run_job(folder, "sleep", wait=False)
+    assert wait_for(lambda: (folder / "record.json").exists())
+    fork = record(folder)["pid"]
+    assert fork != process.pid and alive(fork)
+    process.send_signal(how)
+    process.wait(timeout=30)
+    assert process.returncode == -how
+    assert wait_for(lambda: not alive(fork)), "the fork outlived its job"
+
+
+def test_the_server_ends_with_its_run(tmp_path):
+    """A run that ends without stopping its server (killed) leaves no server behind; `stop` removes its folder."""
+    owner = subprocess.run(
+        [sys.executable, "-c", "from asrmerge.workflow import job_server; s = job_server.start(); "
+                               "print(s.process.pid, s.folder, flush=True); import os; os._exit(0)"],
+        capture_output=True, text=True, timeout=60, env=without_server())
+    pid, folder = owner.stdout.split()
+    assert wait_for(lambda: not alive(int(pid))), "the server outlived its run"
+    for path in Path(folder).iterdir():
+        path.unlink()
+    Path(folder).rmdir()
+    started = job_server.start()
+    try:
+        assert os.environ[job_server.SOCKET_VARIABLE] == str(started.socket_path)
+    finally:
+        job_server.stop(started)
+    assert not started.folder.exists() and started.process.poll() is not None
+    assert job_server.SOCKET_VARIABLE not in os.environ
+
+
+@pytest.mark.slow
+def test_a_run_without_the_job_server_gives_the_same_files(tmp_path):
+    forked = MicroRun(tmp_path, name="forked/results")
+    own = MicroRun(tmp_path, environment={job_server.SOCKET_VARIABLE: job_server.OFF}, name="own/results")
+    for run in (own, forked):
+        run.start()
+    (_, forked_results, _), (_, own_results, _) = forked.result(), own.result()
+    logs = {path.relative_to(forked_results): path for path in (forked_results / layout.LOGS).rglob("*.log")}
+    assert logs and all(job_server.read_usage(path) for path in logs.values()), "a job did not run on the server"
+    assert not any(job_server.read_usage(own_results / name) for name in logs)
+    comparison = compare_runs(own_results, forked_results)
+    assert comparison.equal, comparison
+    assert len(comparison.identical) > 100
