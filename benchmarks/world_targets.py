@@ -30,7 +30,7 @@ from safetensors import safe_open
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asrmerge import layout  # noqa: E402
-from asrmerge.workflow import job_server  # noqa: E402
+from asrmerge.report.results_page import read_jobs  # noqa: E402
 from asrmerge.report.tables import load_utterance_errors  # noqa: E402
 from asrmerge.evaluation.scoring import mapsswe  # noqa: E402
 
@@ -164,20 +164,15 @@ def targets(results: Path, frame: pd.DataFrame, demo_seconds: float | None, same
 
 def job_seconds(results: Path) -> dict[str, tuple[int, float, float]]:
     """Stage ("models/finetuned", "hypotheses/merged", ...) -> (jobs, wall-clock seconds, CPU seconds, each summed
-    over its jobs), from the per-job Snakemake benchmark files, largest wall-clock first. A job forked from the
-    run's job server did its work outside the process its benchmark measured: the CPU time its log records
-    (asrmerge.workflow.job_server) is added."""
-    root = results / layout.BENCHMARKS
+    over its jobs), from the per-job Snakemake benchmark files (asrmerge.report.results_page.read_jobs, which adds
+    the CPU time of a job forked from the run's job server), largest wall-clock first."""
     stages: dict[str, list[tuple[float, float]]] = {}
-    for path in root.rglob("*.tsv"):
-        parts = path.relative_to(root).parts
+    for job in read_jobs(results):
+        parts = Path(job.path).parts
         stage = parts[0]
         if stage in ("models", "hypotheses"):  # models/base, models/finetuned, hypotheses/merged, ...
-            stage = "/".join(parts[:2]) if len(parts) > 2 else f"{stage}/{path.stem}"
-        row = pd.read_csv(path, sep="\t").iloc[0]
-        forked = job_server.read_usage(layout.log_of_benchmark(results, path))
-        cpu = float(row["cpu_time"]) + (forked.cpu_seconds if forked else 0.0)
-        stages.setdefault(stage, []).append((float(row["s"]), cpu))
+            stage = "/".join(parts[:2]) if len(parts) > 2 else f"{stage}/{Path(job.path).stem}"
+        stages.setdefault(stage, []).append((job.seconds, job.cpu_seconds))
     totals = {stage: (len(jobs), sum(s for s, _ in jobs), sum(c for _, c in jobs)) for stage, jobs in stages.items()}
     return dict(sorted(totals.items(), key=lambda kv: -kv[1][1]))
 

@@ -214,3 +214,26 @@ def test_a_run_without_the_job_server_gives_the_same_files(tmp_path):
     comparison = compare_runs(own_results, forked_results)
     assert comparison.equal, comparison
     assert len(comparison.identical) > 100
+
+
+def test_a_forked_jobs_usage_counts_in_its_benchmark(tmp_path):
+    """Snakemake's benchmark of a forked job measures the job's own small process; the fork's usage, which the job
+    wrote to its log, is added where the run's job times are read (asrmerge.report.results_page.read_jobs)."""
+    from asrmerge.report.results_page import read_jobs
+
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for name, cpu in (("forked", "0.05"), ("own", "2.5"), ("short", "NA")):
+        benchmark = tmp_path / layout.BENCHMARKS / "scores" / f"{name}.tsv"
+        benchmark.parent.mkdir(parents=True, exist_ok=True)
+        benchmark.write_text(header + f"3.0\t0:00:03\t40.0\t0\t0\t0\t0\t0\t50\t{cpu}\n")
+        log = Path(layout.log_of_benchmark(tmp_path, benchmark))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("the job's log\n")
+    usage = job_server.Usage(user_seconds=2.0, system_seconds=0.25, max_rss_mb=300.0)
+    for name in ("forked", "short"):
+        with open(tmp_path / layout.LOGS / "scores" / f"{name}.log", "a") as log:
+            log.write(job_server.USAGE_TAG + json.dumps(vars(usage)) + "\n")
+    jobs = {Path(job.path).stem: job for job in read_jobs(tmp_path)}
+    assert (jobs["forked"].cpu_seconds, jobs["forked"].peak_mib, jobs["forked"].forked) == (2.3, 300.0, True)
+    assert (jobs["own"].cpu_seconds, jobs["own"].peak_mib, jobs["own"].forked) == (2.5, 40.0, False)
+    assert jobs["short"].cpu_seconds == 2.25  # Snakemake had no sample of the job's own process

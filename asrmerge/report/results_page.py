@@ -12,6 +12,7 @@ So no number of a run is typed into the docs; rerunning the command after a run 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
@@ -25,6 +26,7 @@ from pathlib import Path
 from asrmerge import layout
 from asrmerge.atomic import write_text
 from asrmerge.guard import declare_paths
+from asrmerge.workflow import job_server
 
 PAPER_TABLE = layout.TABLE_FILES["paper_markdown"]
 README_START = "<!-- results-table: start (written by `asrmerge results-page`; do not edit) -->"
@@ -43,10 +45,13 @@ class Job:
     cpu_seconds: float
     peak_mib: float
     finished: float  # the file's modification time: the job's end
+    forked: bool = False  # forked from the run's job server (its CPU time and memory are the fork's added)
 
 
 def read_jobs(results: Path) -> list[Job]:
-    """Every benchmark file of the run (a job run several times keeps its last measurement)."""
+    """Every benchmark file of the run (a job run several times keeps its last measurement). A job forked from the
+    run's job server worked outside the process its benchmark measured: its log's record of the fork's CPU time and
+    peak memory (asrmerge.workflow.job_server.read_usage) is added."""
     jobs = []
     root = results / layout.BENCHMARKS
     for path in sorted(root.rglob("*.tsv")):
@@ -56,8 +61,13 @@ def read_jobs(results: Path) -> list[Job]:
         header, values = lines[0].split("\t"), lines[-1].split("\t")
         row = dict(zip(header, values))
         relative = path.relative_to(root)
-        jobs.append(Job(str(relative), relative.parts[0], float(row["s"]), _number(row.get("cpu_time")),
-                        _number(row.get("max_rss")), path.stat().st_mtime))
+        cpu, peak = _number(row.get("cpu_time")), _number(row.get("max_rss"))
+        forked = job_server.read_usage(layout.log_of_benchmark(results, path))
+        if forked is not None:  # the job's own process is small, and may have ended before Snakemake measured it
+            cpu = forked.cpu_seconds + (0.0 if math.isnan(cpu) else cpu)
+            peak = max(forked.max_rss_mb, peak)
+        jobs.append(Job(str(relative), relative.parts[0], float(row["s"]), cpu, peak, path.stat().st_mtime,
+                        forked is not None))
     if not jobs:
         raise ValueError(f"{root}: no benchmark files; is {results} a finished run?")
     return jobs
@@ -73,6 +83,23 @@ def _number(text: str | None) -> float:
 def span_seconds(jobs: list[Job]) -> float:
     """First job's start to last job's end (each start = its file's time less its wall clock)."""
     return max(j.finished for j in jobs) - min(j.finished - j.seconds for j in jobs)
+
+
+def time_report(log: Path) -> dict:
+    """Wall clock, CPU seconds and exit status from the report `/usr/bin/time -v` appends to a command's log."""
+    fields = {}
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        key, sep, value = line.strip().rpartition(": ")
+        if sep:
+            fields[key] = value
+    try:
+        clock = [float(part) for part in fields["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")]
+        cpu = float(fields["User time (seconds)"]) + float(fields["System time (seconds)"])
+        status = int(fields["Exit status"])
+    except (KeyError, ValueError):
+        raise ValueError(f"{log}: no report of /usr/bin/time -v at its end") from None
+    wall = sum(value * 60 ** power for power, value in enumerate(reversed(clock)))
+    return {"log": str(log), "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "exit_status": status}
 
 
 def machine() -> str:
@@ -117,8 +144,8 @@ class Targets:
 
 
 def world_targets_command(results: Path, demo_seconds: float | None) -> list[str]:
-    """benchmarks/world_targets.py on a run; W8's time target (`make demo` on 2 cores) applies only to a demo run's
-    span, given as `demo_seconds`."""
+    """benchmarks/world_targets.py on a run; W8's time target (`make demo` on 2 cores) applies only to the whole
+    `make demo` that made a demo run, its wall clock given as `demo_seconds`."""
     return [str(WORLD_TARGETS), str(results), *(["--demo-seconds", f"{demo_seconds:.0f}"] if demo_seconds else [])]
 
 
@@ -142,11 +169,20 @@ def copy_figures(results: Path, figures_folder: Path) -> list[str]:
     return names
 
 
-def readme_block(results: Path, command: str, table: str, jobs: list[Job], host: str, conditions: str) -> str:
+def whole_command(make: dict | None) -> str:
+    """The whole command's time, from its `/usr/bin/time -v` report (`time_report`), as the pages say it."""
+    if make is None:
+        return ""
+    return (f"; the whole `make demo`, its set-up included, {make['wall_seconds'] / 60:.1f} min "
+            f"(`/usr/bin/time -v` in {make['log']}, exit status {make['exit_status']})")
+
+
+def readme_block(results: Path, command: str, table: str, jobs: list[Job], host: str, conditions: str,
+                 make: dict | None = None) -> str:
     return "\n".join([
         README_START, "",
         f"From the run in `{results}` on {host}: {len(jobs)} jobs, {span_seconds(jobs) / 60:.1f} min from the first "
-        f"job's start to the last one's end ({conditions}). Written by `{command}`:", "",
+        f"job's start to the last one's end{whole_command(make)} ({conditions}). Written by `{command}`:", "",
         table.strip(), "", README_END])
 
 
@@ -160,7 +196,7 @@ def readme_markers(readme: Path) -> tuple[str, int, int]:
 
 
 def page(results: Path, command: str, table: str, jobs: list[Job], host: str, conditions: str,
-         figures: list[str], figures_link: str, targets: Targets | None) -> str:
+         figures: list[str], figures_link: str, targets: Targets | None, make: dict | None = None) -> str:
     finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(j.finished for j in jobs)))
     out = [f"<!-- Generated by `{command}` from the run's files. Do not edit: rerun the command. -->", "",
            f"# The run in `{results}`", "",
@@ -169,7 +205,7 @@ def page(results: Path, command: str, table: str, jobs: list[Job], host: str, co
            f"- machine (where this page was generated, in the normal course the one that ran the workflow): {host}",
            f"- {len(jobs)} jobs, the last finished {finished}; {span_seconds(jobs) / 60:.1f} min from the first job's "
            f"start to the last one's end, {sum(j.seconds for j in jobs) / 60:.1f} min of job time (jobs run side by "
-           "side)",
+           f"side){whole_command(make)}",
            f"- conditions: {conditions}", "",
            "## Error rates", "", table.strip(), "",
            "## Where the time goes", "", *stage_rows(jobs), ""]
@@ -189,7 +225,7 @@ def _command(args: argparse.Namespace) -> str:
     for name in ("page", "figures", "readme"):
         words += [f"--{name}", getattr(args, name)] if getattr(args, name) else []
     words += ["--targets"] if args.targets else []
-    words += ["--make-demo"] if args.make_demo else []
+    words += ["--make-log", args.make_log] if args.make_log else []
     return shlex.join(words + ["--conditions", args.conditions])
 
 
@@ -204,15 +240,15 @@ def _results_page(args: argparse.Namespace) -> int:
     jobs = read_jobs(results)
     table = paper_table(results)
     host = machine()
-    demo_seconds = span_seconds(jobs) if args.make_demo else None
-    targets = world_targets(results, demo_seconds) if args.targets else None
+    make = time_report(Path(args.make_log)) if args.make_log else None
+    targets = world_targets(results, make["wall_seconds"] if make else None) if args.targets else None
     figures = copy_figures(results, figures_folder)
     link = Path(os.path.relpath(figures_folder, out.parent)).as_posix()
-    write_text(out, page(results, command, table, jobs, host, args.conditions, figures, link, targets))
+    write_text(out, page(results, command, table, jobs, host, args.conditions, figures, link, targets, make))
     print(f"wrote {out} ({len(figures)} figures in {figures_folder})")
     if readme is not None:
         text, start, end = readme
-        write_text(args.readme, text[:start] + readme_block(results, command, table, jobs, host, args.conditions)
+        write_text(args.readme, text[:start] + readme_block(results, command, table, jobs, host, args.conditions, make)
                    + text[end:])
         print(f"wrote the table of {args.readme}")
     return 0
@@ -231,9 +267,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--readme", default=None, help="also write the table into this README between its markers")
     p.add_argument("--targets", action="store_true",
                    help=f"add what {WORLD_TARGETS} prints about the run (targets W1–W8 of the demo world, findings)")
-    p.add_argument("--make-demo", action="store_true",
-                   help="the run is `make demo`'s: with --targets, its span is held against W8's time target")
+    p.add_argument("--make-log", default=None,
+                   help="the log of `/usr/bin/time -v make demo` that made the run: with --targets, the whole "
+                        "command's wall clock is held against W8's time target")
     p.add_argument("--conditions", required=True,
                    help="how the run was made, which its files do not record: e.g. 'alone' or 'beside the test suite'")
-    declare_paths(p, inputs=["results"], outputs=["page", "figures", "readme"])
+    declare_paths(p, inputs=["results", "make_log"], outputs=["page", "figures", "readme"])
     p.set_defaults(func=_results_page)

@@ -299,9 +299,9 @@ class _Forks:
         connection, _ = self.listener.accept()
         connection.settimeout(10)
         try:
-            request, fds = _receive(connection, with_fds=True)
-            if _peer_uid(connection) != os.getuid():
+            if _peer_uid(connection) != os.getuid():  # the folder's mode keeps others out; this says so again
                 raise ValueError("a job of another user")
+            request, fds = _receive(connection, with_fds=True)
         except (OSError, ValueError):
             connection.close()
             return
