@@ -145,12 +145,13 @@ class MicroRun:
         self.environment = {**os.environ, "PYTHONHASHSEED": "0", **(environment or {})}
         self._proc = None
 
-    def start(self) -> None:
+    def start(self, targets: tuple[str, ...] = ()) -> None:
+        """Start the run: the whole config, or only what `targets` (files of the run) need."""
         if self._proc is None:
             with open(self.log, "w") as log:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(self.root / "Snakefile"),
-                     "--directory", str(self.root), "--configfile", str(self.config_path)],
+                    [sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--snakefile",
+                     str(self.root / "Snakefile"), "--directory", str(self.root), "--configfile", str(self.config_path)],
                     stdout=log, stderr=subprocess.STDOUT, env=self.environment)
 
     def result(self) -> tuple[Path, Path, dict]:

@@ -21,9 +21,10 @@ checks both paths give the same bytes.
 
 Snakemake's benchmark file of a job measures the job's process tree, which the fork is not part of: the job's
 process writes the fork's CPU time and peak memory as the last line of the job's log (`USAGE_TAG`, read back by
-`read_usage`), and benchmarks/world_targets.py adds them to the benchmark's figures. The run's total CPU time (what
-`/usr/bin/time make demo` reports) includes the forks, since the server is a child of the run's process.
-ASRMERGE_JOB_SERVER=off in the environment of `snakemake` turns the server off.
+`read_usage`), which what reads a run's job times adds (asrmerge.report.results_page.read_jobs). The run's total CPU
+time (what `/usr/bin/time make demo` reports) includes the forks, since the server is a child of the run's process.
+ASRMERGE_JOB_SERVER=off in the environment of `snakemake` turns the server off; on a system other than Linux there
+is none (`SUPPORTED`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 #: The environment variable that gives a job the server's socket (and, set to "off" for the run, turns it off).
 SOCKET_VARIABLE = "ASRMERGE_JOB_SERVER"
@@ -245,6 +244,8 @@ def serve(socket_path: str, owner: int) -> None:
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     environment = _comparable(os.environ)  # as the server started: the imports may set variables (torch does)
     for module in PRELOAD:
+        if os.getppid() != owner:  # the run ended while this was importing
+            return
         importlib.import_module(module)
     _check_forkable()
     sys.stdout.flush()
