@@ -195,6 +195,18 @@ def test_the_results_page_counts_what_the_run_measured(tmp_path):
     assert "- 2 jobs" in text and "6.7 min from the first job's start" in text and "2.5 min of job time" in text
     assert "| `models/` | 1 | 1.7 | 100.0 | 512 |" in text and "| Zero-shot | 50.00 |" in text
     assert "conditions: alone" in text
+    # the whole make demo's time, from the report /usr/bin/time -v wrote at the end of its log
+    make_log = tmp_path / "make.log"
+    make_log.write_text("...the run's output...\n\tCommand being timed: \"make demo\"\n\tUser time (seconds): 1300.5\n"
+                        "\tSystem time (seconds): 59.5\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 13:14.49\n"
+                        "\tExit status: 0\n")
+    assert results_page.time_report(make_log) == {"log": str(make_log), "wall_seconds": 794.5, "cpu_seconds": 1360.0,
+                                                  "exit_status": 0}
+    assert main(["results-page", str(results), "--page", str(page), "--figures", str(tmp_path / "figures"),
+                 "--make-log", str(make_log), "--conditions", "alone"]) == 0
+    assert "the whole `make demo`, its set-up included, 13.2 min" in page.read_text()
+    with pytest.raises(ValueError, match="no report of /usr/bin/time -v"):
+        results_page.time_report(page)
 
 
 def test_the_demo_time_target_applies_only_to_a_demo_run():
