@@ -290,10 +290,10 @@ def finetune(args) -> None:
 
 # --------------------------------------------------------------------------------------------------------- startup
 
-def child_cpu_seconds(command: Sequence[str]) -> float:
+def child_cpu_seconds(command: Sequence[str], env: Mapping[str, str] | None = None) -> float:
     """User + system CPU seconds of one child process (not its wall time: other work on the machine stretches that)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
@@ -320,21 +320,22 @@ def forked_job_cpu_seconds() -> float:
             script, log = Path(tmp) / "job.py", Path(tmp) / "job.log"
             script.write_text(EMPTY_JOB)
             env = job_server.job_environment(os.environ)
-
-            def one() -> float:
-                log.write_text("")
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                subprocess.run([sys.executable, str(script), str(log)], check=True, env=env)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                usage = job_server.read_usage(log)
-                if usage is None:
-                    raise SystemExit(f"the empty job did not run on the job server: {job_server.stop(server)}")
-                return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime + usage.cpu_seconds
-
-            one()
-            return statistics.median(one() for _ in range(3))
+            seconds = [_forked_job_seconds(script, log, env) for _ in range(4)][1:]
     finally:
-        job_server.stop(server)
+        notes = job_server.stop(server)
+    if None in seconds:
+        raise SystemExit(f"the empty job did not run on the job server: {notes}")
+    return statistics.median(seconds)
+
+
+def _forked_job_seconds(script: Path, log: Path, env: Mapping[str, str]) -> float | None:
+    """The empty job's CPU seconds, its own process's and its fork's (None when it did not run on the server)."""
+    from asrmerge.workflow import job_server
+
+    log.write_text("")
+    own = child_cpu_seconds([sys.executable, str(script), str(log)], env)
+    usage = job_server.read_usage(log)
+    return None if usage is None else own + usage.cpu_seconds
 
 
 def startup(args) -> None:
@@ -636,37 +637,35 @@ def _before_after(records: Mapping[str, Mapping]) -> list[str]:
     if before is None or after is None:
         return []
     names = list(dict.fromkeys([*after["stages"], *before["stages"]]))
-
-    def cells(record: Mapping, name: str) -> str:
-        stage = record["stages"].get(name)
-        return f"{stage['wall_seconds'] / 60:.1f} | {stage['cpu_seconds'] / 60:.1f}" if stage else "– | –"
-
-    def whole(record: Mapping) -> str:
-        make = record.get("make")
-        return f"{make['wall_seconds'] / 60:.1f}" if make else "not timed"
-
-    def whole_cpu(record: Mapping) -> str:
-        make = record.get("make")
-        return f"{make['cpu_seconds'] / 60:.1f}" if make else ""
-
     lines = ["## `make demo` by stage, before and after the job server", "",
              f"Before: the run of {before['machine']['date']}; after: the run of {after['machine']['date']} (both "
              "sections above, each with its command and conditions). Minutes summed over each stage's jobs.", "",
              "| stage | before: wall min | CPU min | after: wall min | CPU min |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {cells(before, name)} | {cells(after, name)} |" for name in names]
+    lines += [f"| {name} | {_stage_minutes(before, name)} | {_stage_minutes(after, name)} |" for name in names]
     total = {key: [sum(stage[key] for stage in record["stages"].values()) / 60 for record in (before, after)]
              for key in ("wall_seconds", "cpu_seconds")}
     lines += [f"| all jobs | {total['wall_seconds'][0]:.1f} | {total['cpu_seconds'][0]:.1f} | "
               f"{total['wall_seconds'][1]:.1f} | {total['cpu_seconds'][1]:.1f} |",
               f"| first job's start to last job's end | {before['span_seconds'] / 60:.1f} | | "
               f"{after['span_seconds'] / 60:.1f} | |",
-              f"| the whole `make demo`, set-up included | {whole(before)} | {whole_cpu(before)} | {whole(after)} | "
-              f"{whole_cpu(after)} |", "",
+              f"| the whole `make demo`, set-up included | {_make_minutes(before)} | {_make_minutes(after)} |", "",
               "A job's CPU minutes are Snakemake's benchmark of its process, which samples the process now and then "
               "and misses some of a job's life; a forked job's are the fork's own count (the kernel's, exact). The "
               "whole command's CPU minutes (`/usr/bin/time -v`, every process included) compare the two runs "
               "exactly.", ""]
     return lines
+
+
+def _stage_minutes(record: Mapping, name: str) -> str:
+    """A stage's wall and CPU minutes in a run record, as two cells."""
+    stage = record["stages"].get(name)
+    return f"{stage['wall_seconds'] / 60:.1f} | {stage['cpu_seconds'] / 60:.1f}" if stage else "– | –"
+
+
+def _make_minutes(record: Mapping) -> str:
+    """The whole command's wall and CPU minutes (its /usr/bin/time -v report), as two cells."""
+    make = record.get("make")
+    return f"{make['wall_seconds'] / 60:.1f} | {make['cpu_seconds'] / 60:.1f}" if make else "not timed | "
 
 
 def _startup_share(records: Mapping[str, Mapping]) -> list[str]:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asrmerge import layout
 from asrmerge.workflow import job_server
@@ -138,6 +140,29 @@ def test_a_job_whose_environment_differs_runs_in_its_own_process(server, tmp_pat
     # the server says why, once per reason, for the run's log
     notes = (server.folder / "server.log").read_text()
     assert "OMP_NUM_THREADS" in notes and "HF_HUB_OFFLINE" in notes
+
+
+NAMES = st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.dictionaries(NAMES, st.text(max_size=8), max_size=6), name=NAMES, value=st.text(max_size=8),
+       drop=st.booleans())
+def test_any_difference_in_the_environment_sends_the_job_to_its_own_process(base, name, value, drop):
+    """Any variable added, changed or removed (but the shell's own, which no library reads) is named as the reason,
+    whichever variable it is; an equal environment is taken."""
+    request = {"executable": sys.executable, "argv": ["job.py"], "env": dict(base)}
+    assert job_server._refusal(request, [0, 1, 2], job_server._comparable(base)) == ""
+    changed = dict(base)
+    if drop and name in changed:
+        del changed[name]
+    else:
+        changed[name] = value
+    why = job_server._refusal({**request, "env": changed}, [0, 1, 2], job_server._comparable(base))
+    if name in job_server.SHELL_VARIABLES or changed == base:
+        assert why == ""
+    else:
+        assert why and name in why
 
 
 def test_without_a_server_the_job_runs_in_its_own_process(tmp_path):

@@ -214,10 +214,10 @@ def _wait_for_fork(connection: socket.socket, pid: int, log_path: str | None) ->
     if log_path is not None and Path(log_path).exists():
         with open(log_path, "a", encoding="utf-8") as out:
             out.write(USAGE_TAG + json.dumps(vars(usage)) + "\n")
-    if result["signal"]:
-        signal.signal(result["signal"], signal.SIG_DFL)
-        os.kill(os.getpid(), result["signal"])
-    os._exit(result["exit_status"])
+    if result["exit_code"] < 0:  # the fork was ended by a signal: so is this process
+        signal.signal(-result["exit_code"], signal.SIG_DFL)
+        os.kill(os.getpid(), -result["exit_code"])
+    os._exit(result["exit_code"])
 
 
 def read_usage(log_path: str | os.PathLike[str]) -> Usage | None:
@@ -274,23 +274,24 @@ class _Forks:
     def __init__(self, listener: socket.socket, environment: Mapping[str, str]):
         self.listener = listener
         self.selector = selectors.DefaultSelector()
-        self.selector.register(listener, selectors.EVENT_READ, None)
+        self.selector.register(listener, selectors.EVENT_READ, ("listener", 0))
         self.jobs: dict[int, tuple[socket.socket, int]] = {}  # fork's pid -> the job's connection, the fork's pidfd
         self.environment = environment  # the server's before its imports, which each job's must equal
         self.refusals: set[str] = set()
 
     def step(self, timeout: float) -> None:
         for key, _ in self.selector.select(timeout=timeout):
-            if key.data is None:
+            kind, pid = key.data
+            if kind == "listener":
                 try:
                     self._accept()
                 except OSError as err:  # that one job runs in its own process, or fails; the server goes on
                     print(f"asrmerge job server: a job could not be taken: {err}", file=sys.stderr, flush=True)
-            elif key.fileobj == self.jobs.get(key.data, (None, None))[1]:  # the fork ended: report how
-                self._report(key.data)
+            elif kind == "fork":  # the fork ended: report how
+                self._report(pid)
             else:  # the job's process closed its end before the fork ended: end the fork
                 self.selector.unregister(key.fileobj)
-                _end(key.data)
+                _end(pid)
 
     def end_all(self) -> None:
         for pid in self.jobs:
@@ -324,13 +325,13 @@ class _Forks:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
         self.jobs[pid] = (connection, pidfd)
-        self.selector.register(pidfd, selectors.EVENT_READ, pid)
+        self.selector.register(pidfd, selectors.EVENT_READ, ("fork", pid))
         try:
             _send(connection, {"accepted": True, "pid": pid})
         except OSError:  # the job's process is gone: so is the job
             _end(pid)
             return
-        self.selector.register(connection, selectors.EVENT_READ, pid)
+        self.selector.register(connection, selectors.EVENT_READ, ("job", pid))
 
     def _close_in_fork(self) -> None:
         """The fork keeps none of the server's files: a job's end would otherwise not reach another job."""
@@ -347,10 +348,8 @@ class _Forks:
         _, status, rusage = os.wait4(pid, 0)
         usage = Usage(user_seconds=rusage.ru_utime, system_seconds=rusage.ru_stime,
                       max_rss_mb=rusage.ru_maxrss / 1024)
-        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-        result = {"exit_status": os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1, "signal": signum,
-                  "usage": vars(usage)}
-        if connection in (key.fileobj for key in self.selector.get_map().values()):
+        result = {"exit_code": os.waitstatus_to_exitcode(status), "usage": vars(usage)}  # -N: ended by signal N
+        if connection in self.selector.get_map():  # the job's process is still there
             self.selector.unregister(connection)
             try:
                 _send(connection, result)
