@@ -13,10 +13,14 @@ TORCH_SPEC ?= torch==2.13.0
 
 venv: $(VENV)/.installed
 
+# pip would compile every installed module to bytecode one after the other; instead one pass over the environment
+# compiles them with a worker per core. As with pip, a module that does not compile is left as it is (torch ships
+# one in a newer Python's syntax) and the install goes on.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,slurm,report]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e '.[test,slurm,report]'
+	$(BIN)/python -c 'import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)' $(VENV)/lib
 	touch $@
 
 demo: venv

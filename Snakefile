@@ -3,6 +3,10 @@
 # Stages (one file each under rules/): corpus -> base model -> fine-tunes -> task vectors -> statistics -> merges
 # -> lambda selection on validation -> decoding -> scoring -> tables and figures.
 #
+# Each rule's `priority:` is the number of rules on the longest chain from it to the final target: of the jobs ready
+# at once, those that most stages still wait on start first, so a run does not end with one merge's selection,
+# decode and table on one core while the others idle (tests/test_rules.py derives the numbers from the rule graph).
+#
 # Results layout: every output lies under config["results"] (default results/demo/) at a path template of
 # asrmerge/layout.py; docs/reference/layout.md lists them with the rules that write them (`asrmerge docs`).
 

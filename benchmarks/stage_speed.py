@@ -280,12 +280,58 @@ def finetune(args) -> None:
                                     loop.TrainingOptions(**settings, seed=config["seed"]), Path(tmp) / "model",
                                     torch.device("cpu"), replay_set=utterances([replay], "train"))
         weights = hashlib.sha256((Path(tmp) / "model" / MODEL_WEIGHTS).read_bytes()).hexdigest()
+        operators = operator_profile(lambda: loop.train(
+            load_whisper(layout.path(results, layout.BASE_MODEL)), utterances([manifest], "train"),
+            loop.TrainingOptions(**{**settings, "steps": PROFILED_STEPS}, seed=config["seed"]), Path(tmp) / "profiled",
+            torch.device("cpu"), replay_set=utterances([replay], "train")))
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
               "domain": args.domain, "settings": settings, "threads": 1, "steps": args.steps,
               "wall_seconds": wall, "cpu_seconds": cpu, "cpu_seconds_per_step": round(cpu / args.steps, 3),
-              "parts": watch.take(), "final_loss": curve[-1]["loss"], "weights_sha256": weights}
+              "parts": watch.take(), "final_loss": curve[-1]["loss"], "weights_sha256": weights,
+              "operators": operators, "large_matrix_product_gflops": large_product_gflops()}
     save("finetune", record)
     print(json.dumps(record, indent=1))
+
+
+#: Steps of a second, shorter fine-tune run under torch's profiler (its overhead stays out of the timed run).
+PROFILED_STEPS = 3
+#: torch operators by what they compute, forward and backward; the rest is "other".
+OPERATOR_CLASSES = {
+    "matrix products (mm, addmm, bmm)": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "attention (scaled dot product)": ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                                       "aten::_scaled_dot_product_flash_attention_for_cpu_backward"),
+    "GELU": ("aten::gelu", "aten::gelu_backward"),
+    "copies": ("aten::copy_",),
+}
+MATRIX_PRODUCTS = "matrix products (mm, addmm, bmm)"
+
+
+def operator_profile(run: Callable[[], object]) -> dict:
+    """Self CPU seconds of `run` by operator class (torch.profiler), and the rate of its matrix products."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as profiler:
+        run()
+    seconds = dict.fromkeys([*OPERATOR_CLASSES, "other"], 0.0)
+    flops = 0.0
+    for event in profiler.key_averages():
+        kind = next((name for name, ops in OPERATOR_CLASSES.items() if event.key in ops), "other")
+        seconds[kind] += event.self_cpu_time_total / 1e6
+        flops += event.flops if kind == MATRIX_PRODUCTS else 0.0
+    return {"steps": PROFILED_STEPS, "self_cpu_seconds": {kind: round(value, 2) for kind, value in seconds.items()},
+            "matrix_product_gflops": round(flops / seconds[MATRIX_PRODUCTS] / 1e9, 1)}
+
+
+def large_product_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of one thread on a large float32 matrix product: what this core's matrix arithmetic reaches."""
+    import torch
+
+    a, b = torch.randn(size, size, generator=torch.Generator().manual_seed(0)), torch.randn(size, size)
+    torch.mm(a, b)  # the library's first call sets itself up
+    start = time.thread_time()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return round(2 * size**3 * repeats / (time.thread_time() - start) / 1e9, 1)
 
 
 # --------------------------------------------------------------------------------------------------------- startup
@@ -368,8 +414,9 @@ def run(args) -> None:
     target_seconds = {"demo": DEMO_SECONDS, **RUN_TARGET_SECONDS}[args.target]
     jobs = read_jobs(Path(args.results))
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
-              "results": args.results, "make_target": args.target, "target_seconds": target_seconds,
+              "commit": _commit(), "results": args.results, "make_target": args.target, "target_seconds": target_seconds,
               "conditions": args.conditions, "span_seconds": round(span_seconds(jobs), 1),
+              "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(j.finished - j.seconds for j in jobs))),
               "forked_jobs": sum(job.forked for job in jobs),
               "make": time_report(Path(args.make_log)) if args.make_log else None,
               "stages": {stage: {"jobs": jobs, "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
@@ -478,7 +525,11 @@ def _targets(records: Mapping[str, Mapping]) -> list[str]:
               "worker per core, with each workflow run made once (tests/conftest.py groups the tests that share one, "
               "tests/test_xdist_groups.py checks that pytest-xdist keeps the groups), and the SLURM test makes its "
               "run beside the session's micro run, its reference, since it mostly waits for SLURM's status checks. "
-              "No test was cut or narrowed for it.", ""]
+              "No test was cut or narrowed for it. Of the jobs ready at once, those of the rule on the longest "
+              "chain to the final target start first (each rule's `priority:`, derived from the rule graph by "
+              "tests/test_rules.py), so the merges' selections and decodes no longer trail at the end of a run; "
+              "the environment's install compiles its modules to bytecode with a worker per core instead of "
+              "pip's one after the other (Makefile). Neither changes a job's work.", ""]
     return lines
 
 
@@ -496,8 +547,9 @@ def _run_target(run: Mapping) -> list[str]:
                f"{(measured - span) / 60:.1f} min: the environment's install (pip) before Snakemake starts, and "
                "Snakemake's own start and end")
     return [f"| `make {make_target}` ≤ {target / 60:.0f} min on {TARGET_CORES} quiet cores | the run's jobs "
-            f"{span / 60:.1f} min from the first start to the last end{whole} ({run['conditions']}; the run of "
-            f"{run['machine']['date']}, {run.get('forked_jobs', 0)} jobs forked from its job server) | "
+            f"{span / 60:.1f} min from the first start to the last end{whole} ({run['conditions']}; "
+            f"{_made_at(run)} on {run['machine']['cpu']}, {run.get('forked_jobs', 0)} jobs forked from its job "
+            "server) | "
             f"{'met' if measured <= target else 'missed'}: {why} |"]
 
 
@@ -581,6 +633,20 @@ def _finetune_section(record: Mapping) -> list[str]:
               "positions each). Features are already computed once per utterance (FeatureCache) and the optimizer is "
               "small, so what is left is arithmetic: a faster step would need less of it (shorter windows, lower "
               "precision), which changes the weights. The fine-tune's speed-up target is missed for that reason.", ""]
+    operators = record.get("operators")
+    if operators:
+        total = sum(operators["self_cpu_seconds"].values())
+        lines += [f"Where a step's time goes by operator: {operators['steps']} more steps under torch's profiler "
+                  "(self CPU time of each operator, forward and backward; the profiler adds its own cost to every "
+                  "call, most to the small ones):", "", "| operators | CPU s | share |", "|---|---|---|"]
+        lines += [f"| {kind} | {value} | {100 * value / total:.0f} % |"
+                  for kind, value in operators["self_cpu_seconds"].items()]
+        rate, large = operators["matrix_product_gflops"], record["large_matrix_product_gflops"]
+        lines += ["", f"The step's matrix products run at {rate} GFLOP/s, {100 * rate / large:.0f} % of the {large} "
+                  "GFLOP/s that one large float32 product (2048 × 2048) reaches on the same core and thread: the "
+                  "model's are narrow (192 and 768 wide over 12 × 300 positions), so moving their operands costs "
+                  "about as much as their arithmetic. The library picks its kernel and the order of the sums by the "
+                  "shapes, so another way of computing them gives other sums, and other weights.", ""]
     return lines
 
 
@@ -606,10 +672,10 @@ def _run_section(record: Mapping) -> list[str]:
     tunes = sum(stage["cpu_seconds"] for name, stage in stages.items() if name.startswith("models/"))
     cores = TARGET_CORES
     jobs = sum(stage["jobs"] for stage in stages.values())
-    lines = [f"## The whole run `{record['results']}` of {record['machine']['date']}: job time by stage", "",
+    lines = [f"## The whole run `{record['results']}`, {_made_at(record)}: job time by stage", "",
              f"`.venv/bin/python {record['command']}` (from the run's per-job Snakemake benchmark files; the run: "
-             f"{record['conditions']}; {record.get('forked_jobs', 0)} of its {jobs} jobs forked from its job "
-             "server):", "", "| stage | jobs | wall min | CPU min |", "|---|---|---|---|"]
+             f"{record['conditions']}; {record['machine']['cores']} cores ({record['machine']['cpu']}); "
+             f"{record.get('forked_jobs', 0)} of its {jobs} jobs forked from its job server):", "", "| stage | jobs | wall min | CPU min |", "|---|---|---|---|"]
     lines += [f"| {name} | {stage['jobs']} | {stage['wall_seconds'] / 60:.1f} | {stage['cpu_seconds'] / 60:.1f} |"
               for name, stage in stages.items()]
     lines += [f"| all | {jobs} | {wall / 60:.1f} | {cpu / 60:.1f} |", "",
@@ -621,25 +687,34 @@ def _run_section(record: Mapping) -> list[str]:
     return lines
 
 
-def _demo_runs(records: Mapping[str, Mapping]) -> tuple[Mapping | None, Mapping | None]:
-    """The latest `make demo` run made without the job server and the latest made with it (either may be None)."""
-    demos = sorted((record for name, record in records.items()
-                    if name.startswith("run") and record.get("make_target", "demo") == "demo"),
-                   key=lambda record: record["machine"]["date"])
-    before = [record for record in demos if not record.get("forked_jobs")]
-    after = [record for record in demos if record.get("forked_jobs")]
-    return (before[-1] if before else None), (after[-1] if after else None)
+def _demo_runs(records: Mapping[str, Mapping]) -> list[Mapping]:
+    """The `make demo` run records, the oldest first."""
+    return sorted((record for name, record in records.items()
+                   if name.startswith("run") and record.get("make_target", "demo") == "demo"),
+                  key=_run_date)
+
+
+def _run_date(record: Mapping) -> str:
+    """When a run's first job started (records without it: when the record was taken)."""
+    return record.get("started", record["machine"]["date"])
+
+
+def _made_at(record: Mapping) -> str:
+    """When and from which commit a run record's run was made."""
+    return f"the run of {_run_date(record)} at {record.get('commit', 'an unrecorded commit')}"
 
 
 def _before_after(records: Mapping[str, Mapping]) -> list[str]:
-    """`make demo`'s job time by stage without and with the job server, side by side."""
-    before, after = _demo_runs(records)
-    if before is None or after is None:
+    """The job time by stage of the last two `make demo` runs, side by side."""
+    demos = _demo_runs(records)
+    if len(demos) < 2:
         return []
+    before, after = demos[-2:]
     names = list(dict.fromkeys([*after["stages"], *before["stages"]]))
-    lines = ["## `make demo` by stage, before and after the job server", "",
-             f"Before: the run of {before['machine']['date']}; after: the run of {after['machine']['date']} (both "
-             "sections above, each with its command and conditions). Minutes summed over each stage's jobs.", "",
+    lines = ["## `make demo` by stage: the last two runs", "",
+             f"Before: {_made_at(before)}; after: {_made_at(after)} (both sections above, each with its command "
+             f"and conditions, on {before['machine']['cpu']} and {after['machine']['cpu']}). Minutes summed over "
+             "each stage's jobs.", "",
              "| stage | before: wall min | CPU min | after: wall min | CPU min |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {_stage_minutes(before, name)} | {_stage_minutes(after, name)} |" for name in names]
     total = {key: [sum(stage[key] for stage in record["stages"].values()) / 60 for record in (before, after)]
@@ -671,7 +746,9 @@ def _make_minutes(record: Mapping) -> str:
 def _startup_share(records: Mapping[str, Mapping]) -> list[str]:
     """The CPU time the run without the job server spent importing, for the kinds of job whose start-up was measured:
     jobs × start-up; and what a forked job costs instead."""
-    before, after = _demo_runs(records)
+    demos = _demo_runs(records)
+    before = next((record for record in reversed(demos) if not record.get("forked_jobs")), None)
+    after = next((record for record in reversed(demos) if record.get("forked_jobs")), None)
     startup = records.get("startup")
     if before is None or startup is None:
         return []
@@ -683,14 +760,14 @@ def _startup_share(records: Mapping[str, Mapping]) -> list[str]:
         rows.append(f"| {kind} | {jobs} | {startup['jobs'][kind]['cpu_seconds']} | {seconds / 60:.1f} |")
     cpu = sum(stage["cpu_seconds"] for stage in before["stages"].values())
     lines = ["## Start-up in the whole run", "",
-             f"The jobs of each kind in the run of {before['machine']['date']} (made without the job server) times "
+             f"The jobs of each kind in the run of {_run_date(before)} (made without the job server) times "
              "that kind's start-up (section \"Job start-up\"): CPU time spent importing before any work.", "",
              "| job | jobs in the run | start-up CPU s | CPU min |", "|---|---|---|---|", *rows, "",
              f"{total / 60:.1f} of that run's {cpu / 60:.1f} CPU min ({100 * total / cpu:.0f} %) for these kinds "
              "alone (statistics, exports, corpus and task-vector jobs started up too): every job was a fresh "
              "interpreter."]
     if after is not None and "forked_job_cpu_seconds" in startup:
-        lines[-1] += (f" In the run of {after['machine']['date']}, {after['forked_jobs']} jobs were forked from "
+        lines[-1] += (f" In the run of {_run_date(after)}, {after['forked_jobs']} jobs were forked from "
                       f"the run's job server, which imported once; a forked job's start-up is "
                       f"{startup['forked_job_cpu_seconds']} CPU s.")
     return lines + [""]

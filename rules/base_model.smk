@@ -9,6 +9,7 @@ rule base_model:
         layout.job_log(RESULTS, "base_model"),
     benchmark:
         layout.job_benchmark(RESULTS, "base_model")
+    priority: 10
     conda:
         "../envs/asrmerge.yaml"
     threads: 2

@@ -9,6 +9,7 @@ rule corpus_set:
         layout.job_log(RESULTS, "corpus_set"),
     benchmark:
         layout.job_benchmark(RESULTS, "corpus_set")
+    priority: 11
     conda:
         "../envs/asrmerge.yaml"
     params:
@@ -31,6 +32,7 @@ rule check_splits:
         layout.job_log(RESULTS, "check_splits"),
     benchmark:
         layout.job_benchmark(RESULTS, "check_splits")
+    priority: 10
     conda:
         "../envs/asrmerge.yaml"
     params:

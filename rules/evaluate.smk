@@ -10,6 +10,7 @@ rule select_lambda:
         layout.job_log(RESULTS, "select_lambda"),
     benchmark:
         layout.job_benchmark(RESULTS, "select_lambda")
+    priority: 5
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -36,6 +37,7 @@ rule decode_model:
         layout.job_log(RESULTS, "decode_model"),
     benchmark:
         layout.job_benchmark(RESULTS, "decode_model")
+    priority: 4
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -60,6 +62,7 @@ rule decode_merged:
         layout.job_log(RESULTS, "decode_merged"),
     benchmark:
         layout.job_benchmark(RESULTS, "decode_merged")
+    priority: 4
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -82,6 +85,7 @@ rule score:
         layout.job_log(RESULTS, "score"),
     benchmark:
         layout.job_benchmark(RESULTS, "score")
+    priority: 3
     conda:
         "../envs/asrmerge.yaml"
     params:

@@ -10,6 +10,7 @@ rule finetune_domain:
         layout.job_benchmark(RESULTS, "finetune_domain")
     wildcard_constraints:
         domain=rf"(?!(?:{one_of(d for d in DOMAINS if layout.finetuned_system(d) in SUPPLIED)})$)[A-Za-z0-9][A-Za-z0-9_-]*",
+    priority: 9
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -31,6 +32,7 @@ rule finetune_joint:
         layout.job_log(RESULTS, "finetune_joint"),
     benchmark:
         layout.job_benchmark(RESULTS, "finetune_joint")
+    priority: 5
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -57,6 +59,7 @@ rule import_finetune:
         layout.job_benchmark(RESULTS, "import_finetune")
     wildcard_constraints:
         model=one_of(SUPPLIED),
+    priority: 9
     conda:
         "../envs/asrmerge.yaml"
     params:

@@ -11,6 +11,7 @@ rule merge:
         layout.job_log(RESULTS, "merge"),
     benchmark:
         layout.job_benchmark(RESULTS, "merge")
+    priority: 6
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -34,6 +35,7 @@ rule merge_diagnostics:
         layout.job_log(RESULTS, "merge_diagnostics"),
     benchmark:
         layout.job_benchmark(RESULTS, "merge_diagnostics")
+    priority: 2
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -52,6 +54,7 @@ rule export_merged:
         layout.job_log(RESULTS, "export_merged"),
     benchmark:
         layout.job_benchmark(RESULTS, "export_merged")
+    priority: 1
     conda:
         "../envs/asrmerge.yaml"
     params:
@@ -75,6 +78,7 @@ rule export_best_merge:
         layout.job_log(RESULTS, "export_best_merge"),
     benchmark:
         layout.job_benchmark(RESULTS, "export_best_merge")
+    priority: 1
     conda:
         "../envs/asrmerge.yaml"
     params:

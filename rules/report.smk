@@ -57,6 +57,7 @@ rule table:
         layout.job_log(RESULTS, "table"),
     benchmark:
         layout.job_benchmark(RESULTS, "table")
+    priority: 2
     conda:
         "../envs/asrmerge.yaml"
     params:
@@ -87,6 +88,7 @@ rule figure:
         layout.job_log(RESULTS, "figure"),
     benchmark:
         layout.job_benchmark(RESULTS, "figure")
+    priority: 1
     conda:
         "../envs/asrmerge.yaml"
     params:

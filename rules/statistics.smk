@@ -12,6 +12,7 @@ rule statistics:
         layout.job_benchmark(RESULTS, "statistics")
     wildcard_constraints:
         kind=one_of(PER_TASK_STATISTICS),
+    priority: 7
     conda:
         "../envs/asrmerge.yaml"
     threads: 2
@@ -38,6 +39,7 @@ rule adamerging_coefficients:
         layout.job_benchmark(RESULTS, "adamerging_coefficients")
     wildcard_constraints:
         method="adamerging",
+    priority: 7
     conda:
         "../envs/asrmerge.yaml"
     threads: 2

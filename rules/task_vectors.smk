@@ -9,6 +9,7 @@ rule task_vector:
         layout.job_log(RESULTS, "task_vector"),
     benchmark:
         layout.job_benchmark(RESULTS, "task_vector")
+    priority: 8
     conda:
         "../envs/asrmerge.yaml"
     script:
@@ -25,6 +26,7 @@ rule task_spectra:
         layout.job_log(RESULTS, "task_spectra"),
     benchmark:
         layout.job_benchmark(RESULTS, "task_spectra")
+    priority: 3
     conda:
         "../envs/asrmerge.yaml"
     threads: 2

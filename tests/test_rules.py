@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 from asrmerge import layout
 from asrmerge.cli import build_parser, rule_commands
@@ -87,3 +91,43 @@ def test_no_declared_stage_rule_names_an_argument_in_two_sections() -> None:
         for argument in declared[name].arguments:
             holders = [section for section, found in names.items() if argument.name in found]
             assert len(holders) <= 1, f"rule {name} names {argument.name!r} in {holders}"
+
+
+EDGE = re.compile(r"^\s*(\d+) -> (\d+)$", re.MULTILINE)
+NODE = re.compile(r'^\s*(\d+)\[label = "(\w+)"', re.MULTILINE)
+
+
+def rule_graph(config: dict, tmp_path: Path) -> set[tuple[str, str]]:
+    """(producer, consumer) rule pairs of a config's DAG, as `snakemake --rulegraph` draws it."""
+    path = tmp_path / f"config-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(yaml.safe_dump({**config, "results": str(tmp_path / "results")}), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--rulegraph", "--cores", "1", "--snakefile",
+                           str(ROOT / "Snakefile"), "--directory", str(ROOT), "--configfile", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = dict(NODE.findall(done.stdout))
+    return {(names[a], names[b]) for a, b in EDGE.findall(done.stdout) if a != b}
+
+
+def test_every_rule_ranks_by_the_longest_chain_it_starts(tmp_path: Path) -> None:
+    """A rule's `priority:` is the number of rules on the longest chain from it to the final target, so that among
+    the jobs ready at once Snakemake starts those that most stages still wait on (highest level first): the last
+    merge's selection, decode and table then do not run alone at the end of a run while other cores idle. The
+    chains are read from the rule graphs of the demo config, of the demo with a supplied fine-tune and of the demo
+    exporting only the best merge, which between them have every rule."""
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    supplied = {**demo, "finetune": {**demo["finetune"], "checkpoints": {"banking": str(ROOT / "assets" / "foundation")}}}
+    best = {**demo, "merge": {**demo["merge"], "export_models": "best"}}
+    edges = set().union(*(rule_graph(config, tmp_path) for config in (demo, supplied, best)))
+    consumers: dict[str, set[str]] = {}
+    for producer, consumer in edges:
+        consumers.setdefault(producer, set()).add(consumer)
+
+    def height(rule: str) -> int:
+        return max((1 + height(consumer) for consumer in consumers.get(rule, ())), default=0)
+
+    declared = {name: int(m.group(1)) for name, body in rules().items()
+                if (m := re.search(r"^    priority: (\d+)$", body, re.MULTILINE))}
+    assert sorted(set(rules()) - set(declared)) == [], "a rule without a priority"
+    assert {name for pair in edges for name in pair} - {"all"} == set(rules()), "a rule the graphs do not reach"
+    assert {name: height(name) for name in declared} == declared
