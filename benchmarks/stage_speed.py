@@ -304,6 +304,7 @@ OPERATOR_CLASSES = {
     "copies": ("aten::copy_",),
 }
 MATRIX_PRODUCTS = "matrix products (mm, addmm, bmm)"
+NEAR_PEAK = 0.8  # a step's products at this share of a large product's rate run as fast as the core allows
 
 
 def operator_profile(run: Callable[[], object]) -> dict:
@@ -323,15 +324,21 @@ def operator_profile(run: Callable[[], object]) -> dict:
 
 
 def large_product_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of one thread on a large float32 matrix product: what this core's matrix arithmetic reaches."""
+    """GFLOP/s of one thread (as in every demo job) on a large float32 matrix product: what this core's matrix
+    arithmetic reaches."""
     import torch
 
-    a, b = torch.randn(size, size, generator=torch.Generator().manual_seed(0)), torch.randn(size, size)
-    torch.mm(a, b)  # the library's first call sets itself up
-    start = time.thread_time()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    return round(2 * size**3 * repeats / (time.thread_time() - start) / 1e9, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(size, size, generator=torch.Generator().manual_seed(0)), torch.randn(size, size)
+        torch.mm(a, b)  # the library's first call sets itself up
+        start = time.process_time()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        return round(2 * size**3 * repeats / (time.process_time() - start) / 1e9, 1)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------------------- startup
@@ -413,12 +420,15 @@ def run(args) -> None:
         raise SystemExit(f"{args.results}: no job benchmark files")
     target_seconds = {"demo": DEMO_SECONDS, **RUN_TARGET_SECONDS}[args.target]
     jobs = read_jobs(Path(args.results))
+    make = time_report(Path(args.make_log)) if args.make_log else None
+    if make and shlex.split(make["command"])[1:2] != [args.target]:
+        raise SystemExit(f"{args.make_log} timed `{make['command']}`, not `make {args.target}` (--target)")
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
               "commit": _commit(), "results": args.results, "make_target": args.target, "target_seconds": target_seconds,
               "conditions": args.conditions, "span_seconds": round(span_seconds(jobs), 1),
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(j.finished - j.seconds for j in jobs))),
               "forked_jobs": sum(job.forked for job in jobs),
-              "make": time_report(Path(args.make_log)) if args.make_log else None,
+              "make": make,
               "stages": {stage: {"jobs": jobs, "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
                          for stage, (jobs, wall, cpu) in stages.items()}}
     save(args.name, record)
@@ -642,11 +652,13 @@ def _finetune_section(record: Mapping) -> list[str]:
         lines += [f"| {kind} | {value} | {100 * value / total:.0f} % |"
                   for kind, value in operators["self_cpu_seconds"].items()]
         rate, large = operators["matrix_product_gflops"], record["large_matrix_product_gflops"]
+        verdict = ("as fast as this core multiplies float32 matrices at all" if rate >= NEAR_PEAK * large else
+                   "slower than a large product: the model's are narrow (192 and 768 wide over 12 × 300 positions), "
+                   "and moving their operands costs about as much as their arithmetic")
         lines += ["", f"The step's matrix products run at {rate} GFLOP/s, {100 * rate / large:.0f} % of the {large} "
-                  "GFLOP/s that one large float32 product (2048 × 2048) reaches on the same core and thread: the "
-                  "model's are narrow (192 and 768 wide over 12 × 300 positions), so moving their operands costs "
-                  "about as much as their arithmetic. The library picks its kernel and the order of the sums by the "
-                  "shapes, so another way of computing them gives other sums, and other weights.", ""]
+                  "GFLOP/s that one large float32 product (2048 × 2048) reaches on the same core and thread: "
+                  f"{verdict}. The library picks its kernel and the order of the sums by the shapes, so another way "
+                  "of computing them gives other sums, and other weights.", ""]
     return lines
 
 

@@ -200,8 +200,8 @@ def test_the_results_page_counts_what_the_run_measured(tmp_path):
     make_log.write_text("...the run's output...\n\tCommand being timed: \"make demo\"\n\tUser time (seconds): 1300.5\n"
                         "\tSystem time (seconds): 59.5\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 13:14.49\n"
                         "\tExit status: 0\n")
-    assert results_page.time_report(make_log) == {"log": str(make_log), "wall_seconds": 794.5, "cpu_seconds": 1360.0,
-                                                  "exit_status": 0}
+    assert results_page.time_report(make_log) == {"log": str(make_log), "command": "make demo", "wall_seconds": 794.5,
+                                                  "cpu_seconds": 1360.0, "exit_status": 0}
     assert main(["results-page", str(results), "--page", str(page), "--figures", str(tmp_path / "figures"),
                  "--make-log", str(make_log), "--conditions", "alone"]) == 0
     assert "the whole `make demo`, its set-up included, 13.2 min" in page.read_text()
@@ -210,7 +210,17 @@ def test_the_results_page_counts_what_the_run_measured(tmp_path):
 
 
 def test_the_demo_time_target_applies_only_to_a_demo_run():
-    """W8's time target is `make demo`'s: a page of another run (make whisper-base) leaves it out."""
+    """W8's time target is `make demo`'s: a page of another run (make whisper-base) leaves it out, and names the
+    command it timed."""
+    def report(command: str) -> dict:
+        return {"command": command, "wall_seconds": 2528.9, "log": "make.log", "exit_status": 0}
+
+    assert [results_page.is_make_demo(report(c)) for c in ("make demo", "/usr/bin/make demo CORES=2", "make whisper-base",
+                                                           "make demo whisper-base", "snakemake demo", "")] == [
+        True, True, False, False, False, False]
+    assert not results_page.is_make_demo(None)
+    assert "the whole `make whisper-base`, its set-up included, 42.1 min" in results_page.whole_command(
+        report("make whisper-base"))
     assert "--demo-seconds" not in results_page.world_targets_command(Path("results/whisper-base"), None)
     command = results_page.world_targets_command(Path("results/demo"), 1026.4)
     assert command[-2:] == ["--demo-seconds", "1026"]
