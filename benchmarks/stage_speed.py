@@ -414,7 +414,7 @@ def run(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from world_targets import DEMO_SECONDS, job_seconds
 
-    from asrmerge.report.results_page import read_jobs, span_seconds, time_report
+    from asrmerge.report.results_page import make_targets, read_jobs, span_seconds, time_report
 
     stages = job_seconds(Path(args.results))
     if not stages:
@@ -422,7 +422,7 @@ def run(args) -> None:
     target_seconds = {"demo": DEMO_SECONDS, **RUN_TARGET_SECONDS}[args.target]
     jobs = read_jobs(Path(args.results))
     make = time_report(Path(args.make_log)) if args.make_log else None
-    if make and shlex.split(make["command"])[1:2] != [args.target]:
+    if make and make_targets(make) != [args.target]:
         raise SystemExit(f"{args.make_log} timed `{make['command']}`, not `make {args.target}` (--target)")
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
               "commit": _commit(), "results": args.results, "make_target": args.target, "target_seconds": target_seconds,
@@ -513,8 +513,12 @@ def _targets(records: Mapping[str, Mapping]) -> list[str]:
                      f"bounds it at {bound:.1f}× |")
     tune = records.get("finetune")
     if tune:
+        why = "the step is the encoder's arithmetic"
+        if tune.get("operators"):
+            rate = tune["operators"]["matrix_product_gflops"] / tune["large_matrix_product_gflops"]
+            why += f", its matrix products at {100 * rate:.0f} % of the rate of one large product on this core"
         lines.append(f"| a fine-tune step ≥ 3× faster at identical weights | {tune['cpu_seconds_per_step']} CPU s "
-                     "per step, unchanged | missed: the step is the encoder's arithmetic (below) |")
+                     f"per step, unchanged | missed: {why} (below) |")
     tests = sorted((record for name, record in records.items() if name.startswith("tests")),
                    key=lambda record: record["machine"]["date"], reverse=True)  # the latest first
     runs = [record for name, record in records.items() if name.startswith("run")]
@@ -654,8 +658,8 @@ def _finetune_section(record: Mapping) -> list[str]:
                   for kind, value in operators["self_cpu_seconds"].items()]
         rate, large = operators["matrix_product_gflops"], record["large_matrix_product_gflops"]
         verdict = ("as fast as this core multiplies float32 matrices at all" if rate >= NEAR_PEAK * large else
-                   "slower than a large product: the model's are narrow (192 and 768 wide over 12 × 300 positions), "
-                   "and moving their operands costs about as much as their arithmetic")
+                   "slower than a large product, as narrow products are: moving their operands costs about as much "
+                   "as their arithmetic")
         lines += ["", f"The step's matrix products run at {rate} GFLOP/s, {100 * rate / large:.0f} % of the {large} "
                   "GFLOP/s that one large float32 product (2048 × 2048) reaches on the same core and thread: "
                   f"{verdict}. The library picks its kernel and the order of the sums by the shapes, so another way "

@@ -219,6 +219,8 @@ def test_the_demo_time_target_applies_only_to_a_demo_run():
                                                            "make demo whisper-base", "snakemake demo", "")] == [
         True, True, False, False, False, False]
     assert not results_page.is_make_demo(None)
+    assert results_page.make_targets(report("make CORES=2 whisper-base")) == ["whisper-base"]
+    assert results_page.make_targets(report("snakemake --cores 2")) is None
     assert "the whole `make whisper-base`, its set-up included, 42.1 min" in results_page.whole_command(
         report("make whisper-base"))
     assert "--demo-seconds" not in results_page.world_targets_command(Path("results/whisper-base"), None)

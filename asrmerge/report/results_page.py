@@ -105,11 +105,18 @@ def time_report(log: Path) -> dict:
             "exit_status": status}
 
 
-def is_make_demo(make: dict | None) -> bool:
-    """Whether a time report (`time_report`) is of `make demo` (variables such as CORES=2 allowed), the command
-    that W8's time target is about."""
+def make_targets(make: dict | None) -> list[str] | None:
+    """The make targets a time report (`time_report`) timed (variables such as CORES=2 left out); None when it timed
+    no make command."""
     words = shlex.split(make["command"]) if make else []
-    return bool(words) and Path(words[0]).name == "make" and [w for w in words[1:] if "=" not in w] == ["demo"]
+    if not words or Path(words[0]).name != "make":
+        return None
+    return [word for word in words[1:] if "=" not in word]
+
+
+def is_make_demo(make: dict | None) -> bool:
+    """Whether a time report is of `make demo`, the command that W8's time target is about."""
+    return make_targets(make) == ["demo"]
 
 
 def machine() -> str:
