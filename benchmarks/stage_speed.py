@@ -50,6 +50,7 @@ from pathlib import Path
 
 from asrmerge import layout
 from asrmerge.layout import MODEL_WEIGHTS
+from asrmerge.report.results_page import whole_command
 
 OUT = Path(".bench/stage-speed")
 PAGE = Path("docs/measured/speed.md")
@@ -415,7 +416,7 @@ def run(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from world_targets import DEMO_SECONDS, job_seconds
 
-    from asrmerge.report.results_page import make_targets, read_jobs, span_seconds, time_report
+    from asrmerge.report.results_page import first_start, make_targets, read_jobs, span_seconds, time_report
 
     stages = job_seconds(Path(args.results))
     if not stages:
@@ -428,7 +429,7 @@ def run(args) -> None:
     record = {"command": shlex.join(["benchmarks/stage_speed.py", *sys.argv[1:]]), "machine": machine(),
               "commit": _commit(), "results": args.results, "make_target": args.target, "target_seconds": target_seconds,
               "conditions": args.conditions, "span_seconds": round(span_seconds(jobs), 1),
-              "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(j.finished - j.seconds for j in jobs))),
+              "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(first_start(jobs))),
               "forked_jobs": sum(job.forked for job in jobs),
               "make": make,
               "stages": {stage: {"jobs": jobs, "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
@@ -553,8 +554,7 @@ def _targets(records: Mapping[str, Mapping]) -> list[str]:
 def _run_target(run: Mapping) -> list[str]:
     target, span, make_target = run["target_seconds"], run["span_seconds"], run["make_target"]
     make = run.get("make")
-    whole = (f"; the whole `make {make_target}`, its set-up included, {make['wall_seconds'] / 60:.1f} min "
-             f"(exit status {make['exit_status']})") if make else ""
+    whole = whole_command(make)
     cpu = sum(stage["cpu_seconds"] for stage in run["stages"].values())
     measured = make["wall_seconds"] if make else span  # the whole command when it was timed: what a user waits
     why = (f"its jobs take {cpu / 60:.1f} CPU min, at least {cpu / 60 / TARGET_CORES:.1f} min on {TARGET_CORES} "

@@ -138,7 +138,7 @@ def test_a_job_whose_environment_differs_runs_in_its_own_process(server, tmp_pat
     run_job(tmp_path / "other", env=other)
     assert not record(tmp_path / "other")["preloaded"]
     # the server says why, once per reason, for the run's log
-    notes = (server.folder / "server.log").read_text()
+    notes = server.log_path.read_text()
     assert "OMP_NUM_THREADS" in notes and "HF_HUB_OFFLINE" in notes
 
 

@@ -80,9 +80,14 @@ def _number(text: str | None) -> float:
         return float("nan")
 
 
+def first_start(jobs: list[Job]) -> float:
+    """When the run's first job started (each start = its file's time less its wall clock)."""
+    return min(j.finished - j.seconds for j in jobs)
+
+
 def span_seconds(jobs: list[Job]) -> float:
-    """First job's start to last job's end (each start = its file's time less its wall clock)."""
-    return max(j.finished for j in jobs) - min(j.finished - j.seconds for j in jobs)
+    """First job's start to last job's end."""
+    return max(j.finished for j in jobs) - first_start(jobs)
 
 
 def time_report(log: Path) -> dict:

@@ -80,6 +80,8 @@ SUPPORTED = hasattr(os, "pidfd_open") and hasattr(socket, "SO_PEERCRED")
 BIND_SECONDS = 30  # the run waits this long for the server's socket, then lets its jobs run in their own processes
 READY_SECONDS = 120  # a job waits this long for the server to finish its imports, then runs in its own process
 OWNER_CHECK_SECONDS = 1.0
+SOCKET_NAME = "jobs.sock"  # in the server's private folder, beside its messages
+LOG_NAME = "server.log"
 
 _HEADER = struct.Struct("!I")
 _STDIO = (0, 1, 2)
@@ -109,7 +111,11 @@ class Server:
 
     @property
     def socket_path(self) -> Path:
-        return self.folder / "jobs.sock"
+        return self.folder / SOCKET_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / LOG_NAME
 
 
 # -------------------------------------------------------------------------------------------- the run's side
@@ -131,17 +137,17 @@ def start() -> Server | None:
     if os.environ.get(SOCKET_VARIABLE) == OFF or not SUPPORTED:
         return None
     folder = Path(tempfile.mkdtemp(prefix="asrmerge-jobs-"))  # mode 0700: only this user reaches the socket
-    socket_path = folder / "jobs.sock"
+    socket_path = folder / SOCKET_NAME
     os.environ[SOCKET_VARIABLE] = str(socket_path)
-    with open(folder / "server.log", "wb") as errors:
-        process = subprocess.Popen(
+    with open(folder / LOG_NAME, "wb") as errors:
+        server = Server(process=subprocess.Popen(
             [sys.executable, "-m", "asrmerge.workflow.job_server", str(socket_path), str(os.getpid())],
-            env=job_environment(os.environ), stdin=subprocess.DEVNULL, stdout=errors, stderr=errors)
+            env=job_environment(os.environ), stdin=subprocess.DEVNULL, stdout=errors, stderr=errors), folder=folder)
     # the socket exists before the server's imports (jobs wait for those), and within a moment of its start
     deadline = time.monotonic() + BIND_SECONDS
-    while not socket_path.exists() and process.poll() is None and time.monotonic() < deadline:
+    while not socket_path.exists() and server.process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    return Server(process=process, folder=folder)
+    return server
 
 
 def stop(server: Server | None) -> str:
@@ -159,7 +165,7 @@ def stop(server: Server | None) -> str:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
-    notes = (server.folder / "server.log").read_text(encoding="utf-8", errors="replace").strip()
+    notes = server.log_path.read_text(encoding="utf-8", errors="replace").strip()
     for path in server.folder.iterdir():
         path.unlink()
     server.folder.rmdir()
